@@ -1,0 +1,194 @@
+"""The `tunescope` command line. Every user error ends as one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from tunescope.errors import UserError
+from tunescope.pipeline import Reporter
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Fine-tune small causal LMs, evaluate base vs tuned, analyse and report — every number labelled.")
+console = Console(stderr=True)
+out = Console()
+
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a config key: --set training.epochs=1")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing run with the same name.")]
+
+
+class RichReporter(Reporter):
+    """Progress bars for every long step."""
+
+    def __init__(self) -> None:
+        self.bars = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self) -> RichReporter:
+        self.bars.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bars.stop()
+
+    def stage(self, name: str) -> None:
+        self.bars.console.log(f"[cyan]▶ {name}")
+
+    def progress(self, what: str, done: int, total: int) -> None:
+        if what not in self.tasks:
+            self.tasks[what] = self.bars.add_task(what, total=total)
+        self.bars.update(self.tasks[what], completed=done, total=total)
+
+    def message(self, text: str) -> None:
+        self.bars.console.log(text)
+
+
+def _load(config: Path | None, overrides: list[str] | None, base: dict | None = None):
+    from tunescope.config import load_config
+
+    return load_config(config, overrides or [], base=base)
+
+
+def _print_summary(run_dir: Path) -> None:
+    from tunescope.report.summary_table import summary_rows
+
+    table = Table(title=f"tunescope run: {run_dir}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for name, value in summary_rows(run_dir):
+        table.add_row(name, value)
+    out.print(table)
+    out.print(f"report: [bold]{run_dir / 'report.html'}[/]  (also report.md, report.json)")
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="Run config YAML (see configs/).")],
+    set_: SetOpt = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Whole pipeline: base evaluation → training → tuned evaluation → report."""
+    from tunescope import pipeline
+
+    cfg = _load(config, set_)
+    with RichReporter() as rep:
+        run_dir = pipeline.run(cfg, overwrite=overwrite, reporter=rep)
+    _print_summary(run_dir)
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="Run config YAML.")],
+    set_: SetOpt = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Train only (no evaluation); writes the adapter, metrics and a report of the training."""
+    from tunescope import pipeline
+
+    cfg = _load(config, (set_ or []) + ["eval.tasks=[]"])
+    with RichReporter() as rep:
+        run_dir = pipeline.run(cfg, overwrite=overwrite, reporter=rep)
+    _print_summary(run_dir)
+
+
+@app.command("eval")
+def eval_(
+    model: Annotated[str, typer.Option("--model", "-m", help="Alias, hub id or local directory.")],
+    tasks: Annotated[str, typer.Option("--tasks", "-t", help="Comma-separated, e.g. gsm8k,hellaswag,mmlu_high_school_computer_science")],
+    limit: Annotated[int | None, typer.Option(help="Items per task (default: all).")] = None,
+    batch_size: Annotated[str, typer.Option(help="Batch size or 'auto'.")] = "16",
+    num_fewshot: Annotated[int | None, typer.Option(help="Override the tasks' default shots.")] = None,
+    data_path: Annotated[list[str] | None, typer.Option("--data-path", help="task=PATH: read a task's data locally.")] = None,
+    adapter: Annotated[Path | None, typer.Option(help="A PEFT adapter directory to apply (e.g. runs/x/adapter).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write results.json and per-sample JSONL here.")] = None,
+    dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")] = "auto",
+    backend: Annotated[str, typer.Option(help="native (fast) or lm-eval (the reference implementation).")] = "native",
+) -> None:
+    """Evaluate a model on benchmarks; prints lm-evaluation-harness's familiar table."""
+    from tunescope.evaluate import evaluate, format_results_table, load_task
+    from tunescope.models import load_model
+
+    paths = {}
+    for item in data_path or []:
+        if "=" not in item:
+            raise UserError(f"'{item}' must look like task=PATH", where="--data-path")
+        k, v = item.split("=", 1)
+        paths[k.strip()] = v.strip()
+    bs: int | str = batch_size if batch_size == "auto" else _positive_int(batch_size, "--batch-size")
+    task_objs = [load_task(t.strip(), data_path=paths.get(t.strip()), num_fewshot=num_fewshot)
+                 for t in tasks.split(",") if t.strip()]
+    if dtype not in {"auto", "float32", "bfloat16", "float16"}:
+        raise UserError(f"unknown dtype '{dtype}' (use auto, float32, bfloat16, float16)", where="--dtype")
+    loaded = load_model(model, dtype=dtype)
+    m = loaded.model
+    if adapter is not None:
+        if not (adapter / "adapter_config.json").is_file():
+            raise UserError("not a PEFT adapter directory (no adapter_config.json)", where=str(adapter))
+        from peft import PeftModel
+
+        m = PeftModel.from_pretrained(m, adapter)
+    with RichReporter() as rep:
+        results = evaluate(m, loaded.tokenizer, task_objs, limit=limit, batch_size=bs, out_dir=output,
+                           progress=lambda t, d, n: rep.progress(t, d, n), backend=backend)
+    out.print(format_results_table(results), markup=False, highlight=False)
+
+
+def _positive_int(text: str, where: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise UserError(f"'{text}' is not a whole number", where=where) from None
+    if value < 1:
+        raise UserError("must be at least 1", where=where)
+    return value
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="A finished run directory, e.g. runs/demo.")]) -> None:
+    """(Re)build report.html, report.md and report.json for a run."""
+    from tunescope.pipeline import write_report
+
+    paths = write_report(run_dir)
+    for kind, path in paths.items():
+        out.print(f"{kind}: {path}")
+
+
+@app.command()
+def demo(
+    set_: SetOpt = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite", help="Replace runs/demo if it exists.")] = True,
+) -> None:
+    """Offline demo: LoRA on synthetic grade-school math with SmolLM2-135M-Instruct, then the report."""
+    from tunescope import pipeline
+    from tunescope.config import load_config
+
+    demo_cfg = Path(__file__).parent / "configs" / "demo.yaml"
+    cfg = load_config(demo_cfg, set_ or [])
+    with RichReporter() as rep:
+        run_dir = pipeline.run(cfg, overwrite=overwrite, reporter=rep)
+    _print_summary(run_dir)
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("TUNESCOPE_LOG", "WARNING"))
+    try:
+        app()
+    except UserError as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(UserError.exit_code)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Data: sources, the synthetic generator, prompting and splitting."""

