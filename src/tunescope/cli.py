@@ -179,7 +179,12 @@ def demo(
 
 
 def main() -> None:
+    # Our own progress bars replace the libraries' per-file ones; their warnings go to the log level.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=os.environ.get("TUNESCOPE_LOG", "WARNING"))
+    logging.captureWarnings(True)
     try:
         app()
     except UserError as e:

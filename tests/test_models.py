@@ -1,0 +1,46 @@
+import pytest
+
+from tunescope.errors import UserError
+from tunescope.models import ALIASES, load_model, pick_dtype
+from tunescope.models.loading import _resolve_source
+
+
+def test_seed_model_aliases_exist():
+    expected = {"smollm2-135m-instruct", "gemma3-270m", "qwen2-0.5b-instruct", "falcon3-1b-instruct", "llama-3.2-1b",
+                "tinyllama-1.1b", "open-llama-3b", "phi-2", "mistral-7b"}
+    assert expected <= set(ALIASES)
+    assert ALIASES["qwen2-0.5b-instruct"].hub_id == "Qwen/Qwen2-0.5B-Instruct"
+
+
+def test_unknown_alias_lists_known_ones():
+    with pytest.raises(UserError, match="unknown model alias 'smollm9'.*smollm2-135m-instruct"):
+        _resolve_source("smollm9", None)
+
+
+def test_missing_local_path():
+    with pytest.raises(UserError, match="does not exist"):
+        _resolve_source("/nonexistent/model.gguf", None)
+
+
+def test_hub_id_offline_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # nothing cached here
+    with pytest.raises(UserError, match="could not fetch model 'org-that-does-not-exist/model'.*local directory"):
+        load_model("org-that-does-not-exist/model")
+
+
+def test_local_directory_loads(tiny_model_dir):
+    lm = load_model(str(tiny_model_dir), dtype="float32")
+    assert lm.tokenizer.pad_token is not None and lm.model.config.num_hidden_layers == 2
+    assert str(lm.dtype) == "torch.float32" and lm.device.type == "cpu"
+
+
+def test_auto_dtype_is_float32_on_cpu_without_native_bf16(monkeypatch):
+    import torch
+
+    from tunescope.models import loading
+
+    monkeypatch.setattr(loading, "cpu_has_fast_bf16", lambda: False)
+    assert pick_dtype("auto", torch.device("cpu")) == torch.float32
+    monkeypatch.setattr(loading, "cpu_has_fast_bf16", lambda: True)
+    assert pick_dtype("auto", torch.device("cpu")) == torch.bfloat16
