@@ -23,6 +23,9 @@ from tunescope.runio import (
     write_text_atomic,
 )
 
+# Per-example losses cost one forward pass each; beyond this many the report samples are enough.
+MAX_EXAMPLE_LOSSES = 512
+
 
 class Reporter:
     """Progress callbacks; the CLI draws them with rich, tests use this silent default."""
@@ -132,7 +135,23 @@ def _train_stage(cfg: RunConfig, loaded, prep: Prepared, run_path: Path, reporte
     summary = train(model, train_set, val_set, cfg.training, seed=cfg.seed, pad_id=tok.pad_token_id,
                     device=loaded.device, dtype=loaded.dtype, log=lambda r: append_jsonl(metrics_path, r),
                     save_best=save_best, on_step=lambda s, total: reporter.progress("train", s.step, total))
+    _record_example_losses(model, prep, train_set, train_stats.dropped_rows, cfg, loaded, run_path)
     return model, summary
+
+
+def _record_example_losses(model, prep: Prepared, train_set, dropped_rows, cfg: RunConfig, loaded, run_path: Path) -> None:
+    """Write train_examples.jsonl: each training example with the final model's loss on it (capped)."""
+    from tunescope.runio import write_jsonl
+    from tunescope.train.example_loss import per_example_losses
+
+    dropped = set(dropped_rows)
+    kept_rows = [r for i, r in enumerate(prep.train_rows) if i not in dropped]
+    n = min(len(train_set), MAX_EXAMPLE_LOSSES)
+    losses = per_example_losses(model, train_set[:n], cfg.training.batch_size * 2, loaded.tokenizer.pad_token_id,
+                                loaded.device)
+    write_jsonl(run_path / "train_examples.jsonl",
+                ({"index": i, "question": kept_rows[i]["question"], "answer": kept_rows[i]["answer"],
+                  "loss": losses[i] if i < n else None} for i in range(len(train_set))))
 
 
 def run(cfg: RunConfig, *, overwrite: bool = False, reporter: Reporter | None = None, do_train: bool = True) -> Path:
