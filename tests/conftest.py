@@ -6,6 +6,7 @@ They are built inside the tests so the suite needs no network and no downloaded 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tests must never write to the user's run registry (~/.cache/tunescope/registry.sqlite).
+os.environ["TUNESCOPE_REGISTRY"] = str(Path(tempfile.mkdtemp(prefix="tunescope-test-registry-")) / "registry.sqlite")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

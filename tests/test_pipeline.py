@@ -44,12 +44,10 @@ def test_run_end_to_end_on_tiny_model(tiny_model_dir, tmp_path):
 
 
 def test_failed_run_is_never_presented_as_complete(tiny_model_dir, tmp_path, monkeypatch):
-    import tunescope.train.loop as loop
-
     def boom(*a, **k):
         raise RuntimeError("simulated crash")
 
-    monkeypatch.setattr(loop, "train", boom)
+    monkeypatch.setattr(pipeline, "_train_stage", boom)
     with pytest.raises(RuntimeError):
         pipeline.run(tiny_run_config(tiny_model_dir, tmp_path, "eval.tasks=[]"))
     assert not (tmp_path / "tiny").exists()

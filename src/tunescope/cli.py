@@ -10,7 +10,14 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from tunescope.errors import UserError
@@ -153,13 +160,111 @@ def _positive_int(text: str, where: str) -> int:
 
 
 @app.command()
-def report(run_dir: Annotated[Path, typer.Argument(help="A finished run directory, e.g. runs/demo.")]) -> None:
-    """(Re)build report.html, report.md and report.json for a run."""
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory, e.g. runs/demo.")],
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", "-s", help="Change a report setting: --set report.forgetting_threshold_points=5")] = None,
+) -> None:
+    """(Re)build report.html, report.md and report.json for a run, and add it to the run registry."""
     from tunescope.pipeline import write_report
 
-    paths = write_report(run_dir)
+    paths = write_report(run_dir, overrides=set_)
     for kind, path in paths.items():
         out.print(f"{kind}: {path}")
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories (or `tunescope eval --output` folders).")],
+    baseline: Annotated[str | None, typer.Option(
+        help="Column the others are tested against: a run (its base evaluation), RUN:tuned, or a column "
+             "label such as 'name (tuned)'. Default: the first column.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Folder for comparison.html/.md/.json.")] = None,
+) -> None:
+    """Compare runs: models × tasks with score ± stderr, the best per row, paired tests against a baseline."""
+    from tunescope import pipeline
+
+    paths = pipeline.compare(list(runs), baseline=baseline, output=output)
+    for kind, path in paths.items():
+        out.print(f"{kind}: {path}")
+
+
+runs_app = typer.Typer(no_args_is_help=True, help="The local run registry ($TUNESCOPE_REGISTRY, default "
+                                                   "~/.cache/tunescope/registry.sqlite).")
+app.add_typer(runs_app, name="runs")
+
+
+def _fmt_score(value, stderr) -> str:
+    from tunescope.report.render import pm
+
+    return pm(value, stderr)
+
+
+@runs_app.command("list")
+def runs_list() -> None:
+    """Every registered run, newest first, with its headline scores."""
+    from tunescope import pipeline
+
+    rows = pipeline.runs_list()
+    table = Table(title=f"{len(rows)} registered run(s)")
+    for col in ("run", "model", "method", "data", "finished", "scores (base → tuned)", "path"):
+        table.add_column(col)
+    for r in rows:
+        by_task: dict[str, dict] = {}
+        for s in r["headline"]:
+            by_task.setdefault(s["task"], {})[s["label"]] = s
+        scores = "; ".join(
+            f"{task}: " + " → ".join(_fmt_score(v["value"], v["stderr"]) for v in labels.values())
+            for task, labels in by_task.items())
+        table.add_row(r["name"], r["model"] or "—", r["method"] or "—", r["dataset"] or "—", r["finished"] or "—",
+                      scores or "—", r["path"] + ("" if r["exists"] else " (missing)"))
+    out.print(table)
+
+
+@runs_app.command("show")
+def runs_show(ref: Annotated[str, typer.Argument(metavar="RUN", help="Run name or directory.")]) -> None:
+    """One run: what it was, its training figures and every score."""
+    from tunescope import pipeline
+    from tunescope.report.render import num
+
+    r = pipeline.runs_show(ref)
+    info = Table(title=f"run {r['name']}", show_header=False)
+    info.add_column("key")
+    info.add_column("value")
+    for key in ("path", "model", "dataset", "method", "device", "started", "finished", "wall_s", "train_s", "steps",
+                "epochs", "tokens_supervised", "cost_usd", "train_loss_first", "train_loss_last", "val_loss_first",
+                "val_loss_best", "further_training", "registered_at"):
+        info.add_row(key, num(r.get(key)))
+    info.add_row("overfitting", "—" if r.get("overfitting") is None else ("yes" if r["overfitting"] else "no"))
+    info.add_row("forgetting flagged on", ", ".join(r["forgetting_tasks"]) or "none")
+    out.print(info)
+    scores = Table(title="scores")
+    for col in ("task", "metric", "label", "score ± stderr", "n"):
+        scores.add_column(col)
+    for s in r["scores"]:
+        scores.add_row(s["task"], s["metric"], s["label"], _fmt_score(s["value"], s["stderr"]), num(s["n"]))
+    out.print(scores)
+
+
+@runs_app.command("leaderboard")
+def runs_leaderboard(
+    task: Annotated[str, typer.Option("--task", "-t", help="Task name, e.g. gsm8k, heldout, hellaswag.")],
+    metric: Annotated[str | None, typer.Option(help="e.g. exact_match,strict-match or acc_norm (default: the "
+                                                    "task's primary metric).")] = None,
+    label: Annotated[str | None, typer.Option(help="Only base or only tuned evaluations.")] = None,
+) -> None:
+    """Registered evaluations on one task, best first (with stderr and n: close scores are not a ranking)."""
+    from tunescope import pipeline
+    from tunescope.report.render import num
+
+    board = pipeline.runs_leaderboard(task, metric=metric, label=label)
+    table = Table(title=f"{board['task']} · {board['metric']}")
+    for col in ("#", "run", "eval", "model", "score ± stderr", "n", "path"):
+        table.add_column(col)
+    for r in board["rows"]:
+        table.add_row(str(r["rank"]), r["name"], r["label"], r["model"] or "—", _fmt_score(r["value"], r["stderr"]),
+                      num(r["n"]), r["path"])
+    out.print(table)
 
 
 @app.command()

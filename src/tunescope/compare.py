@@ -1,0 +1,220 @@
+"""Compare evaluations across runs and models: one table of models × tasks, with paired tests.
+
+Each run contributes its base and its tuned evaluation as separate columns ("name (base)", "name
+(tuned)"); an evaluation-only output folder (``tunescope eval --output DIR``) contributes one column.
+Every cell is the score ± standard error and n, as lm-evaluation-harness reports it; the best score in
+each row is marked. Every column is compared with the baseline column on the *same items*: records
+are paired on ``doc_id``, and a pair counts only if both records describe the same item (same question
+and gold answer for generation tasks; same gold index and choices (or their lengths) for multiple choice), so two
+runs whose held-out problems differ are never paired by accident. The tests are McNemar (exact when
+fewer than 25 discordant pairs) and a paired bootstrap 95% CI, with Holm's correction over all
+comparisons in the report.
+
+This module sits beside ``analysis`` in the import order (pipeline → compare → analysis); it receives
+loaded runs as plain dicts and returns a plain dict for ``report.render_compare``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from tunescope.analysis import stats
+from tunescope.analysis.summary import paired_test_name
+from tunescope.errors import UserError
+
+METRIC_LABELS = {
+    "exact_match,strict-match": "exact match (strict-match)",
+    "exact_match,flexible-extract": "exact match (flexible-extract)",
+    "acc,none": "accuracy",
+    "acc_norm,none": "accuracy (length-normalised)",
+}
+_ORDER = list(METRIC_LABELS)
+
+
+def _num(x: Any) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if v == v and abs(v) != float("inf") else None
+
+
+def _metric_keys(res: Mapping[str, Any]) -> list[str]:
+    return [k for k, v in res.items()
+            if "," in k and "_stderr" not in k.split(",")[0] and isinstance(v, int | float) and not isinstance(v, bool)]
+
+
+def _sample_key(results_key: str) -> str:
+    metric, _, filt = results_key.partition(",")
+    return metric if filt in ("", "none") else results_key
+
+
+def item_fingerprint(rec: Mapping[str, Any]) -> str:
+    """What makes two records with the same ``doc_id`` the same item, independent of the model."""
+    if isinstance(rec.get("target"), str) or "question" in rec:
+        key = ["gen", rec.get("question"), rec.get("target")]
+    else:
+        key = ["mc", rec.get("target"), rec.get("choices", rec.get("char_lengths"))]
+    return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def columns_of(runs: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """One column per evaluation: each run's base and tuned, or an eval-only folder's single one."""
+    names = [r["name"] for r in runs]
+    cols = []
+    for run in runs:
+        name = run["name"]
+        if names.count(name) > 1:  # two runs with one name (different output folders): add the parent
+            from pathlib import Path
+
+            name = f"{Path(run['path']).parent.name}/{name}"
+        for label, ev in run["eval"].items():
+            cid = f"{name} ({label})" if label in ("base", "tuned") else name
+            cols.append({"id": cid, "run": name, "label": label, "model": run.get("model"), "path": run["path"],
+                         "method": run.get("method"), "dataset": run.get("dataset"),
+                         "_eval": ev})
+    return cols
+
+
+def _pick_baseline(cols: list[dict], runs: Sequence[Mapping[str, Any]], baseline: str | None) -> dict:
+    if baseline is None:
+        return cols[0]
+    exact = [c for c in cols if c["id"] == baseline]
+    if exact:
+        return exact[0]
+    ref, _, label = baseline.rpartition(":")
+    if ref and label in ("base", "tuned"):
+        hits = [c for c in cols if (c["run"] == ref or _same_path(c["path"], ref)) and c["label"] == label]
+        if hits:
+            return hits[0]
+    hits = [c for c in cols if c["run"] == baseline or _same_path(c["path"], baseline)]
+    if hits:
+        return next((c for c in hits if c["label"] == "base"), hits[0])
+    raise UserError(f"'{baseline}' is none of the compared runs or columns ({', '.join(c['id'] for c in cols)})",
+                    where="--baseline")
+
+
+def _same_path(a: str, b: str) -> bool:
+    from pathlib import Path
+
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
+
+
+def _paired_records(base: list[dict], other: list[dict]) -> tuple[list[dict], list[dict], dict]:
+    """Records of both columns restricted to doc_ids that are the same item in both."""
+    b_by = {r.get("doc_id"): r for r in base if r.get("doc_id") is not None}
+    o_by = {r.get("doc_id"): r for r in other if r.get("doc_id") is not None}
+    shared = [d for d in b_by if d in o_by]
+    same = [d for d in shared if item_fingerprint(b_by[d]) == item_fingerprint(o_by[d])]
+    prompts_differ = sum(1 for d in same if b_by[d].get("prompt_hash") != o_by[d].get("prompt_hash"))
+    info = {"n_shared_doc_ids": len(shared), "n_same_item": len(same), "n_different_item": len(shared) - len(same),
+            "n_prompt_differs": prompts_differ}
+    return [b_by[d] for d in same], [o_by[d] for d in same], info
+
+
+def compare_runs(runs: Sequence[Mapping[str, Any]], baseline: str | None = None, *, alpha: float = 0.05,
+                 n_boot: int = 10000, seed: int = 0) -> dict:
+    """The comparison report's data.
+
+    ``runs``: ``{"name", "path", "model", "method", "dataset", "eval": {label: {"results", "samples"}}}``
+    each (see ``pipeline.load_for_compare``).
+    """
+    cols = columns_of(runs)
+    if not cols:
+        raise UserError("none of the given runs has an evaluation (eval/<label>/results.json)")
+    base_col = _pick_baseline(cols, runs, baseline)
+
+    # Rows: every (task, metric) any column reports.
+    keys: dict[tuple[str, str], None] = {}
+    for c in cols:
+        for task, res in (c["_eval"]["results"].get("results") or {}).items():
+            for k in _metric_keys(res):
+                keys[(task, k)] = None
+    order = sorted(keys, key=lambda tk: (tk[0], _ORDER.index(tk[1]) if tk[1] in _ORDER else 99, tk[1]))
+
+    rows = []
+    for task, key in order:
+        metric, filt = key.split(",", 1)
+        cells: dict[str, dict | None] = {}
+        higher = True
+        for c in cols:
+            results = c["_eval"]["results"]
+            res = (results.get("results") or {}).get(task) or {}
+            hib = (results.get("higher_is_better") or {}).get(task, {}).get(metric)
+            if hib is False:
+                higher = False
+            if key in res and _num(res[key]) is not None:
+                n = ((results.get("n-samples") or {}).get(task) or {}).get("effective")
+                if n is None and c["_eval"].get("samples", {}).get(task):
+                    n = len(c["_eval"]["samples"][task])
+                cells[c["id"]] = {"value": _num(res[key]), "stderr": _num(res.get(f"{metric}_stderr,{filt}")), "n": n}
+            else:
+                cells[c["id"]] = None
+        values = [v["value"] for v in cells.values() if v is not None]
+        best_value = (max(values) if higher else min(values)) if values else None
+        best = [cid for cid, v in cells.items() if v is not None and abs(v["value"] - best_value) < 1e-12]
+        ns = sorted({v["n"] for v in cells.values() if v is not None and v["n"] is not None})
+        rows.append({"task": task, "metric": key, "sample_metric": _sample_key(key),
+                     "label": METRIC_LABELS.get(key, key), "cells": cells, "best": best,
+                     "higher_is_better": higher, "n_values": ns, "tests": {}})
+
+    # Paired tests of every other column against the baseline.
+    comparisons: list[tuple[dict, str, dict]] = []
+    base_samples = base_col["_eval"].get("samples", {})
+    skipped = []
+    for c in cols:
+        if c is base_col:
+            continue
+        samples = c["_eval"].get("samples", {})
+        for row in rows:
+            task = row["task"]
+            if row["cells"].get(c["id"]) is None or row["cells"].get(base_col["id"]) is None:
+                continue
+            if not base_samples.get(task) or not samples.get(task):
+                row["tests"][c["id"]] = {"available": False, "reason": "no per-sample records"}
+                continue
+            b, o, info = _paired_records(base_samples[task], samples[task])
+            if not b:
+                reason = ("the same doc_ids are different items (e.g. held-out problems from different data)"
+                          if info["n_shared_doc_ids"] else "no shared doc_ids")
+                row["tests"][c["id"]] = {"available": False, "reason": reason, **info}
+                skipped.append({"task": task, "metric": row["metric"], "column": c["id"], "reason": reason})
+                continue
+            res = stats.compare_tasks({task: b}, {task: o}, {task: [row["sample_metric"]]}, target_tasks={task},
+                                      alpha=alpha, n_boot=n_boot, seed=seed)
+            if not res.get("available"):
+                row["tests"][c["id"]] = {"available": False, "reason": res.get("reason")}
+                continue
+            comp = res["comparisons"][0]
+            test = {"available": True, "n": comp["n"], **info, "baseline_mean": comp["base_mean"],
+                    "mean": comp["tuned_mean"], "delta_points": comp["delta_points"],
+                    "ci_low": comp["ci_points"]["low"], "ci_high": comp["ci_points"]["high"],
+                    "method": paired_test_name(comp["test"]),
+                    "b": comp["test"].get("b"), "c": comp["test"].get("c"), "p_value": comp["p_value"]}
+            row["tests"][c["id"]] = test
+            comparisons.append((row, c["id"], test))
+    adjusted = stats.holm([t["p_value"] for _, _, t in comparisons])
+    for (_, _, test), p in zip(comparisons, adjusted, strict=True):
+        test["p_holm"] = p
+        test["significant"] = p is not None and p < alpha
+
+    public_cols = [{k: v for k, v in c.items() if not k.startswith("_")} for c in cols]
+    return {
+        "title": "Comparison: " + ", ".join(c["id"] for c in cols),
+        "columns": public_cols,
+        "baseline": base_col["id"],
+        "rows": rows,
+        "alpha": alpha,
+        "n_comparisons": sum(p is not None for p in adjusted),
+        "correction": "holm",
+        "n_boot": n_boot,
+        "seed": seed,
+        "skipped": skipped,
+        "runs": [{k: r.get(k) for k in ("name", "path", "model", "method", "dataset", "kind")} for r in runs],
+    }

@@ -1,0 +1,407 @@
+"""The local run registry: one SQLite file listing every finished run and its scores.
+
+Default location ``~/.cache/tunescope/registry.sqlite``; the environment variable
+``TUNESCOPE_REGISTRY`` overrides it. Runs are keyed by their resolved directory, so re-reporting a run
+updates its row instead of adding a second one.
+
+Several runs may finish at the same moment (parallel sweeps on one machine), so writes must never be
+lost: the database runs in WAL mode (readers never block the writer), every connection waits up to
+``BUSY_TIMEOUT_S`` for a lock, and each write is one ``BEGIN IMMEDIATE`` transaction that is retried
+with jittered back-off when SQLite still reports the database as locked or busy.
+
+The registry reads only files of the run directory (``manifest.json``, ``config.yaml``,
+``eval/<label>/results.json``, ``metrics.jsonl`` and, if present, ``report.json``); it imports nothing
+from the pipeline stages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sqlite3
+import time
+from collections.abc import Callable
+from contextlib import closing
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tunescope.errors import UserError
+
+ENV_VAR = "TUNESCOPE_REGISTRY"
+BUSY_TIMEOUT_S = 30.0
+RETRY_FOR_S = 120.0
+SCHEMA_VERSION = 1
+PRIMARY_METRICS = ("exact_match,strict-match", "acc_norm,none", "acc,none")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    path TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    model TEXT,
+    dataset TEXT,
+    method TEXT,
+    status TEXT,
+    started TEXT,
+    finished TEXT,
+    registered_at TEXT NOT NULL,
+    wall_s REAL,
+    train_s REAL,
+    steps INTEGER,
+    epochs REAL,
+    tokens_supervised INTEGER,
+    cost_usd REAL,
+    device TEXT,
+    train_loss_first REAL,
+    train_loss_last REAL,
+    val_loss_first REAL,
+    val_loss_best REAL,
+    further_training TEXT,
+    overfitting INTEGER,
+    forgetting_tasks TEXT,
+    config_json TEXT,
+    manifest_json TEXT
+);
+CREATE TABLE IF NOT EXISTS scores (
+    path TEXT NOT NULL REFERENCES runs(path) ON DELETE CASCADE,
+    label TEXT NOT NULL,
+    task TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    value REAL,
+    stderr REAL,
+    n INTEGER,
+    PRIMARY KEY (path, label, task, metric)
+);
+CREATE INDEX IF NOT EXISTS scores_by_task ON scores (task, metric);
+CREATE INDEX IF NOT EXISTS runs_by_name ON runs (name);
+"""
+
+T = TypeVar("T")
+
+
+def registry_path(path: str | Path | None = None) -> Path:
+    """The registry file: ``path`` if given, else ``$TUNESCOPE_REGISTRY``, else ``~/.cache/tunescope/registry.sqlite``."""
+    if path is not None:
+        return Path(path)
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "tunescope" / "registry.sqlite"
+
+
+def _is_lock_error(e: sqlite3.OperationalError) -> bool:
+    msg = str(e).lower()
+    return "locked" in msg or "busy" in msg
+
+
+def _retry(fn: Callable[[], T]) -> T:
+    """Run ``fn``; on "database is locked/busy" wait a jittered, growing delay and try again."""
+    deadline = time.monotonic() + RETRY_FOR_S
+    delay = 0.02
+    while True:
+        try:
+            return fn()
+        except sqlite3.OperationalError as e:
+            if not _is_lock_error(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 1.0)
+
+
+def _statements(script: str) -> list[str]:
+    return [stmt.strip() for stmt in script.split(";") if stmt.strip()]
+
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    # executescript() would COMMIT the open transaction first, so the statements run one by one.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            for stmt in _statements(_SCHEMA):
+                conn.execute(stmt)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def connect(path: str | Path | None = None) -> sqlite3.Connection:
+    """Open (and create if needed) the registry, in WAL mode with a busy timeout."""
+    p = registry_path(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the registry folder ({e.strerror})", where=str(p.parent)) from None
+
+    def open_() -> sqlite3.Connection:
+        conn = sqlite3.connect(p, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                _create_schema(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    try:
+        return _retry(open_)
+    except sqlite3.DatabaseError as e:
+        raise UserError(f"cannot open the run registry ({e})", where=str(p)) from None
+
+
+def _write(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """``work`` inside one BEGIN IMMEDIATE transaction, retried as a whole on lock errors."""
+
+    def attempt() -> T:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(conn)
+            conn.execute("COMMIT")
+            return result
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    return _retry(attempt)
+
+
+# ---------------------------------------------------------------- reading a run directory
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UserError(f"not valid JSON ({e.msg}, line {e.lineno})", where=str(path)) from None
+
+
+def _num(x: Any) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if v == v and v not in (float("inf"), float("-inf")) else None
+
+
+def _metric_keys(res: dict) -> list[str]:
+    return [k for k, v in res.items()
+            if "," in k and "_stderr" not in k.split(",")[0] and isinstance(v, int | float) and not isinstance(v, bool)]
+
+
+def scores_from_results(results: dict, label: str) -> list[dict]:
+    """``results.json`` (lm-evaluation-harness layout) as flat score rows."""
+    rows = []
+    n_samples = results.get("n-samples", {}) or {}
+    for task, res in (results.get("results") or {}).items():
+        n = (n_samples.get(task) or {}).get("effective")
+        for key in _metric_keys(res):
+            metric, filt = key.split(",", 1)
+            rows.append({"label": label, "task": task, "metric": key, "value": _num(res[key]),
+                         "stderr": _num(res.get(f"{metric}_stderr,{filt}")), "n": n})
+    return rows
+
+
+def run_record(run_dir: str | Path) -> dict:
+    """Everything the registry stores about one finished run directory."""
+    path = Path(run_dir).resolve()
+    if not path.is_dir():
+        raise UserError("run directory not found", where=str(run_dir))
+    manifest_path = path / "manifest.json"
+    if not manifest_path.is_file():
+        raise UserError("not a tunescope run directory (missing manifest.json)", where=str(path))
+    manifest = _read_json(manifest_path)
+    if manifest.get("status") != "complete":
+        raise UserError(f"the run is not finished (status: {manifest.get('status', 'unknown')})",
+                        where=str(manifest_path))
+    config: dict = {}
+    if (path / "config.yaml").is_file():
+        import yaml
+
+        config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {}
+    summary: dict = {}
+    if (path / "metrics.jsonl").is_file():
+        for line in (path / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
+            if '"summary"' in line:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if rec.get("kind") == "summary":
+                    summary = rec
+    report = _read_json(path / "report.json") if (path / "report.json").is_file() else {}
+    imp = (report.get("training") or {}).get("loss_improvement") or {}
+    lc = report.get("learning_curve") or {}
+
+    def point(kind: str, which: str) -> float | None:
+        s = imp.get(kind) or {}
+        return _num((s.get(which) or {}).get("value")) if s.get("available") else None
+
+    scores = []
+    for label in ("base", "tuned"):
+        res_path = path / "eval" / label / "results.json"
+        if res_path.is_file():
+            scores += scores_from_results(_read_json(res_path), label)
+    over = (lc.get("overfitting") or {}).get("overfitting")
+    return {
+        "path": str(path),
+        "name": manifest.get("name") or config.get("name") or path.name,
+        "model": (manifest.get("model") or {}).get("name") or (config.get("model") or {}).get("name"),
+        "dataset": (manifest.get("data") or {}).get("source") or (config.get("data") or {}).get("source"),
+        "method": (config.get("training") or {}).get("method"),
+        "status": manifest.get("status"),
+        "started": manifest.get("started"),
+        "finished": manifest.get("finished"),
+        "wall_s": _num(manifest.get("wall_s")),
+        "train_s": _num(summary.get("train_s")),
+        "steps": summary.get("steps"),
+        "epochs": _num(summary.get("epochs")),
+        "tokens_supervised": summary.get("tokens_supervised"),
+        "cost_usd": _num(summary.get("cost_usd")),
+        "device": manifest.get("device"),
+        "train_loss_first": point("train", "first"),
+        "train_loss_last": point("train", "last"),
+        "val_loss_first": point("val", "first"),
+        "val_loss_best": point("val", "best"),
+        "further_training": (lc.get("further_training") or {}).get("further_training_would_likely_help"),
+        "overfitting": None if over is None else int(bool(over)),
+        "forgetting_tasks": json.dumps((report.get("evaluation") or {}).get("forgetting_tasks", [])),
+        "config_json": json.dumps(config, default=str),
+        "manifest_json": json.dumps(manifest, default=str),
+        "scores": scores,
+    }
+
+
+# ---------------------------------------------------------------- writing
+
+
+_RUN_COLUMNS = ("path", "name", "model", "dataset", "method", "status", "started", "finished", "registered_at",
+                "wall_s", "train_s", "steps", "epochs", "tokens_supervised", "cost_usd", "device",
+                "train_loss_first", "train_loss_last", "val_loss_first", "val_loss_best", "further_training",
+                "overfitting", "forgetting_tasks", "config_json", "manifest_json")
+
+
+def insert_record(record: dict, db: str | Path | None = None) -> str:
+    """Insert or replace one run (and all its scores) in a single transaction. Returns its key."""
+    record = {**record, "registered_at": datetime.now(UTC).isoformat(timespec="seconds")}
+
+    def work(conn: sqlite3.Connection) -> str:
+        conn.execute("DELETE FROM scores WHERE path = ?", (record["path"],))
+        conn.execute(f"INSERT OR REPLACE INTO runs ({', '.join(_RUN_COLUMNS)}) "
+                     f"VALUES ({', '.join('?' for _ in _RUN_COLUMNS)})", [record.get(c) for c in _RUN_COLUMNS])
+        conn.executemany("INSERT OR REPLACE INTO scores (path, label, task, metric, value, stderr, n) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         [(record["path"], s["label"], s["task"], s["metric"], s["value"], s["stderr"], s["n"])
+                          for s in record.get("scores", [])])
+        return record["path"]
+
+    with closing(connect(db)) as conn:
+        return _write(conn, work)
+
+
+def register_run(run_dir: str | Path, db: str | Path | None = None) -> str:
+    """Add (or refresh) a finished run directory in the registry. Returns its key (the resolved path)."""
+    return insert_record(run_record(run_dir), db)
+
+
+# ---------------------------------------------------------------- reading
+
+
+def list_runs(db: str | Path | None = None) -> list[dict]:
+    """All registered runs, newest first, with their headline score and whether the folder still exists."""
+    with closing(connect(db)) as conn:
+        runs = [dict(r) for r in conn.execute(
+            "SELECT path, name, model, dataset, method, finished, registered_at, wall_s, steps, cost_usd, "
+            "val_loss_best, further_training, overfitting, forgetting_tasks FROM runs "
+            "ORDER BY COALESCE(finished, registered_at) DESC, name")]
+        scores = [dict(r) for r in conn.execute("SELECT * FROM scores")]
+    by_path: dict[str, list[dict]] = {}
+    for s in scores:
+        by_path.setdefault(s["path"], []).append(s)
+    for r in runs:
+        r["exists"] = Path(r["path"]).is_dir()
+        r["forgetting_tasks"] = json.loads(r["forgetting_tasks"] or "[]")
+        r["headline"] = _headline(by_path.get(r["path"], []))
+    return runs
+
+
+def _headline(scores: list[dict]) -> list[dict]:
+    """Per (label, task): the primary metric's score."""
+    out = []
+    keys = sorted({(s["task"], s["label"]) for s in scores}, key=lambda k: (k[0], k[1] != "base"))
+    for task, label in keys:
+        rows = [s for s in scores if s["task"] == task and s["label"] == label]
+        pick = next((s for m in PRIMARY_METRICS for s in rows if s["metric"] == m), rows[0])
+        out.append(pick)
+    return out
+
+
+def get_run(ref: str, db: str | Path | None = None) -> dict:
+    """One run by name or directory, with all its scores. Ambiguous names list the candidates."""
+    candidate = Path(ref).expanduser()
+    with closing(connect(db)) as conn:
+        rows = []
+        if candidate.exists():
+            rows = [dict(r) for r in conn.execute("SELECT * FROM runs WHERE path = ?", (str(candidate.resolve()),))]
+        if not rows:
+            rows = [dict(r) for r in conn.execute("SELECT * FROM runs WHERE name = ? ORDER BY registered_at DESC",
+                                                  (ref,))]
+        if not rows:
+            known = [r[0] for r in conn.execute("SELECT DISTINCT name FROM runs ORDER BY name")]
+            hint = f"known runs: {', '.join(known)}" if known else "the registry is empty"
+            raise UserError(f"no registered run named '{ref}' ({hint})", where=str(registry_path(db)))
+        if len(rows) > 1:
+            raise UserError(f"'{ref}' names {len(rows)} runs; pass the directory instead: "
+                            + ", ".join(r["path"] for r in rows), where="RUN")
+        run = rows[0]
+        run["scores"] = [dict(r) for r in conn.execute(
+            "SELECT label, task, metric, value, stderr, n FROM scores WHERE path = ? ORDER BY task, metric, label",
+            (run["path"],))]
+    run["config"] = json.loads(run.pop("config_json") or "{}")
+    run["manifest"] = json.loads(run.pop("manifest_json") or "{}")
+    run["forgetting_tasks"] = json.loads(run["forgetting_tasks"] or "[]")
+    run["exists"] = Path(run["path"]).is_dir()
+    return run
+
+
+def leaderboard(task: str, metric: str | None = None, label: str | None = None,
+                db: str | Path | None = None) -> dict:
+    """Every registered evaluation on ``task`` ranked by ``metric`` (default: the task's primary metric).
+
+    ``label`` restricts to ``base`` or ``tuned`` evaluations. Scores on different ``n`` are listed with
+    their ``n`` and standard error: a difference smaller than the errors is not a ranking.
+    """
+    if label is not None and label not in ("base", "tuned"):
+        raise UserError(f"unknown label '{label}' (use base or tuned)", where="--label")
+    with closing(connect(db)) as conn:
+        metrics = [r[0] for r in conn.execute("SELECT DISTINCT metric FROM scores WHERE task = ?", (task,))]
+        if not metrics:
+            tasks = [r[0] for r in conn.execute("SELECT DISTINCT task FROM scores ORDER BY task")]
+            raise UserError(f"no registered scores for task '{task}' (tasks with scores: "
+                            f"{', '.join(tasks) or 'none'})", where="--task")
+        if metric is None:
+            metric = next((m for m in PRIMARY_METRICS if m in metrics), sorted(metrics)[0])
+        elif metric not in metrics:
+            with_filter = [m for m in metrics if m.split(",")[0] == metric]
+            if len(with_filter) == 1:
+                metric = with_filter[0]
+            else:
+                raise UserError(f"task '{task}' has no metric '{metric}' (available: {', '.join(sorted(metrics))})",
+                                where="--metric")
+        sql = ("SELECT s.label, s.value, s.stderr, s.n, r.name, r.path, r.model, r.method, r.dataset, r.finished "
+               "FROM scores s JOIN runs r ON r.path = s.path WHERE s.task = ? AND s.metric = ?")
+        args: list[Any] = [task, metric]
+        if label is not None:
+            sql += " AND s.label = ?"
+            args.append(label)
+        rows = [dict(r) for r in conn.execute(sql + " ORDER BY s.value DESC, r.name, s.label", args)]
+    for rank, r in enumerate(rows, start=1):
+        r["rank"] = rank
+    return {"task": task, "metric": metric, "label": label, "rows": rows}
