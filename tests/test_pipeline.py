@@ -70,7 +70,7 @@ def test_real_smollm2_few_steps_and_items(tmp_path):
     cfg = load_config(None, [
         "model.name=smollm2-135m-instruct", f"output_dir={tmp_path}", "name=real", "data.synthetic_size=40",
         "training.max_steps=2", "training.batch_size=4", "training.eval_every=2", "eval.heldout_size=4",
-        "eval.limit=4", "eval.max_new_tokens=96", "eval.batch_size=4"])
+        "eval.limit=4", "eval.max_new_tokens=48", "eval.batch_size=4"])
     run_dir = pipeline.run(cfg)
     metrics = read_jsonl(run_dir / "metrics.jsonl")
     train = [m for m in metrics if m["kind"] == "train"]

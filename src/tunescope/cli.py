@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -77,19 +78,26 @@ def _print_summary(run_dir: Path) -> None:
     out.print(f"report: [bold]{run_dir / 'report.html'}[/]  (also report.md, report.json)")
 
 
+Resume = Annotated[bool, typer.Option(
+    "--resume", help="Continue an interrupted run (its .<name>.partial folder) from its latest checkpoint "
+                     "(training.checkpoint_every); starts a new run if there is none.")]
+
+
 @app.command()
 def run(
     config: Annotated[Path, typer.Argument(help="Run config YAML (see configs/).")],
     set_: SetOpt = None,
     overwrite: Overwrite = False,
+    resume: Resume = False,
 ) -> None:
     """Whole pipeline: base evaluation → training → tuned evaluation → report."""
     from tunescope import pipeline
 
     cfg = _load(config, set_)
     with RichReporter() as rep:
-        run_dir = pipeline.run(cfg, overwrite=overwrite, reporter=rep)
-    _print_summary(run_dir)
+        run_dir = pipeline.run(cfg, overwrite=overwrite, reporter=rep, resume=resume)
+    if run_dir is not None:  # None on the other processes of a distributed launch
+        _print_summary(run_dir)
 
 
 @app.command()
@@ -97,14 +105,38 @@ def train(
     config: Annotated[Path, typer.Argument(help="Run config YAML.")],
     set_: SetOpt = None,
     overwrite: Overwrite = False,
+    resume: Resume = False,
 ) -> None:
-    """Train only (no evaluation); writes the adapter, metrics and a report of the training."""
+    """Train only (no evaluation); writes the adapter, metrics and a report of the training.
+
+    Scales out with no change: accelerate launch --config_file configs/accelerate/ddp.yaml -m tunescope.cli train CFG
+    """
     from tunescope import pipeline
 
     cfg = _load(config, (set_ or []) + ["eval.tasks=[]"])
     with RichReporter() as rep:
-        run_dir = pipeline.run(cfg, overwrite=overwrite, reporter=rep)
-    _print_summary(run_dir)
+        run_dir = pipeline.run(cfg, overwrite=overwrite, reporter=rep, resume=resume)
+    if run_dir is not None:
+        _print_summary(run_dir)
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A trained run directory, e.g. runs/demo.")],
+    merged: Annotated[bool, typer.Option("--merged", help="Fold the adapter into the base weights: a plain "
+                                         "transformers model (safetensors), loadable without peft.")] = False,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Default: RUN/export/merged or "
+                                                "RUN/export/adapter.")] = None,
+    dtype: Annotated[str, typer.Option(help="Merged weights' dtype: float32, bfloat16 or float16.")] = "float32",
+    overwrite: Overwrite = False,
+) -> None:
+    """Export a run's weights: the adapter in PEFT format, or (--merged) a standalone merged model."""
+    from tunescope.export import export_run
+
+    if dtype not in {"float32", "bfloat16", "float16"}:
+        raise UserError(f"unknown dtype '{dtype}' (use float32, bfloat16, float16)", where="--dtype")
+    path = export_run(run_dir, output, merged=merged, dtype=dtype, overwrite=overwrite)
+    out.print(f"{'merged model' if merged else 'adapter'}: {path}")
 
 
 @app.command("eval")
@@ -289,7 +321,9 @@ def main() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=os.environ.get("TUNESCOPE_LOG", "WARNING"))
-    logging.captureWarnings(True)
+    # Library deprecation notices are for library authors, not for someone running a fine-tune.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
         app()
     except UserError as e:

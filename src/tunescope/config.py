@@ -93,6 +93,9 @@ class TrainingConfig(_Strict):
     micro_batch_tokens: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
         "auto", description="Cap on padded tokens per forward pass; longer batches are split (same gradient). "
                             "auto = 1024 on CPU, no cap on GPU; null = never split.")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for training (torch.set_num_threads); null = PyTorch's default. On a "
+                                "shared machine fewer threads than cores can be much faster.")
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(
         default_factory=list, description="Also send metrics to TensorBoard and/or MLflow (metrics.jsonl always).")
     price_per_hour: float | None = Field(None, ge=0, description="Override the device price table (USD/hour).")

@@ -14,7 +14,6 @@ from tunescope.config import RunConfig, dump_config
 from tunescope.errors import UserError
 from tunescope.runio import (
     RunDir,
-    append_jsonl,
     git_sha,
     library_versions,
     now_iso,
@@ -82,8 +81,11 @@ def build_tasks(cfg: RunConfig, heldout_rows: list[dict]):
     tasks = []
     for name in cfg.eval.tasks:
         if name == "heldout":
-            tasks.append(task_from_docs("heldout", heldout_rows, prompt_prefix(cfg.prompt.template),
-                                        use_chat_template=cfg.prompt.use_chat_template))
+            # Held-out problems are asked exactly as training formatted them.
+            if cfg.prompt.use_chat_template:
+                tasks.append(task_from_docs("heldout", heldout_rows, "{question}", apply_chat_template=True))
+            else:
+                tasks.append(task_from_docs("heldout", heldout_rows, prompt_prefix(cfg.prompt.template)))
         else:
             tasks.append(load_task(name, data_path=cfg.eval.data_path.get(name), num_fewshot=cfg.eval.num_fewshot))
     return tasks
@@ -104,10 +106,11 @@ def _manifest(cfg: RunConfig, data_info: dict, loaded) -> dict:
             "model": {"name": cfg.model.name, "source": loaded.source}, "data": data_info}
 
 
-def _train_stage(cfg: RunConfig, loaded, prep: Prepared, run_path: Path, reporter: Reporter) -> tuple[object, dict]:
+def _train_stage(cfg: RunConfig, loaded, prep: Prepared, run_path: Path, reporter: Reporter,
+                 resume: bool = False) -> tuple[object, dict]:
     from tunescope.data.prompting import encode_dataset
-    from tunescope.train.adapters import build_trainable, count_parameters
-    from tunescope.train.loop import train
+    from tunescope.train.distributed import current
+    from tunescope.train.session import fit
 
     tok = loaded.tokenizer
     p = cfg.prompt
@@ -118,24 +121,16 @@ def _train_stage(cfg: RunConfig, loaded, prep: Prepared, run_path: Path, reporte
     if not train_set:
         raise UserError(f"no training examples left after encoding ({train_stats.dropped} dropped as longer than "
                         f"prompt.max_length={p.max_length})", where="prompt.max_length")
-    model = build_trainable(loaded.model, cfg.training)
-    trainable, total = count_parameters(model)
-    metrics_path = run_path / "metrics.jsonl"
-    append_jsonl(metrics_path, {"kind": "setup", "trainable_params": trainable, "total_params": total,
-                                "train_examples": len(train_set), "val_examples": len(val_set),
-                                "truncated": train_stats.truncated + val_stats.truncated,
-                                "dropped": train_stats.dropped + val_stats.dropped, "overflow": p.overflow})
-
-    def save_best(m) -> None:
-        m.save_pretrained(run_path / "adapter")
-        if cfg.training.method == "full":
-            tok.save_pretrained(run_path / "adapter")
-
     reporter.stage("train")
-    summary = train(model, train_set, val_set, cfg.training, seed=cfg.seed, pad_id=tok.pad_token_id,
-                    device=loaded.device, dtype=loaded.dtype, log=lambda r: append_jsonl(metrics_path, r),
-                    save_best=save_best, on_step=lambda s, total: reporter.progress("train", s.step, total))
-    _record_example_losses(model, prep, train_set, train_stats.dropped_rows, cfg, loaded, run_path)
+    # fit() builds the adapter, writes the setup record (adding parameter counts), resumes from
+    # run_path/checkpoints when asked, and writes metrics.jsonl and adapter/.
+    setup = {"train_examples": len(train_set), "val_examples": len(val_set),
+             "truncated": train_stats.truncated + val_stats.truncated,
+             "dropped": train_stats.dropped + val_stats.dropped, "overflow": p.overflow}
+    model, summary = fit(cfg, loaded, train_set, val_set, run_path, resume=resume, setup=setup,
+                         progress=lambda done, total: reporter.progress("train", done, total))
+    if current().is_main:  # under a distributed launch, only rank 0 writes the run folder
+        _record_example_losses(model, prep, train_set, train_stats.dropped_rows, cfg, loaded, run_path)
     return model, summary
 
 
@@ -154,32 +149,70 @@ def _record_example_losses(model, prep: Prepared, train_set, dropped_rows, cfg: 
                   "loss": losses[i] if i < n else None} for i in range(len(train_set))))
 
 
-def run(cfg: RunConfig, *, overwrite: bool = False, reporter: Reporter | None = None, do_train: bool = True) -> Path:
-    """The whole pipeline. Returns the finished run directory."""
-    from tunescope.models import load_model
+def _resumable(rd: RunDir, cfg: RunConfig, reporter: Reporter) -> bool:
+    """True when `rd` has an interrupted run with this config to continue; False when there is none."""
+    if not rd.path.is_dir():
+        if rd.final.is_dir():
+            raise UserError(f"run '{rd.final}' is already complete; nothing to resume", where="--resume")
+        reporter.message(f"no interrupted run at {rd.path}; starting a new one")
+        return False
+    saved = rd.path / "config.yaml"
+    if saved.is_file() and saved.read_text(encoding="utf-8") != dump_config(cfg):
+        raise UserError("the config differs from the interrupted run's; resume with the same config (and --set "
+                        "overrides), or start a new run", where=str(saved))
+    return True
+
+
+def run(cfg: RunConfig, *, overwrite: bool = False, reporter: Reporter | None = None, do_train: bool = True,
+        resume: bool = False) -> Path | None:
+    """The whole pipeline. Returns the finished run directory (None on the other processes of a
+    distributed launch, which only train).
+
+    `resume` continues an interrupted run in its `.<name>.partial/` folder: a finished base evaluation
+    is kept and training continues from its latest checkpoint (training.checkpoint_every).
+    """
+    from tunescope.models import load_model, pick_device
+    from tunescope.train.adapters import quantization_config_for
+    from tunescope.train.distributed import current
 
     reporter = reporter or Reporter()
+    # Under `accelerate launch` this joins the process group and selects this process's GPU first.
+    dist = current()
     rd = RunDir(cfg.output_dir, cfg.name)
+    resuming = resume and _resumable(rd, cfg, reporter)
     started = time.perf_counter()
     reporter.stage("prepare data")
     prep = prepare_data(cfg)
     tasks = build_tasks(cfg, prep.heldout_rows) if cfg.eval.tasks else []
     reporter.stage("load model")
+    # QLoRA: the base is loaded in 4-bit NF4 (CUDA only; elsewhere a UserError naming the alternative).
+    quantization = quantization_config_for(cfg.training, pick_device(cfg.device)) if do_train else None
     loaded = load_model(cfg.model.name, dtype=cfg.model.dtype, device=cfg.device, revision=cfg.model.revision,
-                        trust_remote_code=cfg.model.trust_remote_code, cache_dir=cfg.model.cache_dir)
-    rd.begin(overwrite)
+                        trust_remote_code=cfg.model.trust_remote_code, cache_dir=cfg.model.cache_dir,
+                        quantization_config=quantization)
+    if not dist.is_main:
+        # The other processes of a distributed launch only train; rank 0 writes, evaluates and reports.
+        if do_train:
+            _train_stage(cfg, loaded, prep, rd.path, reporter, resume=resuming)
+        return None
+    if not resuming:
+        rd.begin(overwrite)
     try:
         write_text_atomic(rd.path / "config.yaml", dump_config(cfg))
         manifest = _manifest(cfg, prep.info, loaded)
+        if resuming and (rd.path / "manifest.json").is_file():
+            before = read_json(rd.path / "manifest.json")
+            manifest.update(started=before.get("started"), resumed=before.get("resumed", []) + [now_iso()])
         write_json(rd.path / "manifest.json", manifest)
         timings = {}
-        if tasks and cfg.eval.evaluate_base:
+        base_done = resuming and (rd.path / "eval" / "base" / "results.json").is_file()
+        if tasks and cfg.eval.evaluate_base and not base_done:
             t0 = time.perf_counter()
             run_evaluation(loaded.model, loaded.tokenizer, tasks, cfg, rd.path / "eval" / "base", reporter, "base")
             timings["eval_base_s"] = time.perf_counter() - t0
         if do_train:
             t0 = time.perf_counter()
-            model, _ = _train_stage(cfg, loaded, prep, rd.path, reporter)
+            model, _ = _train_stage(cfg, loaded, prep, rd.path, reporter, resume=resuming)
             timings["train_s"] = time.perf_counter() - t0
             if tasks:
                 t0 = time.perf_counter()
@@ -189,11 +222,13 @@ def run(cfg: RunConfig, *, overwrite: bool = False, reporter: Reporter | None = 
                         wall_s=round(time.perf_counter() - started, 2))
         write_json(rd.path / "manifest.json", manifest)
         reporter.stage("report")
-        write_report(rd.path)
+        write_report(rd.path, register=False)
     except BaseException:
         rd.abandon()
         raise
-    return rd.finish()
+    final = rd.finish()
+    register_run(final, reporter)
+    return final
 
 
 def load_run(run_dir: str | Path) -> dict:
@@ -223,10 +258,100 @@ def load_run(run_dir: str | Path) -> dict:
     return run
 
 
-def write_report(run_dir: str | Path) -> dict[str, Path]:
+def write_report(run_dir: str | Path, *, register: bool = True, overrides: list[str] | None = None,
+                 reporter: Reporter | None = None) -> dict[str, Path]:
+    """(Re)build a run's report; ``overrides`` (``report.key=value``) change only the report settings.
+    With ``register``, the run is also added to (or refreshed in) the run registry."""
     from tunescope.analysis.summary import analyse_run
     from tunescope.report import render_all
 
     run = load_run(run_dir)
+    if overrides:
+        from tunescope.config import apply_overrides
+
+        bad = [o for o in overrides if not o.strip().startswith("report.")]
+        if bad:
+            raise UserError(f"only report.* settings can change when re-reporting, not '{bad[0]}' "
+                            "(the other keys describe how the run was made)", where="--set")
+        run["config"] = apply_overrides(dict(run["config"]), overrides)
     data = analyse_run(run)
-    return render_all(data, Path(run_dir))
+    paths = render_all(data, Path(run_dir))
+    if register:
+        register_run(Path(run_dir), reporter)
+    return paths
+
+
+def register_run(run_dir: Path, reporter: Reporter | None = None) -> str | None:
+    """Add a finished run to the local registry. A registry problem is reported, never fatal to the run."""
+    import logging
+    import sqlite3
+
+    from tunescope import registry
+
+    try:
+        return registry.register_run(run_dir)
+    except (sqlite3.Error, OSError, UserError) as e:
+        msg = f"warning: run not added to the registry {registry.registry_path()}: {e}"
+        logging.getLogger(__name__).warning(msg)
+        if reporter is not None:
+            reporter.message(msg)
+        return None
+
+
+def load_for_compare(path: str | Path) -> dict:
+    """A finished run directory, or an evaluation-only folder (``tunescope eval --output DIR``), for compare."""
+    from tunescope.runio import read_jsonl
+
+    p = Path(path)
+    if not p.is_dir():
+        raise UserError("run directory not found", where=str(p))
+    if (p / "manifest.json").is_file() or (p / "config.yaml").is_file():
+        run = load_run(p)
+        cfg = run["config"] or {}
+        return {"kind": "run", "name": cfg.get("name") or p.name, "path": str(p),
+                "model": cfg.get("model", {}).get("name"),
+                "method": cfg.get("training", {}).get("method"), "dataset": cfg.get("data", {}).get("source"),
+                "eval": run["eval"]}
+    if (p / "results.json").is_file():
+        results = read_json(p / "results.json")
+        model = (results.get("config") or {}).get("model") or (results.get("model_name"))
+        return {"kind": "eval", "name": p.name, "path": str(p), "model": model, "method": None, "dataset": None,
+                "eval": {"eval": {"results": results,
+                                  "samples": {f.stem: read_jsonl(f) for f in sorted(p.glob("*.jsonl"))}}}}
+    raise UserError("neither a run directory (manifest.json) nor an evaluation folder (results.json)", where=str(p))
+
+
+def compare(run_dirs: list[str | Path], *, baseline: str | None = None, output: str | Path | None = None,
+            alpha: float = 0.05, n_boot: int = 10000) -> dict[str, Path]:
+    """One report comparing the evaluations of several runs (base and tuned columns) with paired tests."""
+    from tunescope.compare import compare_runs
+    from tunescope.report.render import render_compare
+
+    if not run_dirs:
+        raise UserError("name at least one run directory", where="RUNS")
+    runs = [load_for_compare(d) for d in run_dirs]
+    data = compare_runs(runs, baseline, alpha=alpha, n_boot=n_boot)
+    if output is None:
+        first = Path(run_dirs[0])
+        slug = "-vs-".join(r["name"] for r in runs)[:80].strip("-.") or "runs"
+        output = first.parent / f"compare-{slug}"
+    return render_compare(data, Path(output))
+
+
+def runs_list() -> list[dict]:
+    """Registered runs, newest first (see ``tunescope.registry``)."""
+    from tunescope import registry
+
+    return registry.list_runs()
+
+
+def runs_show(ref: str) -> dict:
+    from tunescope import registry
+
+    return registry.get_run(ref)
+
+
+def runs_leaderboard(task: str, metric: str | None = None, label: str | None = None) -> dict:
+    from tunescope import registry
+
+    return registry.leaderboard(task, metric=metric, label=label)

@@ -1,7 +1,9 @@
 """Per-example loss of the trained model on its training examples.
 
 The report lists the highest-loss training examples (the ones the model fits worst), which needs a
-loss per example from the final model, not the running training loss.
+loss per example from the final model, not the running training loss. Like training, this applies the
+output layer only at supervised positions and in chunks (see loss.py), so scoring costs no more
+memory than a training step.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from tunescope.data.prompting import IGNORE_INDEX, Encoded
+from tunescope.train import loss as loss_lib
 from tunescope.train.batching import collate
 
 
@@ -18,16 +21,34 @@ def per_example_losses(model, examples: list[Encoded], batch_size: int, pad_id: 
     """Mean cross-entropy per supervised token for each example, in input order."""
     was_training = model.training
     model.eval()
+    parts = loss_lib._split_head(model)
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
     losses = [float("nan")] * len(examples)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         batch = {k: v.to(device) for k, v in collate([examples[i] for i in idx], pad_id).items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
         targets = batch["labels"][:, 1:]
-        token_loss = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
-        counts = (targets != IGNORE_INDEX).sum(dim=1).clamp(min=1)
+        select = targets != IGNORE_INDEX
+        rows = select.nonzero()[:, 0]  # the example (row) of each supervised position
+        gold = targets[select]
+        if parts is None:
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+            token_loss = F.cross_entropy(logits[select].float(), gold, reduction="none")
+        else:
+            decoder, head, softcap = parts
+            hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                             use_cache=False).last_hidden_state[:, :-1][select]
+            chunk = max(1, loss_lib.HEAD_CHUNK_ELEMENTS // head.weight.shape[0])
+            pieces = []
+            for s in range(0, len(gold), chunk):
+                z = head(hidden[s : s + chunk]).float()
+                if softcap:
+                    z = torch.tanh(z / softcap) * softcap
+                pieces.append(F.cross_entropy(z, gold[s : s + chunk], reduction="none"))
+            token_loss = torch.cat(pieces) if pieces else hidden.new_zeros(0)
+        sums = torch.zeros(len(idx), dtype=torch.float64, device=token_loss.device).index_add_(0, rows, token_loss.double())
+        counts = select.sum(dim=1).clamp(min=1)
         for row, i in enumerate(idx):
-            losses[i] = float(token_loss[row].sum() / counts[row])
+            losses[i] = float(sums[row] / counts[row])
     model.train(was_training)
     return losses

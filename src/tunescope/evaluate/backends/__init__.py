@@ -1,0 +1,1 @@
+"""Optional engines behind `evaluate(..., backend=...)`: lm-eval itself (the reference) and vLLM."""

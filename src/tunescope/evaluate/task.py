@@ -1,0 +1,183 @@
+"""A task = its spec + its documents, loaded eagerly so data errors surface before a model loads."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunescope.errors import UserError
+from tunescope.evaluate import data, processors
+from tunescope.evaluate.spec import GENERATE, TaskSpec, builtin_spec, spec_from_dict
+
+log = logging.getLogger(__name__)
+
+Doc = dict[str, Any]
+
+
+@dataclass
+class Task:
+    spec: TaskSpec
+    docs: list[Doc]
+    fewshot_pool: list[Doc] = field(default_factory=list)
+    source: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def __repr__(self) -> str:
+        return f"Task({self.name!r}, docs={len(self.docs)}, num_fewshot={self.spec.num_fewshot}, source={self.source!r})"
+
+
+_OVERRIDABLE = {
+    "num_fewshot", "fewshot_seed", "samples", "temperature", "max_gen_toks", "until", "apply_chat_template",
+    "description", "doc_to_text", "doc_to_target", "target_delimiter", "fewshot_delimiter", "do_sample",
+    "top_p", "top_k",
+}
+
+
+def apply_overrides(spec: TaskSpec, overrides: dict[str, Any]) -> TaskSpec:
+    """Per-run changes to a spec (few-shot count, sampling, ...); unknown keys are a UserError."""
+    unknown = sorted(set(overrides) - _OVERRIDABLE)
+    if unknown:
+        raise UserError(f"unknown task override(s) {unknown} (allowed: {sorted(_OVERRIDABLE)})", where=spec.name)
+    spec = copy.deepcopy(spec)
+    gen = spec.generation_kwargs
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key in ("temperature", "max_gen_toks", "until", "do_sample", "top_p", "top_k"):
+            gen[key] = value
+        elif key == "samples":
+            spec.samples = int(value)
+        elif key == "num_fewshot":
+            spec.num_fewshot = int(value)
+        else:
+            setattr(spec, key, value)
+    if spec.samples > 1:
+        _enable_self_consistency(spec)
+    return spec
+
+
+def _enable_self_consistency(spec: TaskSpec) -> None:
+    """k sampled answers per question; `maj@k` = majority vote over their flexible-extracted answers."""
+    if spec.output_type != GENERATE:
+        raise UserError("samples > 1 applies to generation tasks only", where=spec.name)
+    gen = spec.generation_kwargs
+    if not gen.get("temperature"):
+        gen["temperature"] = 0.7
+    gen["do_sample"] = True
+    name = f"maj@{spec.samples}"
+    if any(f["name"] == name for f in spec.filter_list):
+        return
+    extract = next((f for f in spec.filter_list if f["name"] == "flexible-extract"), None)
+    regex = extract["filter"][0] if extract else {"function": "regex", "group_select": -1,
+                                                   "regex_pattern": r"(-?[$0-9.,]{2,})|(-?[0-9]+)"}
+    spec.filter_list.append(
+        {"name": name, "filter": [dict(regex), {"function": "majority_vote"}, {"function": "take_first"}]}
+    )
+
+
+def _load_split(spec: TaskSpec, split: str | None, data_path: str | None) -> list[Doc] | None:
+    if split is None:
+        return None
+    if data_path is not None:
+        rows = data.load_local_split(
+            Path(data_path).expanduser(), split, eval_split=spec.eval_split, dataset_name=spec.dataset_name
+        )
+        if rows is None:
+            return None
+    else:
+        if not spec.dataset_path:
+            raise UserError(f"task '{spec.name}' has no dataset_path; pass a local copy with --data-path", where=spec.name)
+        rows = data.load_hub_split(spec.dataset_path, spec.dataset_name, split, spec.name)
+    return processors.process(spec.process_docs, rows, spec.required_fields)
+
+
+def materialize(spec: TaskSpec, data_path: str | None) -> Task:
+    """Load the documents a spec needs: the evaluated split, and the few-shot pool if any shots are asked for."""
+    split = spec.eval_split
+    docs = _load_split(spec, split, data_path)
+    where = data_path or f"{spec.dataset_path}[{split}]"
+    if docs is None:
+        raise UserError(f"no '{split}' split found for task '{spec.name}' (looked for {split}.jsonl/.json/.csv/.parquet)", where=where)
+    if not docs:
+        raise UserError(f"the '{split}' split of task '{spec.name}' is empty", where=where)
+    pool: list[Doc] = []
+    if spec.num_fewshot > 0:
+        source = spec.fewshot_source_split
+        pool = (docs if source == split else _load_split(spec, source, data_path)) or []
+        if not pool:
+            raise UserError(
+                f"task '{spec.name}' asks for {spec.num_fewshot}-shot prompts but there is no '{source}' split to draw "
+                f"them from (pass a folder containing {source}.jsonl, or num_fewshot=0)",
+                where=where,
+            )
+    return Task(spec=spec, docs=docs, fewshot_pool=pool, source=where)
+
+
+def load_task(name: str, data_path: str | None = None, num_fewshot: int | None = None, **overrides: Any) -> Task:
+    """A built-in task by name, optionally reading its data from a local file or folder."""
+    if name == "heldout":
+        raise UserError("the 'heldout' task is built from a run's held-out problems (task_from_docs), not loaded by name",
+                        where="task")
+    spec = apply_overrides(builtin_spec(name), {"num_fewshot": num_fewshot, **overrides})
+    return materialize(spec, data_path)
+
+
+def _template_prefix(prompt_template: str) -> str:
+    """`Instruction: {question}\\nResponse: {answer}` -> `Instruction: {question}\\nResponse:`."""
+    return prompt_template.split("{answer}")[0].rstrip()
+
+
+def task_from_docs(name: str, docs: list[Doc], prompt_template: str, **overrides: Any) -> Task:
+    """A zero-shot generation task over in-memory `{"question", "answer"}` docs (the run's held-out set).
+
+    The prompt is the training template up to the answer; the target is the gold solution, scored by
+    GSM8K's two filters. Generation stops at EOS or when the model starts a new `<FirstWord>:` turn.
+    """
+    if not docs:
+        raise UserError(f"task '{name}' has no documents", where=name)
+    for i, doc in enumerate(docs):
+        for key in ("question", "answer"):
+            if key not in doc:
+                raise UserError(f"missing field '{key}'", where=f"{name}:doc {i}")
+    prefix = _template_prefix(prompt_template)
+    if "{question}" not in prefix:
+        raise UserError("prompt template must contain {question} before {answer}", where="template")
+    first_word = prefix.split("{question}")[0].strip().split(":")[0].split()
+    until = [f"{first_word[-1]}:"] if first_word else []
+    chat = bool(overrides.get("apply_chat_template"))
+    base = builtin_spec("gsm8k")
+    raw = {
+        "task": name,
+        "output_type": GENERATE,
+        # Shown in results.json; the prompt itself is rendered with str.format, as in training.
+        "doc_to_text": "{question}" if chat else prefix,
+        "doc_to_target": "{{answer}}",
+        "test_split": "test",  # the in-memory documents play the test split
+        "num_fewshot": 0,
+        "required_fields": ["question", "answer"],
+        "generation_kwargs": {"until": until, "do_sample": False, "temperature": 0.0,
+                              "max_gen_toks": base.generation_kwargs["max_gen_toks"]},
+        "filter_list": base.filter_list,
+        "metric_list": base.metric_list,
+        "metadata": {"version": 1.0, "prompt_template": prompt_template},
+    }
+    spec = apply_overrides(spec_from_dict(raw, where=name), overrides)
+    spec.doc_to_text = _QuestionFormatter("{question}" if chat else prefix)
+    docs = [dict(d) for d in docs]
+    return Task(spec=spec, docs=docs, source="in-memory")
+
+
+@dataclass(frozen=True)
+class _QuestionFormatter:
+    """doc_to_text for in-memory tasks: the training template's prefix filled with str.format."""
+
+    template: str
+
+    def __call__(self, doc: Doc) -> str:
+        return self.template.format(question=doc["question"])

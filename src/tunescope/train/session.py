@@ -1,0 +1,103 @@
+"""The training stage of a run: build what trains, start or resume, train, save the adapter.
+
+Files in the run folder: `metrics.jsonl` (records), `adapter/` (the shipped weights, PEFT format
+or a full model), `checkpoints/step-*/` while training (see checkpoint.py) and
+`checkpoints/final.safetensors` once training is done, so that a run killed later (during the tuned
+evaluation) resumes without training again.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from tunescope.config import RunConfig
+from tunescope.data.prompting import Encoded
+from tunescope.runio import read_jsonl, write_jsonl
+from tunescope.train.adapters import build_trainable, count_parameters
+from tunescope.train.checkpoint import Checkpointer
+from tunescope.train.distributed import current
+from tunescope.train.loop import total_steps_for, train
+from tunescope.train.tracking import MetricsLog
+
+FINAL = "final.safetensors"
+
+
+TRAINING_KINDS = ("setup", "train", "val", "summary")
+
+
+def rewind_metrics(path: Path, step: int) -> None:
+    """Drop the training records a killed run wrote after its last checkpoint (and its setup record,
+    which the resumed run writes again), so the records follow on without duplicates."""
+    if not path.is_file():
+        return
+    records = read_jsonl(path)
+    write_jsonl(path, [r for r in records if r.get("kind") not in TRAINING_KINDS
+                       or (r["kind"] in ("train", "val") and r.get("step", 0) <= step)])
+
+
+def _last_summary(path: Path) -> dict | None:
+    records = read_jsonl(path) if path.is_file() else []
+    return next((r for r in reversed(records) if r.get("kind") == "summary"), None)
+
+
+def fit(cfg: RunConfig, loaded, train_set: list[Encoded], val_set: list[Encoded], run_path: Path, *,
+        resume: bool = False, setup: dict | None = None, progress=None) -> tuple[torch.nn.Module, dict]:
+    """Train `loaded.model` as `cfg.training` says; returns (trained model, summary record).
+
+    `setup` goes into the first metrics record, with the parameter counts added."""
+    dist = current()
+    tc = cfg.training
+    tok = loaded.tokenizer
+    # Seeded before building: LoRA's A matrices are random, and every run with this seed starts alike.
+    torch.manual_seed(cfg.seed)
+    model = build_trainable(loaded.model, tc)
+    metrics_path = run_path / "metrics.jsonl"
+    ckpt_dir = run_path / "checkpoints"
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+    if resume and (ckpt_dir / FINAL).is_file() and (summary := _last_summary(metrics_path)) is not None:
+        # Training had finished before the run was stopped: reuse its result.
+        saved = load_file(str(ckpt_dir / FINAL))
+        with torch.no_grad():
+            for n, p in trainable.items():
+                p.copy_(saved[n].to(p.device))
+        return model, summary
+
+    total_steps, _ = total_steps_for(len(train_set), tc, dist.world_size)
+    checkpointer = Checkpointer(ckpt_dir, keep=tc.keep_checkpoints, fingerprint={
+        "method": tc.method, "seed": cfg.seed, "train_examples": len(train_set), "val_examples": len(val_set),
+        "batch_size": tc.batch_size, "gradient_accumulation": tc.gradient_accumulation,
+        "processes": dist.world_size, "total_steps": total_steps})
+    if dist.is_main and resume:
+        latest = checkpointer.latest()
+        rewind_metrics(metrics_path, checkpointer.load_state(latest)["step"] if latest else 0)
+    log = MetricsLog(metrics_path, tc.report_to if dist.is_main else [], run_name=cfg.name,
+                     params={"method": tc.method, "model": cfg.model.name, "lr": tc.learning_rate,
+                             "batch_size": tc.batch_size, "seed": cfg.seed})
+    n_trainable, n_total = count_parameters(model)
+    if dist.is_main:
+        log({"kind": "setup", "trainable_params": n_trainable, "total_params": n_total, **(setup or {})})
+
+    def save_best(m) -> None:
+        m.save_pretrained(run_path / "adapter")
+        if tc.method == "full":
+            tok.save_pretrained(run_path / "adapter")
+
+    try:
+        summary = train(model, train_set, val_set, tc, seed=cfg.seed, pad_id=tok.pad_token_id, device=loaded.device,
+                        dtype=loaded.dtype, log=log, save_best=save_best, checkpointer=checkpointer, resume=resume,
+                        on_step=(lambda s, total: progress(s.step, total)) if progress else None)
+    finally:
+        log.close()
+    if dist.is_main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        save_file({n: p.detach().to("cpu").contiguous() for n, p in trainable.items()}, str(ckpt_dir / FINAL))
+        # The step checkpoints were only for getting here.
+        for old in checkpointer.all():
+            shutil.rmtree(old, ignore_errors=True)
+    dist.barrier()
+    return model, summary

@@ -1,0 +1,81 @@
+"""Scale-out: two processes under `accelerate launch` (gloo, CPU) follow the same loss trajectory as one
+process accumulating twice as many micro-batches, with the same training code."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+SCRIPT = r"""
+import json, sys
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from tunescope.config import DEFAULT_TEMPLATE, LoraConfig, TrainingConfig
+from tunescope.data.prompting import encode_dataset
+from tunescope.data.synthetic import generate_problems
+from tunescope.train.adapters import build_trainable
+from tunescope.train.distributed import current
+from tunescope.train.loop import train
+
+model_dir, out, accumulation = sys.argv[1], sys.argv[2], int(sys.argv[3])
+dist = current()
+tok = AutoTokenizer.from_pretrained(model_dir)
+examples, _ = encode_dataset(generate_problems(40, seed=3), tok, template=DEFAULT_TEMPLATE, use_chat_template=False,
+                             train_on_prompt=False, max_length=128, overflow="truncate")
+cfg = TrainingConfig(max_steps=4, batch_size=3, gradient_accumulation=accumulation, learning_rate=1e-2, eval_every=2,
+                     lora=LoraConfig(dropout=0.1), threads=1, warmup_ratio=0.0)
+torch.manual_seed(0)
+model = build_trainable(AutoModelForCausalLM.from_pretrained(model_dir), cfg)
+records = []
+summary = train(model, examples[:34], examples[34:], cfg, seed=5, pad_id=tok.pad_token_id, device=torch.device("cpu"),
+                dtype=torch.float32, log=records.append)
+if dist.is_main:
+    params = {n: p.detach().flatten().tolist() for n, p in model.named_parameters() if p.requires_grad}
+    json.dump({"records": records, "params": params, "processes": dist.world_size}, open(out, "w"))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_with_double_accumulation(tmp_path, tiny_model_dir):
+    script = tmp_path / "ddp_train.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "--main_process_port", str(_free_port())]
+    two = subprocess.Popen([*launch, str(script), str(tiny_model_dir), str(tmp_path / "two.json"), "1"], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    one = subprocess.run([sys.executable, str(script), str(tiny_model_dir), str(tmp_path / "one.json"), "2"], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    log, _ = two.communicate(timeout=600)
+    assert two.returncode == 0, log[-3000:]
+
+    a = json.loads((tmp_path / "one.json").read_text())
+    b = json.loads((tmp_path / "two.json").read_text())
+    assert (a["processes"], b["processes"]) == (1, 2)
+
+    def trajectory(run, kind, key):
+        return [(r["step"], r[key]) for r in run["records"] if r["kind"] == kind]
+
+    for kind, key in (("train", "loss"), ("train", "grad_norm"), ("val", "val_loss")):
+        steps_a, values_a = zip(*trajectory(a, kind, key), strict=True)
+        steps_b, values_b = zip(*trajectory(b, kind, key), strict=True)
+        assert steps_a == steps_b and len(steps_a) >= 2
+        assert values_a == pytest.approx(values_b, rel=1e-4), (kind, key)
+    for kind in ("tokens_supervised", "tokens_nonpad", "tokens_total"):
+        assert a["records"][-1][kind] == b["records"][-1][kind]
+    for name, values in a["params"].items():
+        torch.testing.assert_close(torch.tensor(b["params"][name]), torch.tensor(values), rtol=1e-3, atol=1e-5)
