@@ -220,3 +220,17 @@ def test_chat_variant_needs_a_chat_template(tmp_path):
 def test_unknown_override_is_rejected(tmp_path):
     with pytest.raises(UserError, match="unknown task override"):
         load_task("gsm8k", data_path=str(_gsm8k_dir(tmp_path)), num_shots=3)
+
+
+def test_chat_variant_is_one_user_turn(tmp_path):
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<s>": 0, "</s>": 1, "[UNK]": 2}, unk_token="[UNK]")),
+                                  bos_token="<s>", eos_token="</s>")
+    tok.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
+                         "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    task = load_task("gsm8k_chat", data_path=str(_gsm8k_dir(tmp_path)))
+    prompt = build_instances(task, task.docs[:1], tok)[0].prompt
+    # lm-eval's --apply_chat_template for a 0-shot task: the plain prompt as a single user message.
+    assert prompt == "<|user|>Question: test q0?\nAnswer:</s><|assistant|>"

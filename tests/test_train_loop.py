@@ -21,6 +21,15 @@ from tunescope.train.loss import SupervisedCausalLM
 CPU = torch.device("cpu")
 
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny tensors on a shared 2-core machine: a second thread mostly waits for the first.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 def _examples(tokenizer, n=24, seed=0, rows=None):
     rows = rows or generate_problems(n, seed=seed)
     examples, _ = encode_dataset(rows, tokenizer, template=DEFAULT_TEMPLATE, use_chat_template=False,
@@ -174,3 +183,15 @@ def test_summary_reports_tokens_throughput_mfu_memory_and_cost(tiny_model_dir, t
 def test_qlora_without_cuda_names_the_alternative():
     with pytest.raises(UserError, match="method: lora"):
         quantization_config_for(TrainingConfig(method="qlora"), CPU)
+
+
+def test_out_of_memory_suggests_a_smaller_batch(tiny_model_dir, tiny_tokenizer, monkeypatch):
+    from tunescope.train import loop
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(loop, "accumulate_gradients", out_of_memory)
+    model, cfg = _model(tiny_model_dir, max_steps=2, batch_size=8, gradient_accumulation=2)
+    with pytest.raises(UserError, match=r"training.batch_size=4 with training.gradient_accumulation=4"):
+        _train(model, cfg, _examples(tiny_tokenizer, 16))

@@ -21,6 +21,15 @@ ROWS = [
 ]
 
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny tensors on a shared 2-core machine: a second thread mostly waits for the first.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 def _model(tiny_model_dir, method="lora", dropout=0.0, dtype=torch.float64):
     from transformers import AutoModelForCausalLM
 

@@ -53,8 +53,20 @@ def write_jsonl(path: Path, records: Iterable[dict]) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
+    """Records of a JSON Lines file; a bad line is a UserError naming file:line."""
+    records = []
     with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"not valid JSON ({e.msg})", where=f"{path}:{lineno}") from None
+            if not isinstance(record, dict):
+                raise UserError("each line must be a JSON object", where=f"{path}:{lineno}")
+            records.append(record)
+    return records
 
 
 def library_versions() -> dict[str, str]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tunescope.errors import UserError
+from tunescope.runio import read_jsonl
 
 from . import curves as curves_mod
 from . import errors as errors_mod
@@ -632,21 +633,5 @@ def analyse_run(run: dict) -> dict:
 
 def load_train_examples(run_dir: str | Path) -> list[dict] | None:
     """``train_examples.jsonl`` of a run, or ``None`` when the run predates it."""
-    import json
-
     p = Path(run_dir) / "train_examples.jsonl"
-    if not p.is_file():
-        return None
-    out = []
-    with p.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"not valid JSON ({e.msg})", where=f"{p}:{lineno}") from None
-            if not isinstance(rec, dict):
-                raise UserError("each line must be a JSON object", where=f"{p}:{lineno}")
-            out.append(rec)
-    return out
+    return read_jsonl(p) if p.is_file() else None

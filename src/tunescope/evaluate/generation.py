@@ -13,6 +13,11 @@ what else is in the batch), its cache copied into a free slot, and decoding cont
 running rows with one forward per step. A finished row frees its slot for the next waiting prompt
 at once, so no compute is spent on rows that are done. Requests with identical prompts (samples
 for self-consistency) share one prefill.
+
+Prompt-lookup drafting (greedy rows, while few rows run): a row also feeds the tokens that followed
+the last earlier occurrence of its current n-gram and keeps those the model confirms. A decoding
+step with few rows costs about the same whatever it feeds (it is bound by reading the weights), so
+the long answers that finish last, alone, take several tokens per step instead of one.
 """
 
 from __future__ import annotations
@@ -208,7 +213,7 @@ class Generator:
                     emitted = [firsts[pos]]
                     if draft:
                         # Greedy verification: keep the drafts the model itself would have produced,
-                        # then its own next token. Identical to one-token-at-a-time greedy decoding.
+                        # then its own next token: the tokens one-at-a-time greedy decoding gives.
                         predicted = logits[pos, : len(draft) + 1].argmax(dim=-1).tolist()
                         m = 0
                         while m < len(draft) and draft[m] == predicted[m]:

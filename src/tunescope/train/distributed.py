@@ -75,9 +75,14 @@ def current() -> Distributed:
     """The process's view of the launch; creating it first sets the CUDA device of this rank."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return Distributed()
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DistributedDataParallelKwargs
 
-    acc = Accelerator()
+    # Processes may run different numbers of forward passes per step (a long micro-batch is split in
+    # pieces), so DDP must not add a collective to each forward: buffers (rotary tables) are identical
+    # everywhere and need no broadcast. Gradients are still all-reduced once per step.
+    ddp = DistributedDataParallelKwargs(broadcast_buffers=False)
+    # Without a GPU, accelerate only picks multi-process CPU (gloo) when told it runs on CPU.
+    acc = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
     kind = str(acc.distributed_type).rsplit(".", 1)[-1]
     if kind not in {"NO", "MULTI_CPU", "MULTI_GPU", "MULTI_XPU", "MULTI_NPU", "MULTI_MLU", "MULTI_SDAA", "MULTI_MUSA",
                     "MULTI_HPU"}:

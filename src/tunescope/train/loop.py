@@ -160,6 +160,18 @@ def _out_of_memory(err: BaseException, cfg: TrainingConfig, shapes: list[tuple[i
         "training.gradient_checkpointing=true", where="training.batch_size")
 
 
+@contextlib.contextmanager
+def _cpu_threads(threads: int | None):
+    """torch.set_num_threads for the duration of training, then back to what it was."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def train(
     model: torch.nn.Module,
     train_set: list[Encoded],
@@ -179,13 +191,18 @@ def train(
 ) -> dict:
     """Train `model` in place, leave it holding the best weights, and return the run summary (also
     logged as the last metrics record). With `resume`, continue from `checkpointer`'s latest."""
+    # Results depend (in the last bits) on the thread count: resume with the same value to be bit-exact.
+    with _cpu_threads(cfg.threads):
+        return _train(model, train_set, val_set, cfg, seed=seed, pad_id=pad_id, device=device, dtype=dtype, log=log,
+                      save_best=save_best, on_step=on_step, checkpointer=checkpointer, resume=resume, dist=dist)
+
+
+def _train(model, train_set, val_set, cfg, *, seed, pad_id, device, dtype, log, save_best, on_step, checkpointer,
+           resume, dist) -> dict:
     from transformers import get_scheduler
 
     segment_start = time.perf_counter()
     return_freed_memory()
-    if cfg.threads:
-        # Results depend (in the last bits) on the thread count: resume with the same value to be bit-exact.
-        torch.set_num_threads(cfg.threads)
     dist = dist or current()
     device = dist.device or device
     if not dist.is_main:
@@ -282,7 +299,9 @@ def train(
                  "elapsed_s": round(state.train_s, 3)})
 
         if val_set and (state.step % cfg.eval_every == 0 or state.step == total_steps):
-            val_loss, val_acc = evaluate_loss(net, val_set, cfg.batch_size * 2, pad_id, device, dist, max_tokens)
+            # The unwrapped module: each process scores its own share, with no collective per forward.
+            val_loss, val_acc = evaluate_loss(dist.unwrap(net), val_set, cfg.batch_size * 2, pad_id, device, dist,
+                                              max_tokens)
             log({"kind": "val", "step": state.step, "val_loss": val_loss, "val_token_accuracy": val_acc})
             if val_loss < state.best_val_loss:
                 state.best_val_loss, state.best_step, state.evals_without_improvement = val_loss, state.step, 0
