@@ -330,9 +330,11 @@ def _train(model, train_set, val_set, cfg, *, seed, pad_id, device, dtype, log, 
         save_best(model)
     dist.barrier()
     state.wall_s += time.perf_counter() - segment_start
+    # Round once, then derive cost from the rounded figure so the logged numbers agree with each other.
+    wall_s, train_s = round(state.wall_s, 3), round(state.train_s, 3)
 
     useful_flops = flops_body * state.tokens_nonpad + flops_head * state.tokens_supervised
-    cost, price, price_source = estimate_cost(state.wall_s * dist.world_size, device, cfg.price_per_hour)
+    cost, price, price_source = estimate_cost(wall_s * dist.world_size, device, cfg.price_per_hour)
     summary = {
         "kind": "summary", "steps": state.step, "total_steps_planned": total_steps,
         "epochs": round(state.step / steps_per_epoch, 4), "best_step": state.best_step,
@@ -340,7 +342,7 @@ def _train(model, train_set, val_set, cfg, *, seed, pad_id, device, dtype, log, 
         "stopped_early": state.stopped_early, "resumed_from_step": state.resumed_from,
         "tokens_supervised": state.tokens_supervised, "tokens_nonpad": state.tokens_nonpad,
         "tokens_total": state.tokens_total, "padding_fraction": 1 - state.tokens_nonpad / max(state.tokens_total, 1),
-        "wall_s": round(state.wall_s, 3), "train_s": round(state.train_s, 3),
+        "wall_s": wall_s, "train_s": train_s,
         "throughput_supervised_tps": state.tokens_supervised / max(state.train_s, 1e-9),
         "throughput_nonpad_tps": state.tokens_nonpad / max(state.train_s, 1e-9),
         "flops_per_token": flops_body, "flops_per_supervised_token_head": flops_head,
