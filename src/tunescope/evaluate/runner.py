@@ -8,10 +8,7 @@ are written in document order.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -26,12 +23,14 @@ from tunescope.evaluate import batchsize, prompts
 from tunescope.evaluate.fewshot import FewshotSampler
 from tunescope.evaluate.filters import build_pipelines
 from tunescope.evaluate.generation import Generator, GenRequest, GenResult
+from tunescope.evaluate.layout import column_major_linears
 from tunescope.evaluate.loglikelihood import ChoiceGroup, LoglikelihoodScorer
 from tunescope.evaluate.metrics import choice_metrics, exact_match
 from tunescope.evaluate.results import prompt_hash, task_entry
 from tunescope.evaluate.spec import GENERATE
 from tunescope.evaluate.task import Task
 from tunescope.evaluate.tokenization import Encoder, max_length
+from tunescope.runio import write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -268,22 +267,10 @@ def run_choice_task(
     return TaskOutcome(task_entry(spec.display_name, per_sample), records, len(instances), truncated, wall, bs)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_outputs(out_dir: Path, results: dict[str, Any], records: dict[str, list[dict[str, Any]]]) -> None:
     for name, recs in records.items():
-        _atomic_write(out_dir / f"{name}.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs))
-    _atomic_write(out_dir / "results.json", json.dumps(results, indent=2, ensure_ascii=False, default=str) + "\n")
+        write_jsonl(out_dir / f"{name}.jsonl", recs)
+    write_json(out_dir / "results.json", results)
 
 
 def _model_name(model) -> str:
@@ -308,7 +295,7 @@ def evaluate_native(
     extras: dict[str, Any] = {"engine": "native" if generate is None else "native+custom-generation", "tasks": {}}
     all_records: dict[str, list[dict[str, Any]]] = {}
     t_start = time.perf_counter()
-    with torch.inference_mode():
+    with column_major_linears(model), torch.inference_mode():
         for task in tasks:
             spec = task.spec
             docs, limit_info = select_docs(task, limit)

@@ -9,7 +9,6 @@ lm-eval's own layout; per-sample records are converted to tunescope's JSONL form
 from __future__ import annotations
 
 import copy
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from tunescope.errors import UserError
 from tunescope.evaluate import prompts
 from tunescope.evaluate.results import prompt_hash
-from tunescope.evaluate.runner import _atomic_write, _resolve_batch
+from tunescope.evaluate.runner import _resolve_batch, write_outputs
 from tunescope.evaluate.spec import GENERATE
 from tunescope.evaluate.task import Task
 
@@ -111,7 +110,5 @@ def evaluate_with_lm_eval(model, tokenizer, tasks: list[Task], *, limit=None, ba
     merged["tunescope"] = {"engine": "lm-eval", "lm_eval_version": lm_eval.__version__,
                            "wall_s": round(time.perf_counter() - t_start, 3)}
     if out_dir is not None:
-        for name, recs in records.items():
-            _atomic_write(Path(out_dir) / f"{name}.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs))
-        _atomic_write(Path(out_dir) / "results.json", json.dumps(merged, indent=2, default=str) + "\n")
+        write_outputs(Path(out_dir), merged, records)
     return merged
