@@ -12,7 +12,7 @@ TORCH := torch==2.13.0
 
 $(VENV)/.installed: pyproject.toml
 	# An interrupted venv creation leaves a python without pip: start that one over.
-	$(PY) -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(VENV)
+	{ test -f $(VENV)/pyvenv.cfg && $(PY) -m pip --version >/dev/null 2>&1; } || $(PYTHON) -m venv --clear $(VENV)
 	$(PIP) $(TORCH)
 	$(PIP) -e . $(TORCH)
 	# The package's declared dependencies pull in llama-cpp-python, which tunescope does not use.
