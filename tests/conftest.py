@@ -72,3 +72,14 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"shared benchmark data not found at {SHARED}")
     return SHARED
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny tensors on a shared 2-core machine: a second thread mostly waits for the first."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

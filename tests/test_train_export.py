@@ -19,15 +19,8 @@ from tunescope.train.adapters import build_trainable
 PROMPTS = ["Instruction: Tom has 3 apples and buys 4 more.\nResponse:", "A shop sells 12 pens for $3 each. What",
            "0123456789 + - * / ="]
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors on a shared 2-core machine: a second thread mostly waits for the first.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 def _trained_run(tmp_path: Path, model_dir: Path, source: str | None = None) -> Path:
     """A run folder as the pipeline leaves it: config.yaml, manifest.json and a non-trivial adapter."""

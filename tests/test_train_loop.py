@@ -20,15 +20,8 @@ from tunescope.train.loss import SupervisedCausalLM
 
 CPU = torch.device("cpu")
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors on a shared 2-core machine: a second thread mostly waits for the first.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 def _examples(tokenizer, n=24, seed=0, rows=None):
     rows = rows or generate_problems(n, seed=seed)

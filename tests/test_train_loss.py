@@ -20,15 +20,8 @@ ROWS = [
     {"question": "She walks 5 miles each day for 6 days. How far?", "answer": "5 * 6 = 30 miles\n#### 30"},
 ]
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors on a shared 2-core machine: a second thread mostly waits for the first.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 def _model(tiny_model_dir, method="lora", dropout=0.0, dtype=torch.float64):
     from transformers import AutoModelForCausalLM

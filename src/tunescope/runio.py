@@ -13,10 +13,11 @@ import platform
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from tunescope.errors import UserError
 
@@ -52,20 +53,25 @@ def write_jsonl(path: Path, records: Iterable[dict]) -> None:
     write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records))
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """Records of a JSON Lines file; a bad line is a UserError naming file:line."""
-    records = []
+def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) for each non-blank line; a bad line is a UserError naming file:line."""
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                yield lineno, json.loads(line)
             except json.JSONDecodeError as e:
-                raise UserError(f"not valid JSON ({e.msg})", where=f"{path}:{lineno}") from None
-            if not isinstance(record, dict):
-                raise UserError("each line must be a JSON object", where=f"{path}:{lineno}")
-            records.append(record)
+                raise UserError(f"not valid JSON Lines ({e.msg})", where=f"{path}:{lineno}") from None
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Records of a JSON Lines file; a bad line is a UserError naming file:line."""
+    records = []
+    for lineno, record in iter_jsonl(path):
+        if not isinstance(record, dict):
+            raise UserError("each line must be a JSON object", where=f"{path}:{lineno}")
+        records.append(record)
     return records
 
 

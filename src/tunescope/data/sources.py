@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from tunescope.errors import UserError
+from tunescope.runio import iter_jsonl
 
 LOCAL_SUFFIXES = {".jsonl", ".json", ".csv", ".parquet"}
 HUB_ALIASES = {"gsm8k": ("openai/gsm8k", "main")}
@@ -36,16 +37,7 @@ def read_local_rows(path: Path) -> list[tuple[str, dict]]:
     if suffix not in LOCAL_SUFFIXES:
         raise UserError(f"unsupported file type '{suffix}' (use {', '.join(sorted(LOCAL_SUFFIXES))})", where=str(path))
     if suffix == ".jsonl":
-        rows = []
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append((f"{path}:{lineno}", json.loads(line)))
-                except json.JSONDecodeError as e:
-                    raise UserError(f"not valid JSON Lines ({e.msg})", where=f"{path}:{lineno}") from None
-        return rows
+        return [(f"{path}:{lineno}", row) for lineno, row in iter_jsonl(path)]
     if suffix == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))

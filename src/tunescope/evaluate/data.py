@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tunescope.errors import UserError
+from tunescope.runio import iter_jsonl
 
 EXTENSIONS = (".jsonl", ".json", ".csv", ".parquet")
 
@@ -31,17 +32,10 @@ def read_file(path: Path) -> list[Row]:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         rows = []
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise UserError(f"invalid JSON: {err.msg}", where=f"{path}:{lineno}") from None
-                if not isinstance(obj, dict):
-                    raise UserError("expected a JSON object per line", where=f"{path}:{lineno}")
-                rows.append(Row(obj, f"{path}:{lineno}"))
+        for lineno, obj in iter_jsonl(path):
+            if not isinstance(obj, dict):
+                raise UserError("expected a JSON object per line", where=f"{path}:{lineno}")
+            rows.append(Row(obj, f"{path}:{lineno}"))
         return rows
     if suffix == ".json":
         try:
