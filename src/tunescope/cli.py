@@ -128,7 +128,7 @@ def export(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Default: RUN/export/merged or "
                                                 "RUN/export/adapter.")] = None,
     dtype: Annotated[str, typer.Option(help="Merged weights' dtype: float32, bfloat16 or float16.")] = "float32",
-    overwrite: Overwrite = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing export folder.")] = False,
 ) -> None:
     """Export a run's weights: the adapter in PEFT format, or (--merged) a standalone merged model."""
     from tunescope.export import export_run
