@@ -9,7 +9,8 @@ first N items of the local data in shared/data:
   preprocessing is lm-eval's own `preprocess` applied to that file's shape;
 - MMLU high_school_computer_science (0-shot, 4 single-token choices).
 
-For each it prints both wall times (evaluation only; model loading excluded), the ratio, and the
+For each it prints both wall times (evaluation only; model loading excluded; summed over `--repeats`
+runs taken in A B B A order), the ratio, and the
 per-sample agreement: prompts (sha256), responses and both filtered answers for GSM8K; per-choice
 log-likelihoods and acc / acc_norm for the others. Requires `pip install lm-eval==0.4.13`.
 
@@ -138,6 +139,9 @@ def main() -> int:
     parser.add_argument("--mmlu-n", type=int, default=100)
     parser.add_argument("--tasks", default="gsm8k,hellaswag,mmlu", help="comma-separated subset of gsm8k,hellaswag,mmlu")
     parser.add_argument("--order", choices=["lm-eval-first", "tunescope-first"], default="lm-eval-first")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="run each tool this many times, alternating which goes first (A B B A ...), so a host "
+                             "whose speed drifts slows both alike; the ratio is of the summed wall times")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     if not SHARED.is_dir():
@@ -162,33 +166,38 @@ def main() -> int:
         include = prepare_lm_eval_tasks(Path(tmp))
         for key in [k.strip() for k in args.tasks.split(",") if k.strip()]:
             lm_task, ts_task, data_path, n, metrics = plan[key]
-            runs = {}
+            runs: dict[str, tuple] = {}
+            walls: dict[str, list[float]] = {"lm-eval": [], "tunescope": []}
             order = ["lm-eval", "tunescope"] if args.order == "lm-eval-first" else ["tunescope", "lm-eval"]
-            for tool in order:
-                if tool == "lm-eval":
-                    runs[tool] = run_lm_eval(model_dir, include, lm_task, n, args.batch_size)
-                else:
-                    runs[tool] = run_tunescope(model_dir, ts_task, data_path, n, args.batch_size)
-                print(f"  {key}: {tool} took {runs[tool][0]:.1f} s", flush=True)
-            lm_wall, lm_out = runs["lm-eval"]
-            ts_wall, ts_results, records = runs["tunescope"]
+            for repeat in range(max(1, args.repeats)):
+                for tool in order if repeat % 2 == 0 else order[::-1]:
+                    if tool == "lm-eval":
+                        runs[tool] = run_lm_eval(model_dir, include, lm_task, n, args.batch_size)
+                    else:
+                        runs[tool] = run_tunescope(model_dir, ts_task, data_path, n, args.batch_size)
+                    walls[tool].append(runs[tool][0])
+                    print(f"  {key}: {tool} took {runs[tool][0]:.1f} s", flush=True)
+            lm_wall, lm_out = sum(walls["lm-eval"]), runs["lm-eval"][1]
+            ts_wall, ts_results, records = sum(walls["tunescope"]), runs["tunescope"][1], runs["tunescope"][2]
             if metrics is None:
                 cmp = compare_generation(lm_out, lm_task, records)
             else:
                 cmp = compare_choices(lm_out, lm_task, records, metrics)
             lm_scores = {k: v for k, v in lm_out["results"][lm_task].items() if "," in k and "stderr" not in k}
             ts_scores = {k: v for k, v in ts_results["results"][ts_task].items() if "," in k and "stderr" not in k}
-            fig = {"task": key, "n": cmp["n"], "batch_size": args.batch_size, "lm_eval_s": round(lm_wall, 1),
-                   "tunescope_s": round(ts_wall, 1), "speedup": round(lm_wall / ts_wall, 2), **cmp,
+            fig = {"task": key, "n": cmp["n"], "batch_size": args.batch_size, "repeats": len(walls["tunescope"]),
+                   "lm_eval_s": round(lm_wall, 1), "tunescope_s": round(ts_wall, 1),
+                   "speedup": round(lm_wall / ts_wall, 2),
+                   "walls_s": {tool: [round(w, 1) for w in ws] for tool, ws in walls.items()}, **cmp,
                    "lm_eval_scores": lm_scores, "tunescope_scores": ts_scores}
             figures.append(fig)
             print(json.dumps(fig, indent=1), flush=True)
-    print("\n| task | items | batch | lm-eval (s) | tunescope (s) | speed-up | agreement |")
-    print("|---|---:|---:|---:|---:|---:|---|")
+    print("\n| task | items | batch | repeats | lm-eval (s) | tunescope (s) | speed-up | agreement |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
     for f in figures:
         agree = ", ".join(f"{k} {v}/{f['n']}" for k, v in f["agree"].items())
         extra = f"; max |Δ loglik| {f['max_abs_loglikelihood_diff']:.1e}" if "max_abs_loglikelihood_diff" in f else ""
-        print(f"| {f['task']} | {f['n']} | {f['batch_size']} | {f['lm_eval_s']} | {f['tunescope_s']} | "
+        print(f"| {f['task']} | {f['n']} | {f['batch_size']} | {f['repeats']} | {f['lm_eval_s']} | {f['tunescope_s']} | "
               f"{f['speedup']}× | {agree}{extra} |")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))

@@ -112,7 +112,8 @@ def test_single_token_fast_path_equals_generic_path():
     assert scorer._shared_prefix(groups)[0]  # the second half did use a shared prefix
     lengths = [scorer._packed_length(g) for g in groups]
     order = sorted(range(len(groups)), key=lambda i: -lengths[i])
-    assert any(len(row) > 1 for batch in scorer._pack_rows(order, sorted(lengths, reverse=True)) for row in batch)
+    batches = scorer._flat_batches(order, sorted(lengths, reverse=True))
+    assert len(batches) < len(groups) and sum(len(b) for b in batches) == len(groups)
 
 
 def test_encode_pair_moves_trailing_space():

@@ -14,20 +14,24 @@ running rows with one forward per step. A finished row frees its slot for the ne
 at once, so no compute is spent on rows that are done. Requests with identical prompts (samples
 for self-consistency) share one prefill.
 
-Prompt-lookup drafting (greedy rows, while few rows run): a row also feeds the tokens that followed
-the last earlier occurrence of its current n-gram and keeps those the model confirms. A decoding
-step with few rows costs about the same whatever it feeds (it is bound by reading the weights), so
-the long answers that finish last, alone, take several tokens per step instead of one.
+Prompt-lookup drafting (greedy rows): a row also feeds the tokens that followed the last earlier
+occurrence of its current n-gram and keeps those the model confirms. A decoding step with few
+tokens costs about the same whatever it feeds (it is bound by reading the weights and the cache),
+so rows take several tokens per step instead of one; a per-step token budget keeps large batches
+from turning compute-bound. The attention (`attention.GROUPED`) reads grouped key/value heads in
+place, so verifying several positions per row does not copy the cache.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
 
+from tunescope.evaluate.attention import GROUPED, supports_own_attention, use_attention
 from tunescope.evaluate.kvcache import SlotCache, layer_kv_pairs
 from tunescope.evaluate.modelinfo import num_layers, sliding_window
 from tunescope.evaluate.tokenization import Encoder
@@ -79,7 +83,8 @@ def eos_token_ids(model, tokenizer) -> set[int]:
 
 
 # Prompt-lookup drafting: at most this many draft tokens per row and step, and at most this many
-# tokens (fed + drafted) per step over all rows.
+# tokens (fed + drafted) per step over all rows (8 rows: 3 drafts each; 16 rows: 1; 32 rows: none).
+# DRAFT_MAX_ROWS applies only to models that cannot use the engine's grouped attention.
 DRAFT_TOKENS = 8
 DRAFT_BUDGET = 32
 DRAFT_MAX_ROWS = 4
@@ -143,6 +148,7 @@ class Generator:
         self.device = next(model.parameters()).device
         self.dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
         self.window, self.hybrid = sliding_window(model)
+        self.own_attention = supports_own_attention(model)
 
     # -- public -----------------------------------------------------------------------------------
     def run(self, requests: list[GenRequest], on_done: Callable[[int, GenResult], None] | None = None) -> list[GenResult]:
@@ -172,7 +178,7 @@ class Generator:
             if on_done is not None:
                 on_done(row.index, result)
 
-        with torch.inference_mode():
+        with torch.inference_mode(), self._attention():
             while waiting or running:
                 # Refill free slots; a prompt already prefilled shares its cache instead of recomputing.
                 while waiting and len(running) < slots:
@@ -240,6 +246,10 @@ class Generator:
         return [r for r in results]  # type: ignore[misc]
 
     # -- steps ----------------------------------------------------------------------------------
+    def _attention(self):
+        """Grouped-query attention that reads the cache in place, where the model allows it."""
+        return use_attention(self.model, GROUPED) if self.own_attention else nullcontext()
+
     @staticmethod
     def _slot_still_has(running: list[_Row], slot: int, length: int) -> bool:
         return slot < len(running) and running[slot].length >= length
@@ -270,9 +280,10 @@ class Generator:
         """Draft continuations from earlier text (prompt lookup), within a per-step token budget: with
         few rows running a step is bound by reading the weights, so verifying drafts is nearly free;
         with many rows it is bound by compute, so drafts shrink."""
-        if not self.draft_tokens or len(running) > DRAFT_MAX_ROWS:
-            # Verifying several positions makes attention expand grouped key/value heads (a copy of
-            # the cache per layer); with many rows that costs more than the drafts save.
+        if not self.draft_tokens or (not self.own_attention and len(running) > DRAFT_MAX_ROWS):
+            # Without our grouped attention, verifying several positions makes transformers' attention
+            # copy the grouped key/value heads of the whole cache per layer; with many rows that costs
+            # more than the drafts save.
             return [[] for _ in running]
         per_row = min(self.draft_tokens, max(0, DRAFT_BUDGET // len(running) - 1))
         drafts = []

@@ -6,10 +6,11 @@ log-softmax at the positions that predict the continuation tokens; `is_greedy` t
 of them was the argmax.
 
 Fast path ("packed"): the choices of one document share their context, so the context is run once
-and every choice's continuation is appended after it in the same row, each one seeing the context
-and itself only (a block attention mask, position ids restarting after the context). A single-
-token continuation needs no tokens of its own at all: MMLU's four letters are read off one forward
-of the question. Only the positions that predict continuation tokens go through the output layer.
+and every choice's continuation follows it, seeing the context and itself only. Documents are laid
+end to end in one row with no padding (`attention.py` gives each its own attention). A single-token
+continuation needs no tokens of its own at all: MMLU's four letters are read off one forward of the
+question. A prefix common to all documents (MMLU's description line) is run once and its keys and
+values are shared. Only the positions that predict continuation tokens go through the output layer.
 
 Generic path ("plain"), used for truncated pairs and as the reference in tests: each pair alone,
 exactly as lm-eval runs it, including left truncation to the context window.
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tunescope.evaluate.attention import SEGMENTS, Segment, SegmentPlan, supports_own_attention, use_attention
 from tunescope.evaluate.modelinfo import sliding_window
 
 # Below this many shared tokens a separate prefix forward costs more than it saves.
@@ -60,6 +62,8 @@ def _decoder(model):
 def _supports_packing(model) -> bool:
     if not hasattr(model, "get_decoder") or model.get_output_embeddings() is None:
         return False
+    if not supports_own_attention(model):
+        return False
     cfg = getattr(model.config, "text_config", None) or model.config
     # Models that scale logits in their head forward would need that applied by hand.
     return not any(getattr(cfg, a, None) not in (None, 1, 1.0) for a in ("logit_scale", "logits_scaling"))
@@ -94,16 +98,17 @@ class LoglikelihoodScorer:
                 packed.append(i)
         with torch.inference_mode():
             # Longest first, as lm-eval orders its requests.
-            packed.sort(key=lambda i: -(len(groups[i].context) + sum(len(c) - 1 for c in groups[i].continuations)))
+            packed.sort(key=lambda i: -self._packed_length(groups[i]))
             prefix = self._shared_prefix([groups[i] for i in packed])
             skip = len(prefix[0])
-            for rows in self._pack_rows(packed, [self._packed_length(groups[i], skip) for i in packed]):
-                batch = [i for row in rows for i in row]
-                scored = self._score_packed([[groups[i] for i in row] for row in rows], prefix)
-                for i, scores in zip(batch, scored, strict=True):
-                    results[i] = scores
-                    if on_done:
-                        on_done(i, scores)
+            if packed:
+                with use_attention(self.model, SEGMENTS):
+                    for batch in self._flat_batches(packed, [self._packed_length(groups[i], skip) for i in packed]):
+                        scored = self._score_flat([groups[i] for i in batch], prefix)
+                        for i, scores in zip(batch, scored, strict=True):
+                            results[i] = scores
+                            if on_done:
+                                on_done(i, scores)
             pairs = [(i, j) for i in plain for j in range(len(groups[i].continuations))]
             pairs.sort(key=lambda p: -(len(groups[p[0]].context) + len(groups[p[0]].continuations[p[1]])))
             plain_scores: dict[tuple[int, int], Scored] = {}
@@ -163,124 +168,67 @@ class LoglikelihoodScorer:
     def _packed_length(g: ChoiceGroup, skip: int = 0) -> int:
         return len(g.context) - skip + sum(len(c) - 1 for c in g.continuations)
 
-    def _pack_rows(self, order: list[int], lengths: list[int]) -> list[list[list[int]]]:
-        """Batches of up to `batch_size` rows; each row holds as many documents as fit in the length of
-        the batch's longest one (first fit, longest first), so short documents fill the room that
-        padding would otherwise waste."""
-        batches: list[list[list[int]]] = []
-        rows: list[list[int]] = []
-        room: list[int] = []
-        capacity = 0
+    def _flat_batches(self, order: list[int], lengths: list[int]) -> list[list[int]]:
+        """Consecutive documents (longest first) per forward, up to `batch_size` times the first one's
+        length in tokens: the memory of a padded batch of `batch_size` rows, without the padding."""
+        batches: list[list[int]] = []
+        budget = used = 0
         for i, length in zip(order, lengths, strict=True):
-            slot = next((r for r, free in enumerate(room) if free >= length), None)
-            if slot is None and len(rows) == self.batch_size:
-                batches.append(rows)
-                rows, room = [], []
-            if not rows:
-                capacity = length
-            if slot is None or not room:
-                rows.append([i])
-                room.append(capacity - length)
+            if batches and used + length <= budget:
+                batches[-1].append(i)
+                used += length
             else:
-                rows[slot].append(i)
-                room[slot] -= length
-        if rows:
-            batches.append(rows)
+                batches.append([i])
+                budget, used = self.batch_size * length, length
         return batches
 
     @torch.inference_mode()
-    def _score_packed(
+    def _score_flat(
         self,
-        rows: list[list[ChoiceGroup]],
+        groups: list[ChoiceGroup],
         prefix: tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]] = ([], []),
     ) -> list[list[Scored]]:
-        """Score the documents of one batch; returns their scores in row-major document order."""
+        """Score documents laid end to end in one row: each context attends to itself (after the
+        shared prefix, if any); each choice's continuation to its context and itself."""
         skip = len(prefix[0])
-        layouts = [self._row_layout(row, skip) for row in rows]
-        width = max(len(lay[0]) for lay in layouts)
-        n = len(rows)
-        ids = torch.zeros((n, width), dtype=torch.long)
-        pos = torch.zeros((n, width), dtype=torch.long)
-        doc = torch.full((n, width), -1, dtype=torch.long)  # -1: padding
-        segment = torch.full((n, width), -2, dtype=torch.long)  # -1: context, j: choice j
-        for r, (tokens, positions, docs, segs, _) in enumerate(layouts):
-            k = len(tokens)
-            ids[r, :k], pos[r, :k] = torch.tensor(tokens), torch.tensor(positions)
-            doc[r, :k], segment[r, :k] = torch.tensor(docs), torch.tensor(segs)
-        past = None
-        one_doc_per_row = all(len(row) == 1 for row in rows)
-        if skip:
-            from transformers import DynamicCache
-
-            # The shared prefix's keys/values, seen by every row (expand: no copy until the layer concatenates).
-            past = DynamicCache()
-            for layer_idx, (k, v) in enumerate(prefix[1]):
-                past.update(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1), layer_idx)
-            mask, positions = self._block_mask(doc, segment, skip), pos.to(self.device)
-        elif one_doc_per_row and all(len(c) == 1 for row in rows for g in row for c in g.continuations):
-            # Contexts only, right-padded: plain causal attention is exact (real tokens never see the
-            # padding) and takes SDPA's fastest kernel, as in lm-eval's own forward.
-            mask, positions = None, None
-        else:
-            mask, positions = self._block_mask(doc, segment, 0), pos.to(self.device)
-        hidden = _decoder(self.model)(
-            input_ids=ids.to(self.device), attention_mask=mask, position_ids=positions,
-            past_key_values=past, use_cache=past is not None,
-        ).last_hidden_state
-        # Gather the hidden states that predict continuation tokens; run the head on those only.
-        sel_rows, sel_cols, owners = [], [], []
-        for r, (row, lay) in enumerate(zip(rows, layouts, strict=True)):
-            for g, start in zip(row, lay[4], strict=True):
-                ctx_end = start + len(g.context) - skip  # one past the last context token in the row
-                offset = ctx_end
-                spans = []
-                for cont in g.continuations:
-                    predict_at = [ctx_end - 1] + list(range(offset, offset + len(cont) - 1))
-                    sel_rows += [r] * len(cont)
-                    sel_cols += predict_at
-                    spans.append((len(sel_rows) - len(cont), len(sel_rows), cont))
-                    offset += len(cont) - 1
-                owners.append(spans)
-        logits = _output_logits(self.model, hidden[torch.tensor(sel_rows), torch.tensor(sel_cols)]).float()
-        return [[self._score_rows(logits[a:b], cont) for a, b, cont in spans] for spans in owners]
-
-    @staticmethod
-    def _row_layout(row: list[ChoiceGroup], skip: int):
-        """Tokens, positions, document and segment ids of one packed row, and where each document starts.
-
-        Each document is its context (minus the `skip` cached prefix tokens) followed by every choice's
-        continuation without its last token (which is predicted, never read)."""
-        tokens, positions, docs, segs, starts = [], [], [], [], []
-        for d, g in enumerate(row):
-            starts.append(len(tokens))
+        tokens: list[int] = []
+        positions: list[int] = []
+        segments: list[Segment] = []
+        owners = []  # per document, per choice: (row positions whose outputs predict it, its tokens)
+        for g in groups:
+            ctx_start = len(tokens)
             tokens += g.context[skip:]
             positions += range(skip, len(g.context))
-            docs += [d] * (len(g.context) - skip)
-            segs += [-1] * (len(g.context) - skip)
-            for j, cont in enumerate(g.continuations):
-                body = cont[:-1]
+            ctx_end = len(tokens)
+            segments.append(Segment(ctx_start, ctx_end, prefix=bool(skip)))
+            spans = []
+            for cont in g.continuations:
+                body = cont[:-1]  # its last token is predicted, never read
+                start = len(tokens)
                 tokens += body
                 positions += range(len(g.context), len(g.context) + len(body))
-                docs += [d] * len(body)
-                segs += [j] * len(body)
-        return tokens, positions, docs, segs, starts
-
-    def _block_mask(self, doc: torch.Tensor, segment: torch.Tensor, prefix: int) -> torch.Tensor:
-        """Additive 4D mask: a token sees earlier tokens of its own document that are context or its own
-        choice, plus the `prefix` cached columns in front; padding sees column 0 only (never read)."""
-        q_doc, k_doc = doc[:, :, None], doc[:, None, :]
-        q_seg, k_seg = segment[:, :, None], segment[:, None, :]
-        idx = torch.arange(doc.shape[1])
-        causal = idx[None, :, None] >= idx[None, None, :]
-        visible = causal & (q_doc == k_doc) & (k_doc >= 0) & ((k_seg == -1) | (k_seg == q_seg))
-        pad_q = doc < 0
-        if prefix:
-            front = (~pad_q)[:, :, None].expand(-1, -1, prefix)
-            visible = torch.cat([front, visible], dim=2)
-        visible[:, :, 0] |= pad_q
-        mask = torch.zeros(visible.shape, dtype=self.dtype)
-        mask.masked_fill_(~visible, torch.finfo(self.dtype).min)
-        return mask[:, None].to(self.device)
+                if body:
+                    segments.append(Segment(start, len(tokens), reads=[(ctx_start, ctx_end)], prefix=bool(skip)))
+                spans.append(([ctx_end - 1, *range(start, start + len(body))], cont))
+            owners.append(spans)
+        plan = SegmentPlan(segments, prefix_kv=prefix[1])
+        hidden = _decoder(self.model)(
+            input_ids=torch.tensor([tokens], device=self.device),
+            position_ids=torch.tensor([positions], device=self.device),
+            use_cache=False,
+            segment_plan=plan,
+        ).last_hidden_state[0]
+        # Run the output layer only on the positions that predict continuation tokens.
+        at = [i for spans in owners for predict_at, _ in spans for i in predict_at]
+        logits = _output_logits(self.model, hidden[torch.tensor(at, device=self.device)]).float()
+        out, offset = [], 0
+        for spans in owners:
+            scores = []
+            for _, cont in spans:
+                scores.append(self._score_rows(logits[offset : offset + len(cont)], cont))
+                offset += len(cont)
+            out.append(scores)
+        return out
 
     @staticmethod
     def _score_rows(logits: torch.Tensor, cont: list[int]) -> Scored:
