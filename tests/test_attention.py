@@ -39,8 +39,7 @@ def test_segments_see_only_their_document_and_context():
     # Flat row: doc_a | doc_b | choice (reads doc_b), positions continuing after the prefix.
     tokens = doc_a + doc_b + choice
     positions = [4, 5, 6] + [4, 5, 6, 7, 8] + [9, 10]
-    plan = SegmentPlan([Segment(0, 3, prefix=True), Segment(3, 8, prefix=True),
-                        Segment(8, 10, reads=[(3, 8)], prefix=True)], prefix_kv=prefix_kv)
+    plan = SegmentPlan([Segment(0, 3), Segment(3, 8), Segment(8, 10, reads=[(3, 8)])], prefix_kv=prefix_kv)
     assert model.config._attn_implementation == "sdpa"
     with use_attention(model, SEGMENTS):
         flat = decoder(input_ids=torch.tensor([tokens]), position_ids=torch.tensor([positions]), use_cache=False,

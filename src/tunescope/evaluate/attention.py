@@ -35,13 +35,13 @@ class Segment:
     start: int  # first query token in the flat row
     end: int  # one past the last
     reads: list[tuple[int, int]] = field(default_factory=list)  # earlier spans of the row seen in full
-    prefix: bool = False  # also sees the cached shared prefix, in front of everything
 
 
 @dataclass
 class SegmentPlan:
     segments: list[Segment]
-    # Per layer (keys, values) of the shared prefix, [1, kv_heads, prefix_len, head_dim].
+    # Per layer (keys, values) of the shared prefix, [1, kv_heads, prefix_len, head_dim]; every
+    # segment sees it, in front of everything else.
     prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     _masks: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
 
@@ -63,7 +63,7 @@ def _segment_attention(module, query, key, value, attention_mask, scaling=None, 
     prefix = segment_plan.prefix_kv[layer] if segment_plan.prefix_kv else None
     for seg in segment_plan.segments:
         keys, values = [], []
-        if seg.prefix and prefix is not None:
+        if prefix is not None:
             keys.append(prefix[0])
             values.append(prefix[1])
         for a, b in seg.reads:
@@ -83,20 +83,15 @@ def _segment_attention(module, query, key, value, attention_mask, scaling=None, 
 
 
 def _grouped_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """query [rows, heads, q_len, dim], key/value [rows, kv_heads, k_len, dim], an additive or boolean
-    mask or None (plain causal)."""
-    rows, heads, q_len, dim = query.shape
-    kv_heads = key.shape[1]
-    if q_len == 1 and heads != kv_heads:
-        # One query per row: the heads sharing a key/value head become that head's query rows.
-        out = F.scaled_dot_product_attention(
-            query.reshape(rows, kv_heads, heads // kv_heads, dim), key, value, attn_mask=attention_mask, scale=scaling
-        )
-        return out.reshape(rows, heads, 1, dim).transpose(1, 2).contiguous(), None
-    is_causal = attention_mask is None and q_len > 1 and getattr(module, "is_causal", True)
-    out = F.scaled_dot_product_attention(
-        query, key, value, attn_mask=attention_mask, is_causal=is_causal, scale=scaling, enable_gqa=heads != kv_heads
-    )
+    """query [rows, heads, q_len, dim], key/value [rows, kv_heads, k_len, dim]."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    if attention_mask is None or query.shape[2] == 1 or query.shape[1] == key.shape[1]:
+        # transformers' SDPA already reads grouped heads in place here (no mask, or one query per row).
+        return ALL_ATTENTION_FUNCTIONS["sdpa"](module, query, key, value, attention_mask, dropout=dropout,
+                                               scaling=scaling, **kwargs)
+    # Several queries per row under a mask: the case transformers handles by copying the heads.
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, scale=scaling, enable_gqa=True)
     return out.transpose(1, 2).contiguous(), None
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from tunescope.evaluate.attention import SEGMENTS, Segment, SegmentPlan, supports_own_attention, use_attention
-from tunescope.evaluate.modelinfo import sliding_window
+from tunescope.evaluate.modelinfo import sliding_window, text_config
 
 # Below this many shared tokens a separate prefix forward costs more than it saves.
 _MIN_SHARED_PREFIX = 8
@@ -47,8 +47,7 @@ class Scored:
 def _output_logits(model, hidden: torch.Tensor) -> torch.Tensor:
     """The model's output layer applied to selected hidden states (with logit soft-capping if the model uses it)."""
     logits = model.get_output_embeddings()(hidden)
-    cfg = getattr(model.config, "text_config", None) or model.config
-    cap = getattr(cfg, "final_logit_softcapping", None)
+    cap = getattr(text_config(model), "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
     return logits
@@ -64,7 +63,7 @@ def _supports_packing(model) -> bool:
         return False
     if not supports_own_attention(model):
         return False
-    cfg = getattr(model.config, "text_config", None) or model.config
+    cfg = text_config(model)
     # Models that scale logits in their head forward would need that applied by hand.
     return not any(getattr(cfg, a, None) not in (None, 1, 1.0) for a in ("logit_scale", "logits_scaling"))
 
@@ -75,7 +74,6 @@ class LoglikelihoodScorer:
         self.batch_size = max(1, int(batch_size))
         self.max_length = max_length
         self.device = next(model.parameters()).device
-        self.dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
         window, _ = sliding_window(model)
         self.window = window
         self.packing = _supports_packing(model)
@@ -91,7 +89,7 @@ class LoglikelihoodScorer:
         for i, g in enumerate(groups):
             too_long = any(len(g.context) + len(c) > self.max_length + 1 for c in g.continuations)
             truncated += too_long
-            length = len(g.context) + sum(len(c) - 1 for c in g.continuations)
+            length = self._packed_length(g)
             if too_long or not self.packing or length > self.max_length or (self.window and length > self.window):
                 plain.append(i)
             else:
@@ -200,7 +198,7 @@ class LoglikelihoodScorer:
             tokens += g.context[skip:]
             positions += range(skip, len(g.context))
             ctx_end = len(tokens)
-            segments.append(Segment(ctx_start, ctx_end, prefix=bool(skip)))
+            segments.append(Segment(ctx_start, ctx_end))
             spans = []
             for cont in g.continuations:
                 body = cont[:-1]  # its last token is predicted, never read
@@ -208,7 +206,7 @@ class LoglikelihoodScorer:
                 tokens += body
                 positions += range(len(g.context), len(g.context) + len(body))
                 if body:
-                    segments.append(Segment(start, len(tokens), reads=[(ctx_start, ctx_end)], prefix=bool(skip)))
+                    segments.append(Segment(start, len(tokens), reads=[(ctx_start, ctx_end)]))
                 spans.append(([ctx_end - 1, *range(start, start + len(body))], cont))
             owners.append(spans)
         plan = SegmentPlan(segments, prefix_kv=prefix[1])
