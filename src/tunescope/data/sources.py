@@ -6,15 +6,13 @@ with a row are reported as `file:line: field` so the user can fix the file.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 from pathlib import Path
 
 from tunescope.errors import UserError
-from tunescope.runio import iter_jsonl
+from tunescope.records import SUFFIXES, read_records
 
-LOCAL_SUFFIXES = {".jsonl", ".json", ".csv", ".parquet"}
 HUB_ALIASES = {"gsm8k": ("openai/gsm8k", "main")}
 
 
@@ -29,32 +27,6 @@ def _check_row(row: object, where: str, qf: str, af: str) -> dict:
     out = {k: v for k, v in row.items() if k not in (qf, af)}
     out["question"], out["answer"] = str(row[qf]), str(row[af])
     return out
-
-
-def read_local_rows(path: Path) -> list[tuple[str, dict]]:
-    """Rows of a local file with their `file:line` location (1-based; CSV counts the header)."""
-    suffix = path.suffix.lower()
-    if suffix not in LOCAL_SUFFIXES:
-        raise UserError(f"unsupported file type '{suffix}' (use {', '.join(sorted(LOCAL_SUFFIXES))})", where=str(path))
-    if suffix == ".jsonl":
-        return [(f"{path}:{lineno}", row) for lineno, row in iter_jsonl(path)]
-    if suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise UserError(f"not valid JSON ({e.msg})", where=f"{path}:{e.lineno}") from None
-        if isinstance(data, dict) and isinstance(data.get("data"), list):
-            data = data["data"]
-        if not isinstance(data, list):
-            raise UserError("expected a JSON list of objects (or {\"data\": [...]})", where=str(path))
-        return [(f"{path}[{i}]", row) for i, row in enumerate(data)]
-    if suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as f:
-            return [(f"{path}:{i + 2}", row) for i, row in enumerate(csv.DictReader(f))]
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
-    return [(f"{path}[row {i}]", row) for i, row in enumerate(table.to_pylist())]
 
 
 def _load_hub(dataset_id: str, config: str | None, split: str) -> list[tuple[str, dict]]:
@@ -89,15 +61,15 @@ def load_rows(
         rows = generate_problems(synthetic_size, seed=seed)
         return rows[:limit] if limit else rows
     path = Path(source).expanduser()
-    if path.suffix.lower() in LOCAL_SUFFIXES or path.exists():
+    if path.suffix.lower() in SUFFIXES or path.exists():
         if path.is_dir():
-            candidates = [p for p in sorted(path.iterdir()) if p.suffix.lower() in LOCAL_SUFFIXES and split in p.stem]
+            candidates = [p for p in sorted(path.iterdir()) if p.suffix.lower() in SUFFIXES and split in p.stem]
             if not candidates:
                 raise UserError(f"no {split} file (*{split}*.jsonl/json/csv/parquet) in directory", where=str(path))
             path = candidates[0]
         if not path.is_file():
             raise UserError("data file not found", where=str(path))
-        located = read_local_rows(path)
+        located = [(r.where, r.data) for r in read_records(path, header=True)]
     else:
         dataset_id, config = HUB_ALIASES.get(source, (source, None))
         located = _load_hub(dataset_id, config, split)

@@ -26,12 +26,12 @@ from collections.abc import Callable
 from typing import Any
 
 from tunescope.errors import UserError
-from tunescope.evaluate.data import Row
+from tunescope.records import Record
 
 Doc = dict[str, Any]
 
 
-def _require(row: Row, fields: list[str]) -> dict[str, Any]:
+def _require(row: Record, fields: list[str]) -> dict[str, Any]:
     if not isinstance(row.data, dict):
         raise UserError(f"expected named fields {fields}, got a row of {len(row.data)} unnamed values", where=row.where)
     for name in fields:
@@ -40,7 +40,7 @@ def _require(row: Row, fields: list[str]) -> dict[str, Any]:
     return row.data
 
 
-def _csv_with_header(rows: list[Row], fields: list[str]) -> list[Row]:
+def _csv_with_header(rows: list[Record], fields: list[str]) -> list[Record]:
     """CSV rows with a header line become dict rows; rows of other files pass through."""
     if not rows or not isinstance(rows[0].data, list):
         return rows
@@ -48,10 +48,10 @@ def _csv_with_header(rows: list[Row], fields: list[str]) -> list[Row]:
     if not set(fields) <= set(header):
         missing = sorted(set(fields) - set(header))
         raise UserError(f"CSV header lacks field(s) {missing} (this task needs {', '.join(fields)})", where=rows[0].where)
-    return [Row(dict(zip(header, r.data, strict=False)), r.where) for r in rows[1:]]
+    return [Record(dict(zip(header, r.data, strict=False)), r.where) for r in rows[1:]]
 
 
-def plain(rows: list[Row], required: list[str]) -> list[Doc]:
+def plain(rows: list[Record], required: list[str]) -> list[Doc]:
     """Rows used as they are, after checking the task's required fields."""
     rows = _csv_with_header(rows, required)
     return [dict(_require(r, required)) for r in rows]
@@ -65,7 +65,7 @@ def hellaswag_preprocess(text: str) -> str:
     return text.replace("  ", " ")
 
 
-def hellaswag(rows: list[Row], required: list[str]) -> list[Doc]:
+def hellaswag(rows: list[Record], required: list[str]) -> list[Doc]:
     rows = _csv_with_header(rows, ["activity_label", "endings", "label"])
     docs = []
     for row in rows:
@@ -95,7 +95,7 @@ def hellaswag(rows: list[Row], required: list[str]) -> list[Doc]:
 _LETTERS = "ABCD"
 
 
-def mmlu(rows: list[Row], required: list[str]) -> list[Doc]:
+def mmlu(rows: list[Record], required: list[str]) -> list[Doc]:
     docs = []
     for row in rows:
         if isinstance(row.data, list):  # original CSV layout
@@ -117,14 +117,14 @@ def mmlu(rows: list[Row], required: list[str]) -> list[Doc]:
     return docs
 
 
-PROCESSORS: dict[str | None, Callable[[list[Row], list[str]], list[Doc]]] = {
+PROCESSORS: dict[str | None, Callable[[list[Record], list[str]], list[Doc]]] = {
     None: plain,
     "hellaswag": hellaswag,
     "mmlu": mmlu,
 }
 
 
-def process(name: str | None, rows: list[Row], required: list[str]) -> list[Doc]:
+def process(name: str | None, rows: list[Record], required: list[str]) -> list[Doc]:
     if name not in PROCESSORS:
         raise UserError(f"unknown process_docs '{name}' (known: {[k for k in PROCESSORS if k]})", where="task")
     return PROCESSORS[name](rows, required)
