@@ -30,6 +30,7 @@ from tunescope.evaluate.results import prompt_hash, task_entry
 from tunescope.evaluate.spec import GENERATE
 from tunescope.evaluate.task import Task
 from tunescope.evaluate.tokenization import Encoder, max_length
+from tunescope.malloc import KEEP_FREED, malloc_setting
 from tunescope.runio import write_json, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -295,7 +296,8 @@ def evaluate_native(
     extras: dict[str, Any] = {"engine": "native" if generate is None else "native+custom-generation", "tasks": {}}
     all_records: dict[str, list[dict[str, Any]]] = {}
     t_start = time.perf_counter()
-    with column_major_linears(model), torch.inference_mode():
+    # Forward passes of similar shapes over and over: keep freed memory for reuse (see malloc.py).
+    with column_major_linears(model), malloc_setting(KEEP_FREED), torch.inference_mode():
         for task in tasks:
             spec = task.spec
             docs, limit_info = select_docs(task, limit)

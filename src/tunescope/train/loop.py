@@ -24,11 +24,11 @@ import torch
 from tunescope.config import TrainingConfig
 from tunescope.data.prompting import Encoded
 from tunescope.errors import UserError
+from tunescope.malloc import RETURN_FREED, malloc_setting
 from tunescope.train.batching import collate, epoch_batches, split_by_tokens, supervised_count
 from tunescope.train.checkpoint import Checkpointer
 from tunescope.train.distributed import Distributed, current
 from tunescope.train.loss import SupervisedCausalLM
-from tunescope.train.memory import return_freed_memory
 from tunescope.train.metrics import (
     cuda_max_allocated_mb,
     estimate_cost,
@@ -192,7 +192,8 @@ def train(
     """Train `model` in place, leave it holding the best weights, and return the run summary (also
     logged as the last metrics record). With `resume`, continue from `checkpointer`'s latest."""
     # Results depend (in the last bits) on the thread count: resume with the same value to be bit-exact.
-    with _cpu_threads(cfg.threads):
+    # Activations change shape every step: large tensors get mappings of their own (see malloc.py).
+    with _cpu_threads(cfg.threads), malloc_setting(RETURN_FREED):
         return _train(model, train_set, val_set, cfg, seed=seed, pad_id=pad_id, device=device, dtype=dtype, log=log,
                       save_best=save_best, on_step=on_step, checkpointer=checkpointer, resume=resume, dist=dist)
 
@@ -202,7 +203,6 @@ def _train(model, train_set, val_set, cfg, *, seed, pad_id, device, dtype, log, 
     from transformers import get_scheduler
 
     segment_start = time.perf_counter()
-    return_freed_memory()
     dist = dist or current()
     device = dist.device or device
     if not dist.is_main:
