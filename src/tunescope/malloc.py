@@ -10,10 +10,9 @@ two kinds of work runs decides which setting pays:
   3.3 GB RSS between steps and peaked at 3.7 GB; with every large tensor in its own mapping it holds
   1.1 GB between steps and peaks at 2.7 GB. Its page faults did not show next to a step's compute.
 - **Evaluation** (`KEEP_FREED`) runs forward passes of similar shapes over and over, without the
-  backward pass that hides the faults. With training's setting, four prefills of 870-1,030 tokens on
-  SmolLM2-135M took 1.7 million page faults and 4-6 s of system time; keeping freed memory in the
-  heap took none to a few thousand and 0.3-0.5 s (glibc's own adaptive default: about 0.4 million
-  and 1-2 s). See benchmarks/RESULTS.md.
+  backward pass that hides the faults. 16 GSM8K items on SmolLM2-135M after training's setting: 9.3
+  million page faults and 25-40 s of system time; keeping freed memory in the heap: 0.4 million and
+  2-11 s (glibc's own adaptive default: 2.8-3.0 million and 12-28 s). benchmarks/RESULTS.md has the table.
 
 glibc has no call that reads these settings back, so the module remembers what it last set:
 `malloc_setting` restores that on exit, or, when nothing had been set, leaves glibc at the ceilings
