@@ -33,17 +33,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from eval_speed import cpu_ticks, steal_percent  # noqa: E402 - the script's own folder is on sys.path
+
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CASES = ("glibc-default", "keep-freed", "after-training-before", "after-training")
 TASKS = {
     "gsm8k": ("gsm8k", SHARED / "gsm8k"),
     "mmlu": ("mmlu_high_school_computer_science", SHARED / "mmlu" / "high_school_computer_science_test.csv"),
 }
-
-
-def cpu_ticks() -> tuple[int, int]:
-    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return fields[7], sum(fields)
 
 
 def one_case(case: str, task_key: str, n: int) -> dict:
@@ -72,13 +69,12 @@ def one_case(case: str, task_key: str, n: int) -> dict:
         records = [json.loads(line) for line in open(Path(out) / f"{task_name}.jsonl", encoding="utf-8")]
     wall = time.perf_counter() - t0
     usage1, ticks1 = resource.getrusage(resource.RUSAGE_SELF), cpu_ticks()
-    outputs = [{k: v for k, v in r.items() if k not in ("prompt_hash",)} for r in records]
     return {
         "case": case, "task": task_key, "n": n, "wall_s": round(wall, 1),
-        "steal_percent": round(100 * (ticks1[0] - ticks0[0]) / max(1, ticks1[1] - ticks0[1]), 1),
+        "steal_percent": steal_percent(ticks0, ticks1),
         "user_s": round(usage1.ru_utime - usage0.ru_utime, 1), "sys_s": round(usage1.ru_stime - usage0.ru_stime, 1),
         "minor_faults": usage1.ru_minflt - usage0.ru_minflt,
-        "outputs_sha256": hashlib.sha256(json.dumps(outputs, sort_keys=True).encode()).hexdigest()[:12],
+        "outputs_sha256": hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()[:12],
     }
 
 
