@@ -7,7 +7,9 @@ first N items of the local data in shared/data:
 - GSM8K (5-shot, greedy generation): lm-eval's `gsm8k` pointed at the local files;
 - HellaSwag (0-shot, log-likelihood of 4 endings): the local cleaned file, with an lm-eval task whose
   preprocessing is lm-eval's own `preprocess` applied to that file's shape;
-- MMLU high_school_computer_science (0-shot, 4 single-token choices).
+- MMLU high_school_computer_science (0-shot, 4 single-token choices);
+- `mmlu5` (on request): the same subject 5-shot, the shots being the local file's first 5 questions
+  (the local copy has no dev split), evaluated on the questions after them.
 
 For each it prints both wall times (evaluation only; model loading excluded; summed over `--repeats`
 runs taken in A B B A order), the ratio, the host's CPU steal during each run, and the
@@ -65,18 +67,45 @@ def model_directory() -> Path:
     return materialize("smollm2-135m-instruct")
 
 
-def prepare_lm_eval_tasks(tmp: Path) -> Path:
-    """Copy benchmarks/tasks into `tmp` with the data paths filled in; convert the MMLU CSV to JSONL."""
-    mmlu_jsonl = tmp / "mmlu_high_school_computer_science_test.jsonl"
-    with open(SHARED / "mmlu" / "high_school_computer_science_test.csv", encoding="utf-8", newline="") as fh, \
-            open(mmlu_jsonl, "w", encoding="utf-8") as out:
-        for q, a, b, c, d, letter in csv.reader(fh):
+MMLU_SUBJECT = "high_school_computer_science"
+MMLU_DEV_ROWS = 5  # the 5-shot case: the file's first rows play MMLU's dev split, the rest its test split
+
+
+def _mmlu_jsonl(rows: list[list[str]], path: Path) -> Path:
+    with open(path, "w", encoding="utf-8") as out:
+        for q, a, b, c, d, letter in rows:
             out.write(json.dumps({"question": q, "choices": [a, b, c, d], "answer": "ABCD".index(letter.strip())}) + "\n")
+    return path
+
+
+def prepare_lm_eval_tasks(tmp: Path) -> Path:
+    """Copy benchmarks/tasks into `tmp` with the data paths filled in; convert the MMLU CSV to JSONL.
+
+    For the 5-shot MMLU case the subject's local test file is split in two (the local copy has no dev
+    split): its first rows become the dev split both tools draw the shots from, in order (lm-eval's
+    `first_n` sampler), and the remaining rows are evaluated. tunescope reads the same rows as CSV
+    files in the original MMLU folder layout (`<subject>_dev.csv`, `<subject>_test.csv`)."""
+    with open(SHARED / "mmlu" / f"{MMLU_SUBJECT}_test.csv", encoding="utf-8", newline="") as fh:
+        rows = list(csv.reader(fh))
+    dev, rest = rows[:MMLU_DEV_ROWS], rows[MMLU_DEV_ROWS:]
+    five_shot = tmp / "mmlu_5shot"
+    five_shot.mkdir()
+    for split, part in (("dev", dev), ("test", rest)):
+        with open(five_shot / f"{MMLU_SUBJECT}_{split}.csv", "w", encoding="utf-8", newline="") as out:
+            csv.writer(out).writerows(part)
+    paths = {
+        "${SHARED}": SHARED,
+        "${MMLU_JSONL}": _mmlu_jsonl(rows, tmp / "mmlu_test.jsonl"),
+        "${MMLU_DEV_JSONL}": _mmlu_jsonl(dev, tmp / "mmlu_5shot_dev.jsonl"),
+        "${MMLU_REST_JSONL}": _mmlu_jsonl(rest, tmp / "mmlu_5shot_test.jsonl"),
+    }
     include = tmp / "tasks"
     include.mkdir()
     for src in TASK_DIR.iterdir():
         if src.suffix == ".yaml":
-            text = src.read_text().replace("${SHARED}", str(SHARED)).replace("${MMLU_JSONL}", str(mmlu_jsonl))
+            text = src.read_text()
+            for placeholder, path in paths.items():
+                text = text.replace(placeholder, str(path))
             (include / src.name).write_text(text)
         elif src.suffix == ".py":
             shutil.copy(src, include / src.name)
@@ -97,7 +126,8 @@ def run_lm_eval(model_dir: Path, include: Path, task: str, limit: int, batch_siz
     return wall, out
 
 
-def run_tunescope(model_dir: Path, task_name: str, data_path: Path, limit: int, batch_size: int) -> tuple[float, dict, list]:
+def run_tunescope(model_dir: Path, task_name: str, data_path: Path, limit: int, batch_size: int,
+                  num_fewshot: int | None = None) -> tuple[float, dict, list]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -107,7 +137,7 @@ def run_tunescope(model_dir: Path, task_name: str, data_path: Path, limit: int, 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
-        task = load_task(task_name, data_path=str(data_path))
+        task = load_task(task_name, data_path=str(data_path), num_fewshot=num_fewshot)
         results = evaluate(model, tokenizer, [task], limit=limit, batch_size=batch_size, out_dir=Path(out))
         wall = time.perf_counter() - t0
         records = [json.loads(line) for line in open(Path(out) / f"{task_name}.jsonl", encoding="utf-8")]
@@ -156,7 +186,8 @@ def main() -> int:
     parser.add_argument("--gsm8k-n", type=int, default=32)
     parser.add_argument("--hellaswag-n", type=int, default=200)
     parser.add_argument("--mmlu-n", type=int, default=100)
-    parser.add_argument("--tasks", default="gsm8k,hellaswag,mmlu", help="comma-separated subset of gsm8k,hellaswag,mmlu")
+    parser.add_argument("--tasks", default="gsm8k,hellaswag,mmlu",
+                        help="comma-separated subset of gsm8k,hellaswag,mmlu,mmlu5 (mmlu5: MMLU 5-shot)")
     parser.add_argument("--order", choices=["lm-eval-first", "tunescope-first"], default="lm-eval-first")
     parser.add_argument("--repeats", type=int, default=1,
                         help="run each tool this many times, alternating which goes first (A B B A ...), so a host "
@@ -173,18 +204,24 @@ def main() -> int:
     model_dir = model_directory()
     print(f"model: SmolLM2-135M-Instruct ({model_dir}), dtype float32, device cpu, torch threads {torch.get_num_threads()}, "
           f"torch {torch.__version__}, lm-eval {lm_eval.__version__}, python {platform.python_version()}")
-    plan = {
-        "gsm8k": ("gsm8k_local", "gsm8k", SHARED / "gsm8k", args.gsm8k_n, None),
-        "hellaswag": ("hellaswag_local", "hellaswag", SHARED / "hellaswag" / "validation.jsonl", args.hellaswag_n,
-                      ["acc", "acc_norm"]),
-        "mmlu": ("mmlu_hscs_local", "mmlu_high_school_computer_science",
-                 SHARED / "mmlu" / "high_school_computer_science_test.csv", args.mmlu_n, ["acc"]),
-    }
     figures = []
     with tempfile.TemporaryDirectory() as tmp:
         include = prepare_lm_eval_tasks(Path(tmp))
+        # key: (lm-eval task, tunescope task, tunescope data path, items, compared metrics, shots)
+        plan = {
+            "gsm8k": ("gsm8k_local", "gsm8k", SHARED / "gsm8k", args.gsm8k_n, None, None),
+            "hellaswag": ("hellaswag_local", "hellaswag", SHARED / "hellaswag" / "validation.jsonl", args.hellaswag_n,
+                          ["acc", "acc_norm"], None),
+            "mmlu": ("mmlu_hscs_local", f"mmlu_{MMLU_SUBJECT}", SHARED / "mmlu" / f"{MMLU_SUBJECT}_test.csv",
+                     args.mmlu_n, ["acc"], None),
+            "mmlu5": ("mmlu_hscs_local_5shot", f"mmlu_{MMLU_SUBJECT}", Path(tmp) / "mmlu_5shot", args.mmlu_n,
+                      ["acc"], 5),
+        }
         for key in [k.strip() for k in args.tasks.split(",") if k.strip()]:
-            lm_task, ts_task, data_path, n, metrics = plan[key]
+            if key not in plan:
+                print(f"unknown task '{key}' (known: {', '.join(plan)})", file=sys.stderr)
+                return 2
+            lm_task, ts_task, data_path, n, metrics, shots = plan[key]
             runs: dict[str, tuple] = {}
             walls: dict[str, list[float]] = {"lm-eval": [], "tunescope": []}
             steals: dict[str, list[float | None]] = {"lm-eval": [], "tunescope": []}
@@ -195,7 +232,7 @@ def main() -> int:
                     if tool == "lm-eval":
                         runs[tool] = run_lm_eval(model_dir, include, lm_task, n, args.batch_size)
                     else:
-                        runs[tool] = run_tunescope(model_dir, ts_task, data_path, n, args.batch_size)
+                        runs[tool] = run_tunescope(model_dir, ts_task, data_path, n, args.batch_size, shots)
                     walls[tool].append(runs[tool][0])
                     steals[tool].append(steal_percent(ticks, cpu_ticks()))
                     steal = "" if steals[tool][-1] is None else f" (host CPU steal {steals[tool][-1]}%)"
@@ -209,6 +246,7 @@ def main() -> int:
             lm_scores = {k: v for k, v in lm_out["results"][lm_task].items() if "," in k and "stderr" not in k}
             ts_scores = {k: v for k, v in ts_results["results"][ts_task].items() if "," in k and "stderr" not in k}
             fig = {"task": key, "n": cmp["n"], "batch_size": args.batch_size, "repeats": len(walls["tunescope"]),
+                   "n_shot": {"lm-eval": lm_out["n-shot"][lm_task], "tunescope": ts_results["n-shot"][ts_task]},
                    "lm_eval_s": round(lm_wall, 1), "tunescope_s": round(ts_wall, 1),
                    "speedup": round(lm_wall / ts_wall, 2),
                    # The fastest run of each: the least disturbed by other tenants of the host.
