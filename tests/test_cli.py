@@ -59,6 +59,13 @@ def test_eval_unknown_task():
     assert_user_error(tunescope("eval", "--model", "x/y", "--tasks", "gsm9k"), "unknown task 'gsm9k'", "gsm8k")
 
 
+def test_eval_sampling_options_are_checked():
+    # Checked before any model or data is loaded.
+    assert_user_error(tunescope("eval", "-m", "x/y", "-t", "gsm8k", "--samples", "0"), "samples", "at least 1")
+    assert_user_error(tunescope("eval", "-m", "x/y", "-t", "gsm8k", "--temperature", "0.5"), "temperature",
+                      "samples > 1")
+
+
 def test_report_on_missing_run(tmp_path):
     assert_user_error(tunescope("report", str(tmp_path / "nothing")), "run directory not found")
 

@@ -157,6 +157,18 @@ def test_mmlu_kshot_from_dev_folder(tmp_path):
     assert "Answer: B\n\ndev q1\n" in prompt and prompt.endswith("test q0\nA. w\nB. x\nC. y\nD. z\nAnswer:")
 
 
+def test_samples_make_generation_tasks_self_consistent_and_leave_choice_tasks_alone(tmp_path):
+    gsm = load_task("gsm8k", data_path=str(_gsm8k_dir(tmp_path)), samples=4, temperature=0.5)
+    assert gsm.spec.samples == 4
+    assert gsm.spec.generation_kwargs["do_sample"] is True and gsm.spec.generation_kwargs["temperature"] == 0.5
+    assert [f["name"] for f in gsm.spec.filter_list] == ["strict-match", "flexible-extract", "maj@4"]
+    (tmp_path / "anatomy_test.csv").write_text("q0,w,x,y,z,B\n")
+    mmlu = load_task("mmlu_anatomy", data_path=str(tmp_path), samples=4, temperature=0.5)
+    assert mmlu.spec.samples == 1 and not mmlu.spec.generation_kwargs.get("do_sample")
+    greedy = load_task("gsm8k", data_path=str(tmp_path / "gsm8k"))
+    assert greedy.spec.samples == 1 and greedy.spec.generation_kwargs["do_sample"] is False
+
+
 @needs_shared
 def test_mmlu_shared_csv():
     task = load_task("mmlu_high_school_computer_science", data_path=str(SHARED / "mmlu" / "high_school_computer_science_test.csv"))

@@ -78,3 +78,21 @@ def test_real_smollm2_few_steps_and_items(tmp_path):
     assert len(train) == 2 and train[0]["loss"] < 3.0
     base = read_jsonl(run_dir / "eval/base/heldout.jsonl")
     assert len(base) == 4 and all(s["response"].strip() for s in base)
+
+
+def test_run_with_self_consistency_scores_and_reports_maj_at_k(tiny_model_dir, tmp_path):
+    run_dir = pipeline.run(tiny_run_config(tiny_model_dir, tmp_path, "eval.samples=3", "eval.temperature=0.9",
+                                           "eval.evaluate_base=false"))
+    out = read_json(run_dir / "eval/tuned/results.json")
+    assert "exact_match,maj@3" in out["results"]["heldout"]
+    assert out["configs"]["heldout"]["generation_kwargs"]["temperature"] == 0.9
+    record = read_jsonl(run_dir / "eval/tuned/heldout.jsonl")[0]
+    assert "maj@3" in record["filtered"] and "exact_match,maj@3" in record["metrics"]
+    assert "maj@3" in (run_dir / "report.md").read_text()
+
+
+def test_temperature_without_samples_is_a_config_error(tiny_model_dir, tmp_path):
+    from tunescope.errors import UserError
+
+    with pytest.raises(UserError, match="eval.temperature"):
+        tiny_run_config(tiny_model_dir, tmp_path, "eval.temperature=0.9")

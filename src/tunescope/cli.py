@@ -146,11 +146,16 @@ def eval_(
     limit: Annotated[int | None, typer.Option(help="Items per task (default: all).")] = None,
     batch_size: Annotated[str, typer.Option(help="Batch size or 'auto'.")] = "16",
     num_fewshot: Annotated[int | None, typer.Option(help="Override the tasks' default shots.")] = None,
+    samples: Annotated[int, typer.Option(help="Self-consistency: answers sampled per question on generation "
+                                              "tasks, scored by majority vote as maj@k (1 = greedy).")] = 1,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature with --samples > 1 "
+                                                           "(default 0.7).")] = None,
     data_path: Annotated[list[str] | None, typer.Option("--data-path", help="task=PATH: read a task's data locally.")] = None,
     adapter: Annotated[Path | None, typer.Option(help="A PEFT adapter directory to apply (e.g. runs/x/adapter).")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write results.json and per-sample JSONL here.")] = None,
     dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")] = "auto",
-    backend: Annotated[str, typer.Option(help="native (fast) or lm-eval (the reference implementation).")] = "native",
+    backend: Annotated[str, typer.Option(help="native (fast), lm-eval (the reference implementation) or vllm "
+                                                         "(generation with vLLM on CUDA).")] = "native",
 ) -> None:
     """Evaluate a model on benchmarks; prints lm-evaluation-harness's familiar table."""
     from tunescope.evaluate import evaluate, format_results_table, load_task
@@ -163,7 +168,8 @@ def eval_(
         k, v = item.split("=", 1)
         paths[k.strip()] = v.strip()
     bs: int | str = batch_size if batch_size == "auto" else _positive_int(batch_size, "--batch-size")
-    task_objs = [load_task(t.strip(), data_path=paths.get(t.strip()), num_fewshot=num_fewshot)
+    task_objs = [load_task(t.strip(), data_path=paths.get(t.strip()), num_fewshot=num_fewshot, samples=samples,
+                           temperature=temperature)
                  for t in tasks.split(",") if t.strip()]
     if dtype not in {"auto", "float32", "bfloat16", "float16"}:
         raise UserError(f"unknown dtype '{dtype}' (use auto, float32, bfloat16, float16)", where="--dtype")

@@ -107,9 +107,20 @@ class EvalConfig(_Strict):
     batch_size: int = Field(16, ge=1)
     max_new_tokens: int = Field(256, ge=1)
     num_fewshot: int | None = Field(None, ge=0, description="None = the task's default.")
+    samples: int = Field(1, ge=1, description="Answers sampled per question on generation tasks; above 1, "
+                                             "self-consistency: their majority vote is scored as maj@k.")
+    temperature: float | None = Field(None, gt=0, description="Sampling temperature when samples > 1 (None = 0.7).")
     heldout_size: int = Field(50, ge=1, description="Held-out problems for the 'heldout' task.")
     data_path: dict[str, str] = Field(default_factory=dict, description="task -> local file/folder.")
     evaluate_base: bool = True
+
+    @field_validator("temperature")
+    @classmethod
+    def _only_when_sampling(cls, v: float | None, info) -> float | None:
+        # One answer per question is greedy, as the tasks define it; a temperature there would be ignored.
+        if v is not None and info.data.get("samples", 1) == 1:
+            raise ValueError("applies only with samples > 1 (one answer per question is greedy)")
+        return v
 
 
 class ReportConfig(_Strict):

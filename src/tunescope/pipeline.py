@@ -76,18 +76,21 @@ def prepare_data(cfg: RunConfig) -> Prepared:
 
 def build_tasks(cfg: RunConfig, heldout_rows: list[dict]):
     from tunescope.data.prompting import prompt_prefix
-    from tunescope.evaluate import load_task, task_from_docs
+    from tunescope.evaluate import load_task, sampling_overrides, task_from_docs
 
+    sampling = {"samples": cfg.eval.samples, "temperature": cfg.eval.temperature}
     tasks = []
     for name in cfg.eval.tasks:
         if name == "heldout":
             # Held-out problems are asked exactly as training formatted them.
+            heldout = sampling_overrides(**sampling)
             if cfg.prompt.use_chat_template:
-                tasks.append(task_from_docs("heldout", heldout_rows, "{question}", apply_chat_template=True))
+                tasks.append(task_from_docs("heldout", heldout_rows, "{question}", apply_chat_template=True, **heldout))
             else:
-                tasks.append(task_from_docs("heldout", heldout_rows, prompt_prefix(cfg.prompt.template)))
+                tasks.append(task_from_docs("heldout", heldout_rows, prompt_prefix(cfg.prompt.template), **heldout))
         else:
-            tasks.append(load_task(name, data_path=cfg.eval.data_path.get(name), num_fewshot=cfg.eval.num_fewshot))
+            tasks.append(load_task(name, data_path=cfg.eval.data_path.get(name), num_fewshot=cfg.eval.num_fewshot,
+                                   **sampling))
     return tasks
 
 

@@ -3,7 +3,7 @@
 Tasks are YAML data in `tasks/` (lm-eval's schema); one engine runs them all. Public API:
 
 - `KNOWN_TASKS`: every task name (MMLU subjects included), for error messages.
-- `load_task(name, data_path=None, num_fewshot=None, **overrides)` -> Task
+- `load_task(name, data_path=None, num_fewshot=None, samples=1, temperature=None, **overrides)` -> Task
 - `task_from_docs(name, docs, prompt_template, **overrides)` -> Task (the held-out set)
 - `evaluate(model, tokenizer, tasks, ...)` -> lm-eval-shaped results dict
 - `format_results_table(results)` -> lm-eval's markdown table
@@ -18,7 +18,7 @@ from typing import Any
 from tunescope.errors import UserError
 from tunescope.evaluate.results import format_results_table
 from tunescope.evaluate.spec import known_tasks
-from tunescope.evaluate.task import Task, load_task, task_from_docs
+from tunescope.evaluate.task import Task, load_task, sampling_overrides, task_from_docs
 
 KNOWN_TASKS: list[str] = known_tasks()
 
@@ -60,4 +60,5 @@ def evaluate(
     raise UserError(f"unknown evaluation backend '{backend}' (known: {', '.join(BACKENDS)})", where="backend")
 
 
-__all__ = ["KNOWN_TASKS", "Task", "evaluate", "format_results_table", "load_task", "task_from_docs"]
+__all__ = ["KNOWN_TASKS", "Task", "evaluate", "format_results_table", "load_task", "sampling_overrides",
+           "task_from_docs"]

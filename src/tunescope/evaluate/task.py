@@ -119,13 +119,30 @@ def materialize(spec: TaskSpec, data_path: str | None) -> Task:
     return Task(spec=spec, docs=docs, fewshot_pool=pool, source=where)
 
 
-def load_task(name: str, data_path: str | None = None, num_fewshot: int | None = None, **overrides: Any) -> Task:
-    """A built-in task by name, optionally reading its data from a local file or folder."""
+def load_task(name: str, data_path: str | None = None, num_fewshot: int | None = None, *, samples: int = 1,
+              temperature: float | None = None, **overrides: Any) -> Task:
+    """A built-in task by name, optionally reading its data from a local file or folder.
+
+    `samples` > 1 turns a generation task into self-consistency (k sampled answers, `maj@k`) at
+    `temperature`; a multiple-choice task is scored, not sampled, so both leave it unchanged."""
     if name == "heldout":
         raise UserError("the 'heldout' task is built from a run's held-out problems (task_from_docs), not loaded by name",
                         where="task")
-    spec = apply_overrides(builtin_spec(name), {"num_fewshot": num_fewshot, **overrides})
+    spec = builtin_spec(name)
+    if spec.output_type == GENERATE:
+        overrides = {**sampling_overrides(samples, temperature), **overrides}
+    spec = apply_overrides(spec, {"num_fewshot": num_fewshot, **overrides})
     return materialize(spec, data_path)
+
+
+def sampling_overrides(samples: int, temperature: float | None) -> dict[str, Any]:
+    """The overrides of a generation task for `samples` answers per question at `temperature`."""
+    if samples < 1:
+        raise UserError("must be at least 1", where="samples")
+    if temperature is not None and (samples == 1 or temperature <= 0):
+        raise UserError("a temperature applies to self-consistency sampling: give samples > 1 and a temperature > 0 "
+                        "(one answer per question is always greedy, as lm-eval's tasks define it)", where="temperature")
+    return {"samples": samples if samples > 1 else None, "temperature": temperature}
 
 
 def _template_prefix(prompt_template: str) -> str:
