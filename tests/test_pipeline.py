@@ -96,3 +96,18 @@ def test_temperature_without_samples_is_a_config_error(tiny_model_dir, tmp_path)
 
     with pytest.raises(UserError, match="eval.temperature"):
         tiny_run_config(tiny_model_dir, tmp_path, "eval.temperature=0.9")
+
+
+def test_run_on_a_task_group_reports_and_pairs_the_group(tiny_model_dir, tmp_path):
+    from tunescope.evaluate.groups import leaves
+
+    data = tmp_path / "mmlu"
+    data.mkdir()
+    for subject in leaves("mmlu_humanities"):
+        (data / f"{subject[len('mmlu_'):]}_test.csv").write_text("Which?,a,b,c,d,A\nAnd?,a,b,c,d,C\n")
+    run_dir = pipeline.run(tiny_run_config(tiny_model_dir, tmp_path, "eval.tasks=[mmlu_humanities]",
+                                           f"eval.data_path={{mmlu: {data}}}"))
+    assert read_json(run_dir / "eval/tuned/results.json")["groups"]["mmlu_humanities"]["sample_len"] == 26
+    report = json.loads((run_dir / "report.json").read_text())
+    row = next(r for r in report["evaluation"]["rows"] if r["task"] == "mmlu_humanities")
+    assert row["n"] == 26 and row["n_paired"] == 26 and row["base"] is not None

@@ -142,7 +142,8 @@ def export(
 @app.command("eval")
 def eval_(
     model: Annotated[str, typer.Option("--model", "-m", help="Alias, hub id or local directory.")],
-    tasks: Annotated[str, typer.Option("--tasks", "-t", help="Comma-separated, e.g. gsm8k,hellaswag,mmlu_high_school_computer_science")],
+    tasks: Annotated[str, typer.Option("--tasks", "-t", help="Comma-separated tasks or groups, e.g. gsm8k,hellaswag,mmlu_high_school_computer_science "
+                                                 "or mmlu (all 57 subjects).")],
     limit: Annotated[int | None, typer.Option(help="Items per task (default: all).")] = None,
     batch_size: Annotated[str, typer.Option(help="Batch size or 'auto'.")] = "16",
     num_fewshot: Annotated[int | None, typer.Option(help="Override the tasks' default shots.")] = None,
@@ -150,7 +151,8 @@ def eval_(
                                               "tasks, scored by majority vote as maj@k (1 = greedy).")] = 1,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature with --samples > 1 "
                                                            "(default 0.7).")] = None,
-    data_path: Annotated[list[str] | None, typer.Option("--data-path", help="task=PATH: read a task's data locally.")] = None,
+    data_path: Annotated[list[str] | None, typer.Option("--data-path", help="task=PATH: read a task's data locally (a group, e.g. "
+                                                                  "mmlu=DIR, serves all its subjects).")] = None,
     adapter: Annotated[Path | None, typer.Option(help="A PEFT adapter directory to apply (e.g. runs/x/adapter).")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write results.json and per-sample JSONL here.")] = None,
     dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")] = "auto",
@@ -158,7 +160,7 @@ def eval_(
                                                          "(generation with vLLM on CUDA).")] = "native",
 ) -> None:
     """Evaluate a model on benchmarks; prints lm-evaluation-harness's familiar table."""
-    from tunescope.evaluate import evaluate, format_results_table, load_task
+    from tunescope.evaluate import evaluate, format_results_table, load_tasks
     from tunescope.models import load_model
 
     paths = {}
@@ -168,9 +170,8 @@ def eval_(
         k, v = item.split("=", 1)
         paths[k.strip()] = v.strip()
     bs: int | str = batch_size if batch_size == "auto" else _positive_int(batch_size, "--batch-size")
-    task_objs = [load_task(t.strip(), data_path=paths.get(t.strip()), num_fewshot=num_fewshot, samples=samples,
-                           temperature=temperature)
-                 for t in tasks.split(",") if t.strip()]
+    task_objs, groups = load_tasks([t.strip() for t in tasks.split(",") if t.strip()], data_paths=paths,
+                                   num_fewshot=num_fewshot, samples=samples, temperature=temperature)
     if dtype not in {"auto", "float32", "bfloat16", "float16"}:
         raise UserError(f"unknown dtype '{dtype}' (use auto, float32, bfloat16, float16)", where="--dtype")
     loaded = load_model(model, dtype=dtype)
@@ -183,7 +184,7 @@ def eval_(
         m = PeftModel.from_pretrained(m, adapter)
     with RichReporter() as rep:
         results = evaluate(m, loaded.tokenizer, task_objs, limit=limit, batch_size=bs, out_dir=output,
-                           progress=lambda t, d, n: rep.progress(t, d, n), backend=backend)
+                           progress=lambda t, d, n: rep.progress(t, d, n), backend=backend, groups=groups)
     out.print(format_results_table(results), markup=False, highlight=False)
 
 

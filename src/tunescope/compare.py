@@ -75,7 +75,8 @@ def columns_of(runs: Sequence[Mapping[str, Any]]) -> list[dict]:
             cid = f"{name} ({label})" if label in ("base", "tuned") else name
             cols.append({"id": cid, "run": name, "label": label, "model": run.get("model"), "path": run["path"],
                          "method": run.get("method"), "dataset": run.get("dataset"),
-                         "_eval": ev})
+                         # A scored group (mmlu) is paired over its subjects' records.
+                         "_eval": {**ev, "samples": stats.with_group_samples(ev["results"], ev.get("samples", {}))}})
     return cols
 
 

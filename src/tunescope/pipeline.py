@@ -74,32 +74,32 @@ def prepare_data(cfg: RunConfig) -> Prepared:
     return Prepared(train_rows, val_rows, heldout, info)
 
 
-def build_tasks(cfg: RunConfig, heldout_rows: list[dict]):
+def build_tasks(cfg: RunConfig, heldout_rows: list[dict]) -> tuple[list, list[str]]:
+    """(tasks to run, groups to score): the held-out task first, then the built-in tasks and groups."""
     from tunescope.data.prompting import prompt_prefix
-    from tunescope.evaluate import load_task, sampling_overrides, task_from_docs
+    from tunescope.evaluate import load_tasks, sampling_overrides, task_from_docs
 
     sampling = {"samples": cfg.eval.samples, "temperature": cfg.eval.temperature}
     tasks = []
-    for name in cfg.eval.tasks:
-        if name == "heldout":
-            # Held-out problems are asked exactly as training formatted them.
-            heldout = sampling_overrides(**sampling)
-            if cfg.prompt.use_chat_template:
-                tasks.append(task_from_docs("heldout", heldout_rows, "{question}", apply_chat_template=True, **heldout))
-            else:
-                tasks.append(task_from_docs("heldout", heldout_rows, prompt_prefix(cfg.prompt.template), **heldout))
+    if "heldout" in cfg.eval.tasks:
+        # Held-out problems are asked exactly as training formatted them.
+        heldout = sampling_overrides(**sampling)
+        if cfg.prompt.use_chat_template:
+            tasks.append(task_from_docs("heldout", heldout_rows, "{question}", apply_chat_template=True, **heldout))
         else:
-            tasks.append(load_task(name, data_path=cfg.eval.data_path.get(name), num_fewshot=cfg.eval.num_fewshot,
-                                   **sampling))
-    return tasks
+            tasks.append(task_from_docs("heldout", heldout_rows, prompt_prefix(cfg.prompt.template), **heldout))
+    builtin, groups = load_tasks([t for t in cfg.eval.tasks if t != "heldout"], data_paths=cfg.eval.data_path,
+                                 num_fewshot=cfg.eval.num_fewshot, **sampling)
+    return tasks + builtin, groups
 
 
-def run_evaluation(model, tokenizer, tasks, cfg: RunConfig, out_dir: Path, reporter: Reporter, label: str) -> dict:
+def run_evaluation(model, tokenizer, tasks, groups: list[str], cfg: RunConfig, out_dir: Path, reporter: Reporter,
+                   label: str) -> dict:
     from tunescope.evaluate import evaluate
 
     reporter.stage(f"evaluate {label}")
     return evaluate(model, tokenizer, tasks, limit=cfg.eval.limit, batch_size=cfg.eval.batch_size,
-                    max_new_tokens=cfg.eval.max_new_tokens, out_dir=out_dir,
+                    max_new_tokens=cfg.eval.max_new_tokens, out_dir=out_dir, groups=groups,
                     progress=lambda t, done, total: reporter.progress(f"{label} · {t}", done, total))
 
 
@@ -186,7 +186,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, reporter: Reporter | None = 
     started = time.perf_counter()
     reporter.stage("prepare data")
     prep = prepare_data(cfg)
-    tasks = build_tasks(cfg, prep.heldout_rows) if cfg.eval.tasks else []
+    tasks, groups = build_tasks(cfg, prep.heldout_rows) if cfg.eval.tasks else ([], [])
     reporter.stage("load model")
     # QLoRA: the base is loaded in 4-bit NF4 (CUDA only; elsewhere a UserError naming the alternative).
     quantization = quantization_config_for(cfg.training, pick_device(cfg.device)) if do_train else None
@@ -211,7 +211,8 @@ def run(cfg: RunConfig, *, overwrite: bool = False, reporter: Reporter | None = 
         base_done = resuming and (rd.path / "eval" / "base" / "results.json").is_file()
         if tasks and cfg.eval.evaluate_base and not base_done:
             t0 = time.perf_counter()
-            run_evaluation(loaded.model, loaded.tokenizer, tasks, cfg, rd.path / "eval" / "base", reporter, "base")
+            run_evaluation(loaded.model, loaded.tokenizer, tasks, groups, cfg, rd.path / "eval" / "base", reporter,
+                           "base")
             timings["eval_base_s"] = time.perf_counter() - t0
         if do_train:
             t0 = time.perf_counter()
@@ -219,7 +220,8 @@ def run(cfg: RunConfig, *, overwrite: bool = False, reporter: Reporter | None = 
             timings["train_s"] = time.perf_counter() - t0
             if tasks:
                 t0 = time.perf_counter()
-                run_evaluation(model, loaded.tokenizer, tasks, cfg, rd.path / "eval" / "tuned", reporter, "tuned")
+                run_evaluation(model, loaded.tokenizer, tasks, groups, cfg, rd.path / "eval" / "tuned", reporter,
+                               "tuned")
                 timings["eval_tuned_s"] = time.perf_counter() - t0
         manifest.update(status="complete", finished=now_iso(), timings=timings,
                         wall_s=round(time.perf_counter() - started, 2))

@@ -166,6 +166,24 @@ def _paired_test(base: np.ndarray, tuned: np.ndarray) -> dict[str, Any]:
             "p_value": num(res.pvalue), "n": int(base.size)}
 
 
+def with_group_samples(results: Mapping[str, Any],
+                       samples: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, list[Mapping[str, Any]]]:
+    """``samples`` plus one entry per scored group (``results["groups"]``, e.g. ``mmlu``): the records
+    of its leaf tasks, with doc ids made unique as ``<task>/<doc_id>``, so a group is paired and
+    counted item by item like any task."""
+    subtasks = results.get("group_subtasks") or {}
+
+    def leaves(name: str) -> list[str]:
+        children = subtasks.get(name) or []
+        return [name] if not children else [leaf for child in children for leaf in leaves(child)]
+
+    out: dict[str, list[Mapping[str, Any]]] = {task: list(recs) for task, recs in samples.items()}
+    for group in results.get("groups") or {}:
+        out[group] = [{**r, "doc_id": f"{leaf}/{r.get('doc_id')}"} for leaf in leaves(group)
+                      for r in samples.get(leaf, [])]
+    return out
+
+
 def compare_tasks(
     base_samples: Mapping[str, Sequence[Mapping[str, Any]]],
     tuned_samples: Mapping[str, Sequence[Mapping[str, Any]]],

@@ -179,6 +179,9 @@ def _evaluation(run_eval: dict, cfg: dict, rs: dict, seed: int) -> dict:
     if not run_eval:
         return unavailable("this run has no evaluation (no eval/base or eval/tuned results.json)",
                            rows=[], labels=[], headline=[])
+    # A scored group (mmlu) is paired and counted over its subjects' records.
+    run_eval = {label: {**ev, "samples": stats_mod.with_group_samples(ev["results"], ev.get("samples", {}))}
+                for label, ev in run_eval.items()}
     by_task: dict[str, dict[str, Mapping]] = {}
     for label, ev in run_eval.items():
         for task, res in ev["results"].get("results", {}).items():

@@ -2,23 +2,26 @@
 
 Tasks are YAML data in `tasks/` (lm-eval's schema); one engine runs them all. Public API:
 
-- `KNOWN_TASKS`: every task name (MMLU subjects included), for error messages.
+- `KNOWN_TASKS`: every task and group name (MMLU subjects and groups included), for error messages.
 - `load_task(name, data_path=None, num_fewshot=None, samples=1, temperature=None, **overrides)` -> Task
+- `load_tasks(names, data_paths=..., ...)` -> (tasks, groups): names may be groups (`mmlu`, `mmlu_stem`)
 - `task_from_docs(name, docs, prompt_template, **overrides)` -> Task (the held-out set)
-- `evaluate(model, tokenizer, tasks, ...)` -> lm-eval-shaped results dict
+- `evaluate(model, tokenizer, tasks, ..., groups=())` -> lm-eval-shaped results dict (with group scores)
 - `format_results_table(results)` -> lm-eval's markdown table
 """
 
 from __future__ import annotations
 
 import pathlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tunescope.errors import UserError
+from tunescope.evaluate.groups import add_group_results
 from tunescope.evaluate.results import format_results_table
 from tunescope.evaluate.spec import known_tasks
-from tunescope.evaluate.task import Task, load_task, sampling_overrides, task_from_docs
+from tunescope.evaluate.task import Task, load_task, load_tasks, sampling_overrides, task_from_docs
+from tunescope.runio import write_json
 
 KNOWN_TASKS: list[str] = known_tasks()
 
@@ -36,29 +39,31 @@ def evaluate(
     out_dir: pathlib.Path | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     backend: str = "native",
+    groups: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Evaluate `model` on `tasks`; write `<task>.jsonl` and `results.json` to `out_dir` when given.
 
     `backend="native"` is tunescope's engine; `"lm-eval"` runs lm-evaluation-harness itself on the
-    same model and documents (the reference run); `"vllm"` generates with vLLM on CUDA.
+    same model and documents (the reference run); `"vllm"` generates with vLLM on CUDA. `groups`
+    (from `load_tasks`) are scored over their tasks' results, as lm-eval scores `mmlu`.
     """
+    kwargs = {"limit": limit, "batch_size": batch_size, "max_new_tokens": max_new_tokens, "out_dir": out_dir,
+              "progress": progress}
     if backend == "native":
-        from tunescope.evaluate.runner import evaluate_native
-
-        return evaluate_native(model, tokenizer, tasks, limit=limit, batch_size=batch_size,
-                               max_new_tokens=max_new_tokens, out_dir=out_dir, progress=progress)
-    if backend == "lm-eval":
-        from tunescope.evaluate.backends.lmeval import evaluate_with_lm_eval
-
-        return evaluate_with_lm_eval(model, tokenizer, tasks, limit=limit, batch_size=batch_size,
-                                     max_new_tokens=max_new_tokens, out_dir=out_dir, progress=progress)
-    if backend == "vllm":
-        from tunescope.evaluate.backends.vllm import evaluate_with_vllm
-
-        return evaluate_with_vllm(model, tokenizer, tasks, limit=limit, batch_size=batch_size,
-                                  max_new_tokens=max_new_tokens, out_dir=out_dir, progress=progress)
-    raise UserError(f"unknown evaluation backend '{backend}' (known: {', '.join(BACKENDS)})", where="backend")
+        from tunescope.evaluate.runner import evaluate_native as run
+    elif backend == "lm-eval":
+        from tunescope.evaluate.backends.lmeval import evaluate_with_lm_eval as run
+    elif backend == "vllm":
+        from tunescope.evaluate.backends.vllm import evaluate_with_vllm as run
+    else:
+        raise UserError(f"unknown evaluation backend '{backend}' (known: {', '.join(BACKENDS)})", where="backend")
+    results = run(model, tokenizer, tasks, **kwargs)
+    if groups:
+        add_group_results(results, groups)
+        if out_dir is not None:
+            write_json(pathlib.Path(out_dir) / "results.json", results)
+    return results
 
 
-__all__ = ["KNOWN_TASKS", "Task", "evaluate", "format_results_table", "load_task", "sampling_overrides",
+__all__ = ["KNOWN_TASKS", "Task", "evaluate", "format_results_table", "load_task", "load_tasks", "sampling_overrides",
            "task_from_docs"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from tunescope.evaluate.groups import display_order
 from tunescope.evaluate.metrics import mean, stderr
 
 HIGHER_IS_BETTER_SYMBOLS = {True: "↑", False: "↓"}
@@ -39,15 +40,26 @@ def _format_value(v: Any) -> str:
 
 
 def format_results_table(results: dict[str, Any]) -> str:
-    """lm-eval's markdown table: |Tasks|Version|Filter|n-shot|Metric| |Value| |Stderr|."""
-    headers = ["Tasks", "Version", "Filter", "n-shot", "Metric", "", "Value", "", "Stderr"]
+    """lm-eval's markdown tables: |Tasks|Version|Filter|n-shot|Metric| |Value| |Stderr|, each group
+    followed by its members (indented), then, when groups were scored, the same for the groups alone."""
+    text = _table(results, "results")
+    if results.get("groups"):
+        text += "\n" + _table(results, "groups")
+    return text
+
+
+def _table(results: dict[str, Any], column: str) -> str:
+    headers = ["Groups" if column == "groups" else "Tasks", "Version", "Filter", "n-shot", "Metric", "", "Value", "",
+               "Stderr"]
     rows: list[list[str]] = []
     n_shot = results.get("n-shot", {})
     versions = results.get("versions", {})
     hib_all = results.get("higher_is_better", {})
-    for task, entry in results.get("results", {}).items():
-        entry = dict(entry)
+    for task, depth in display_order(results, column):
+        entry = dict(results[column][task])
         name = entry.pop("alias", task)
+        if depth:
+            name = " " * depth + "- " + name
         for key in ("name", "sample_len", "sample_count"):
             entry.pop(key, None)
         version = versions.get(task, "    N/A")

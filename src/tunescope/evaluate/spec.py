@@ -187,8 +187,40 @@ def _fill(template: Any, values: dict[str, str]) -> Any:
     return template
 
 
+@dataclass(frozen=True)
+class GroupSpec:
+    """A task group (lm-eval's `group`): a score aggregated over its member tasks' questions."""
+
+    name: str
+    alias: str
+    members: tuple[str, ...]  # tasks or groups, in lm-eval's order
+    version: Any
+
+
+@lru_cache(maxsize=1)
+def builtin_groups() -> dict[str, GroupSpec]:
+    """Every built-in group by name (MMLU: `mmlu` and its four categories)."""
+    groups: dict[str, GroupSpec] = {}
+    for entry in sorted(resources.files("tunescope.evaluate").joinpath("tasks").iterdir(), key=lambda p: p.name):
+        if not entry.name.endswith(".yaml"):
+            continue
+        raw = _read_yaml(entry.name)
+        if "groups" not in raw:
+            continue
+        family = raw["template"]["task"].split("{{")[0]  # "mmlu_"
+        for name, members in raw["groups"]["members"].items():
+            if isinstance(members, str):  # a category: every subject of it, alphabetically
+                members = [family + subject for subject, category in raw["subjects"].items() if category == members]
+                alias = name[len(family):].replace("_", " ")
+            else:
+                alias = name
+            groups[name] = GroupSpec(name, alias, tuple(sorted(members) if alias != name else members),
+                                     raw["groups"]["version"])
+    return groups
+
+
 def known_tasks() -> list[str]:
-    return sorted(builtin_definitions()) + ["heldout"]
+    return sorted([*builtin_definitions(), *builtin_groups()]) + ["heldout"]
 
 
 def builtin_spec(name: str) -> TaskSpec:
@@ -197,6 +229,7 @@ def builtin_spec(name: str) -> TaskSpec:
         close = difflib.get_close_matches(name, list(defs), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         shown = [t for t in sorted(defs) if not t.startswith("mmlu_")] + ["heldout", "mmlu_<subject>"]
+        shown += [f"{g} (group)" for g in builtin_groups()]
         subjects = sorted(t[len("mmlu_"):] for t in defs if t.startswith("mmlu_"))
         raise UserError(
             f"unknown task '{name}'{hint} (known: {', '.join(shown)}; MMLU subjects: {', '.join(subjects)})",

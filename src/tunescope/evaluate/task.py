@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tunescope.errors import UserError
-from tunescope.evaluate import data, processors
+from tunescope.evaluate import data, groups, processors
 from tunescope.evaluate.spec import GENERATE, TaskSpec, builtin_spec, spec_from_dict
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,19 @@ def load_task(name: str, data_path: str | None = None, num_fewshot: int | None =
         overrides = {**sampling_overrides(samples, temperature), **overrides}
     spec = apply_overrides(spec, {"num_fewshot": num_fewshot, **overrides})
     return materialize(spec, data_path)
+
+
+def load_tasks(names: list[str], *, data_paths: dict[str, str] | None = None, num_fewshot: int | None = None,
+               samples: int = 1, temperature: float | None = None) -> tuple[list[Task], list[str]]:
+    """Built-in tasks and groups by name: (the tasks to run, the groups to score over them).
+
+    A group (`mmlu`, `mmlu_stem`, ...) stands for its subjects; `data_paths` may name a group
+    (`mmlu=DIR`) to serve all of them."""
+    task_names, group_names = groups.expand(names)
+    paths = data_paths or {}
+    tasks = [load_task(name, data_path=groups.data_path_for(name, paths), num_fewshot=num_fewshot, samples=samples,
+                       temperature=temperature) for name in task_names]
+    return tasks, group_names
 
 
 def sampling_overrides(samples: int, temperature: float | None) -> dict[str, Any]:
