@@ -33,9 +33,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from eval_speed import cpu_ticks, steal_percent  # noqa: E402 - the script's own folder is on sys.path
+from eval_speed import SHARED, cpu_ticks, steal_percent  # noqa: E402 - the script's own folder is on sys.path
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CASES = ("glibc-default", "keep-freed", "after-training-before", "after-training")
 TASKS = {
     "gsm8k": ("gsm8k", SHARED / "gsm8k"),

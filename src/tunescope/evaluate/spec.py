@@ -152,19 +152,19 @@ def spec_from_dict(raw: dict[str, Any], where: str = "task") -> TaskSpec:
     )
 
 
-def _read_yaml(name: str) -> dict[str, Any]:
-    text = resources.files("tunescope.evaluate").joinpath("tasks", name).read_text(encoding="utf-8")
-    return yaml.safe_load(text)
+@lru_cache(maxsize=1)
+def _task_files() -> tuple[dict[str, Any], ...]:
+    """The parsed YAML files in `tasks/`, by file name (read once; callers copy before changing)."""
+    folder = resources.files("tunescope.evaluate").joinpath("tasks")
+    return tuple(yaml.safe_load(entry.read_text(encoding="utf-8"))
+                 for entry in sorted(folder.iterdir(), key=lambda p: p.name) if entry.name.endswith(".yaml"))
 
 
 @lru_cache(maxsize=1)
 def builtin_definitions() -> dict[str, dict[str, Any]]:
     """Every built-in task name mapped to its raw definition (MMLU expanded per subject)."""
     defs: dict[str, dict[str, Any]] = {}
-    for entry in sorted(resources.files("tunescope.evaluate").joinpath("tasks").iterdir(), key=lambda p: p.name):
-        if not entry.name.endswith(".yaml"):
-            continue
-        raw = _read_yaml(entry.name)
+    for raw in _task_files():
         if "template" in raw:  # a family of tasks (MMLU): one per key of `subjects`
             for subject in raw["subjects"]:
                 defs_raw = _fill(raw["template"], {"subject": subject, "subject_words": subject.replace("_", " ")})
@@ -201,21 +201,17 @@ class GroupSpec:
 def builtin_groups() -> dict[str, GroupSpec]:
     """Every built-in group by name (MMLU: `mmlu` and its four categories)."""
     groups: dict[str, GroupSpec] = {}
-    for entry in sorted(resources.files("tunescope.evaluate").joinpath("tasks").iterdir(), key=lambda p: p.name):
-        if not entry.name.endswith(".yaml"):
-            continue
-        raw = _read_yaml(entry.name)
+    for raw in _task_files():
         if "groups" not in raw:
             continue
         family = raw["template"]["task"].split("{{")[0]  # "mmlu_"
         for name, members in raw["groups"]["members"].items():
             if isinstance(members, str):  # a category: every subject of it, alphabetically
-                members = [family + subject for subject, category in raw["subjects"].items() if category == members]
+                members = sorted(family + subject for subject, category in raw["subjects"].items() if category == members)
                 alias = name[len(family):].replace("_", " ")
             else:
                 alias = name
-            groups[name] = GroupSpec(name, alias, tuple(sorted(members) if alias != name else members),
-                                     raw["groups"]["version"])
+            groups[name] = GroupSpec(name, alias, tuple(members), raw["groups"]["version"])
     return groups
 
 
