@@ -186,6 +186,13 @@ def test_missing_field_names_file_and_line(tmp_path):
     assert f"{d / 'test.jsonl'}:5" in str(err.value) and "'answer'" in str(err.value)
 
 
+def test_missing_split_names_the_layouts_looked_for(tmp_path):
+    with pytest.raises(UserError) as err:
+        load_task("mmlu_anatomy", data_path=str(tmp_path))
+    assert "no 'test' split found" in str(err.value) and err.value.where == str(tmp_path)
+    assert "anatomy_test.*, test/anatomy_test.*" in str(err.value) and "jsonl/json/csv/parquet" in str(err.value)
+
+
 def test_empty_split_and_missing_fewshot_split(tmp_path):
     d = _gsm8k_dir(tmp_path)
     (d / "test.jsonl").write_text("")

@@ -13,12 +13,17 @@ from tunescope.errors import UserError
 from tunescope.records import SUFFIXES, Record, read_records
 
 
-def find_split_file(folder: Path, split: str, dataset_name: str | None) -> Path | None:
-    """The file in `folder` that holds `split`, trying the common layouts in order."""
+def split_file_stems(split: str, dataset_name: str | None) -> list[str]:
+    """The names a split's file may have in a folder (before the suffix), in the order they are tried."""
     stems = [split]
     if dataset_name:
         stems += [f"{dataset_name}_{split}", f"{split}/{dataset_name}_{split}", f"{dataset_name}/{split}"]
-    for stem in stems:
+    return stems
+
+
+def find_split_file(folder: Path, split: str, dataset_name: str | None) -> Path | None:
+    """The file in `folder` that holds `split`, trying the common layouts in order."""
+    for stem in split_file_stems(split, dataset_name):
         for ext in SUFFIXES:
             candidate = folder / f"{stem}{ext}"
             if candidate.is_file():

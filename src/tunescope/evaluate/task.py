@@ -11,6 +11,7 @@ from typing import Any
 from tunescope.errors import UserError
 from tunescope.evaluate import data, groups, processors
 from tunescope.evaluate.spec import GENERATE, TaskSpec, builtin_spec, spec_from_dict
+from tunescope.records import SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,9 @@ def materialize(spec: TaskSpec, data_path: str | None) -> Task:
     docs = _load_split(spec, split, data_path)
     where = data_path or f"{spec.dataset_path}[{split}]"
     if docs is None:
-        raise UserError(f"no '{split}' split found for task '{spec.name}' (looked for {split}.jsonl/.json/.csv/.parquet)", where=where)
+        looked = ", ".join(f"{stem}.*" for stem in data.split_file_stems(split, spec.dataset_name))
+        raise UserError(f"no '{split}' split found for task '{spec.name}' (looked for {looked}; "
+                        f"* = {'/'.join(s.lstrip('.') for s in SUFFIXES)})", where=where)
     if not docs:
         raise UserError(f"the '{split}' split of task '{spec.name}' is empty", where=where)
     pool: list[Doc] = []
