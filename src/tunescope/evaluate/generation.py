@@ -271,7 +271,10 @@ class Generator:
         from transformers import DynamicCache
 
         ids = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)
-        scratch = DynamicCache(config=self.model.config)
+        # No config: every layer keeps all its positions. Given the config, transformers keeps only the
+        # last `sliding_window` positions of a sliding layer, and copying those into the slot would put
+        # them at positions 0..window-1; the decoding mask (`_decode_mask`) applies the window instead.
+        scratch = DynamicCache()
         out = self.model(input_ids=ids, past_key_values=scratch, use_cache=True, logits_to_keep=1)
         cache.store_prefill(slot, layer_kv_pairs(out.past_key_values))
         return out.logits[0, -1].float()
