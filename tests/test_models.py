@@ -35,12 +35,15 @@ def test_local_directory_loads(tiny_model_dir):
     assert str(lm.dtype) == "torch.float32" and lm.device.type == "cpu"
 
 
-def test_auto_dtype_is_float32_on_cpu_without_native_bf16(monkeypatch):
+def test_auto_dtype_on_cpu_is_the_measured_faster_one(monkeypatch, tmp_path):
     import torch
 
-    from tunescope.models import loading
+    from tunescope.models import dtype_choice
 
-    monkeypatch.setattr(loading, "cpu_has_fast_bf16", lambda: False)
-    assert pick_dtype("auto", torch.device("cpu")) == torch.float32
-    monkeypatch.setattr(loading, "cpu_has_fast_bf16", lambda: True)
-    assert pick_dtype("auto", torch.device("cpu")) == torch.bfloat16
+    rates = {}
+    monkeypatch.setattr(dtype_choice, "time_matmul", lambda dtype, shape: rates[dtype])
+    rates.update({torch.float32: 218.0, torch.bfloat16: 117.0})  # AVX512-BF16 without AMX: bf16 slower
+    assert pick_dtype("auto", torch.device("cpu"), cache_dir=str(tmp_path / "a")) == torch.float32
+    rates.update({torch.float32: 100.0, torch.bfloat16: 400.0})  # AMX
+    assert pick_dtype("auto", torch.device("cpu"), cache_dir=str(tmp_path / "b")) == torch.bfloat16
+    assert pick_dtype("float16", torch.device("cpu")) == torch.float16

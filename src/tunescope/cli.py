@@ -155,14 +155,23 @@ def eval_(
                                                                   "mmlu=DIR, serves all its subjects).")] = None,
     adapter: Annotated[Path | None, typer.Option(help="A PEFT adapter directory to apply (e.g. runs/x/adapter).")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write results.json and per-sample JSONL here.")] = None,
-    dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto (CUDA: bfloat16; CPU: the faster of float32 and bfloat16, measured; "
+                                            "bfloat16 must be 1.2× faster), float32, bfloat16 or float16. Scores "
+                                            "match a reference run only in the same dtype.")] = "auto",
     backend: Annotated[str, typer.Option(help="native (fast), lm-eval (the reference implementation) or vllm "
                                                          "(generation with vLLM on CUDA).")] = "native",
+    engine: Annotated[str, typer.Option(help="With --backend native: auto (the native engine on the model families it "
+                                             "is verified on, plain transformers otherwise), native, or transformers "
+                                             "(model.generate and unbatched forwards: slower, any model).")] = "auto",
 ) -> None:
     """Evaluate a model on benchmarks; prints lm-evaluation-harness's familiar table."""
     from tunescope.evaluate import evaluate, format_results_table, load_tasks
+    from tunescope.evaluate.enginepath import check_engine, engine_lines
     from tunescope.models import load_model
 
+    check_engine(engine, where="--engine")
+    if engine != "auto" and backend != "native":
+        raise UserError(f"applies only to --backend native (backend '{backend}' runs its own engine)", where="--engine")
     paths = {}
     for item in data_path or []:
         if "=" not in item:
@@ -184,8 +193,26 @@ def eval_(
         m = PeftModel.from_pretrained(m, adapter)
     with RichReporter() as rep:
         results = evaluate(m, loaded.tokenizer, task_objs, limit=limit, batch_size=bs, out_dir=output,
-                           progress=lambda t, d, n: rep.progress(t, d, n), backend=backend, groups=groups)
+                           progress=lambda t, d, n: rep.progress(t, d, n), backend=backend, groups=groups,
+                           engine=engine)
+    for line in engine_lines(results):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)  # stderr: stdout is the table
+    if loaded.dtype_choice is not None:
+        results.setdefault("tunescope", {})["dtype_choice"] = loaded.dtype_choice.record()
+        if output is not None:  # written by the engine before the choice was added
+            from tunescope.runio import write_json
+
+            write_json(output / "results.json", results)
+    out.print(_dtype_line(loaded.dtype_choice, loaded.dtype), markup=False, highlight=False, soft_wrap=True)
     out.print(format_results_table(results), markup=False, highlight=False)
+
+
+def _dtype_line(choice, dtype) -> str:
+    """The header above the results table: scores depend on the dtype, so say which and why."""
+    name = str(dtype).replace("torch.", "")
+    if choice is None:
+        return f"dtype: {name}"
+    return f"dtype: {name} — {'auto: ' if choice.requested == 'auto' else ''}{choice.reason}"
 
 
 def _positive_int(text: str, where: str) -> int:

@@ -96,16 +96,21 @@ def build_tasks(cfg: RunConfig, heldout_rows: list[dict]) -> tuple[list, list[st
 def run_evaluation(model, tokenizer, tasks, groups: list[str], cfg: RunConfig, out_dir: Path, reporter: Reporter,
                    label: str) -> dict:
     from tunescope.evaluate import evaluate
+    from tunescope.evaluate.enginepath import engine_lines
 
     reporter.stage(f"evaluate {label}")
-    return evaluate(model, tokenizer, tasks, limit=cfg.eval.limit, batch_size=cfg.eval.batch_size,
-                    max_new_tokens=cfg.eval.max_new_tokens, out_dir=out_dir, groups=groups,
-                    progress=lambda t, done, total: reporter.progress(f"{label} · {t}", done, total))
+    results = evaluate(model, tokenizer, tasks, limit=cfg.eval.limit, batch_size=cfg.eval.batch_size,
+                       max_new_tokens=cfg.eval.max_new_tokens, out_dir=out_dir, groups=groups, engine=cfg.eval.engine,
+                       progress=lambda t, done, total: reporter.progress(f"{label} · {t}", done, total))
+    for line in engine_lines(results):
+        reporter.message(f"{label} {line}")
+    return results
 
 
 def _manifest(cfg: RunConfig, data_info: dict, loaded) -> dict:
     return {"name": cfg.name, "status": "running", "started": now_iso(), "seed": cfg.seed, "versions": library_versions(),
             "git_sha": git_sha(), "device": str(loaded.device), "dtype": str(loaded.dtype).replace("torch.", ""),
+            "dtype_choice": loaded.dtype_choice.record() if getattr(loaded, "dtype_choice", None) else None,
             "model": {"name": cfg.model.name, "source": loaded.source}, "data": data_info}
 
 

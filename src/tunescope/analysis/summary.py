@@ -579,6 +579,13 @@ def _conclusions(d: dict) -> list[dict]:
     return out
 
 
+def _efficiency(summary: dict | None, manifest: dict) -> dict | None:
+    """The training summary record, with how the run's dtype was chosen (the manifest's figures)."""
+    if summary is None:
+        return None
+    return {**summary, "dtype_choice": manifest.get("dtype_choice")}
+
+
 # ---------------------------------------------------------------- entry point
 
 
@@ -624,7 +631,7 @@ def analyse_run(run: dict) -> dict:
         "curves": c,
         "smoothed": _smoothed(c, rs["smoothing"]),
         "learning_curve": learning_curve,
-        "efficiency": summary,
+        "efficiency": _efficiency(summary, manifest),
         "dataset": dataset,
         "evaluation": evaluation,
         "errors": _errors(run["eval"], cluster_of_eval, names),

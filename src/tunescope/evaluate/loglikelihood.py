@@ -69,14 +69,15 @@ def _supports_packing(model) -> bool:
 
 
 class LoglikelihoodScorer:
-    def __init__(self, model, *, batch_size: int, max_length: int):
+    def __init__(self, model, *, batch_size: int, max_length: int, packing: bool = True):
+        """`packing=False` scores every pair on the plain path (models the native engine is not verified on)."""
         self.model = model
         self.batch_size = max(1, int(batch_size))
         self.max_length = max_length
         self.device = next(model.parameters()).device
         window, _ = sliding_window(model)
         self.window = window
-        self.packing = _supports_packing(model)
+        self.packing = packing and _supports_packing(model)
 
     # -- public -----------------------------------------------------------------------------------
     def score_groups(

@@ -4,6 +4,10 @@ Per task: pick the documents (`limit`), build each prompt (few-shot examples dra
 order, as lm-eval), run the requests (generation or log-likelihood), then filter, score and
 aggregate. Requests are independent of each other, so completion order does not matter; records
 are written in document order.
+
+Models the native engine is not verified on run through plain transformers instead (`enginepath.py`
+decides, `plain.py` generates, `LoglikelihoodScorer(packing=False)` scores); results.json records
+per task which path ran and why.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +25,7 @@ import torch
 
 from tunescope.errors import UserError
 from tunescope.evaluate import batchsize, prompts
+from tunescope.evaluate.enginepath import NATIVE, TRANSFORMERS, resolve_engine
 from tunescope.evaluate.fewshot import FewshotSampler
 from tunescope.evaluate.filters import build_pipelines
 from tunescope.evaluate.generation import Generator, GenRequest, GenResult
@@ -208,8 +214,10 @@ def run_generation_task(
 
 
 def run_choice_task(
-    task: Task, instances: list[Instance], model, tokenizer, *, batch_size: int | str, progress: Progress | None
+    task: Task, instances: list[Instance], model, tokenizer, *, batch_size: int | str, progress: Progress | None,
+    packing: bool = True,
 ) -> TaskOutcome:
+    """Score every choice of every instance (`packing=False`: each pair on its own plain forward), then score."""
     spec = task.spec
     encoder = Encoder(tokenizer)
     window = max_length(model, tokenizer)
@@ -232,7 +240,8 @@ def run_choice_task(
             progress(spec.name, done[0], len(instances))
 
     t0 = time.perf_counter()
-    scores, truncated = LoglikelihoodScorer(model, batch_size=bs, max_length=window).score_groups(groups, on_done=on_done)
+    scorer = LoglikelihoodScorer(model, batch_size=bs, max_length=window, packing=packing)
+    scores, truncated = scorer.score_groups(groups, on_done=on_done)
     wall = time.perf_counter() - t0
     if truncated:
         log.warning("%s: %d document(s) longer than the context window were truncated from the left", spec.name, truncated)
@@ -282,18 +291,28 @@ def _model_name(model) -> str:
 def evaluate_native(
     model, tokenizer, tasks: list[Task], *, limit: int | float | None = None, batch_size: int | str = 16,
     max_new_tokens: int | None = None, out_dir: Path | None = None, progress: Progress | None = None,
-    generate: GenerateFn | None = None,
+    generate: GenerateFn | None = None, engine: str = "auto",
 ) -> dict[str, Any]:
-    """The native engine; `generate` swaps in another generation engine (vLLM) for generation tasks."""
+    """The native engine; `generate` swaps in another generation engine (vLLM) for generation tasks.
+
+    `engine` ("auto", "native", "transformers"): "auto" runs the native engine only on model families
+    it is verified on and plain transformers otherwise (`enginepath.engine_path`).
+    """
     if not tasks:
         raise UserError("no tasks to evaluate", where="tasks")
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
         raise UserError(f"task names must be unique, got {names}", where="tasks")
+    path, reason = resolve_engine(model, engine)
+    custom_generation = generate is not None
+    if generate is None and path == TRANSFORMERS:
+        from tunescope.evaluate.plain import generate_with_transformers
+
+        generate = partial(generate_with_transformers, model, tokenizer)
     model.eval()
     results: dict[str, Any] = {"results": {}, "group_subtasks": {}, "configs": {}, "versions": {}, "n-shot": {},
                                "higher_is_better": {}, "n-samples": {}}
-    extras: dict[str, Any] = {"engine": "native" if generate is None else "native+custom-generation", "tasks": {}}
+    extras: dict[str, Any] = {"engine": f"{path}+custom-generation" if custom_generation else path, "tasks": {}}
     all_records: dict[str, list[dict[str, Any]]] = {}
     t_start = time.perf_counter()
     # Forward passes of similar shapes over and over: keep freed memory for reuse (see malloc.py).
@@ -307,7 +326,14 @@ def evaluate_native(
                 outcome = run_generation_task(task, instances, model, tokenizer, batch_size=batch_size,
                                               max_new_tokens=max_new_tokens, progress=progress, engine=generate)
             else:
-                outcome = run_choice_task(task, instances, model, tokenizer, batch_size=batch_size, progress=progress)
+                outcome = run_choice_task(task, instances, model, tokenizer, batch_size=batch_size, progress=progress,
+                                          packing=path == NATIVE)
+            if custom_generation and spec.output_type == GENERATE:
+                task_path, task_reason = "custom-generation", "generated by the evaluation backend"
+            else:
+                task_path, task_reason = path, reason
+                if path == TRANSFORMERS and spec.output_type == GENERATE:
+                    outcome.batch_size = 1  # plain generation runs one request at a time
             name = spec.name
             results["results"][name] = outcome.entry
             results["group_subtasks"][name] = []
@@ -325,6 +351,8 @@ def evaluate_native(
                 "model_wall_s": round(outcome.wall_s, 3),
                 "wall_s": round(time.perf_counter() - t0, 3),
                 "source": task.source,
+                "engine_path": task_path,
+                "engine_reason": task_reason,
             }
             all_records[name] = outcome.records
     param = next(model.parameters())

@@ -13,12 +13,13 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import torch
 
 from tunescope.errors import UserError
+from tunescope.models import dtype_choice
+from tunescope.models.dtype_choice import DtypeChoice, Shape, requested
 from tunescope.models.registry import ALIASES, ModelAlias, resolve_alias
 
 log = logging.getLogger(__name__)
@@ -37,31 +38,12 @@ class LoadedModel:
     source: str  # where the weights came from (directory, hub id, GGUF file)
     dtype: torch.dtype
     device: torch.device
+    dtype_choice: DtypeChoice | None = None  # how the dtype was chosen: figures and reason
 
 
 def cache_root(cache_dir: str | None = None) -> Path:
     root = cache_dir or os.environ.get("TUNESCOPE_CACHE") or Path.home() / ".cache" / "tunescope"
     return Path(root).expanduser()
-
-
-@lru_cache(maxsize=1)
-def _cpu_flags() -> frozenset[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True when this CPU runs bf16 matmuls natively (AMX or AVX512-BF16).
-
-    Without them PyTorch emulates bf16 and it is several times slower than fp32.
-    """
-    return bool({"amx_bf16", "avx512_bf16"} & _cpu_flags())
 
 
 def pick_device(preference: str = "auto") -> torch.device:
@@ -72,12 +54,17 @@ def pick_device(preference: str = "auto") -> torch.device:
     return torch.device("cuda")
 
 
-def pick_dtype(preference: str, device: torch.device) -> torch.dtype:
+def resolve_dtype(preference: str, device: torch.device, shape: Shape | None = None,
+                  cache_dir: str | None = None) -> DtypeChoice:
+    """The dtype to load in, with the reason; "auto" measures on CPU (see dtype_choice.py)."""
     if preference != "auto":
-        return getattr(torch, preference)
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+        return requested(getattr(torch, preference))
+    return dtype_choice.choose_dtype(device, shape, cache_path=cache_root(cache_dir) / dtype_choice.CACHE_FILE)
+
+
+def pick_dtype(preference: str, device: torch.device, shape: Shape | None = None,
+               cache_dir: str | None = None) -> torch.dtype:
+    return resolve_dtype(preference, device, shape, cache_dir).dtype
 
 
 def _package_dir(package: str) -> Path | None:
@@ -197,13 +184,18 @@ def load_model(
     quantization_config=None,
 ) -> LoadedModel:
     """Load model + tokenizer. Hub failures (offline, private, missing) become a clear UserError."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     dev = pick_device(device)
-    torch_dtype = pick_dtype(dtype, dev)
     source = _resolve_source(name, cache_dir)
     try:
         tokenizer = load_tokenizer(source, revision, trust_remote_code)
+        shape = None
+        if dtype == "auto" and dev.type == "cpu":  # the measurement times a product of the model's own width
+            config = AutoConfig.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
+            shape = dtype_choice.shape_of_config(config)
+        choice = resolve_dtype(dtype, dev, shape, cache_dir)
+        torch_dtype = choice.dtype
         model = AutoModelForCausalLM.from_pretrained(
             source,
             revision=revision,
@@ -219,4 +211,5 @@ def load_model(
                         f"({why}); {_OFFLINE_HINT}", where="model.name") from None
     if quantization_config is None:
         model.to(dev)
-    return LoadedModel(model=model, tokenizer=tokenizer, name=name, source=source, dtype=torch_dtype, device=dev)
+    return LoadedModel(model=model, tokenizer=tokenizer, name=name, source=source, dtype=torch_dtype, device=dev,
+                       dtype_choice=choice)

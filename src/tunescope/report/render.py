@@ -82,8 +82,15 @@ def mdblock(x, lang: str = "text") -> str:
     return f"{fence}{lang}\n{text}\n{fence}"
 
 
+def flops(x: float | None) -> str:
+    """A FLOP/s figure in the unit that keeps it readable: ``218 GFLOP/s``, ``989 TFLOP/s``."""
+    if _missing(x):
+        return "—"
+    return f"{x / 1e12:.3g} TFLOP/s" if x >= 1e12 else f"{x / 1e9:.3g} GFLOP/s"
+
+
 FILTERS = {"pct": pct, "pm": pm, "num": num, "signed": signed, "pval": pval, "peq": peq, "mdcell": mdcell,
-           "mdblock": mdblock}
+           "mdblock": mdblock, "flops": flops}
 
 
 @functools.lru_cache(maxsize=2)

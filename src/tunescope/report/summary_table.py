@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tunescope.report.render import num, pct, pm, pval
+from tunescope.report.render import flops, num, pct, pm, pval
 
 
 def summary_rows(run_dir: Path) -> list[tuple[str, str]]:
@@ -41,7 +41,8 @@ def summary_rows(run_dir: Path) -> list[tuple[str, str]]:
         rows.append(("training steps (best step)", f"{eff.get('steps')} ({eff.get('best_step')})"))
         if eff.get("throughput_supervised_tps") is not None:
             rows.append(("throughput (supervised tokens/s)", f"{eff['throughput_supervised_tps']:.1f}"))
-        rows.append(("MFU", pct(eff.get("mfu"))))
+        best = f" of the {eff['peak_flops_dtype']} peak, {flops(eff.get('peak_flops'))}" if eff.get("peak_flops_dtype") else ""
+        rows.append(("MFU", pct(eff.get("mfu")) + best))
         if eff.get("peak_rss_mb") is not None:
             rows.append(("peak RSS", f"{eff['peak_rss_mb']:.0f} MB"))
         if eff.get("cost_usd") is not None:

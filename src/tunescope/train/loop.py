@@ -33,7 +33,7 @@ from tunescope.train.metrics import (
     cuda_max_allocated_mb,
     estimate_cost,
     flops_per_token,
-    measure_peak_flops,
+    machine_peak,
     parameter_counts,
     peak_rss_mb,
 )
@@ -235,7 +235,7 @@ def _train(model, train_set, val_set, cfg, *, seed, pad_id, device, dtype, log, 
         state.resumed_from = state.step
 
     counts = parameter_counts(model)
-    peak_flops = measure_peak_flops(device, dtype)
+    peak = machine_peak(device, dtype)
     flops_body, flops_head = flops_per_token(counts)
     max_tokens = micro_batch_tokens(cfg, device)
 
@@ -334,6 +334,7 @@ def _train(model, train_set, val_set, cfg, *, seed, pad_id, device, dtype, log, 
     wall_s, train_s = round(state.wall_s, 3), round(state.train_s, 3)
 
     useful_flops = flops_body * state.tokens_nonpad + flops_head * state.tokens_supervised
+    achieved = useful_flops / max(state.train_s, 1e-9) / dist.world_size  # FLOP/s per process
     cost, price, price_source = estimate_cost(wall_s * dist.world_size, device, cfg.price_per_hour)
     summary = {
         "kind": "summary", "steps": state.step, "total_steps_planned": total_steps,
@@ -346,7 +347,8 @@ def _train(model, train_set, val_set, cfg, *, seed, pad_id, device, dtype, log, 
         "throughput_supervised_tps": state.tokens_supervised / max(state.train_s, 1e-9),
         "throughput_nonpad_tps": state.tokens_nonpad / max(state.train_s, 1e-9),
         "flops_per_token": flops_body, "flops_per_supervised_token_head": flops_head,
-        "peak_flops": peak_flops, "mfu": useful_flops / max(state.train_s, 1e-9) / (peak_flops * dist.world_size),
+        # MFU against the best peak of any dtype this device runs; the training dtype's own peak second.
+        "mfu": achieved / peak["peak_flops"], **peak, "mfu_own_dtype": achieved / peak["peak_flops_own_dtype"],
         "peak_rss_mb": peak_rss_mb(), "cuda_max_allocated_mb": cuda_max_allocated_mb(device),
         "device": str(device), "dtype": str(dtype).replace("torch.", ""), "processes": dist.world_size,
         "threads": torch.get_num_threads() if device.type == "cpu" else None,

@@ -1,8 +1,11 @@
 """Throughput, MFU, memory and cost.
 
-MFU = achieved model FLOP/s ÷ the machine's peak. On CPU the peak is measured with a large matmul
-at start-up in the training dtype (datasheets mean little for shared vCPUs); on CUDA in bf16/fp16 it
-comes from a small table of datasheet dense figures, else (other GPUs, float32) a measurement.
+MFU = achieved model FLOP/s ÷ the machine's peak, and the peak is the best the machine offers in any
+dtype it runs: training in a dtype that is slow on this hardware shows as a low MFU rather than hiding
+behind its own low peak. That dtype's own peak gives a second figure, `mfu_own_dtype`. On CPU the peaks
+are measured with a matrix product at start-up (datasheets mean little for shared vCPUs); on CUDA in
+bf16/fp16 they come from a small table of datasheet dense figures, else (other GPUs, float32) a
+measurement.
 """
 
 from __future__ import annotations
@@ -34,33 +37,75 @@ def price_key(device: torch.device) -> str:
     return next((k for k in PRICE_PER_HOUR if k != "cpu" and k in name), "A100")
 
 
-def measure_peak_flops(device: torch.device, dtype: torch.dtype) -> float:
-    """Peak FLOP/s for MFU; measured once per process, device and dtype (about a second on CPU)."""
-    return _peak_flops(str(device), dtype)
+def peak_dtypes(device: torch.device, own: torch.dtype) -> list[torch.dtype]:
+    """The dtypes whose peaks compete for "the machine's peak": what the device multiplies, and `own`."""
+    if device.type == "cuda":
+        offered = ([torch.bfloat16] if torch.cuda.is_bf16_supported() else []) + [torch.float16, torch.float32]
+    else:
+        offered = [torch.float32, torch.bfloat16]
+    return offered + ([own] if own not in offered else [])
+
+
+def machine_peak(device: torch.device, own: torch.dtype) -> dict:
+    """The best peak over `peak_dtypes` (what MFU divides by), which dtype gives it and where the figure
+    comes from, plus `own`'s peak and every dtype's. Measured once per process, device and dtype
+    (about a second per dtype on CPU)."""
+    peaks = {d: _peak_flops(str(device), d) for d in peak_dtypes(device, own)}
+    best = max(peaks, key=lambda d: peaks[d][0])
+    return {"peak_flops": peaks[best][0], "peak_flops_dtype": _name(best), "peak_flops_source": peaks[best][1],
+            "peak_flops_own_dtype": peaks[own][0],
+            "peak_flops_by_dtype": {_name(d): flops for d, (flops, _) in peaks.items()}}
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+# CPU peak: the product grows from 512² while one takes under SLOW_PRODUCT_S, up to 2048²; then
+# repeats fill PEAK_BUDGET_S. A dtype this CPU emulates (bfloat16 without AVX512-BF16 or AMX, under a
+# GFLOP/s per core) stops at the first size, so measuring it costs about a second rather than minutes.
+CPU_PEAK_SIZES = (512, 1024, 2048)
+SLOW_PRODUCT_S = 0.05
+PEAK_BUDGET_S = 0.5
+PEAK_REPEATS = 5
 
 
 @functools.lru_cache(maxsize=8)
-def _peak_flops(device_name: str, dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+def _peak_flops(device_name: str, dtype: torch.dtype) -> tuple[float, str]:
+    """(peak FLOP/s, "datasheet" or "measured")."""
     device = torch.device(device_name)
+    # A private generator: measuring must not move the global random state training depends on.
+    gen = torch.Generator(device=device).manual_seed(0)
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         for key, tflops in GPU_PEAK_TFLOPS.items():
             if key in name and dtype in (torch.bfloat16, torch.float16):
-                return tflops * 1e12
+                return tflops * 1e12, "datasheet"
         size = 8192
-    # A private generator: measuring must not move the global random state training depends on.
-    gen = torch.Generator(device=device).manual_seed(0)
-    a = torch.randn(size, size, dtype=dtype, device=device, generator=gen)
-    b = torch.randn(size, size, dtype=dtype, device=device, generator=gen)
-    a @ b  # warm-up
-    if device.type == "cuda":
+        a = torch.randn(size, size, dtype=dtype, device=device, generator=gen)
+        b = torch.randn(size, size, dtype=dtype, device=device, generator=gen)
+        a @ b  # warm-up
         torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(PEAK_REPEATS):
+            a @ b
+        torch.cuda.synchronize()
+        return 2 * size**3 * PEAK_REPEATS / (time.perf_counter() - start), "measured"
+    for size in CPU_PEAK_SIZES:
+        a = torch.randn(size, size, generator=gen).to(dtype)
+        b = torch.randn(size, size, generator=gen).to(dtype)
+        start = time.perf_counter()
+        a @ b  # warm-up, and how long one product takes at this size
+        first = time.perf_counter() - start
+        if first >= SLOW_PRODUCT_S:
+            break
+    if first >= PEAK_BUDGET_S:  # too slow to repeat within the budget: the warm-up is the measurement
+        return 2 * size**3 / first, "measured"
+    repeats, start = 0, time.perf_counter()
+    while repeats < PEAK_REPEATS and (repeats == 0 or time.perf_counter() - start < PEAK_BUDGET_S):
         a @ b
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return 2 * size**3 * repeats / (time.perf_counter() - start)
+        repeats += 1
+    return 2 * size**3 * repeats / (time.perf_counter() - start), "measured"
 
 
 def parameter_counts(model: torch.nn.Module) -> dict[str, int]:

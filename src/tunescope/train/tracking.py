@@ -22,6 +22,7 @@ TRACKED = {
     "val": {"val_loss": "val/loss (per token)", "val_token_accuracy": "val/token accuracy (teacher-forced)"},
     "summary": {"throughput_supervised_tps": "summary/supervised tokens per s",
                 "throughput_nonpad_tps": "summary/non-padding tokens per s", "mfu": "summary/MFU",
+                "mfu_own_dtype": "summary/MFU vs the training dtype's own peak",
                 "peak_rss_mb": "summary/peak RSS MB", "cost_usd": "summary/estimated cost USD"},
 }
 
