@@ -192,7 +192,7 @@ def test_missing_or_unfinished_run_dir_names_what_is_missing(tmp_path):
 def test_summary_table_reads_the_new_report(forgetting_run):
     from tunescope.report.summary_table import summary_rows
 
-    run, _, _ = forgetting_run
-    rows = dict(summary_rows(run))
+    _, data, _ = forgetting_run
+    rows = dict(summary_rows(data))
     assert any("FORGETTING" in v for v in rows.values())
     assert "final train token accuracy (teacher-forced)" in rows and "further training would likely help" in rows
