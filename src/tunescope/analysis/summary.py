@@ -11,8 +11,6 @@ Sections: ``overview``, ``training``, ``learning_curve``, ``efficiency``, ``data
 
 from __future__ import annotations
 
-import base64
-import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,7 +18,6 @@ from tunescope.config import RunConfig
 from tunescope.results_schema import (
     display_order,
     finite_float,
-    headline_metric,
     metric_keys,
     metric_label,
     sample_key,
@@ -33,14 +30,11 @@ from . import curves as curves_mod
 from . import errors as errors_mod
 from . import stats as stats_mod
 from ._util import unavailable
+from .conclusions import conclusions, primary_rows
+from .dataset_insights import dataset_insights, generation_tasks
 
 TOKEN_ACCURACY_NOTE = ("teacher-forced next-token accuracy on response tokens, weighted by tokens; "
                        "NOT task accuracy")
-TOP_WORDS = 20
-N_OUTLIERS = 8
-N_HIGHEST_LOSS = 8
-_EXAMPLE_CHARS = 400
-_CLOUD = {"width": 640, "height": 320, "max_words": 150}
 
 
 # ---------------------------------------------------------------- curves
@@ -202,171 +196,6 @@ def paired_test_name(test: Mapping[str, Any]) -> str | None:
     return "McNemar exact" if method == "exact binomial" else "McNemar χ²"
 
 
-def primary_rows(rows: list[dict]) -> list[dict]:
-    """One row per task: its headline metric (``results_schema.headline_metric``)."""
-    out = []
-    for task in dict.fromkeys(r["task"] for r in rows):
-        task_rows = [r for r in rows if r["task"] == task]
-        pick = headline_metric(r["metric"] for r in task_rows)
-        out.append(next(r for r in task_rows if r["metric"] == pick))
-    return out
-
-
-# ---------------------------------------------------------------- dataset insights
-
-
-def _is_gsm_task(task: str) -> bool:
-    return task == "heldout" or task.startswith("gsm8k")
-
-
-def _generation_tasks(run_eval: dict) -> list[str]:
-    tasks = set()
-    for ev in run_eval.values():
-        for task, recs in ev.get("samples", {}).items():
-            if _is_gsm_task(task) and recs and "response" in recs[0]:
-                tasks.add(task)
-    return sorted(tasks)
-
-
-def _cap(n: int, cap: int, seed: int) -> list[int]:
-    """Indices of at most ``cap`` of ``n`` items: all of them, or a seeded random sample in order."""
-    if n <= cap:
-        return list(range(n))
-    return sorted(random.Random(seed).sample(range(n), cap))
-
-
-def _dataset(record: RunRecord, run_eval: dict, rs: dict, seed: int) -> tuple[dict, dict[str, bytes], dict]:
-    """Word frequencies, clusters, outliers and highest-loss examples; also the cluster of each eval item."""
-    from . import text as text_mod
-
-    images: dict[str, bytes] = {}
-    train_examples = record.train_examples
-    gen_tasks = _generation_tasks(run_eval)
-    # Evaluation questions, one per (task, doc_id): the fallback corpus and what gets a cluster for accuracy.
-    eval_items: list[tuple[str, Any, str]] = []
-    seen = set()
-    for label in ("tuned", "base"):
-        for task in gen_tasks:
-            for rec in run_eval.get(label, {}).get("samples", {}).get(task, []):
-                key = (task, rec.get("doc_id"))
-                if key not in seen and rec.get("question"):
-                    seen.add(key)
-                    eval_items.append((task, rec.get("doc_id"), rec["question"]))
-
-    out: dict[str, Any] = {"available": True}
-    if train_examples:
-        questions = [str(r.question or "") for r in train_examples]
-        q_source = f"training questions (train_examples.jsonl, {len(questions)} examples)"
-        out["train_examples"] = {"available": True, "n": len(questions)}
-    else:
-        questions = [q for _, _, q in eval_items]
-        why = ("train_examples.jsonl is not in the run directory (runs made before it was written)"
-               if train_examples is None else "train_examples.jsonl is empty")
-        out["train_examples"] = unavailable(why)
-        q_source = (f"evaluation questions ({', '.join(gen_tasks)}; training questions unavailable: {why})"
-                    if questions else None)
-
-    # Frequent words of the questions and of the tuned model's answers.
-    if questions:
-        tw = text_mod.top_words(questions, k=TOP_WORDS)
-        out["question_words"] = {"source": q_source, **tw}
-        if tw["available"]:
-            images["wordcloud_questions"] = text_mod.wordcloud_png(
-                {w["word"]: w["count"] for w in text_mod.top_words(questions, k=150)["top"]}, **_CLOUD, seed=seed)
-    else:
-        out["question_words"] = unavailable("no training or evaluation questions recorded")
-    answers = [rec.get("response") or "" for task in gen_tasks
-               for rec in run_eval.get("tuned", {}).get("samples", {}).get(task, [])]
-    if answers:
-        tw = text_mod.top_words(answers, k=TOP_WORDS)
-        out["answer_words"] = {"source": f"tuned model responses ({', '.join(gen_tasks)}; {len(answers)} responses)",
-                               **tw}
-        if tw["available"]:
-            images["wordcloud_answers"] = text_mod.wordcloud_png(
-                {w["word"]: w["count"] for w in text_mod.top_words(answers, k=150)["top"]}, **_CLOUD, seed=seed)
-    else:
-        out["answer_words"] = unavailable("no tuned model responses on a generation task (heldout / gsm8k)")
-    out["wordcloud_backend"] = text_mod.wordcloud_backend()
-
-    # Clusters + outliers on embeddings of (a capped sample of) the questions.
-    cluster_of_eval: dict = {}
-    cap = rs["max_texts"]
-    if len(questions) >= 3:
-        from . import clusters as clusters_mod
-        from . import outliers as outliers_mod
-        from .embeddings import Embedding, embed
-
-        idx = _cap(len(questions), cap, seed)
-        texts = [questions[i] for i in idx]
-        extra: list[tuple[str, Any, str]] = []
-        if train_examples:  # evaluation questions are embedded with them and assigned to the nearest cluster
-            extra = [eval_items[i] for i in _cap(len(eval_items), cap, seed)]
-        emb = embed(texts + [q for _, _, q in extra], backend=rs["embedding_backend"], seed=seed)
-        vecs = emb.vectors
-        main = Embedding(vecs[: len(texts)], emb.backend)
-        cl = clusters_mod.cluster(texts, seed=seed, projection=rs["projection"], embedding=main)
-        cap_note = (f"{len(texts)} of {len(questions)} questions embedded (a seeded random sample; "
-                    f"report.max_texts={cap})" if len(texts) < len(questions)
-                    else f"all {len(texts)} questions embedded (report.max_texts={cap})")
-        meta = {"source": q_source, "n_total": len(questions), "n_embedded": len(texts), "cap": cap,
-                "sampled": len(texts) < len(questions), "cap_note": cap_note}
-        if cl.get("available"):
-            png = cl.pop("map_png", None)
-            if png:
-                images["cluster_map"] = base64.b64decode(png)
-            labels = cl["labels"]  # kept in report.json with the 2-D coordinates: the map's numbers
-            import numpy as np
-
-            centres = np.stack([vecs[: len(texts)][np.asarray(labels) == c["id"]].mean(axis=0)
-                                for c in cl["clusters"]])
-            centres = centres / np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
-            if train_examples:
-                ev = vecs[len(texts):]
-                assigned = np.argmax(ev @ centres.T, axis=1) if len(ev) else []
-                for (task, doc, _), c in zip(extra, assigned, strict=True):
-                    cluster_of_eval[(task, doc)] = int(c)
-                meta["eval_assignment"] = (f"{len(extra)} evaluation questions assigned to the nearest cluster "
-                                           "centre (cosine)" if extra else None)
-            else:
-                pos = {i: n for n, i in enumerate(idx)}
-                for i, (task, doc, _) in enumerate(eval_items):
-                    if i in pos:
-                        cluster_of_eval[(task, doc)] = int(labels[pos[i]])
-                meta["eval_assignment"] = "the clustered questions are the evaluation questions"
-        out["clusters"] = {**meta, **cl}
-        ol = outliers_mod.outliers(texts, k=N_OUTLIERS, seed=seed, embedding=main)
-        if ol.get("available"):
-            for o in ol["outliers"]:
-                o["index"] = (_example_index(train_examples[idx[o["index"]]], idx[o["index"]]) if train_examples
-                              else idx[o["index"]])
-        out["outliers"] = {**meta, **ol}
-    else:
-        reason = f"{len(questions)} question(s); need at least 3"
-        out["clusters"] = unavailable(reason)
-        out["outliers"] = unavailable(reason)
-
-    if train_examples:
-        from . import outliers as outliers_mod
-
-        losses = [r.loss for r in train_examples]
-        hl = outliers_mod.highest_loss_examples(losses, questions, k=N_HIGHEST_LOSS)
-        if hl.get("available"):
-            for ex in hl["examples"]:
-                rec = train_examples[ex["index"]]
-                ex["index"] = _example_index(rec, ex["index"])
-                ex["answer"] = str(rec.answer or "")[:_EXAMPLE_CHARS]
-            hl["loss_meaning"] = "the tuned model's mean per-token loss on the example's answer tokens"
-        out["highest_loss"] = hl
-    else:
-        out["highest_loss"] = unavailable(out["train_examples"]["reason"])
-    return out, images, cluster_of_eval
-
-
-def _example_index(example, position: int) -> int:
-    """The example's index in the training set as recorded, else its position in train_examples.jsonl."""
-    return example.index if "index" in example.model_fields_set else position
-
-
 # ---------------------------------------------------------------- error analysis
 
 
@@ -389,7 +218,7 @@ def _merge_groups(by_label: dict[str, dict], names: dict | None = None) -> list[
 
 
 def _errors(run_eval: dict, cluster_of_eval: dict, cluster_names: dict) -> dict:
-    tasks = _generation_tasks(run_eval)
+    tasks = generation_tasks(run_eval)
     if not tasks:
         return unavailable("no GSM8K-style generation results (heldout or gsm8k*) in this run")
     out_tasks = []
@@ -419,123 +248,6 @@ def _errors(run_eval: dict, cluster_of_eval: dict, cluster_names: dict) -> dict:
             "by_cluster_note": (None if clus else "no problem clusters to group by"),
         })
     return {"available": True, "definition": errors_mod.DEFINITION, "tasks": out_tasks}
-
-
-# ---------------------------------------------------------------- conclusions
-
-
-def _p(p: float | None) -> str:
-    """``=0.012`` or ``<0.001``, to follow a ``p``."""
-    if p is None:
-        return " n/a"
-    return "<0.001" if p < 0.001 else f"={p:.3f}"
-
-
-def _pc(x: float | None, digits: int = 1) -> str:
-    return "n/a" if x is None else f"{100 * x:.{digits}f}%"
-
-
-def _conclusions(d: dict) -> list[dict]:
-    """Sentences generated only from computed figures; ``basis`` lists the report.json paths they rest on."""
-    out: list[dict] = []
-
-    def say(section: str, text: str, *basis: str) -> None:
-        out.append({"section": section, "text": text, "basis": list(basis)})
-
-    ev = d["evaluation"]
-    if ev.get("available"):
-        rows = ev["rows"]
-        for r in primary_rows(rows):
-            i = rows.index(r)
-            base = f"{_pc(r.get('base'))} ± {_pc(r.get('base_stderr'))}"
-            tuned = f"{_pc(r.get('tuned'))} ± {_pc(r.get('tuned_stderr'))}"
-            name = f"{r['task']} {r['label']}"
-            if r.get("p_holm") is None:
-                continue
-            ci = (f"; 95% CI of the difference {r['ci_low']:+.1f} to {r['ci_high']:+.1f} points"
-                  if r.get("ci_low") is not None else "")
-            test = (f"{r['test']} p{_p(r['p_value'])}, Holm-adjusted p{_p(r['p_holm'])}, n={r['n_paired']} paired "
-                    f"items{ci}")
-            paths = [f"evaluation.rows[{i}].base", f"evaluation.rows[{i}].tuned", f"evaluation.rows[{i}].p_holm"]
-            if r["significant"]:
-                verb = "rose" if r["delta_points"] > 0 else "fell"
-                say("evaluation", f"{name} {verb} from {base} to {tuned} ({r['delta_points']:+.1f} points; {test}).",
-                    *paths)
-            else:
-                say("evaluation", f"{name}: {base} (base) vs {tuned} (tuned), {r['delta_points']:+.1f} points — "
-                    f"not significant at α={ev['alpha']} after Holm correction ({test}).", *paths)
-        non_target = sorted({r["task"] for r in rows if not r["is_target"] and r.get("p_holm") is not None})
-        for task in ev.get("forgetting_tasks", []):
-            bad = [(i, r) for i, r in enumerate(rows) if r["task"] == task and r.get("forgetting")]
-            i, r = bad[0]
-            say("evaluation", f"Forgetting flagged on {task}: {r['label']} dropped {-r['delta_points']:.1f} points "
-                f"({_pc(r['base'])} → {_pc(r['tuned'])}), more than the {ev['forgetting_threshold_points']:g}-point "
-                f"threshold and significant after Holm correction (p{_p(r['p_holm'])}).",
-                f"evaluation.rows[{i}].delta_points", f"evaluation.rows[{i}].p_holm")
-        if non_target and not ev.get("forgetting_tasks"):
-            say("evaluation", f"No forgetting flagged on the non-target task(s) {', '.join(non_target)}: no metric "
-                f"dropped by more than {ev['forgetting_threshold_points']:g} points with a Holm-significant "
-                "paired test.", "evaluation.forgetting_tasks", "evaluation.forgetting_threshold_points")
-
-    imp = d["training"].get("loss_improvement", {})
-    for kind, name in (("val", "Validation"), ("train", "Train")):
-        i = imp.get(kind, {})
-        if i.get("available") and i["n_points"] >= 2 and i["improvement_first_to_best_pct"] is not None:
-            say("training", f"{name} loss fell {i['improvement_first_to_best_pct']:.1f}% from its first value "
-                f"({i['first']['value']:.4f} at step {i['first']['step']}) to its best ({i['best']['value']:.4f} at "
-                f"step {i['best']['step']}); first to last: {i['improvement_first_to_last_pct']:.1f}%.",
-                f"training.loss_improvement.{kind}.improvement_first_to_best_pct",
-                f"training.loss_improvement.{kind}.improvement_first_to_last_pct")
-    lc = d["learning_curve"]
-    ft = lc.get("further_training", {})
-    if ft.get("available"):
-        say("learning_curve", ft["summary"][0].upper() + ft["summary"][1:] + ".",
-            "learning_curve.further_training.further_training_would_likely_help",
-            f"learning_curve.further_training.{ft['basis']}.slope_per_step")
-    of = lc.get("overfitting", {})
-    if of.get("available"):
-        if of["overfitting"]:
-            text = (f"Overfitting: validation loss rose {of['val_increase_since_best_pct']:.1f}% from its minimum "
-                    f"{of['best_val_loss']:.4f} at step {of['best_step']} to {of['last_val_loss']:.4f} at step "
-                    f"{of['last_step']} (threshold {of['rise_threshold_pct']:g}%).")
-        else:
-            rise = of["val_increase_since_best_pct"]
-            text = (f"No evidence of overfitting: validation loss at the last step ({of['last_val_loss']:.4f}, step "
-                    f"{of['last_step']}) is within {of['rise_threshold_pct']:g}% of its minimum "
-                    f"({of['best_val_loss']:.4f} at step {of['best_step']}"
-                    + (f"; +{rise:.2f}%)." if rise is not None else ")."))
-        gap = of.get("gap_at_last", {})
-        if gap.get("available") and gap.get("gap") is not None:
-            text += f" Generalization gap (validation − train loss) at step {gap['val_step']}: {gap['gap']:+.4f}."
-        say("learning_curve", text, "learning_curve.overfitting.val_increase_since_best_pct",
-            "learning_curve.overfitting.best_step")
-
-    er = d["errors"]
-    if er.get("available"):
-        for ti, t in enumerate(er["tasks"]):
-            if "base" in t["summary"] and "tuned" in t["summary"]:
-                b, tu = t["summary"]["base"], t["summary"]["tuned"]
-                fb, ftu = b["counts"]["format_failure"], tu["counts"]["format_failure"]
-                say("errors", f"On {t['task']}, wrong answers went from {b['n_wrong']} of {b['n']} (base) to "
-                    f"{tu['n_wrong']} of {tu['n']} (tuned); format failures from {fb} to {ftu}.",
-                    f"errors.tasks[{ti}].summary.base.n_wrong", f"errors.tasks[{ti}].summary.tuned.n_wrong",
-                    f"errors.tasks[{ti}].summary.tuned.counts.format_failure")
-            label = "tuned" if "tuned" in t["summary"] else "base"
-            s = t["summary"][label]
-            if s["n_wrong"]:
-                most = max(s["counts"].values())
-                tops = [c for c in errors_mod.CATEGORIES if s["counts"][c] == most]
-                names = " and ".join(c.replace("_", " ") for c in tops)
-                say("errors", f"The most common {label} error{' categories' if len(tops) > 1 else ''} on {t['task']} "
-                    f"{'are' if len(tops) > 1 else 'is'} {names} ({most} of {s['n_wrong']} wrong answers"
-                    f"{' each' if len(tops) > 1 else ''}).",
-                    *(f"errors.tasks[{ti}].summary.{label}.counts.{c}" for c in tops))
-    eff = d.get("efficiency") or {}
-    if eff.get("cost_usd") is not None and eff.get("tokens_supervised") is not None:
-        say("efficiency", f"Training took {eff['train_s']:.0f} s for {eff['steps']} steps and "
-            f"{eff['tokens_supervised']:,} supervised tokens; estimated cost ${eff['cost_usd']:.4f} "
-            f"({eff.get('price_source')}).", "efficiency.cost_usd", "efficiency.tokens_supervised")
-    return out
 
 
 # ---------------------------------------------------------------- entry point
@@ -571,7 +283,7 @@ def analyse_run(record: RunRecord) -> dict:
         "overfitting": curves_mod.overfitting_verdict(metrics),
     }
     evaluation = _evaluation(run_eval, cfg, rs, seed)
-    dataset, images, cluster_of_eval = _dataset(record, run_eval, rs, seed)
+    dataset, images, cluster_of_eval = dataset_insights(record.train_examples, run_eval, rs, seed)
     cl = dataset.get("clusters", {})
     names = {c_["id"]: c_["name"] for c_ in cl.get("clusters", [])} if cl.get("available") else {}
     title = (f"{cfg.model.name} fine-tuned ({cfg.training.method}) on {cfg.data.source}" if train
@@ -590,6 +302,6 @@ def analyse_run(record: RunRecord) -> dict:
         "evaluation": evaluation,
         "errors": _errors(run_eval, cluster_of_eval, names),
     }
-    data["conclusions"] = _conclusions(data)
+    data["conclusions"] = conclusions(data)
     data["_images"] = images
     return data
