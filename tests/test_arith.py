@@ -11,7 +11,6 @@ from tunescope.arith import (
     MAX_EXPRESSION_CHARS,
     evaluate_expression,
     find_equations,
-    format_number,
     numbers_equal,
     parse_annotations,
 )
@@ -251,30 +250,3 @@ def test_numbers_equal_true(a: object, b: object) -> None:
 def test_numbers_equal_false(a: object, b: object) -> None:
     assert not numbers_equal(a, b)
     assert not numbers_equal(b, a)
-
-
-@pytest.mark.parametrize(
-    ("value", "text"),
-    [
-        (Fraction(12), "12"),
-        (Fraction(-7), "-7"),
-        (Fraction(0), "0"),
-        (Fraction(5, 2), "2.5"),
-        (Fraction(1, 3), "0.33"),
-        (Fraction(2, 3), "0.67"),
-        (Fraction(-2, 3), "-0.67"),
-        (Fraction(1, 8), "0.13"),  # half-up, not banker's rounding
-        (Fraction(201, 100), "2.01"),
-        (Fraction(1999, 1000), "2"),
-        (Fraction(-1, 1000), "0"),
-        (Fraction(123456789, 2), "61728394.5"),
-        (7, "7"),
-    ],
-)
-def test_format_number(value: Fraction, text: str) -> None:
-    assert format_number(value) == text
-
-
-def test_format_number_round_trips_through_numbers_equal() -> None:
-    for value in (Fraction(1, 3), Fraction(22, 7), Fraction(-5, 6), Fraction(100, 9)):
-        assert numbers_equal(value, format_number(value))

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -26,6 +27,17 @@ def test_help_lists_commands():
     assert proc.returncode == 0
     for cmd in ("run", "train", "eval", "report", "demo"):
         assert cmd in proc.stdout
+
+
+def test_train_help_names_an_accelerate_config_that_exists():
+    from pathlib import Path
+
+    proc = tunescope("train", "--help")
+    assert proc.returncode == 0
+    named = set(re.findall(r"configs/accelerate/[\w.-]+\.yaml", proc.stdout))
+    assert named == {"configs/accelerate/ddp_cpu.yaml", "configs/accelerate/ddp_gpu.yaml"}
+    root = Path(__file__).resolve().parents[1]
+    assert all((root / path).is_file() for path in named)
 
 
 def test_config_typo(tmp_path):

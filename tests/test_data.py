@@ -93,3 +93,19 @@ def test_hub_source_offline_is_a_clear_error(monkeypatch):
 def test_gsm8k_local_file_matches_expected_shape(shared_dir):
     rows = load_rows(str(shared_dir / "data" / "gsm8k" / "test.jsonl"), limit=5)
     assert len(rows) == 5 and all("####" in r["answer"] for r in rows)
+
+
+def test_synthetic_heldout_has_the_size_asked_for_when_training_covers_the_first_draws(monkeypatch):
+    from tunescope.config import load_config
+    from tunescope.data import sources
+    from tunescope.data.synthetic import generate_problems
+    from tunescope.pipeline import prepare_data
+
+    cfg = load_config(None, ["data.synthetic_size=60", "eval.heldout_size=10"])
+    heldout_seed = cfg.data_seed + 1_000_003
+    # Training data that holds the first 40 problems of the held-out stream (and 20 others).
+    taken = generate_problems(40, seed=heldout_seed)
+    monkeypatch.setattr(sources, "load_rows", lambda *a, **k: taken + generate_problems(20, seed=cfg.data_seed))
+    prep = prepare_data(cfg)
+    assert len(prep.heldout_rows) == 10 and prep.info["heldout"] == 10
+    assert prep.heldout_rows == generate_problems(50, seed=heldout_seed)[40:]

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from tunescope.errors import UserError
-from tunescope.evaluate import KNOWN_TASKS, load_task, task_from_docs
+from tunescope.evaluate import load_task, task_from_docs
 from tunescope.evaluate.fewshot import FewshotSampler
 from tunescope.evaluate.processors import hellaswag_preprocess
 from tunescope.evaluate.prompts import build_context
 from tunescope.evaluate.runner import build_instances
+from tunescope.evaluate.spec import known_tasks
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="shared/data not present")
@@ -34,10 +35,11 @@ class _NoChatTokenizer:
 
 
 def test_known_tasks_include_every_mmlu_subject():
-    assert {"gsm8k", "gsm8k_cot_zeroshot", "gsm8k_chat", "hellaswag", "heldout"} <= set(KNOWN_TASKS)
+    known = known_tasks()
+    assert {"gsm8k", "gsm8k_cot_zeroshot", "gsm8k_chat", "hellaswag", "heldout"} <= set(known)
     groups = {"mmlu", "mmlu_stem", "mmlu_humanities", "mmlu_social_sciences", "mmlu_other"}
-    assert groups <= set(KNOWN_TASKS)
-    subjects = [t for t in KNOWN_TASKS if t.startswith("mmlu_") and t not in groups]
+    assert groups <= set(known)
+    subjects = [t for t in known if t.startswith("mmlu_") and t not in groups]
     assert len(subjects) == 57
     assert "mmlu_high_school_computer_science" in subjects
 

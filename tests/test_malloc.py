@@ -1,7 +1,6 @@
 """The process-wide malloc setting: training returns freed memory, evaluation keeps it, each restores what was there."""
 
 import json
-import resource
 import subprocess
 import sys
 
@@ -20,34 +19,67 @@ def restore_setting():
     malloc.apply(before or ADAPTIVE_CEILING)
 
 
-# Each round allocates, fills and frees tensors of 8, 3, 5 and 8 MiB (24 MiB: 6,144 pages of 4 KiB),
-# as a forward pass does with its activations; run in a fresh process so that no earlier test has
-# left free memory in the heap. Prints the minor page faults of each round.
-_ROUNDS = """
-import json, resource, sys, torch
+# Allocates one block of each size with libc's malloc under a setting, in a fresh process, and prints
+# how many of them glibc served as mappings of their own (mallinfo2's hblks) rather than from the heap.
+_MAPPED_BLOCKS = """
+import ctypes, json, sys
 from tunescope import malloc
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
 malloc.apply(getattr(malloc, sys.argv[1]))
-faults = []
-for _ in range(8):
-    start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    buffers = [torch.ones(mib << 18) for mib in (8, 3, 5, 8)]
-    del buffers
-    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
-print(json.dumps(faults))
+mapped = {}
+for kib in (64, 512, 8 << 10, 64 << 10):
+    before = libc.mallinfo2().hblks
+    block = libc.malloc(kib << 10)
+    mapped[kib] = libc.mallinfo2().hblks - before
+    libc.free(block)
+print(json.dumps(mapped))
 """
 
 
-def _page_faults_per_round(setting: str) -> list[int]:
-    out = subprocess.run([sys.executable, "-c", _ROUNDS, setting], capture_output=True, text=True, check=True)
+def _mapped_blocks(setting: str) -> dict[str, int]:
+    out = subprocess.run([sys.executable, "-c", _MAPPED_BLOCKS, setting], capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 
 
-def test_keep_freed_reuses_memory_that_return_freed_gives_back():
-    pages = (24 << 20) // resource.getpagesize()
-    returned = _page_faults_per_round("RETURN_FREED")
-    kept = _page_faults_per_round("KEEP_FREED")
-    assert all(f >= 0.9 * pages for f in returned[-3:])  # every round's tensors arrive as fresh pages
-    assert sum(kept[-3:]) < pages  # once the heap has grown, rounds reuse it
+def test_thresholds_decide_which_blocks_get_their_own_mapping():
+    # RETURN_FREED maps everything from 256 KiB up, so freeing it returns the memory at once;
+    # KEEP_FREED serves up to 32 MiB from the heap, where freed memory stays for reuse.
+    assert _mapped_blocks("RETURN_FREED") == {"64": 0, "512": 1, "8192": 1, "65536": 1}
+    assert _mapped_blocks("KEEP_FREED") == {"64": 0, "512": 0, "8192": 0, "65536": 1}
+
+
+class _RecordingLibc:
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.calls.append(("mallopt", param, value))
+        return 1
+
+    def malloc_trim(self, pad: int) -> int:
+        self.calls.append(("malloc_trim", pad))
+        return 1
+
+
+def test_each_setting_sets_both_thresholds_and_the_default_is_restored(monkeypatch):
+    libc = _RecordingLibc()
+    monkeypatch.setattr(malloc, "_libc", lambda: libc)
+    monkeypatch.setattr(malloc, "_current", None)
+    with malloc_setting(KEEP_FREED) as applied:
+        assert applied
+    assert libc.calls == [
+        ("mallopt", malloc.M_MMAP_THRESHOLD, 32 << 20), ("mallopt", malloc.M_TRIM_THRESHOLD, 1 << 30),
+        # glibc's adaptive default cannot be restored: its ceilings are set, and free memory handed back once.
+        ("mallopt", malloc.M_MMAP_THRESHOLD, 32 << 20), ("mallopt", malloc.M_TRIM_THRESHOLD, 64 << 20),
+        ("malloc_trim", 0)]
 
 
 def test_setting_is_restored_after_the_block_and_nested_blocks():

@@ -1,8 +1,12 @@
+import os
+import subprocess
+import sys
+
 import pytest
 
 from tunescope.errors import UserError
 from tunescope.models import ALIASES, load_model, pick_dtype
-from tunescope.models.loading import _resolve_source
+from tunescope.models.loading import _resolve_source, gguf_cache_name, materialize
 
 
 def test_seed_model_aliases_exist():
@@ -20,6 +24,28 @@ def test_unknown_alias_lists_known_ones():
 def test_missing_local_path():
     with pytest.raises(UserError, match="does not exist"):
         _resolve_source("/nonexistent/model.gguf", None)
+
+
+def test_gguf_cache_folder_is_the_same_in_every_process(tmp_path, monkeypatch):
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF weights")
+    os.utime(gguf, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))
+    name = gguf_cache_name(gguf)
+    code = "import sys, pathlib; from tunescope.models.loading import gguf_cache_name; " \
+           "print(gguf_cache_name(pathlib.Path(sys.argv[1])))"
+    # String hashing is salted per process: a name built on hash() would differ here.
+    others = {subprocess.run([sys.executable, "-c", code, str(gguf)], capture_output=True, text=True, check=True,
+                             env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout.strip() for seed in (1, 2)}
+    assert others == {name} and name.startswith("model-") and len(name) == len("model-") + 16
+    # A cached folder is found again instead of dequantizing the file once more.
+    monkeypatch.setenv("TUNESCOPE_CACHE", str(tmp_path / "cache"))
+    cached = tmp_path / "cache" / "models" / name
+    cached.mkdir(parents=True)
+    (cached / "config.json").write_text("{}")
+    assert materialize(str(gguf)) == cached
+    # Another file (or the same path rewritten) gets its own folder.
+    gguf.write_bytes(b"other GGUF weights")
+    assert gguf_cache_name(gguf) != name
 
 
 def test_hub_id_offline_is_a_clear_error(monkeypatch, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 import subprocess
@@ -61,7 +62,11 @@ def test_report_registers_and_ambiguous_names_are_refused(db, two_runs, tmp_path
     r1, _ = two_runs
     pipeline.write_report(r1)  # `tunescope report` registers the run
     row = registry.get_run("r1")
-    assert row["further_training"] in ("yes", "no") and row["val_loss_best"] is not None
+    # The verdict and the losses are the report's: validation loss 0.8 + 1.2·exp(-step/8) at steps 5, 10, ..., 40.
+    assert row["further_training"] == "yes" and row["overfitting"] == 0 and row["forgetting_tasks"] == []
+    assert row["val_loss_first"] == pytest.approx(0.8 + 1.2 * math.exp(-5 / 8))
+    assert row["val_loss_best"] == pytest.approx(0.8 + 1.2 * math.exp(-5))
+    assert (row["steps"], row["tokens_supervised"], row["cost_usd"]) == (40, 36000, 0.0042)
     other = build_run(tmp_path / "elsewhere", "r1", n_train=5, with_eval=False)
     registry.register_run(other)
     with pytest.raises(UserError, match="names 2 runs; pass the directory"):
@@ -86,14 +91,22 @@ def test_waits_for_a_held_write_lock(db):
     registry.connect().close()
     holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
     holder.execute("BEGIN IMMEDIATE")
-    release = threading.Timer(1.0, lambda: holder.execute("COMMIT"))
+    holder.execute("INSERT INTO runs (path, name, registered_at) VALUES ('/x/holder', 'holder', 'then')")
+    events = []
+
+    def commit() -> None:
+        events.append("holder commits")  # before COMMIT: the lock is still held when this is recorded
+        holder.execute("COMMIT")
+
+    release = threading.Timer(0.5, commit)
     release.start()
-    t0 = time.monotonic()
     registry.insert_record({"path": "/x/locked", "name": "locked", "scores": []})
-    assert time.monotonic() - t0 >= 0.8
+    events.append("insert returns")
     release.join()
     holder.close()
-    assert [r["name"] for r in registry.list_runs()] == ["locked"]
+    # The insert neither failed nor slipped in: it waited for the other transaction, then wrote.
+    assert events == ["holder commits", "insert returns"]
+    assert sorted(r["name"] for r in registry.list_runs()) == ["holder", "locked"]
 
 
 WRITER = textwrap.dedent("""

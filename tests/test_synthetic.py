@@ -13,9 +13,9 @@ from tunescope.arith import evaluate_expression, parse_annotations
 from tunescope.data.synthetic import (
     FAMILIES,
     IMPLIED_CONSTANTS,
+    generate_heldout,
     generate_problem,
     generate_problems,
-    generate_split,
 )
 
 # A step line: text, "expr = ", optional "$", the annotation, then the value it announces.
@@ -148,23 +148,24 @@ def test_questions_are_unique(many: list[dict]) -> None:
     assert len({p["question"] for p in many}) == len(many)
 
 
-def test_split_is_disjoint_and_sized() -> None:
-    train, test = generate_split(300, 100, seed=11)
-    assert len(train) == 300 and len(test) == 100
-    assert not {p["question"] for p in train} & {p["question"] for p in test}
-    assert len({p["question"] for p in test}) == 100
-    for problem in train[:50] + test[:50]:
+def test_heldout_is_disjoint_from_training_and_has_the_size_asked_for() -> None:
+    train = generate_problems(300, seed=11)
+    seen = {p["question"] for p in train}
+    heldout = generate_heldout(100, seed=11, exclude=seen)
+    # The same seed draws the training problems first: every one of them is skipped, none is short.
+    assert len(heldout) == 100 and len({p["question"] for p in heldout}) == 100
+    assert not seen & {p["question"] for p in heldout}
+    for problem in heldout[:50]:
         _check_problem(problem)
 
 
-def test_split_is_deterministic_and_heldout_independent_of_train_size() -> None:
-    train_a, test_a = generate_split(50, 30, seed=4)
-    train_b, test_b = generate_split(50, 30, seed=4)
-    assert (train_a, test_a) == (train_b, test_b)
-    _, test_c = generate_split(120, 30, seed=4)
-    assert test_c == test_a
-    _, test_other = generate_split(50, 30, seed=5)
-    assert test_other != test_a
+def test_heldout_is_the_stream_minus_training_in_order() -> None:
+    stream = generate_problems(60, seed=4)
+    exclude = {p["question"] for p in stream[::2]}
+    assert generate_heldout(30, seed=4, exclude=exclude) == stream[1::2]
+    assert generate_heldout(30, seed=4) == stream[:30]
+    with pytest.raises(ValueError):
+        generate_heldout(-1, seed=0)
 
 
 def test_answer_format_matches_gsm8k_example() -> None:

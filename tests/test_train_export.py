@@ -10,7 +10,7 @@ import torch
 from safetensors import safe_open
 from typer.testing import CliRunner
 
-from tunescope.config import RunConfig, TrainingConfig, dump_config
+from tunescope.config import ModelConfig, RunConfig, TrainingConfig, dump_config
 from tunescope.errors import UserError
 from tunescope.export import base_source, export_run
 from tunescope.runio import write_json, write_text_atomic
@@ -78,17 +78,20 @@ def test_export_cli_and_errors(tmp_path, tiny_model_dir):
     assert (tmp_path / "m" / "config.json").is_file()
     with pytest.raises(UserError, match="exists"):
         export_run(run, tmp_path / "m", merged=True)
-    with pytest.raises(UserError, match="not a tunescope run"):
+    with pytest.raises(UserError, match="run directory not found"):
         export_run(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match=r"not a tunescope run directory \(missing config\.yaml, manifest\.json\)"):
+        export_run(tmp_path / "empty")
 
 
 def test_base_weights_come_from_where_the_run_read_them(tmp_path, tiny_model_dir):
-    config = {"model": {"name": str(tiny_model_dir)}}
-    assert base_source(config, {"model": {"source": str(tiny_model_dir)}}) == str(tiny_model_dir)
+    model = ModelConfig(name=str(tiny_model_dir))
+    assert base_source(model, str(tiny_model_dir)) == str(tiny_model_dir)
     # The recorded folder is gone (e.g. a cleared cache): fall back to the configured model.
-    assert base_source(config, {"model": {"source": str(tmp_path / "gone")}}) == str(tiny_model_dir)
+    assert base_source(model, str(tmp_path / "gone")) == str(tiny_model_dir)
     with pytest.raises(UserError, match="no longer available"):
-        base_source({"model": {"name": str(tmp_path / "missing.gguf")}}, {"model": {"source": "/gone"}})
+        base_source(ModelConfig(name=str(tmp_path / "missing.gguf")), "/gone")
 
 
 @pytest.mark.real_weights
@@ -100,5 +103,5 @@ def test_gguf_alias_base_is_the_dequantized_cache_folder():
     except UserError:
         pytest.skip("SmolLM2 offline weights are not installed")
     # A run trained on the GGUF alias whose recorded cache folder was removed: rebuilt from the GGUF.
-    source = base_source({"model": {"name": "smollm2-135m-instruct"}}, {"model": {"source": "/cleared/cache"}})
+    source = base_source(ModelConfig(name="smollm2-135m-instruct"), "/cleared/cache")
     assert Path(source) == cached and (Path(source) / "config.json").is_file()

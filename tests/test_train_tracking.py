@@ -9,8 +9,8 @@ import pytest
 
 from tunescope.config import TrainingConfig
 from tunescope.errors import UserError
+from tunescope.run_record import rewind_metrics
 from tunescope.runio import append_jsonl, read_jsonl
-from tunescope.train.session import rewind_metrics
 from tunescope.train.tracking import MetricsLog
 
 TRAIN = {"kind": "train", "step": 3, "loss": 1.5, "token_accuracy": 0.6, "lr": 1e-4, "grad_norm": 0.3,
@@ -75,6 +75,6 @@ def test_rewind_drops_what_came_after_the_checkpoint(tmp_path):
     for r in [{"kind": "setup"}, {"kind": "train", "step": 1}, {"kind": "val", "step": 2}, {"kind": "train", "step": 2},
               {"kind": "train", "step": 3}, {"kind": "val", "step": 4}, {"kind": "other", "x": 1}]:
         append_jsonl(path, r)
-    rewind_metrics(path, 2)
+    rewind_metrics(tmp_path, 2)
     assert read_jsonl(path) == [{"kind": "train", "step": 1}, {"kind": "val", "step": 2},
                                 {"kind": "train", "step": 2}, {"kind": "other", "x": 1}]

@@ -256,20 +256,3 @@ def numbers_equal(a: object, b: object) -> bool:
     if isinstance(a, float) or isinstance(b, float):
         return diff <= Fraction(1, 10**9) * max(1, abs(left[0]), abs(right[0]))
     return False
-
-
-def format_number(value: Fraction | int) -> str:
-    """Integers without a decimal point, other values rounded half-up to at most 2 places.
-
-    `Fraction(5, 2)` -> "2.5", `Fraction(1, 3)` -> "0.33", `Fraction(-2, 3)` -> "-0.67", 12 -> "12".
-    """
-    value = Fraction(value)
-    if value.denominator == 1:
-        return str(value.numerator)
-    # Round the magnitude half-up in hundredths with integer arithmetic (no float error).
-    hundredths = math.floor(abs(value) * 100 + Fraction(1, 2))
-    sign = "-" if value < 0 and hundredths else ""
-    whole, frac = divmod(hundredths, 100)
-    if frac == 0:
-        return f"{sign}{whole}"
-    return f"{sign}{whole}.{frac:02d}".rstrip("0")

@@ -60,19 +60,20 @@ class RichReporter(Reporter):
         self.bars.console.log(text)
 
 
-def _load(config: Path | None, overrides: list[str] | None, base: dict | None = None):
+def _load(config: Path | None, overrides: list[str] | None):
     from tunescope.config import load_config
 
-    return load_config(config, overrides or [], base=base)
+    return load_config(config, overrides or [])
 
 
 def _print_summary(run_dir: Path) -> None:
     from tunescope.report.summary_table import summary_rows
+    from tunescope.run_record import open_run
 
     table = Table(title=f"tunescope run: {run_dir}")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    for name, value in summary_rows(run_dir):
+    for name, value in summary_rows(open_run(run_dir).report or {}):
         table.add_row(name, value)
     out.print(table)
     out.print(f"report: [bold]{run_dir / 'report.html'}[/]  (also report.md, report.json)")
@@ -109,7 +110,8 @@ def train(
 ) -> None:
     """Train only (no evaluation); writes the adapter, metrics and a report of the training.
 
-    Scales out with no change: accelerate launch --config_file configs/accelerate/ddp.yaml -m tunescope.cli train CFG
+    Scales out with no change: accelerate launch --config_file configs/accelerate/ddp_cpu.yaml -m tunescope.cli train CFG
+    (configs/accelerate/ddp_gpu.yaml on GPUs)
     """
     from tunescope import pipeline
 

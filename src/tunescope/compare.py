@@ -11,7 +11,7 @@ fewer than 25 discordant pairs) and a paired bootstrap 95% CI, with Holm's corre
 comparisons in the report.
 
 This module sits beside ``analysis`` in the import order (pipeline → compare → analysis); it receives
-loaded runs as plain dicts and returns a plain dict for ``report.render_compare``.
+typed run records (``run_record``) and returns a plain dict for ``report.render_compare``.
 """
 
 from __future__ import annotations
@@ -19,37 +19,22 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from tunescope.analysis import stats
 from tunescope.analysis.summary import paired_test_name
 from tunescope.errors import UserError
-
-METRIC_LABELS = {
-    "exact_match,strict-match": "exact match (strict-match)",
-    "exact_match,flexible-extract": "exact match (flexible-extract)",
-    "acc,none": "accuracy",
-    "acc_norm,none": "accuracy (length-normalised)",
-}
-_ORDER = list(METRIC_LABELS)
-
-
-def _num(x: Any) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if v == v and abs(v) != float("inf") else None
-
-
-def _metric_keys(res: Mapping[str, Any]) -> list[str]:
-    return [k for k, v in res.items()
-            if "," in k and "_stderr" not in k.split(",")[0] and isinstance(v, int | float) and not isinstance(v, bool)]
-
-
-def _sample_key(results_key: str) -> str:
-    metric, _, filt = results_key.partition(",")
-    return metric if filt in ("", "none") else results_key
+from tunescope.results_schema import (
+    display_order,
+    finite_float,
+    metric_keys,
+    metric_label,
+    sample_key,
+    stderr_key,
+    task_n,
+)
+from tunescope.run_record import EvaluationRecord, RunRecord
 
 
 def item_fingerprint(rec: Mapping[str, Any]) -> str:
@@ -61,26 +46,28 @@ def item_fingerprint(rec: Mapping[str, Any]) -> str:
     return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def columns_of(runs: Sequence[Mapping[str, Any]]) -> list[dict]:
+Compared = RunRecord | EvaluationRecord
+
+
+def columns_of(runs: Sequence[Compared]) -> list[dict]:
     """One column per evaluation: each run's base and tuned, or an eval-only folder's single one."""
-    names = [r["name"] for r in runs]
+    names = [r.name for r in runs]
     cols = []
     for run in runs:
-        name = run["name"]
+        name = run.name
         if names.count(name) > 1:  # two runs with one name (different output folders): add the parent
-            from pathlib import Path
-
-            name = f"{Path(run['path']).parent.name}/{name}"
-        for label, ev in run["eval"].items():
+            name = f"{run.path.parent.name}/{name}"
+        for label, ev in run.evaluations.items():
             cid = f"{name} ({label})" if label in ("base", "tuned") else name
-            cols.append({"id": cid, "run": name, "label": label, "model": run.get("model"), "path": run["path"],
-                         "method": run.get("method"), "dataset": run.get("dataset"),
+            cols.append({"id": cid, "run": name, "label": label, "model": run.model, "path": str(run.path),
+                         "method": run.method, "dataset": run.dataset,
                          # A scored group (mmlu) is paired over its subjects' records.
-                         "_eval": {**ev, "samples": stats.with_group_samples(ev["results"], ev.get("samples", {}))}})
+                         "_eval": {"results": ev.results,
+                                   "samples": stats.with_group_samples(ev.results, ev.samples)}})
     return cols
 
 
-def _pick_baseline(cols: list[dict], runs: Sequence[Mapping[str, Any]], baseline: str | None) -> dict:
+def _pick_baseline(cols: list[dict], baseline: str | None) -> dict:
     if baseline is None:
         return cols[0]
     exact = [c for c in cols if c["id"] == baseline]
@@ -99,8 +86,6 @@ def _pick_baseline(cols: list[dict], runs: Sequence[Mapping[str, Any]], baseline
 
 
 def _same_path(a: str, b: str) -> bool:
-    from pathlib import Path
-
     try:
         return Path(a).resolve() == Path(b).resolve()
     except OSError:
@@ -119,29 +104,26 @@ def _paired_records(base: list[dict], other: list[dict]) -> tuple[list[dict], li
     return [b_by[d] for d in same], [o_by[d] for d in same], info
 
 
-def compare_runs(runs: Sequence[Mapping[str, Any]], baseline: str | None = None, *, alpha: float = 0.05,
+def compare_runs(runs: Sequence[Compared], baseline: str | None = None, *, alpha: float = 0.05,
                  n_boot: int = 10000, seed: int = 0) -> dict:
-    """The comparison report's data.
-
-    ``runs``: ``{"name", "path", "model", "method", "dataset", "eval": {label: {"results", "samples"}}}``
-    each (see ``pipeline.load_for_compare``).
-    """
+    """The comparison report's data, from run directories and evaluation-only folders
+    (``run_record.open_run_or_evaluation``)."""
     cols = columns_of(runs)
     if not cols:
         raise UserError("none of the given runs has an evaluation (eval/<label>/results.json)")
-    base_col = _pick_baseline(cols, runs, baseline)
+    base_col = _pick_baseline(cols, baseline)
 
     # Rows: every (task, metric) any column reports.
     keys: dict[tuple[str, str], None] = {}
     for c in cols:
         for task, res in (c["_eval"]["results"].get("results") or {}).items():
-            for k in _metric_keys(res):
+            for k in metric_keys(res):
                 keys[(task, k)] = None
-    order = sorted(keys, key=lambda tk: (tk[0], _ORDER.index(tk[1]) if tk[1] in _ORDER else 99, tk[1]))
+    order = sorted(keys, key=lambda tk: (tk[0], *display_order(tk[1])))
 
     rows = []
     for task, key in order:
-        metric, filt = key.split(",", 1)
+        metric = key.split(",", 1)[0]
         cells: dict[str, dict | None] = {}
         higher = True
         for c in cols:
@@ -150,19 +132,18 @@ def compare_runs(runs: Sequence[Mapping[str, Any]], baseline: str | None = None,
             hib = (results.get("higher_is_better") or {}).get(task, {}).get(metric)
             if hib is False:
                 higher = False
-            if key in res and _num(res[key]) is not None:
-                n = ((results.get("n-samples") or {}).get(task) or {}).get("effective")
-                if n is None and c["_eval"].get("samples", {}).get(task):
-                    n = len(c["_eval"]["samples"][task])
-                cells[c["id"]] = {"value": _num(res[key]), "stderr": _num(res.get(f"{metric}_stderr,{filt}")), "n": n}
+            if key in res and finite_float(res[key]) is not None:
+                n = task_n(results, task, c["_eval"]["samples"].get(task))
+                cells[c["id"]] = {"value": finite_float(res[key]), "stderr": finite_float(res.get(stderr_key(key))),
+                                  "n": n}
             else:
                 cells[c["id"]] = None
         values = [v["value"] for v in cells.values() if v is not None]
         best_value = (max(values) if higher else min(values)) if values else None
         best = [cid for cid, v in cells.items() if v is not None and abs(v["value"] - best_value) < 1e-12]
         ns = sorted({v["n"] for v in cells.values() if v is not None and v["n"] is not None})
-        rows.append({"task": task, "metric": key, "sample_metric": _sample_key(key),
-                     "label": METRIC_LABELS.get(key, key), "cells": cells, "best": best,
+        rows.append({"task": task, "metric": key, "sample_metric": sample_key(key),
+                     "label": metric_label(key), "cells": cells, "best": best,
                      "higher_is_better": higher, "n_values": ns, "tests": {}})
 
     # Paired tests of every other column against the baseline.
@@ -217,5 +198,6 @@ def compare_runs(runs: Sequence[Mapping[str, Any]], baseline: str | None = None,
         "n_boot": n_boot,
         "seed": seed,
         "skipped": skipped,
-        "runs": [{k: r.get(k) for k in ("name", "path", "model", "method", "dataset", "kind")} for r in runs],
+        "runs": [{"name": r.name, "path": str(r.path), "model": r.model, "method": r.method, "dataset": r.dataset,
+                  "kind": r.kind} for r in runs],
     }

@@ -166,9 +166,6 @@ class RunConfig(_Strict):
     def data_seed(self) -> int:
         return self.data.seed if self.data.seed is not None else self.seed
 
-    def run_dir(self) -> Path:
-        return Path(self.output_dir) / self.name
-
 
 def _format_validation_error(err: ValidationError, source: str) -> str:
     lines = []
@@ -222,9 +219,9 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> RunConfig:
-    """Read YAML (or start from `base`), apply `--set` overrides, validate."""
-    raw: dict = dict(base or {})
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read YAML (or start from the defaults), apply `--set` overrides, validate."""
+    raw: dict = {}
     source = "config"
     if path is not None:
         p = Path(path)

@@ -17,46 +17,46 @@ import json
 import shutil
 from pathlib import Path
 
-import yaml
-
+from tunescope.config import ModelConfig
 from tunescope.errors import UserError
-from tunescope.runio import read_json, write_json
+from tunescope.run_record import MANIFEST, RunRecord, open_run
+from tunescope.runio import write_json
 
 
-def _run_info(run_dir: Path) -> tuple[dict, dict, Path]:
-    if not (run_dir / "config.yaml").is_file() or not (run_dir / "manifest.json").is_file():
-        raise UserError("not a tunescope run directory (missing config.yaml or manifest.json)", where=str(run_dir))
-    adapter = run_dir / "adapter"
-    if not adapter.is_dir():
+def _trained_run(run_dir: Path) -> RunRecord:
+    # An unfinished run's adapter is exported too: it is the best one saved so far.
+    record = open_run(run_dir, require_complete=False)
+    if not record.adapter_dir.is_dir():
         raise UserError("the run has no adapter/ folder (was it trained? `tunescope train` writes one)",
                         where=str(run_dir))
-    return yaml.safe_load((run_dir / "config.yaml").read_text()), read_json(run_dir / "manifest.json"), adapter
+    return record
 
 
-def base_source(config: dict, manifest: dict) -> str:
-    """The directory (or hub id) of the base weights the run trained on."""
+def base_source(model: ModelConfig, recorded: str | None) -> str:
+    """The directory (or hub id) of the base weights the run trained on; `recorded` is the manifest's
+    `model.source`, where the run read them."""
     from tunescope.models import materialize
 
-    recorded = (manifest.get("model") or {}).get("source")
     if recorded and Path(recorded).is_dir():
         return recorded
-    name = config["model"]["name"]
+    name = model.name
     try:
         # An alias with offline (GGUF) weights or a .gguf file: rebuild the dequantized cache folder.
-        return str(materialize(name, config["model"].get("cache_dir")))
+        return str(materialize(name, model.cache_dir))
     except UserError:
         if recorded and not Path(recorded).is_absolute() and "/" in recorded:
             return recorded  # a hub id; transformers' cache (or the network) provides it
         raise UserError(f"the base weights the run trained on ({recorded or name}) are no longer available",
-                        where="manifest.json model.source") from None
+                        where=f"{MANIFEST} model.source") from None
 
 
 def export_run(run_dir: str | Path, output: str | Path | None = None, *, merged: bool = False,
                dtype: str = "float32", overwrite: bool = False) -> Path:
     """Write the export and return its folder (default: `<run>/export/merged` or `<run>/export/adapter`)."""
     run_dir = Path(run_dir)
-    config, manifest, adapter = _run_info(run_dir)
-    method = config.get("training", {}).get("method", "lora")
+    record = _trained_run(run_dir)
+    adapter = record.adapter_dir
+    method = record.method
     out = Path(output) if output else run_dir / "export" / ("merged" if merged else "adapter")
     if out.exists():
         if not overwrite:
@@ -67,7 +67,7 @@ def export_run(run_dir: str | Path, output: str | Path | None = None, *, merged:
                         where="--merged")
     if not merged:
         shutil.copytree(adapter, out)
-        _provenance(out, run_dir, config, manifest, merged=False, base=None)
+        _provenance(out, record, merged=False, base=None)
         return out
 
     import torch
@@ -81,7 +81,7 @@ def export_run(run_dir: str | Path, output: str | Path | None = None, *, merged:
     else:
         from peft import PeftModel
 
-        base = base_source(config, manifest)
+        base = base_source(record.config.model, record.manifest.model.source)
         model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype)
         model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
         tokenizer = AutoTokenizer.from_pretrained(base)
@@ -91,19 +91,19 @@ def export_run(run_dir: str | Path, output: str | Path | None = None, *, merged:
             delattr(model.config, attr)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    _provenance(out, run_dir, config, manifest, merged=True, base=base)
+    _provenance(out, record, merged=True, base=base)
     return out
 
 
-def _provenance(out: Path, run_dir: Path, config: dict, manifest: dict, *, merged: bool, base: str | None) -> None:
+def _provenance(out: Path, record: RunRecord, *, merged: bool, base: str | None) -> None:
     """A small note beside the weights saying where they came from (loaders ignore it)."""
     if base is None and (out / "adapter_config.json").is_file():
         base = json.loads((out / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    source = (manifest.get("model") or {}).get("source") or ""
+    source = record.manifest.model.source or ""
     gguf_note = Path(source) / "SOURCE" if source else None
     write_json(out / "tunescope_export.json", {
-        "run": str(run_dir.resolve()), "run_name": manifest.get("name"), "method": config["training"]["method"],
-        "merged": merged, "base_model": config["model"]["name"], "base_weights": base,
+        "run": str(record.path.resolve()), "run_name": record.manifest.name, "method": record.method,
+        "merged": merged, "base_model": record.model, "base_weights": base,
         # The cache folder of a GGUF model says so in SOURCE; such weights differ from the hub's.
         "base_dequantized_from": gguf_note.read_text().strip() if gguf_note and gguf_note.is_file() else None,
     })

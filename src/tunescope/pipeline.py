@@ -10,17 +10,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tunescope import run_record as rr
 from tunescope.config import RunConfig, dump_config
 from tunescope.errors import UserError
-from tunescope.runio import (
-    RunDir,
-    git_sha,
-    library_versions,
-    now_iso,
-    read_json,
-    write_json,
-    write_text_atomic,
-)
+from tunescope.runio import RunDir, git_sha, library_versions, now_iso, write_json, write_text_atomic
 
 # Per-example losses cost one forward pass each; beyond this many the report samples are enough.
 MAX_EXAMPLE_LOSSES = 512
@@ -55,12 +48,15 @@ def prepare_data(cfg: RunConfig) -> Prepared:
                      limit=d.limit, synthetic_size=d.synthetic_size, seed=seed)
     train_rows, val_rows, val_idx = train_val_split(rows, d.val_fraction, seed)
     if d.source == "synthetic-math":
-        from tunescope.data.synthetic import generate_problems
+        from tunescope.data.synthetic import generate_heldout
 
-        # A different seed gives new problems; drop any question that also appears in training.
-        seen = {r["question"] for r in rows}
-        fresh = generate_problems(cfg.eval.heldout_size * 2, seed=seed + 1_000_003)
-        heldout = [r for r in fresh if r["question"] not in seen][: cfg.eval.heldout_size]
+        # A different seed gives new problems; any question that also appears in training is skipped,
+        # and problems are drawn until there are eval.heldout_size of them.
+        try:
+            heldout = generate_heldout(cfg.eval.heldout_size, seed=seed + 1_000_003,
+                                       exclude={r["question"] for r in rows})
+        except ValueError as e:
+            raise UserError(f"{e}; lower eval.heldout_size", where="eval.heldout_size") from None
         heldout_from = "synthetic-math (fresh problems, disjoint from training)"
     elif d.source == "gsm8k":
         heldout = load_rows("gsm8k", split="test", limit=cfg.eval.heldout_size)
@@ -152,7 +148,7 @@ def _record_example_losses(model, prep: Prepared, train_set, dropped_rows, cfg: 
     n = min(len(train_set), MAX_EXAMPLE_LOSSES)
     losses = per_example_losses(model, train_set[:n], cfg.training.batch_size * 2, loaded.tokenizer.pad_token_id,
                                 loaded.device)
-    write_jsonl(run_path / "train_examples.jsonl",
+    write_jsonl(run_path / rr.TRAIN_EXAMPLES,
                 ({"index": i, "question": kept_rows[i]["question"], "answer": kept_rows[i]["answer"],
                   "loss": losses[i] if i < n else None} for i in range(len(train_set))))
 
@@ -164,14 +160,14 @@ def _resumable(rd: RunDir, cfg: RunConfig, reporter: Reporter) -> bool:
             raise UserError(f"run '{rd.final}' is already complete; nothing to resume", where="--resume")
         reporter.message(f"no interrupted run at {rd.path}; starting a new one")
         return False
-    saved = rd.path / "config.yaml"
+    saved = rd.path / rr.CONFIG
     if saved.is_file() and saved.read_text(encoding="utf-8") != dump_config(cfg):
         raise UserError("the config differs from the interrupted run's; resume with the same config (and --set "
                         "overrides), or start a new run", where=str(saved))
     return True
 
 
-def run(cfg: RunConfig, *, overwrite: bool = False, reporter: Reporter | None = None, do_train: bool = True,
+def run(cfg: RunConfig, *, overwrite: bool = False, reporter: Reporter | None = None,
         resume: bool = False) -> Path | None:
     """The whole pipeline. Returns the finished run directory (None on the other processes of a
     distributed launch, which only train).
@@ -194,43 +190,40 @@ def run(cfg: RunConfig, *, overwrite: bool = False, reporter: Reporter | None = 
     tasks, groups = build_tasks(cfg, prep.heldout_rows) if cfg.eval.tasks else ([], [])
     reporter.stage("load model")
     # QLoRA: the base is loaded in 4-bit NF4 (CUDA only; elsewhere a UserError naming the alternative).
-    quantization = quantization_config_for(cfg.training, pick_device(cfg.device)) if do_train else None
+    quantization = quantization_config_for(cfg.training, pick_device(cfg.device))
     loaded = load_model(cfg.model.name, dtype=cfg.model.dtype, device=cfg.device, revision=cfg.model.revision,
                         trust_remote_code=cfg.model.trust_remote_code, cache_dir=cfg.model.cache_dir,
                         quantization_config=quantization)
     if not dist.is_main:
         # The other processes of a distributed launch only train; rank 0 writes, evaluates and reports.
-        if do_train:
-            _train_stage(cfg, loaded, prep, rd.path, reporter, resume=resuming)
+        _train_stage(cfg, loaded, prep, rd.path, reporter, resume=resuming)
         return None
     if not resuming:
         rd.begin(overwrite)
     try:
-        write_text_atomic(rd.path / "config.yaml", dump_config(cfg))
+        write_text_atomic(rd.path / rr.CONFIG, dump_config(cfg))
         manifest = _manifest(cfg, prep.info, loaded)
-        if resuming and (rd.path / "manifest.json").is_file():
-            before = read_json(rd.path / "manifest.json")
-            manifest.update(started=before.get("started"), resumed=before.get("resumed", []) + [now_iso()])
-        write_json(rd.path / "manifest.json", manifest)
+        if resuming and (rd.path / rr.MANIFEST).is_file():
+            before = rr.read_manifest(rd.path)
+            manifest.update(started=before.started, resumed=[*before.resumed, now_iso()])
+        write_json(rd.path / rr.MANIFEST, manifest)
         timings = {}
-        base_done = resuming and (rd.path / "eval" / "base" / "results.json").is_file()
+        eval_dir = rd.path / rr.EVAL_DIR
+        base_done = resuming and (eval_dir / "base" / rr.RESULTS).is_file()
         if tasks and cfg.eval.evaluate_base and not base_done:
             t0 = time.perf_counter()
-            run_evaluation(loaded.model, loaded.tokenizer, tasks, groups, cfg, rd.path / "eval" / "base", reporter,
-                           "base")
+            run_evaluation(loaded.model, loaded.tokenizer, tasks, groups, cfg, eval_dir / "base", reporter, "base")
             timings["eval_base_s"] = time.perf_counter() - t0
-        if do_train:
+        t0 = time.perf_counter()
+        model, _ = _train_stage(cfg, loaded, prep, rd.path, reporter, resume=resuming)
+        timings["train_s"] = time.perf_counter() - t0
+        if tasks:
             t0 = time.perf_counter()
-            model, _ = _train_stage(cfg, loaded, prep, rd.path, reporter, resume=resuming)
-            timings["train_s"] = time.perf_counter() - t0
-            if tasks:
-                t0 = time.perf_counter()
-                run_evaluation(model, loaded.tokenizer, tasks, groups, cfg, rd.path / "eval" / "tuned", reporter,
-                               "tuned")
-                timings["eval_tuned_s"] = time.perf_counter() - t0
+            run_evaluation(model, loaded.tokenizer, tasks, groups, cfg, eval_dir / "tuned", reporter, "tuned")
+            timings["eval_tuned_s"] = time.perf_counter() - t0
         manifest.update(status="complete", finished=now_iso(), timings=timings,
                         wall_s=round(time.perf_counter() - started, 2))
-        write_json(rd.path / "manifest.json", manifest)
+        write_json(rd.path / rr.MANIFEST, manifest)
         reporter.stage("report")
         write_report(rd.path, register=False)
     except BaseException:
@@ -241,33 +234,6 @@ def run(cfg: RunConfig, *, overwrite: bool = False, reporter: Reporter | None = 
     return final
 
 
-def load_run(run_dir: str | Path) -> dict:
-    """Everything a report needs from a finished run directory, validated."""
-    from tunescope.runio import read_jsonl
-
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise UserError("run directory not found", where=str(path))
-    missing = [f for f in ("config.yaml", "manifest.json") if not (path / f).is_file()]
-    if missing:
-        raise UserError(f"not a tunescope run directory (missing {', '.join(missing)})", where=str(path))
-    manifest = read_json(path / "manifest.json")
-    if manifest.get("status") != "complete":
-        raise UserError(f"the run is not finished (status: {manifest.get('status', 'unknown')})",
-                        where=str(path / "manifest.json"))
-    import yaml
-
-    run = {"path": str(path), "config": yaml.safe_load((path / "config.yaml").read_text()), "manifest": manifest,
-           "metrics": read_jsonl(path / "metrics.jsonl") if (path / "metrics.jsonl").is_file() else [],
-           "eval": {}}
-    for label in ("base", "tuned"):
-        edir = path / "eval" / label
-        if (edir / "results.json").is_file():
-            run["eval"][label] = {"results": read_json(edir / "results.json"),
-                                  "samples": {p.stem: read_jsonl(p) for p in sorted(edir.glob("*.jsonl"))}}
-    return run
-
-
 def write_report(run_dir: str | Path, *, register: bool = True, overrides: list[str] | None = None,
                  reporter: Reporter | None = None) -> dict[str, Path]:
     """(Re)build a run's report; ``overrides`` (``report.key=value``) change only the report settings.
@@ -275,16 +241,14 @@ def write_report(run_dir: str | Path, *, register: bool = True, overrides: list[
     from tunescope.analysis.summary import analyse_run
     from tunescope.report import render_all
 
-    run = load_run(run_dir)
+    record = rr.open_run(run_dir)
     if overrides:
-        from tunescope.config import apply_overrides
-
         bad = [o for o in overrides if not o.strip().startswith("report.")]
         if bad:
             raise UserError(f"only report.* settings can change when re-reporting, not '{bad[0]}' "
                             "(the other keys describe how the run was made)", where="--set")
-        run["config"] = apply_overrides(dict(run["config"]), overrides)
-    data = analyse_run(run)
+        record = record.reconfigured(overrides)
+    data = analyse_run(record)
     paths = render_all(data, Path(run_dir))
     if register:
         register_run(Path(run_dir), reporter)
@@ -308,29 +272,6 @@ def register_run(run_dir: Path, reporter: Reporter | None = None) -> str | None:
         return None
 
 
-def load_for_compare(path: str | Path) -> dict:
-    """A finished run directory, or an evaluation-only folder (``tunescope eval --output DIR``), for compare."""
-    from tunescope.runio import read_jsonl
-
-    p = Path(path)
-    if not p.is_dir():
-        raise UserError("run directory not found", where=str(p))
-    if (p / "manifest.json").is_file() or (p / "config.yaml").is_file():
-        run = load_run(p)
-        cfg = run["config"] or {}
-        return {"kind": "run", "name": cfg.get("name") or p.name, "path": str(p),
-                "model": cfg.get("model", {}).get("name"),
-                "method": cfg.get("training", {}).get("method"), "dataset": cfg.get("data", {}).get("source"),
-                "eval": run["eval"]}
-    if (p / "results.json").is_file():
-        results = read_json(p / "results.json")
-        model = (results.get("config") or {}).get("model") or (results.get("model_name"))
-        return {"kind": "eval", "name": p.name, "path": str(p), "model": model, "method": None, "dataset": None,
-                "eval": {"eval": {"results": results,
-                                  "samples": {f.stem: read_jsonl(f) for f in sorted(p.glob("*.jsonl"))}}}}
-    raise UserError("neither a run directory (manifest.json) nor an evaluation folder (results.json)", where=str(p))
-
-
 def compare(run_dirs: list[str | Path], *, baseline: str | None = None, output: str | Path | None = None,
             alpha: float = 0.05, n_boot: int = 10000) -> dict[str, Path]:
     """One report comparing the evaluations of several runs (base and tuned columns) with paired tests."""
@@ -339,11 +280,11 @@ def compare(run_dirs: list[str | Path], *, baseline: str | None = None, output: 
 
     if not run_dirs:
         raise UserError("name at least one run directory", where="RUNS")
-    runs = [load_for_compare(d) for d in run_dirs]
+    runs = [rr.open_run_or_evaluation(d) for d in run_dirs]
     data = compare_runs(runs, baseline, alpha=alpha, n_boot=n_boot)
     if output is None:
         first = Path(run_dirs[0])
-        slug = "-vs-".join(r["name"] for r in runs)[:80].strip("-.") or "runs"
+        slug = "-vs-".join(r.name for r in runs)[:80].strip("-.") or "runs"
         output = first.parent / f"compare-{slug}"
     return render_compare(data, Path(output))
 

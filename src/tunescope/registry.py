@@ -9,9 +9,8 @@ lost: the database runs in WAL mode (readers never block the writer), every conn
 ``BUSY_TIMEOUT_S`` for a lock, and each write is one ``BEGIN IMMEDIATE`` transaction that is retried
 with jittered back-off when SQLite still reports the database as locked or busy.
 
-The registry reads only files of the run directory (``manifest.json``, ``config.yaml``,
-``eval/<label>/results.json``, ``metrics.jsonl`` and, if present, ``report.json``); it imports nothing
-from the pipeline stages.
+The registry reads a run through ``run_record`` (config, manifest, evaluations, the training summary
+and, if present, ``report.json``); it imports nothing from the pipeline stages.
 """
 
 from __future__ import annotations
@@ -28,12 +27,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tunescope.errors import UserError
+from tunescope.results_schema import finite_float, headline_metric, metric_keys, stderr_key, task_n
+from tunescope.run_record import Evaluation, RunRecord, open_run
 
 ENV_VAR = "TUNESCOPE_REGISTRY"
 BUSY_TIMEOUT_S = 30.0
 RETRY_FOR_S = 120.0
 SCHEMA_VERSION = 1
-PRIMARY_METRICS = ("exact_match,strict-match", "acc_norm,none", "acc,none")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -176,96 +176,52 @@ def _write(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) ->
 # ---------------------------------------------------------------- reading a run directory
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise UserError(f"not valid JSON ({e.msg}, line {e.lineno})", where=str(path)) from None
-
-
-def _num(x: Any) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if v == v and v not in (float("inf"), float("-inf")) else None
-
-
-def _metric_keys(res: dict) -> list[str]:
-    return [k for k, v in res.items()
-            if "," in k and "_stderr" not in k.split(",")[0] and isinstance(v, int | float) and not isinstance(v, bool)]
-
-
-def scores_from_results(results: dict, label: str) -> list[dict]:
-    """``results.json`` (lm-evaluation-harness layout) as flat score rows."""
+def scores_from_results(ev: Evaluation) -> list[dict]:
+    """An evaluation's ``results.json`` (lm-evaluation-harness layout) as flat score rows."""
     rows = []
-    n_samples = results.get("n-samples", {}) or {}
+    results = ev.results
     for task, res in (results.get("results") or {}).items():
-        n = (n_samples.get(task) or {}).get("effective")
-        for key in _metric_keys(res):
-            metric, filt = key.split(",", 1)
-            rows.append({"label": label, "task": task, "metric": key, "value": _num(res[key]),
-                         "stderr": _num(res.get(f"{metric}_stderr,{filt}")), "n": n})
+        n = task_n(results, task)
+        if n is None:  # only then are the per-sample records read
+            n = task_n(results, task, ev.samples.get(task))
+        for key in metric_keys(res):
+            rows.append({"label": ev.label, "task": task, "metric": key, "value": finite_float(res[key]),
+                         "stderr": finite_float(res.get(stderr_key(key))), "n": n})
     return rows
 
 
-def run_record(run_dir: str | Path) -> dict:
-    """Everything the registry stores about one finished run directory."""
-    path = Path(run_dir).resolve()
-    if not path.is_dir():
-        raise UserError("run directory not found", where=str(run_dir))
-    manifest_path = path / "manifest.json"
-    if not manifest_path.is_file():
-        raise UserError("not a tunescope run directory (missing manifest.json)", where=str(path))
-    manifest = _read_json(manifest_path)
-    if manifest.get("status") != "complete":
-        raise UserError(f"the run is not finished (status: {manifest.get('status', 'unknown')})",
-                        where=str(manifest_path))
-    config: dict = {}
-    if (path / "config.yaml").is_file():
-        import yaml
-
-        config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {}
-    summary: dict = {}
-    if (path / "metrics.jsonl").is_file():
-        for line in (path / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
-            if '"summary"' in line:
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if rec.get("kind") == "summary":
-                    summary = rec
-    report = _read_json(path / "report.json") if (path / "report.json").is_file() else {}
+def record_row(record: RunRecord) -> dict:
+    """Everything the registry stores about one finished run."""
+    summary = record.summary
+    report = record.report or {}
     imp = (report.get("training") or {}).get("loss_improvement") or {}
     lc = report.get("learning_curve") or {}
 
     def point(kind: str, which: str) -> float | None:
         s = imp.get(kind) or {}
-        return _num((s.get(which) or {}).get("value")) if s.get("available") else None
+        return finite_float((s.get(which) or {}).get("value")) if s.get("available") else None
 
-    scores = []
-    for label in ("base", "tuned"):
-        res_path = path / "eval" / label / "results.json"
-        if res_path.is_file():
-            scores += scores_from_results(_read_json(res_path), label)
+    def from_summary(key: str):
+        return getattr(summary, key) if summary is not None else None
+
+    manifest = record.manifest
     over = (lc.get("overfitting") or {}).get("overfitting")
     return {
-        "path": str(path),
-        "name": manifest.get("name") or config.get("name") or path.name,
-        "model": (manifest.get("model") or {}).get("name") or (config.get("model") or {}).get("name"),
-        "dataset": (manifest.get("data") or {}).get("source") or (config.get("data") or {}).get("source"),
-        "method": (config.get("training") or {}).get("method"),
-        "status": manifest.get("status"),
-        "started": manifest.get("started"),
-        "finished": manifest.get("finished"),
-        "wall_s": _num(manifest.get("wall_s")),
-        "train_s": _num(summary.get("train_s")),
-        "steps": summary.get("steps"),
-        "epochs": _num(summary.get("epochs")),
-        "tokens_supervised": summary.get("tokens_supervised"),
-        "cost_usd": _num(summary.get("cost_usd")),
-        "device": manifest.get("device"),
+        "path": str(record.path.resolve()),
+        "name": manifest.name or record.name,
+        "model": manifest.model.name or record.model,
+        "dataset": manifest.data.get("source") or record.dataset,
+        "method": record.method,
+        "status": manifest.status,
+        "started": manifest.started,
+        "finished": manifest.finished,
+        "wall_s": finite_float(manifest.wall_s),
+        "train_s": finite_float(from_summary("train_s")),
+        "steps": from_summary("steps"),
+        "epochs": finite_float(from_summary("epochs")),
+        "tokens_supervised": from_summary("tokens_supervised"),
+        "cost_usd": finite_float(from_summary("cost_usd")),
+        "device": manifest.device,
         "train_loss_first": point("train", "first"),
         "train_loss_last": point("train", "last"),
         "val_loss_first": point("val", "first"),
@@ -273,9 +229,9 @@ def run_record(run_dir: str | Path) -> dict:
         "further_training": (lc.get("further_training") or {}).get("further_training_would_likely_help"),
         "overfitting": None if over is None else int(bool(over)),
         "forgetting_tasks": json.dumps((report.get("evaluation") or {}).get("forgetting_tasks", [])),
-        "config_json": json.dumps(config, default=str),
-        "manifest_json": json.dumps(manifest, default=str),
-        "scores": scores,
+        "config_json": json.dumps(record.config.model_dump(mode="json")),
+        "manifest_json": json.dumps(manifest.as_dict(), default=str),
+        "scores": [row for ev in record.evaluations.values() for row in scores_from_results(ev)],
     }
 
 
@@ -308,7 +264,7 @@ def insert_record(record: dict, db: str | Path | None = None) -> str:
 
 def register_run(run_dir: str | Path, db: str | Path | None = None) -> str:
     """Add (or refresh) a finished run directory in the registry. Returns its key (the resolved path)."""
-    return insert_record(run_record(run_dir), db)
+    return insert_record(record_row(open_run(run_dir)), db)
 
 
 # ---------------------------------------------------------------- reading
@@ -333,13 +289,13 @@ def list_runs(db: str | Path | None = None) -> list[dict]:
 
 
 def _headline(scores: list[dict]) -> list[dict]:
-    """Per (label, task): the primary metric's score."""
+    """Per (label, task): the headline metric's score (``results_schema.headline_metric``)."""
     out = []
     keys = sorted({(s["task"], s["label"]) for s in scores}, key=lambda k: (k[0], k[1] != "base"))
     for task, label in keys:
         rows = [s for s in scores if s["task"] == task and s["label"] == label]
-        pick = next((s for m in PRIMARY_METRICS for s in rows if s["metric"] == m), rows[0])
-        out.append(pick)
+        pick = headline_metric(s["metric"] for s in rows)
+        out.append(next(s for s in rows if s["metric"] == pick))
     return out
 
 
@@ -387,7 +343,7 @@ def leaderboard(task: str, metric: str | None = None, label: str | None = None,
             raise UserError(f"no registered scores for task '{task}' (tasks with scores: "
                             f"{', '.join(tasks) or 'none'})", where="--task")
         if metric is None:
-            metric = next((m for m in PRIMARY_METRICS if m in metrics), sorted(metrics)[0])
+            metric = headline_metric(metrics)
         elif metric not in metrics:
             with_filter = [m for m in metrics if m.split(",")[0] == metric]
             if len(with_filter) == 1:

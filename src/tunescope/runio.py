@@ -127,7 +127,12 @@ class RunDir:
     def abandon(self) -> None:
         """Leave a failed run's folder for inspection, marked failed, never at the final name."""
         manifest = self.path / "manifest.json"
-        if manifest.is_file():
+        if not manifest.is_file():
+            return
+        try:
             data = read_json(manifest)
+        except ValueError:  # a damaged manifest stays as it is; the run's own error is what matters
+            return
+        if isinstance(data, dict):
             data["status"] = "failed"
             write_json(manifest, data)

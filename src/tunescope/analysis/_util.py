@@ -1,26 +1,15 @@
-"""Small helpers shared by the analysis modules: JSON-safe numbers and PNG encoding.
+"""Small helpers shared by the analysis modules: the "cannot compute" answer and PNG encoding.
 
 Every analysis function returns plain dictionaries that go straight into ``report.json``, so numpy
-scalars must become Python numbers and non-finite values must become ``None`` (JSON has no NaN).
+scalars must become Python numbers and non-finite values ``None`` (JSON has no NaN):
+``results_schema.finite_float`` does that.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-import math
 from typing import Any
-
-
-def num(x: Any) -> float | None:
-    """A finite Python float, or ``None`` for missing / NaN / infinite values."""
-    if x is None:
-        return None
-    try:
-        value = float(x)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
 
 
 def unavailable(reason: str, **extra: Any) -> dict[str, Any]:

@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
-from ._util import num, unavailable
+from tunescope.results_schema import finite_float
+
+from ._util import unavailable
 
 # A least-squares slope needs n - 2 >= 1 residual degrees of freedom for a standard error.
 MIN_FIT_POINTS = 3
@@ -56,7 +58,7 @@ def _series(records: Sequence[Mapping[str, Any]], kind: str, key: str) -> tuple[
     for rec in records:
         if rec.get("kind") != kind:
             continue
-        step, value = rec.get("step"), num(rec.get(key))
+        step, value = rec.get("step"), finite_float(rec.get(key))
         if step is None or value is None:
             continue
         by_step[int(step)] = value
@@ -74,7 +76,7 @@ def _val(records: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
 
 def _pct_drop(first: float, value: float) -> float | None:
     """Improvement in percent of the first value (positive = the loss went down)."""
-    return None if first == 0 else num(100.0 * (first - value) / first)
+    return None if first == 0 else finite_float(100.0 * (first - value) / first)
 
 
 def _improvement(steps: np.ndarray, values: np.ndarray, name: str) -> dict[str, Any]:
@@ -136,17 +138,17 @@ def _tail_fit(
     slope, se = float(fit.slope), float(fit.stderr)
     start_fit = fit.intercept + slope * x[0]
     # Relative change over the tail, read off the fitted line so per-step noise does not dominate.
-    rel = None if start_fit == 0 else num(100.0 * slope * (x[-1] - x[0]) / start_fit)
+    rel = None if start_fit == 0 else finite_float(100.0 * slope * (x[-1] - x[0]) / start_fit)
     return {
         "available": True,
         "n_points": int(x.size),
         "window_start_step": int(x[0]),
         "window_end_step": int(x[-1]),
         "window_extended": bool(extended),
-        "slope_per_step": num(slope),
-        "slope_stderr": num(se),
-        "t_stat": num(slope / se) if se > 0 else None,
-        "p_value": num(fit.pvalue),
+        "slope_per_step": finite_float(slope),
+        "slope_stderr": finite_float(se),
+        "t_stat": finite_float(slope / se) if se > 0 else None,
+        "p_value": finite_float(fit.pvalue),
         "relative_change_pct": rel,
         # se == 0 means a perfect line: any negative slope is then unambiguous.
         "decreasing_significantly": bool(slope < 0 and abs(slope) > 2.0 * se),
@@ -232,7 +234,7 @@ def _gap(ts: np.ndarray, tv: np.ndarray, step: float, val_loss: float) -> dict[s
         return unavailable(f"no train loss logged at or before step {int(step)}")
     train_step, train_loss = found
     return {"available": True, "val_step": int(step), "train_step": train_step, "val_loss": val_loss,
-            "train_loss": train_loss, "gap": num(val_loss - train_loss)}
+            "train_loss": train_loss, "gap": finite_float(val_loss - train_loss)}
 
 
 def overfitting_verdict(
@@ -260,7 +262,7 @@ def overfitting_verdict(
     best = int(np.argmin(vv))
     best_loss, last_loss = float(vv[best]), float(vv[-1])
     rise = last_loss - best_loss
-    rise_pct = None if best_loss == 0 else num(100.0 * rise / best_loss)
+    rise_pct = None if best_loss == 0 else finite_float(100.0 * rise / best_loss)
     over = best < vv.size - 1 and rise_pct is not None and rise_pct > rise_threshold_pct
     verdict = (f"overfitting: validation loss rose {rise_pct:.1f}% after step {int(vs[best])}"
                if over else "no evidence of overfitting")
@@ -273,7 +275,7 @@ def overfitting_verdict(
         "best_val_loss": best_loss,
         "last_step": int(vs[-1]),
         "last_val_loss": last_loss,
-        "val_increase_since_best": num(rise),
+        "val_increase_since_best": finite_float(rise),
         "val_increase_since_best_pct": rise_pct,
         "steps_after_best": int(vs[-1] - vs[best]),
         "rise_threshold_pct": rise_threshold_pct,

@@ -184,11 +184,6 @@ def diagnose(record: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def classify(record: Mapping[str, Any]) -> str:
-    """``"correct"`` or the one error category of a generation record (see the module docstring)."""
-    return diagnose(record)["category"]
-
-
 def _snippet(text: str) -> str:
     """Head and tail of a long text: the tail is where the final answer is."""
     text = text or ""

@@ -8,7 +8,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._util import num, unavailable
+from tunescope.results_schema import finite_float
+
+from ._util import unavailable
 from .embeddings import Backend, Embedding, embed
 
 Method = Literal["isolation_forest", "lof"]
@@ -78,7 +80,7 @@ def highest_loss_examples(per_example_losses: Sequence[float], texts: Sequence[s
     """
     if len(per_example_losses) != len(texts):
         raise ValueError(f"{len(per_example_losses)} losses for {len(texts)} texts")
-    valid = [(i, float(v)) for i, v in enumerate(per_example_losses) if num(v) is not None]
+    valid = [(i, float(v)) for i, v in enumerate(per_example_losses) if finite_float(v) is not None]
     if not valid:
         return unavailable("no finite per-example losses", n=len(texts))
     losses = np.array([v for _, v in valid])
@@ -97,7 +99,7 @@ def highest_loss_examples(per_example_losses: Sequence[float], texts: Sequence[s
             {
                 "index": valid[j][0],
                 "loss": float(losses[j]),
-                "z": num((losses[j] - mean) / std) if std and math.isfinite(std) else None,
+                "z": finite_float((losses[j] - mean) / std) if std and math.isfinite(std) else None,
                 "text": (texts[valid[j][0]] or "")[:_SNIPPET],
             }
             for j in order

@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
-from ._util import num, unavailable
+from tunescope.results_schema import finite_float
+
+from ._util import unavailable
 
 # Below this many discordant pairs the chi-square approximation is poor, so the exact binomial test
 # is used instead (the usual rule of thumb, also statsmodels' documented guidance).
@@ -29,7 +31,7 @@ def mean_stderr(values: Iterable[float]) -> float | None:
     arr = np.asarray(list(values), dtype=float)
     if arr.size < 2:
         return None
-    return num(sps.sem(arr, ddof=1))
+    return finite_float(sps.sem(arr, ddof=1))
 
 
 def _as_binary(values: Sequence[Any], name: str) -> np.ndarray:
@@ -63,13 +65,13 @@ def mcnemar(base_correct: Sequence[Any], tuned_correct: Sequence[Any]) -> dict[s
     if nd < EXACT_BELOW:
         # With no discordant pairs there is no evidence of a difference at all: p = 1.
         p = 1.0 if nd == 0 else sps.binomtest(b, nd, 0.5).pvalue
-        out.update(method="exact binomial", statistic=float(min(b, c)), p_value=num(min(1.0, p)))
+        out.update(method="exact binomial", statistic=float(min(b, c)), p_value=finite_float(min(1.0, p)))
     else:
         stat = (abs(b - c) - 1.0) ** 2 / nd
         out.update(
             method="chi-square with continuity correction",
-            statistic=num(stat),
-            p_value=num(sps.chi2.sf(stat, df=1)),
+            statistic=finite_float(stat),
+            p_value=finite_float(sps.chi2.sf(stat, df=1)),
         )
     return out
 
@@ -109,7 +111,7 @@ def paired_bootstrap_ci(
         except TypeError:  # scipy < 1.15 names the generator argument random_state
             res = sps.bootstrap((diff,), np.mean, random_state=np.random.default_rng(seed), **kwargs)
         lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    return {"available": True, "mean_diff": num(mean_diff), "ci_low": num(lo), "ci_high": num(hi), **info}
+    return {"available": True, "mean_diff": finite_float(mean_diff), "ci_low": finite_float(lo), "ci_high": finite_float(hi), **info}
 
 
 def holm(pvalues: Sequence[float | None]) -> list[float | None]:
@@ -119,7 +121,7 @@ def holm(pvalues: Sequence[float | None]) -> list[float | None]:
     keeps the adjusted values monotone, and they are capped at 1. ``None``/NaN entries are passed
     through as ``None`` and do not count towards m.
     """
-    vals = [num(p) for p in pvalues]
+    vals = [finite_float(p) for p in pvalues]
     idx = [i for i, p in enumerate(vals) if p is not None]
     out: list[float | None] = [None] * len(vals)
     if not idx:
@@ -138,7 +140,7 @@ def _metric_values(records: Sequence[Mapping[str, Any]], key: str) -> dict[Any, 
     """``doc_id -> metric value`` for records carrying that metric (the first record wins on dupes)."""
     out: dict[Any, float] = {}
     for rec in records:
-        value = num((rec.get("metrics") or {}).get(key))
+        value = finite_float((rec.get("metrics") or {}).get(key))
         doc = rec.get("doc_id")
         if value is not None and doc is not None and doc not in out:
             out[doc] = value
@@ -162,8 +164,8 @@ def _paired_test(base: np.ndarray, tuned: np.ndarray) -> dict[str, Any]:
                     "n": int(base.size)}
         return unavailable("constant non-zero difference: t-test undefined", n=int(base.size))
     res = sps.ttest_rel(tuned, base)
-    return {"available": True, "method": "paired t-test", "statistic": num(res.statistic),
-            "p_value": num(res.pvalue), "n": int(base.size)}
+    return {"available": True, "method": "paired t-test", "statistic": finite_float(res.statistic),
+            "p_value": finite_float(res.pvalue), "n": int(base.size)}
 
 
 def with_group_samples(results: Mapping[str, Any],
@@ -237,17 +239,17 @@ def compare_tasks(
                 "n": len(docs),
                 "n_base_only": len(b_map) - len(docs),
                 "n_tuned_only": len(t_map) - len(docs),
-                "base_mean": num(b.mean()),
+                "base_mean": finite_float(b.mean()),
                 "base_stderr": mean_stderr(b),
-                "tuned_mean": num(t.mean()),
+                "tuned_mean": finite_float(t.mean()),
                 "tuned_stderr": mean_stderr(t),
-                "delta": num(delta),
-                "delta_points": num(100.0 * delta),
+                "delta": finite_float(delta),
+                "delta_points": finite_float(100.0 * delta),
                 "test": test,
                 "p_value": test.get("p_value"),
                 "ci_points": {
-                    "low": num(100.0 * ci["ci_low"]) if ci["available"] else None,
-                    "high": num(100.0 * ci["ci_high"]) if ci["available"] else None,
+                    "low": finite_float(100.0 * ci["ci_low"]) if ci["available"] else None,
+                    "high": finite_float(100.0 * ci["ci_high"]) if ci["available"] else None,
                     "level": ci["level"],
                     "n_boot": n_boot,
                     "seed": seed,

@@ -49,10 +49,6 @@ def format_example(question: str, answer: str, template: str, tokenizer=None, us
     return prompt, full
 
 
-def format_prompt(question: str, template: str, tokenizer=None, use_chat_template: bool = False) -> str:
-    return format_example(question, "", template, tokenizer, use_chat_template)[0]
-
-
 def encode_example(
     question: str,
     answer: str,

@@ -743,14 +743,11 @@ def generate_problems(n: int, seed: int) -> list[dict]:
     return _take_unique(_stream(random.Random(seed)), n)
 
 
-def generate_split(n_train: int, n_test: int, seed: int) -> tuple[list[dict], list[dict]]:
-    """A training set and a held-out set that share no question text.
+def generate_heldout(n: int, seed: int, exclude: set[str] | frozenset[str] = frozenset()) -> list[dict]:
+    """n distinct problems from `seed`'s stream whose questions are not in `exclude` (the training set).
 
-    The held-out set comes from its own seeded stream, so it does not change with `n_train`:
-    runs that train on different amounts of data are scored on the same problems.
-    """
-    if n_train < 0 or n_test < 0:
-        raise ValueError("sizes must be >= 0")
-    test = _take_unique(_stream(random.Random(f"synthetic-math/heldout/{seed}")), n_test)
-    train = _take_unique(_stream(random.Random(seed)), n_train, exclude={p["question"] for p in test})
-    return train, test
+    Problems are drawn until there are n of them, so the held-out set always has the size asked
+    for; a ValueError says when the families cannot produce that many new questions."""
+    if n < 0:
+        raise ValueError("n must be >= 0")
+    return _take_unique(_stream(random.Random(seed)), n, exclude=exclude)

@@ -2,7 +2,6 @@
 
 Tasks are YAML data in `tasks/` (lm-eval's schema); one engine runs them all. Public API:
 
-- `KNOWN_TASKS`: every task and group name (MMLU subjects and groups included), for error messages.
 - `load_task(name, data_path=None, num_fewshot=None, samples=1, temperature=None, **overrides)` -> Task
 - `load_tasks(names, data_paths=..., ...)` -> (tasks, groups): names may be groups (`mmlu`, `mmlu_stem`)
 - `task_from_docs(name, docs, prompt_template, **overrides)` -> Task (the held-out set)
@@ -20,11 +19,8 @@ from tunescope.errors import UserError
 from tunescope.evaluate.enginepath import ENGINE_CHOICES, check_engine
 from tunescope.evaluate.groups import add_group_results
 from tunescope.evaluate.results import format_results_table
-from tunescope.evaluate.spec import known_tasks
 from tunescope.evaluate.task import Task, load_task, load_tasks, sampling_overrides, task_from_docs
 from tunescope.runio import write_json
-
-KNOWN_TASKS: list[str] = known_tasks()
 
 BACKENDS = ("native", "lm-eval", "vllm")
 
@@ -76,5 +72,5 @@ def evaluate(
     return results
 
 
-__all__ = ["ENGINE_CHOICES", "KNOWN_TASKS", "Task", "evaluate", "format_results_table", "load_task", "load_tasks",
+__all__ = ["ENGINE_CHOICES", "Task", "evaluate", "format_results_table", "load_task", "load_tasks",
            "sampling_overrides", "task_from_docs"]

@@ -19,7 +19,6 @@ class Encoder:
     """Wraps an HF tokenizer with lm-eval's encoding rules."""
 
     tokenizer: object
-    add_bos_token: bool | None = None
 
     @property
     def bos_text(self) -> str | None:
@@ -34,9 +33,7 @@ class Encoder:
         kwargs = {}
         if add_special_tokens is not None:
             kwargs["add_special_tokens"] = add_special_tokens
-        elif self.add_bos_token is not None:
-            kwargs["add_special_tokens"] = self.add_bos_token
-        if add_special_tokens is None:
+        else:
             prefix = self.tokenizer.decode([self.prefix_token_id]) if self.prefix_token_id is not None else None
             if prefix and text.startswith(prefix):
                 kwargs["add_special_tokens"] = False
@@ -47,8 +44,6 @@ class Encoder:
         kwargs = {}
         if self.bos_text and text.startswith(self.bos_text):
             kwargs["add_special_tokens"] = False
-        elif self.add_bos_token is not None:
-            kwargs["add_special_tokens"] = self.add_bos_token
         return list(self.tokenizer(text, **kwargs)["input_ids"])
 
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:

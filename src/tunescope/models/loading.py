@@ -7,6 +7,7 @@ tools which know nothing of GGUF (lm-eval, vLLM, a merge) can read the same weig
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import os
@@ -115,13 +116,25 @@ def _dequantize_to_directory(gguf: Path, target: Path) -> None:
         raise
 
 
+def gguf_cache_name(gguf: Path) -> str:
+    """The cache folder name of a GGUF file: the same in every process for the same file.
+
+    The digest covers the resolved path, size and modification time, so a file replaced at the same
+    path gets a new folder instead of the old file's weights (hashing the content itself would cost
+    seconds per gigabyte on every load)."""
+    resolved = gguf.resolve()
+    st = resolved.stat()
+    key = f"{resolved}\0{st.st_size}\0{st.st_mtime_ns}".encode()
+    return f"{gguf.stem}-{hashlib.sha256(key).hexdigest()[:16]}"
+
+
 def materialize(name: str, cache_dir: str | None = None) -> Path:
     """A plain transformers directory for `name` (an alias with offline weights, a GGUF file, or a directory)."""
     path = Path(name).expanduser()
     if path.is_dir():
         return path
     if path.suffix == ".gguf" and path.is_file():
-        target = cache_root(cache_dir) / "models" / f"{path.stem}-{abs(hash(str(path.resolve()))) % 10**8}"
+        target = cache_root(cache_dir) / "models" / gguf_cache_name(path)
         if not (target / "config.json").is_file():
             _dequantize_to_directory(path, target)
         return target

@@ -6,7 +6,6 @@ when there is nothing to draw.
 
 from __future__ import annotations
 
-import base64
 import io
 
 import matplotlib
@@ -16,10 +15,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 BASE_COLOR = "#8c96a3"
 TUNED_COLOR = "#1f5fa8"
-
-
-def to_data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
 def _png(fig) -> bytes:

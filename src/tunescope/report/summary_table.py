@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from typing import Any
 
 from tunescope.report.render import flops, num, pct, pm, pval
 
 
-def summary_rows(run_dir: Path) -> list[tuple[str, str]]:
-    data = json.loads((Path(run_dir) / "report.json").read_text(encoding="utf-8"))
+def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """(measure, value) rows from a run's report data (report.json)."""
     rows: list[tuple[str, str]] = []
     ev = data.get("evaluation", {})
     for r in ev.get("rows", []):

@@ -24,12 +24,6 @@ GPU_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "A10G": 125.0, "
 PRICE_PER_HOUR = {"cpu": 0.10, "T4": 0.35, "A10G": 1.00, "L4": 0.80, "A100": 1.80, "H100": 3.00, "H200": 4.00}
 
 
-def device_label(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return "cpu"
-
-
 def price_key(device: torch.device) -> str:
     if device.type != "cuda":
         return "cpu"

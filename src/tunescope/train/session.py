@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from tunescope.config import RunConfig
 from tunescope.data.prompting import Encoded
-from tunescope.runio import read_jsonl, write_jsonl
+from tunescope.run_record import CHECKPOINTS, METRICS, SummaryRecord, last_summary, rewind_metrics
 from tunescope.train.adapters import build_trainable, count_parameters
 from tunescope.train.checkpoint import Checkpointer
 from tunescope.train.distributed import current
@@ -26,26 +26,8 @@ from tunescope.train.tracking import MetricsLog
 FINAL = "final.safetensors"
 
 
-TRAINING_KINDS = ("setup", "train", "val", "summary")
-
-
-def rewind_metrics(path: Path, step: int) -> None:
-    """Drop the training records a killed run wrote after its last checkpoint (and its setup record,
-    which the resumed run writes again), so the records follow on without duplicates."""
-    if not path.is_file():
-        return
-    records = read_jsonl(path)
-    write_jsonl(path, [r for r in records if r.get("kind") not in TRAINING_KINDS
-                       or (r["kind"] in ("train", "val") and r.get("step", 0) <= step)])
-
-
-def _last_summary(path: Path) -> dict | None:
-    records = read_jsonl(path) if path.is_file() else []
-    return next((r for r in reversed(records) if r.get("kind") == "summary"), None)
-
-
 def fit(cfg: RunConfig, loaded, train_set: list[Encoded], val_set: list[Encoded], run_path: Path, *,
-        resume: bool = False, setup: dict | None = None, progress=None) -> tuple[torch.nn.Module, dict]:
+        resume: bool = False, setup: dict | None = None, progress=None) -> tuple[torch.nn.Module, SummaryRecord]:
     """Train `loaded.model` as `cfg.training` says; returns (trained model, summary record).
 
     `setup` goes into the first metrics record, with the parameter counts added."""
@@ -55,11 +37,11 @@ def fit(cfg: RunConfig, loaded, train_set: list[Encoded], val_set: list[Encoded]
     # Seeded before building: LoRA's A matrices are random, and every run with this seed starts alike.
     torch.manual_seed(cfg.seed)
     model = build_trainable(loaded.model, tc)
-    metrics_path = run_path / "metrics.jsonl"
-    ckpt_dir = run_path / "checkpoints"
+    metrics_path = run_path / METRICS
+    ckpt_dir = run_path / CHECKPOINTS
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
 
-    if resume and (ckpt_dir / FINAL).is_file() and (summary := _last_summary(metrics_path)) is not None:
+    if resume and (ckpt_dir / FINAL).is_file() and (summary := last_summary(run_path)) is not None:
         # Training had finished before the run was stopped: reuse its result.
         saved = load_file(str(ckpt_dir / FINAL))
         with torch.no_grad():
@@ -74,7 +56,7 @@ def fit(cfg: RunConfig, loaded, train_set: list[Encoded], val_set: list[Encoded]
         "processes": dist.world_size, "total_steps": total_steps})
     if dist.is_main and resume:
         latest = checkpointer.latest()
-        rewind_metrics(metrics_path, checkpointer.load_state(latest)["step"] if latest else 0)
+        rewind_metrics(run_path, checkpointer.load_state(latest)["step"] if latest else 0)
     log = MetricsLog(metrics_path, tc.report_to if dist.is_main else [], run_name=cfg.name,
                      params={"method": tc.method, "model": cfg.model.name, "lr": tc.learning_rate,
                              "batch_size": tc.batch_size, "seed": cfg.seed})
@@ -100,4 +82,4 @@ def fit(cfg: RunConfig, loaded, train_set: list[Encoded], val_set: list[Encoded]
         for old in checkpointer.all():
             shutil.rmtree(old, ignore_errors=True)
     dist.barrier()
-    return model, summary
+    return model, SummaryRecord.model_validate(summary)

@@ -7,7 +7,6 @@ report reads; the trackers get the same numbers under readable names.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from tunescope.errors import UserError
@@ -89,8 +88,3 @@ class MetricsLog:
     def close(self) -> None:
         for sink in self.sinks:
             sink.close()
-
-
-def null_log() -> Callable[[dict], None]:
-    """What non-main processes of a distributed run log with: nothing."""
-    return lambda record: None

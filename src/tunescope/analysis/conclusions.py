@@ -1,0 +1,134 @@
+"""The report's conclusions: sentences generated only from computed figures.
+
+Each conclusion lists, in ``basis``, the report.json paths of the figures it states.
+"""
+
+from __future__ import annotations
+
+from tunescope.results_schema import headline_metric
+
+from . import errors as errors_mod
+
+
+def primary_rows(rows: list[dict]) -> list[dict]:
+    """One row per task: its headline metric (``results_schema.headline_metric``)."""
+    out = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        task_rows = [r for r in rows if r["task"] == task]
+        pick = headline_metric(r["metric"] for r in task_rows)
+        out.append(next(r for r in task_rows if r["metric"] == pick))
+    return out
+
+
+def _p(p: float | None) -> str:
+    """``=0.012`` or ``<0.001``, to follow a ``p``."""
+    if p is None:
+        return " n/a"
+    return "<0.001" if p < 0.001 else f"={p:.3f}"
+
+
+def _pc(x: float | None, digits: int = 1) -> str:
+    return "n/a" if x is None else f"{100 * x:.{digits}f}%"
+
+
+def conclusions(d: dict) -> list[dict]:
+    """Sentences generated only from computed figures; ``basis`` lists the report.json paths they rest on."""
+    out: list[dict] = []
+
+    def say(section: str, text: str, *basis: str) -> None:
+        out.append({"section": section, "text": text, "basis": list(basis)})
+
+    ev = d["evaluation"]
+    if ev.get("available"):
+        rows = ev["rows"]
+        for r in primary_rows(rows):
+            i = rows.index(r)
+            base = f"{_pc(r.get('base'))} ± {_pc(r.get('base_stderr'))}"
+            tuned = f"{_pc(r.get('tuned'))} ± {_pc(r.get('tuned_stderr'))}"
+            name = f"{r['task']} {r['label']}"
+            if r.get("p_holm") is None:
+                continue
+            ci = (f"; 95% CI of the difference {r['ci_low']:+.1f} to {r['ci_high']:+.1f} points"
+                  if r.get("ci_low") is not None else "")
+            test = (f"{r['test']} p{_p(r['p_value'])}, Holm-adjusted p{_p(r['p_holm'])}, n={r['n_paired']} paired "
+                    f"items{ci}")
+            paths = [f"evaluation.rows[{i}].base", f"evaluation.rows[{i}].tuned", f"evaluation.rows[{i}].p_holm"]
+            if r["significant"]:
+                verb = "rose" if r["delta_points"] > 0 else "fell"
+                say("evaluation", f"{name} {verb} from {base} to {tuned} ({r['delta_points']:+.1f} points; {test}).",
+                    *paths)
+            else:
+                say("evaluation", f"{name}: {base} (base) vs {tuned} (tuned), {r['delta_points']:+.1f} points — "
+                    f"not significant at α={ev['alpha']} after Holm correction ({test}).", *paths)
+        non_target = sorted({r["task"] for r in rows if not r["is_target"] and r.get("p_holm") is not None})
+        for task in ev.get("forgetting_tasks", []):
+            bad = [(i, r) for i, r in enumerate(rows) if r["task"] == task and r.get("forgetting")]
+            i, r = bad[0]
+            say("evaluation", f"Forgetting flagged on {task}: {r['label']} dropped {-r['delta_points']:.1f} points "
+                f"({_pc(r['base'])} → {_pc(r['tuned'])}), more than the {ev['forgetting_threshold_points']:g}-point "
+                f"threshold and significant after Holm correction (p{_p(r['p_holm'])}).",
+                f"evaluation.rows[{i}].delta_points", f"evaluation.rows[{i}].p_holm")
+        if non_target and not ev.get("forgetting_tasks"):
+            say("evaluation", f"No forgetting flagged on the non-target task(s) {', '.join(non_target)}: no metric "
+                f"dropped by more than {ev['forgetting_threshold_points']:g} points with a Holm-significant "
+                "paired test.", "evaluation.forgetting_tasks", "evaluation.forgetting_threshold_points")
+
+    imp = d["training"].get("loss_improvement", {})
+    for kind, name in (("val", "Validation"), ("train", "Train")):
+        i = imp.get(kind, {})
+        if i.get("available") and i["n_points"] >= 2 and i["improvement_first_to_best_pct"] is not None:
+            say("training", f"{name} loss fell {i['improvement_first_to_best_pct']:.1f}% from its first value "
+                f"({i['first']['value']:.4f} at step {i['first']['step']}) to its best ({i['best']['value']:.4f} at "
+                f"step {i['best']['step']}); first to last: {i['improvement_first_to_last_pct']:.1f}%.",
+                f"training.loss_improvement.{kind}.improvement_first_to_best_pct",
+                f"training.loss_improvement.{kind}.improvement_first_to_last_pct")
+    lc = d["learning_curve"]
+    ft = lc.get("further_training", {})
+    if ft.get("available"):
+        say("learning_curve", ft["summary"][0].upper() + ft["summary"][1:] + ".",
+            "learning_curve.further_training.further_training_would_likely_help",
+            f"learning_curve.further_training.{ft['basis']}.slope_per_step")
+    of = lc.get("overfitting", {})
+    if of.get("available"):
+        if of["overfitting"]:
+            text = (f"Overfitting: validation loss rose {of['val_increase_since_best_pct']:.1f}% from its minimum "
+                    f"{of['best_val_loss']:.4f} at step {of['best_step']} to {of['last_val_loss']:.4f} at step "
+                    f"{of['last_step']} (threshold {of['rise_threshold_pct']:g}%).")
+        else:
+            rise = of["val_increase_since_best_pct"]
+            text = (f"No evidence of overfitting: validation loss at the last step ({of['last_val_loss']:.4f}, step "
+                    f"{of['last_step']}) is within {of['rise_threshold_pct']:g}% of its minimum "
+                    f"({of['best_val_loss']:.4f} at step {of['best_step']}"
+                    + (f"; +{rise:.2f}%)." if rise is not None else ")."))
+        gap = of.get("gap_at_last", {})
+        if gap.get("available") and gap.get("gap") is not None:
+            text += f" Generalization gap (validation − train loss) at step {gap['val_step']}: {gap['gap']:+.4f}."
+        say("learning_curve", text, "learning_curve.overfitting.val_increase_since_best_pct",
+            "learning_curve.overfitting.best_step")
+
+    er = d["errors"]
+    if er.get("available"):
+        for ti, t in enumerate(er["tasks"]):
+            if "base" in t["summary"] and "tuned" in t["summary"]:
+                b, tu = t["summary"]["base"], t["summary"]["tuned"]
+                fb, ftu = b["counts"]["format_failure"], tu["counts"]["format_failure"]
+                say("errors", f"On {t['task']}, wrong answers went from {b['n_wrong']} of {b['n']} (base) to "
+                    f"{tu['n_wrong']} of {tu['n']} (tuned); format failures from {fb} to {ftu}.",
+                    f"errors.tasks[{ti}].summary.base.n_wrong", f"errors.tasks[{ti}].summary.tuned.n_wrong",
+                    f"errors.tasks[{ti}].summary.tuned.counts.format_failure")
+            label = "tuned" if "tuned" in t["summary"] else "base"
+            s = t["summary"][label]
+            if s["n_wrong"]:
+                most = max(s["counts"].values())
+                tops = [c for c in errors_mod.CATEGORIES if s["counts"][c] == most]
+                names = " and ".join(c.replace("_", " ") for c in tops)
+                say("errors", f"The most common {label} error{' categories' if len(tops) > 1 else ''} on {t['task']} "
+                    f"{'are' if len(tops) > 1 else 'is'} {names} ({most} of {s['n_wrong']} wrong answers"
+                    f"{' each' if len(tops) > 1 else ''}).",
+                    *(f"errors.tasks[{ti}].summary.{label}.counts.{c}" for c in tops))
+    eff = d.get("efficiency") or {}
+    if eff.get("cost_usd") is not None and eff.get("tokens_supervised") is not None:
+        say("efficiency", f"Training took {eff['train_s']:.0f} s for {eff['steps']} steps and "
+            f"{eff['tokens_supervised']:,} supervised tokens; estimated cost ${eff['cost_usd']:.4f} "
+            f"({eff.get('price_source')}).", "efficiency.cost_usd", "efficiency.tokens_supervised")
+    return out

@@ -1,0 +1,382 @@
+"""The run directory as typed data: its layout and the one reader of its files.
+
+`open_run(path)` reads a run folder into a `RunRecord`: the config as `RunConfig`, the manifest, the
+`metrics.jsonl` records (setup / train / val / summary), the base and tuned evaluations, the training
+examples and the report. `open_evaluation(path)` reads a `tunescope eval --output DIR` folder. The
+report, compare, export, the registry and the CLI read runs only through here, so a damaged file
+is reported the same way everywhere: a `UserError` naming the file (and line where known).
+
+The record types are documented in ARCHITECTURE.md; each accepts fields it does not name, so runs
+written by other versions still load. `runio` keeps the low-level writing primitives.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from tunescope.config import RunConfig, load_config
+from tunescope.errors import UserError
+from tunescope.runio import iter_jsonl, read_jsonl, write_jsonl
+
+CONFIG = "config.yaml"
+MANIFEST = "manifest.json"
+METRICS = "metrics.jsonl"
+EVAL_DIR = "eval"
+RESULTS = "results.json"
+TRAIN_EXAMPLES = "train_examples.jsonl"
+REPORT_JSON = "report.json"
+ADAPTER = "adapter"
+CHECKPOINTS = "checkpoints"
+LABELS = ("base", "tuned")
+# The records the training stage writes (a resumed run rewrites them from its checkpoint on).
+TRAINING_KINDS = ("setup", "train", "val", "summary")
+
+# int | float keeps each number as the file has it, so a record dumped back is the record that was read.
+Number = int | float
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields the file had (defaults not added), extra ones included."""
+        return self.model_dump(exclude_unset=True)
+
+
+# ---------------------------------------------------------------- manifest.json
+
+
+class ManifestModel(_Open):
+    name: str | None = None
+    source: str | None = None  # where the weights were read: a directory or a hub id
+
+
+class Manifest(_Open):
+    name: str | None = None
+    status: str | None = None  # running | complete | failed
+    started: str | None = None
+    finished: str | None = None
+    resumed: list[str] = []
+    seed: int | None = None
+    versions: dict[str, Any] = {}
+    git_sha: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    dtype_choice: dict[str, Any] | None = None  # how `auto` chose the dtype: figures and reason (models/dtype_choice.py)
+    model: ManifestModel = ManifestModel()
+    data: dict[str, Any] = {}  # source, split sizes and seed, data hash (pipeline.prepare_data)
+    timings: dict[str, Number] = {}
+    wall_s: Number | None = None
+
+
+# ---------------------------------------------------------------- metrics.jsonl
+
+
+class SetupRecord(_Open):
+    kind: Literal["setup"] = "setup"
+    trainable_params: int | None = None
+    total_params: int | None = None
+    train_examples: int | None = None
+    val_examples: int | None = None
+    truncated: int | None = None
+    dropped: int | None = None
+    overflow: str | None = None
+
+
+class TrainRecord(_Open):
+    kind: Literal["train"] = "train"
+    step: int
+    epoch: Number | None = None
+    loss: Number | None = None
+    token_accuracy: Number | None = None
+    lr: Number | None = None
+    grad_norm: Number | None = None
+    tokens_supervised: int | None = None
+    tokens_nonpad: int | None = None
+    tokens_total: int | None = None
+    elapsed_s: Number | None = None
+
+
+class ValRecord(_Open):
+    kind: Literal["val"] = "val"
+    step: int
+    val_loss: Number | None = None
+    val_token_accuracy: Number | None = None
+
+
+class SummaryRecord(_Open):
+    # Fields in the order train/loop.py writes them, which is the order they are dumped back in.
+    kind: Literal["summary"] = "summary"
+    steps: int | None = None
+    total_steps_planned: int | None = None
+    epochs: Number | None = None
+    best_step: int | None = None
+    best_val_loss: Number | None = None
+    stopped_early: bool | None = None
+    resumed_from_step: int | None = None
+    tokens_supervised: int | None = None
+    tokens_nonpad: int | None = None
+    tokens_total: int | None = None
+    padding_fraction: Number | None = None
+    wall_s: Number | None = None
+    train_s: Number | None = None
+    throughput_supervised_tps: Number | None = None
+    throughput_nonpad_tps: Number | None = None
+    flops_per_token: Number | None = None
+    flops_per_supervised_token_head: Number | None = None
+    peak_flops: Number | None = None
+    mfu: Number | None = None
+    peak_rss_mb: Number | None = None
+    cuda_max_allocated_mb: Number | None = None
+    device: str | None = None
+    dtype: str | None = None
+    processes: int | None = None
+    threads: int | None = None
+    micro_batch_tokens: int | None = None
+    trainable_params: int | None = None
+    cost_usd: Number | None = None
+    price_per_hour: Number | None = None
+    price_source: str | None = None
+
+
+class OtherRecord(_Open):
+    """A record of a kind this version does not know; kept as it is."""
+
+    kind: str
+
+
+MetricRecord = SetupRecord | TrainRecord | ValRecord | SummaryRecord | OtherRecord
+_KINDS: dict[str, type[_Open]] = {"setup": SetupRecord, "train": TrainRecord, "val": ValRecord,
+                                  "summary": SummaryRecord}
+
+
+class TrainExample(_Open):
+    """A line of train_examples.jsonl: a training example and the final model's loss on it."""
+
+    index: int | None = None
+    question: str | None = None
+    answer: str | None = None
+    loss: Number | None = None
+
+
+# ---------------------------------------------------------------- reading files
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _validated(model: type[M], data: Any, where: str) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        problems = "; ".join(f"field '{'.'.join(map(str, x['loc'])) or '(record)'}': {x['msg']}" for x in e.errors())
+        raise UserError(f"unexpected content ({problems})", where=where) from None
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file that must hold one object; a truncated or wrong file names the file (and line)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UserError(f"not valid JSON ({e.msg})", where=f"{path}:{e.lineno}") from None
+    except UnicodeDecodeError:
+        raise UserError("not a UTF-8 text file", where=str(path)) from None
+    if not isinstance(data, dict):
+        raise UserError(f"must be a JSON object, not {type(data).__name__}", where=str(path))
+    return data
+
+
+def _jsonl_objects(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(file:line, object) for each record of a JSON Lines file."""
+    out = []
+    for lineno, rec in iter_jsonl(path):
+        if not isinstance(rec, dict):
+            raise UserError("each line must be a JSON object", where=f"{path}:{lineno}")
+        out.append((f"{path}:{lineno}", rec))
+    return out
+
+
+def read_manifest(run_path: Path) -> Manifest:
+    path = run_path / MANIFEST
+    return _validated(Manifest, read_json_object(path), str(path))
+
+
+def read_config(run_path: Path, overrides: list[str] | None = None) -> RunConfig:
+    """The run's config.yaml as `RunConfig` (load_config names the file and line of a bad one)."""
+    return load_config(run_path / CONFIG, overrides or [])
+
+
+def read_metrics(path: Path) -> list[MetricRecord]:
+    """The typed records of a metrics.jsonl file; [] when there is none."""
+    if not path.is_file():
+        return []
+    out: list[MetricRecord] = []
+    for where, rec in _jsonl_objects(path):
+        kind = rec.get("kind")
+        if not isinstance(kind, str):
+            raise UserError("a metrics record needs a 'kind' (setup, train, val or summary)", where=where)
+        out.append(_validated(_KINDS.get(kind, OtherRecord), rec, where))
+    return out
+
+
+def last_summary(run_path: Path) -> SummaryRecord | None:
+    """The training summary a run recorded, if training finished."""
+    return next((r for r in reversed(read_metrics(run_path / METRICS)) if isinstance(r, SummaryRecord)), None)
+
+
+def rewind_metrics(run_path: Path, step: int) -> None:
+    """Drop the training records a killed run wrote after its last checkpoint (and its setup record,
+    which the resumed run writes again), so the records follow on without duplicates."""
+    path = run_path / METRICS
+    if not path.is_file():
+        return
+    records = read_jsonl(path)
+    write_jsonl(path, [r for r in records if r.get("kind") not in TRAINING_KINDS
+                       or (r["kind"] in ("train", "val") and r.get("step", 0) <= step)])
+
+
+# ---------------------------------------------------------------- evaluations
+
+
+@dataclass
+class Evaluation:
+    """One evaluation folder: lm-eval's results.json and each task's per-sample records (read on first use)."""
+
+    label: str  # base | tuned, or "eval" for a `tunescope eval --output` folder
+    path: Path
+    results: dict[str, Any]
+
+    @cached_property
+    def samples(self) -> dict[str, list[dict[str, Any]]]:
+        return {p.stem: read_jsonl(p) for p in sorted(self.path.glob("*.jsonl"))}
+
+
+def _evaluation(label: str, folder: Path) -> Evaluation | None:
+    results = folder / RESULTS
+    return Evaluation(label, folder, read_json_object(results)) if results.is_file() else None
+
+
+@dataclass
+class EvaluationRecord:
+    """A `tunescope eval --output DIR` folder: one evaluation, no training."""
+
+    path: Path
+    evaluation: Evaluation
+    kind: str = "eval"
+    method: None = None
+    dataset: None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def model(self) -> str | None:
+        results = self.evaluation.results
+        return (results.get("config") or {}).get("model") or results.get("model_name")
+
+    @property
+    def evaluations(self) -> dict[str, Evaluation]:
+        return {self.evaluation.label: self.evaluation}
+
+
+def open_evaluation(path: str | Path) -> EvaluationRecord:
+    p = Path(path)
+    ev = _evaluation("eval", p)
+    if ev is None:
+        raise UserError(f"not an evaluation folder (no {RESULTS})", where=str(p))
+    return EvaluationRecord(p, ev)
+
+
+# ---------------------------------------------------------------- the run
+
+
+@dataclass
+class RunRecord:
+    path: Path
+    config: RunConfig
+    manifest: Manifest
+    metrics: list[MetricRecord]
+    evaluations: dict[str, Evaluation] = field(default_factory=dict)  # by label: base, tuned
+    kind: str = "run"
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def model(self) -> str:
+        return self.config.model.name
+
+    @property
+    def method(self) -> str:
+        return self.config.training.method
+
+    @property
+    def dataset(self) -> str:
+        return self.config.data.source
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.path / ADAPTER
+
+    def records(self, kind: type[M]) -> list[M]:
+        return [r for r in self.metrics if isinstance(r, kind)]
+
+    @property
+    def setup(self) -> SetupRecord | None:
+        return next(iter(self.records(SetupRecord)[-1:]), None)
+
+    @property
+    def summary(self) -> SummaryRecord | None:
+        return next(iter(self.records(SummaryRecord)[-1:]), None)
+
+    @cached_property
+    def train_examples(self) -> list[TrainExample] | None:
+        """train_examples.jsonl, or None for runs made before it was written."""
+        path = self.path / TRAIN_EXAMPLES
+        if not path.is_file():
+            return None
+        return [_validated(TrainExample, rec, where) for where, rec in _jsonl_objects(path)]
+
+    @cached_property
+    def report(self) -> dict[str, Any] | None:
+        """report.json, once a report has been written."""
+        path = self.path / REPORT_JSON
+        return read_json_object(path) if path.is_file() else None
+
+    def reconfigured(self, overrides: list[str]) -> RunRecord:
+        """The same run with `--set` overrides applied to its config (validated like the file)."""
+        return replace(self, config=read_config(self.path, overrides))
+
+
+def open_run(path: str | Path, require_complete: bool = True) -> RunRecord:
+    """Read a run directory. With `require_complete`, a run whose manifest is not `complete` is refused."""
+    p = Path(path)
+    if not p.is_dir():
+        raise UserError("run directory not found", where=str(p))
+    missing = [f for f in (CONFIG, MANIFEST) if not (p / f).is_file()]
+    if missing:
+        raise UserError(f"not a tunescope run directory (missing {', '.join(missing)})", where=str(p))
+    manifest = read_manifest(p)
+    if require_complete and manifest.status != "complete":
+        raise UserError(f"the run is not finished (status: {manifest.status or 'unknown'})", where=str(p / MANIFEST))
+    evaluations = {label: ev for label in LABELS if (ev := _evaluation(label, p / EVAL_DIR / label)) is not None}
+    return RunRecord(p, read_config(p), manifest, read_metrics(p / METRICS), evaluations)
+
+
+def open_run_or_evaluation(path: str | Path) -> RunRecord | EvaluationRecord:
+    """A finished run directory, or an evaluation-only folder (`tunescope eval --output DIR`)."""
+    p = Path(path)
+    if not p.is_dir():
+        raise UserError("run directory not found", where=str(p))
+    if (p / MANIFEST).is_file() or (p / CONFIG).is_file():
+        return open_run(p)
+    if (p / RESULTS).is_file():
+        return open_evaluation(p)
+    raise UserError(f"neither a run directory ({MANIFEST}) nor an evaluation folder ({RESULTS})", where=str(p))
