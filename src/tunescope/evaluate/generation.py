@@ -275,8 +275,8 @@ class Generator:
         # last `sliding_window` positions of a sliding layer, and copying those into the slot would put
         # them at positions 0..window-1; the decoding mask (`_decode_mask`) applies the window instead.
         scratch = DynamicCache()
-        out = self.model(input_ids=ids, past_key_values=scratch, use_cache=True, logits_to_keep=1)
-        cache.store_prefill(slot, layer_kv_pairs(out.past_key_values))
+        out = self.model(input_ids=ids, cache=scratch, use_cache=True, logits_to_keep=1)
+        cache.store_prefill(slot, layer_kv_pairs(scratch))
         return out.logits[0, -1].float()
 
     def _drafts(self, running: list[_Row]) -> list[list[int]]:
@@ -314,7 +314,7 @@ class Generator:
             input_ids=input_ids,
             position_ids=positions,
             attention_mask=mask,
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
             logits_to_keep=width,
         )

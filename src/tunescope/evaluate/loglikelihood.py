@@ -160,8 +160,11 @@ class LoglikelihoodScorer:
             return [], []
         from tunescope.evaluate.kvcache import layer_kv_pairs
 
-        out = _decoder(self.model)(input_ids=torch.tensor([first[:n]], device=self.device), use_cache=True)
-        return list(first[:n]), [(k.clone(), v.clone()) for k, v in layer_kv_pairs(out.past_key_values)]
+        from transformers import DynamicCache
+
+        prefix_cache = DynamicCache()
+        _decoder(self.model)(input_ids=torch.tensor([first[:n]], device=self.device), cache=prefix_cache, use_cache=True)
+        return list(first[:n]), [(k.clone(), v.clone()) for k, v in layer_kv_pairs(prefix_cache)]
 
     @staticmethod
     def _packed_length(g: ChoiceGroup, skip: int = 0) -> int:
