@@ -158,9 +158,9 @@ class LoglikelihoodScorer:
             n = m
         if n < _MIN_SHARED_PREFIX:
             return [], []
-        from tunescope.evaluate.kvcache import layer_kv_pairs
-
         from transformers import DynamicCache
+
+        from tunescope.evaluate.kvcache import layer_kv_pairs
 
         prefix_cache = DynamicCache()
         _decoder(self.model)(input_ids=torch.tensor([first[:n]], device=self.device), cache=prefix_cache, use_cache=True)
