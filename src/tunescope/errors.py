@@ -6,6 +6,9 @@ Anything the user can fix (a bad config key, a missing file, an unknown alias) i
 
 from __future__ import annotations
 
+import errno
+from pathlib import Path
+
 
 class UserError(Exception):
     """An error caused by user input. `where` names the file:line, key or field when known."""
@@ -15,3 +18,51 @@ class UserError(Exception):
     def __init__(self, message: str, where: str | None = None):
         self.where = where
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, after its folder was left (marked failed) at `partial` for `--resume`."""
+
+    def __init__(self, partial: Path):
+        self.partial = partial
+        super().__init__(str(partial))
+
+
+# Failures of the file system that the user fixes (space, quota, permissions), not bugs.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def storage_error(err: OSError, where: str | Path | None = None) -> UserError | None:
+    """A UserError for a full disk, a file-size limit or an unwritable place; None for other OSErrors.
+
+    A failed write() carries no file name, so the caller names the folder it was writing."""
+    if err.errno not in STORAGE_ERRNOS:
+        return None
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        what = "no space left on the device (free some space)"
+    elif err.errno == errno.EFBIG:
+        what = "file too large for this system's file-size limit"
+    elif err.errno == errno.EROFS:
+        what = "read-only file system"
+    else:
+        what = "permission denied (not writable)"
+    return UserError(what, where=str(err.filename or where or "output"))
+
+
+def check_writable_dir(path: str | Path, where: str) -> None:
+    """Refuse, before any work, a folder that cannot be created or written: a file in its place, a
+    read-only parent. `where` names the option or key that chose it."""
+    import tempfile
+
+    probe = Path(path)
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"'{probe}' is a file, not a folder", where=where)
+    # Writing a file is the only test that holds for every user and file system (root ignores mode bits,
+    # but not a read-only mount).
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise UserError(f"cannot write in '{probe}' ({e.strerror or e})", where=where) from None
