@@ -53,7 +53,7 @@ class _Group(typer.core.TyperGroup):
         except KeyboardInterrupt:
             console.print("interrupted", markup=False, highlight=False)
             raise typer.Exit(130) from None
-        except OSError as e:
+        except Exception as e:  # a full disk or unwritable place reached outside a recipe's own handling
             err = storage_error(e)
             if err is None:
                 raise

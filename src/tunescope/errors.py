@@ -32,21 +32,38 @@ class RunInterrupted(KeyboardInterrupt):
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
-def storage_error(err: OSError, where: str | Path | None = None) -> UserError | None:
-    """A UserError for a full disk, a file-size limit or an unwritable place; None for other OSErrors.
+def _errno_of(err: BaseException) -> int | None:
+    """The errno behind a failed write: OSError's own, or the "(os error N)" that safetensors' Rust
+    writer puts in its message; torch.save says only "file write failed" (taken as a full disk)."""
+    import re
+
+    if isinstance(err, OSError):
+        return err.errno
+    text = str(err)
+    if (m := re.search(r"os error (\d+)", text)) is not None:
+        return int(m.group(1))
+    if "file write failed" in text or "No space left on device" in text:
+        return errno.ENOSPC
+    return None
+
+
+def storage_error(err: BaseException, where: str | Path | None = None) -> UserError | None:
+    """A UserError for a full disk, a file-size limit or an unwritable place; None for anything else.
 
     A failed write() carries no file name, so the caller names the folder it was writing."""
-    if err.errno not in STORAGE_ERRNOS:
+    code = _errno_of(err)
+    if code not in STORAGE_ERRNOS:
         return None
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+    filename = getattr(err, "filename", None)
+    if code in (errno.ENOSPC, errno.EDQUOT):
         what = "no space left on the device (free some space)"
-    elif err.errno == errno.EFBIG:
+    elif code == errno.EFBIG:
         what = "file too large for this system's file-size limit"
-    elif err.errno == errno.EROFS:
+    elif code == errno.EROFS:
         what = "read-only file system"
     else:
         what = "permission denied (not writable)"
-    return UserError(what, where=str(err.filename or where or "output"))
+    return UserError(what, where=str(filename or where or "output"))
 
 
 def check_writable_dir(path: str | Path, where: str) -> None:

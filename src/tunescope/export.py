@@ -35,7 +35,6 @@ def _trained_run(run_dir: Path) -> RunRecord:
     if not record.adapter_dir.is_dir():
         raise UserError("the run has no adapter/ folder (was it trained? `tunescope train` writes one)",
                         where=str(run_dir))
-    _check_weights(record.adapter_dir, full=record.method == "full")
     return record
 
 
@@ -96,6 +95,7 @@ def export_run(run_dir: str | Path, output: str | Path | None = None, *, merged:
     if method == "full" and not merged:
         raise UserError("a full fine-tune has no adapter to export; use --merged for the full model",
                         where="--merged")
+    _check_weights(record.adapter_dir, full=method == "full")
     check_writable_dir(out.parent, where="--output")
     # Written beside the target and renamed into place: a failed export leaves no half-written
     # folder, and an existing export is replaced only by a finished one.
@@ -109,7 +109,7 @@ def export_run(run_dir: str | Path, output: str | Path | None = None, *, merged:
         tmp.rename(out)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError) and (err := storage_error(e, out)) is not None:
+        if isinstance(e, Exception) and (err := storage_error(e, out)) is not None:
             raise err from None
         raise
     return out

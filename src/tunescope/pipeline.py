@@ -255,7 +255,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, reporter: Reporter | None = 
         rd.abandon()
         if isinstance(e, KeyboardInterrupt) and not isinstance(e, RunInterrupted):
             raise RunInterrupted(rd.path) from None
-        if isinstance(e, OSError) and (err := storage_error(e, rd.path)) is not None:
+        if isinstance(e, Exception) and (err := storage_error(e, rd.path)) is not None:
             # The folder stays consistent (written atomically) and is kept, so the run can continue.
             raise UserError(f"{str(err).removeprefix(f'{err.where}: ')}; the unfinished run is kept in {rd.path} "
                             "(continue it with --resume)", where=err.where) from None
