@@ -82,7 +82,7 @@ def test_report_and_missing_optional_files(run):
     ("manifest.json", '{"status": "complete", "seed": "many"}', r"manifest\.json: unexpected content \(field 'seed'"),
     ("config.yaml", "name: typed\nmodel: [unclosed\n", r"config\.yaml:3: not valid YAML"),
     ("config.yaml", "- a\n- b\n", r"config\.yaml: the config must be a mapping"),
-    ("config.yaml", "name: typed\ntrainig: {}\n", r"config\.yaml: invalid config: unknown key 'trainig'"),
+    ("config.yaml", "name: typed\ntrainig: {}\n", r"config\.yaml:2: invalid config: unknown key 'trainig'"),
     ("eval/base/results.json", '{"results": {"heldout": {"acc,none": 0.', r"eval/base/results\.json:1: not valid JSON"),
     ("metrics.jsonl", '{"kind": "setup"}\n{"kind": "train", "step": 1}\n{"kind": "tra', r"metrics\.jsonl:3"),
     ("metrics.jsonl", '{"kind": "train", "step": "first"}\n', r"metrics\.jsonl:1: unexpected content \(field 'step'"),

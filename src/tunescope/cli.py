@@ -21,13 +21,51 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from tunescope.errors import UserError
+from tunescope.errors import RunInterrupted, UserError, storage_error
 from tunescope.pipeline import Reporter
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Fine-tune small causal LMs, evaluate base vs tuned, analyse and report — every number labelled.")
 console = Console(stderr=True)
 out = Console()
+
+
+def _fail(message: str) -> None:
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+class _Group(typer.core.TyperGroup):
+    """Turns what the user can fix into one line and exit 2, inside the command, so the same happens
+    under `tunescope` and under typer's test runner; and says where an interrupted run was left
+    (typer itself turns Ctrl-C into a bare exit 130 before `main` could)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UserError as e:
+            _fail(str(e))
+            raise typer.Exit(UserError.exit_code) from None
+        except RunInterrupted as e:
+            hint = f"tunescope {' '.join(_RESUME_ARGS)} --resume" if _RESUME_ARGS else "--resume"
+            console.print(f"interrupted: the partial run is in {e.partial}; continue it with `{hint}`",
+                          markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from None
+        except KeyboardInterrupt:
+            console.print("interrupted", markup=False, highlight=False)
+            raise typer.Exit(130) from None
+        except Exception as e:  # a full disk or unwritable place reached outside a recipe's own handling
+            err = storage_error(e)
+            if err is None:
+                raise
+            _fail(str(err))
+            raise typer.Exit(UserError.exit_code) from None
+
+
+# The command line that would continue an interrupted run (set by `run` and `train`).
+_RESUME_ARGS: list[str] = []
+
+app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Fine-tune small causal LMs, evaluate base vs tuned, analyse and report — every number labelled.")
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a config key: --set training.epochs=1")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing run with the same name.")]
@@ -58,6 +96,12 @@ class RichReporter(Reporter):
 
     def message(self, text: str) -> None:
         self.bars.console.log(text)
+
+
+def _resume_args(command: str, config: Path, overrides: list[str] | None) -> list[str]:
+    import shlex
+
+    return [command, shlex.quote(str(config)), *(f"--set {shlex.quote(o)}" for o in overrides or [])]
 
 
 def _load(config: Path | None, overrides: list[str] | None):
@@ -94,6 +138,7 @@ def run(
     """Whole pipeline: base evaluation → training → tuned evaluation → report."""
     from tunescope import pipeline
 
+    _RESUME_ARGS[:] = _resume_args("run", config, set_)
     cfg = _load(config, set_)
     with RichReporter() as rep:
         run_dir = pipeline.run(cfg, overwrite=overwrite, reporter=rep, resume=resume)
@@ -115,6 +160,7 @@ def train(
     """
     from tunescope import pipeline
 
+    _RESUME_ARGS[:] = _resume_args("train", config, set_)
     cfg = _load(config, (set_ or []) + ["eval.tasks=[]"])
     with RichReporter() as rep:
         run_dir = pipeline.run(cfg, overwrite=overwrite, reporter=rep, resume=resume)
@@ -181,6 +227,17 @@ def eval_(
         k, v = item.split("=", 1)
         paths[k.strip()] = v.strip()
     bs: int | str = batch_size if batch_size == "auto" else _positive_int(batch_size, "--batch-size")
+    if limit is not None and limit < 1:
+        raise UserError("must be at least 1 (leave it out for all items)", where="--limit")
+    if output is not None:
+        # Checked now: results that cannot be written are otherwise lost after the whole evaluation.
+        if output.exists() and not output.is_dir():
+            raise UserError("is a file, not a folder", where=f"--output {output}")
+        from tunescope.errors import check_writable_dir
+
+        check_writable_dir(output, where=f"--output {output}")
+    if adapter is not None:
+        _check_adapter(adapter)
     task_objs, groups = load_tasks([t.strip() for t in tasks.split(",") if t.strip()], data_paths=paths,
                                    num_fewshot=num_fewshot, samples=samples, temperature=temperature)
     if dtype not in {"auto", "float32", "bfloat16", "float16"}:
@@ -188,11 +245,14 @@ def eval_(
     loaded = load_model(model, dtype=dtype)
     m = loaded.model
     if adapter is not None:
-        if not (adapter / "adapter_config.json").is_file():
-            raise UserError("not a PEFT adapter directory (no adapter_config.json)", where=str(adapter))
         from peft import PeftModel
 
-        m = PeftModel.from_pretrained(m, adapter)
+        try:
+            m = PeftModel.from_pretrained(m, adapter)
+        except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
+            first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            raise UserError(f"cannot apply the adapter to this model ({type(e).__name__}: {first})",
+                            where=str(adapter)) from None
     with RichReporter() as rep:
         results = evaluate(m, loaded.tokenizer, task_objs, limit=limit, batch_size=bs, out_dir=output,
                            progress=lambda t, d, n: rep.progress(t, d, n), backend=backend, groups=groups,
@@ -207,6 +267,23 @@ def eval_(
             write_json(output / "results.json", results)
     out.print(_dtype_line(loaded.dtype_choice, loaded.dtype), markup=False, highlight=False, soft_wrap=True)
     out.print(format_results_table(results), markup=False, highlight=False)
+
+
+def _check_adapter(adapter: Path) -> None:
+    """A PEFT adapter folder whose config reads, checked before the model loads."""
+    import json
+
+    config = adapter / "adapter_config.json"
+    if not config.is_file():
+        raise UserError("not a PEFT adapter directory (no adapter_config.json)", where=str(adapter))
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"not valid JSON ({e})", where=str(config)) from None
+    if not isinstance(data, dict) or not isinstance(data.get("peft_type"), str):
+        raise UserError("not a PEFT adapter config (a JSON object with 'peft_type')", where=str(config))
+    if not any((adapter / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
+        raise UserError("no adapter weights (adapter_model.safetensors)", where=str(adapter))
 
 
 def _dtype_line(choice, dtype) -> str:
@@ -351,22 +428,44 @@ def demo(
     _print_summary(run_dir)
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a connection to the hub's host opens (assumed yes behind a proxy, which this cannot test)."""
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def main() -> None:
     # Our own progress bars replace the libraries' per-file ones; their warnings go to the log level.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=os.environ.get("TUNESCOPE_LOG", "WARNING"))
+    # Without a network the hub client retries each request for half a minute, logging every try; a
+    # moment's check up front turns that into offline mode: cached weights still load, and anything
+    # uncached fails at once with one line.
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+    if os.environ.get("HF_HUB_OFFLINE") is None and set(sys.argv[1:2]) & {"run", "train", "eval", "demo", "export"} \
+            and not _hub_reachable():
+        os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TUNESCOPE_HUB_UNREACHABLE="1")
     # Library deprecation notices are for library authors, not for someone running a fine-tune.
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
         app()
-    except UserError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    except UserError as e:  # raised outside a command (the commands handle their own)
+        _fail(str(e))
         sys.exit(UserError.exit_code)
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]")
+        console.print("interrupted", markup=False, highlight=False)
         sys.exit(130)
 
 

@@ -18,18 +18,49 @@ import shutil
 from pathlib import Path
 
 from tunescope.config import ModelConfig
-from tunescope.errors import UserError
+from tunescope.errors import UserError, check_writable_dir, storage_error
 from tunescope.run_record import MANIFEST, RunRecord, open_run
 from tunescope.runio import write_json
 
 
 def _trained_run(run_dir: Path) -> RunRecord:
-    # An unfinished run's adapter is exported too: it is the best one saved so far.
+    """The run, only if it completed and its adapter/ is whole: a failed or interrupted run (a
+    `.<name>.partial` folder) may hold no weights, or half-written ones, and is never exported."""
     record = open_run(run_dir, require_complete=False)
+    if record.manifest.status != "complete":
+        partial = run_dir.name.startswith(".") and run_dir.name.endswith(".partial")
+        raise UserError(f"the run did not complete (status: {record.manifest.status or 'unknown'}"
+                        f"{', an unfinished run folder' if partial else ''}); only a complete run is exported "
+                        "(continue it with `tunescope run CONFIG --resume`)", where=str(run_dir / MANIFEST))
     if not record.adapter_dir.is_dir():
         raise UserError("the run has no adapter/ folder (was it trained? `tunescope train` writes one)",
                         where=str(run_dir))
     return record
+
+
+def _check_weights(folder: Path, *, full: bool) -> None:
+    """Every file a loader needs is there and reads: the config as JSON, each safetensors file whole."""
+    from safetensors import safe_open
+
+    config = folder / ("config.json" if full else "adapter_config.json")
+    if not config.is_file():
+        raise UserError(f"the adapter is incomplete (no {config.name})", where=str(folder))
+    try:
+        if not isinstance(json.loads(config.read_text(encoding="utf-8")), dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"not a valid JSON config ({e})", where=str(config)) from None
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        raise UserError("the adapter is incomplete (no .safetensors weights)", where=str(folder))
+    for path in weights:
+        try:
+            # Opening checks the header against the file's size, so a file cut short fails here.
+            with safe_open(str(path), framework="pt") as f:
+                for key in f.keys():
+                    f.get_slice(key)
+        except Exception as e:  # safetensors raises its own error types for a damaged file
+            raise UserError(f"damaged weights file ({str(e).splitlines()[0][:160]})", where=str(path)) from None
 
 
 def base_source(model: ModelConfig, recorded: str | None) -> str:
@@ -55,36 +86,62 @@ def export_run(run_dir: str | Path, output: str | Path | None = None, *, merged:
     """Write the export and return its folder (default: `<run>/export/merged` or `<run>/export/adapter`)."""
     run_dir = Path(run_dir)
     record = _trained_run(run_dir)
-    adapter = record.adapter_dir
     method = record.method
     out = Path(output) if output else run_dir / "export" / ("merged" if merged else "adapter")
-    if out.exists():
-        if not overwrite:
-            raise UserError("the output folder exists; pass --overwrite or another --output", where=str(out))
-        shutil.rmtree(out)
+    if out.exists() and not overwrite:
+        raise UserError("the output folder exists; pass --overwrite or another --output", where=str(out))
+    if out.exists() and not out.is_dir():
+        raise UserError("is a file, not a folder", where=str(out))
     if method == "full" and not merged:
         raise UserError("a full fine-tune has no adapter to export; use --merged for the full model",
                         where="--merged")
+    _check_weights(record.adapter_dir, full=method == "full")
+    check_writable_dir(out.parent, where="--output")
+    # Written beside the target and renamed into place: a failed export leaves no half-written
+    # folder, and an existing export is replaced only by a finished one.
+    tmp = out.parent / f".{out.name}.partial"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        _write_export(record, tmp, merged=merged, dtype=dtype)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, Exception) and (err := storage_error(e, out)) is not None:
+            raise err from None
+        raise
+    return out
+
+
+def _write_export(record: RunRecord, out: Path, *, merged: bool, dtype: str) -> None:
+    adapter = record.adapter_dir
+    method = record.method
     if not merged:
         shutil.copytree(adapter, out)
         _provenance(out, record, merged=False, base=None)
-        return out
+        return
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_dtype = getattr(torch, dtype)
-    if method == "full":
-        model = AutoModelForCausalLM.from_pretrained(adapter, dtype=torch_dtype)
-        tokenizer = AutoTokenizer.from_pretrained(adapter)
-        base = str(adapter)
-    else:
-        from peft import PeftModel
+    base = str(adapter) if method == "full" else base_source(record.config.model, record.manifest.model.source)
+    try:
+        if method == "full":
+            model = AutoModelForCausalLM.from_pretrained(adapter, dtype=torch_dtype)
+            tokenizer = AutoTokenizer.from_pretrained(adapter)
+        else:
+            from peft import PeftModel
 
-        base = base_source(record.config.model, record.manifest.model.source)
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype)
-        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-        tokenizer = AutoTokenizer.from_pretrained(base)
+            model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype)
+            model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+            tokenizer = AutoTokenizer.from_pretrained(base)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        # The weights were checked above; what fails here is the base they are merged into.
+        raise UserError(f"cannot load the weights to merge ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
+                        where=base) from None
     # A merged model is a plain model: no quantization or adapter bookkeeping in its config.
     for attr in ("quantization_config",):
         if hasattr(model.config, attr):
@@ -92,7 +149,6 @@ def export_run(run_dir: str | Path, output: str | Path | None = None, *, merged:
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     _provenance(out, record, merged=True, base=base)
-    return out
 
 
 def _provenance(out: Path, record: RunRecord, *, merged: bool, base: str | None) -> None:

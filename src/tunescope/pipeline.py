@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tunescope import run_record as rr
 from tunescope.config import RunConfig, dump_config
-from tunescope.errors import UserError
+from tunescope.errors import RunInterrupted, UserError, check_writable_dir, storage_error
 from tunescope.runio import RunDir, git_sha, library_versions, now_iso, write_json, write_text_atomic
 
 # Per-example losses cost one forward pass each; beyond this many the report samples are enough.
@@ -110,21 +110,37 @@ def _manifest(cfg: RunConfig, data_info: dict, loaded) -> dict:
             "model": {"name": cfg.model.name, "source": loaded.source}, "data": data_info}
 
 
-def _train_stage(cfg: RunConfig, loaded, prep: Prepared, run_path: Path, reporter: Reporter,
-                 resume: bool = False) -> tuple[object, dict]:
-    from tunescope.data.prompting import encode_dataset
-    from tunescope.train.distributed import current
-    from tunescope.train.session import fit
+@dataclass
+class EncodedData:
+    train_set: list
+    train_stats: object
+    val_set: list
+    val_stats: object
 
-    tok = loaded.tokenizer
+
+def encode_data(cfg: RunConfig, tokenizer, prep: Prepared) -> EncodedData:
+    """Tokenise the splits; run before the model loads, so that a template or length that leaves nothing
+    to train on is reported in seconds, not after loading and the base evaluation."""
+    from tunescope.data.prompting import encode_dataset
+
     p = cfg.prompt
     kw = dict(template=p.template, use_chat_template=p.use_chat_template, train_on_prompt=p.train_on_prompt,
               max_length=p.max_length, overflow=p.overflow)
-    train_set, train_stats = encode_dataset(prep.train_rows, tok, **kw)
-    val_set, val_stats = encode_dataset(prep.val_rows, tok, **kw)
+    train_set, train_stats = encode_dataset(prep.train_rows, tokenizer, **kw)
+    val_set, val_stats = encode_dataset(prep.val_rows, tokenizer, **kw)
     if not train_set:
         raise UserError(f"no training examples left after encoding ({train_stats.dropped} dropped as longer than "
                         f"prompt.max_length={p.max_length})", where="prompt.max_length")
+    return EncodedData(train_set, train_stats, val_set, val_stats)
+
+
+def _train_stage(cfg: RunConfig, loaded, prep: Prepared, enc: EncodedData, run_path: Path, reporter: Reporter,
+                 resume: bool = False) -> tuple[object, dict]:
+    from tunescope.train.distributed import current
+    from tunescope.train.session import fit
+
+    p = cfg.prompt
+    train_set, train_stats, val_set, val_stats = enc.train_set, enc.train_stats, enc.val_set, enc.val_stats
     reporter.stage("train")
     # fit() builds the adapter, writes the setup record (adding parameter counts), resumes from
     # run_path/checkpoints when asked, and writes metrics.jsonl and adapter/.
@@ -176,6 +192,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, reporter: Reporter | None = 
     is kept and training continues from its latest checkpoint (training.checkpoint_every).
     """
     from tunescope.models import load_model, pick_device
+    from tunescope.models.loading import prepare_tokenizer
     from tunescope.train.adapters import quantization_config_for
     from tunescope.train.distributed import current
 
@@ -183,6 +200,11 @@ def run(cfg: RunConfig, *, overwrite: bool = False, reporter: Reporter | None = 
     # Under `accelerate launch` this joins the process group and selects this process's GPU first.
     dist = current()
     rd = RunDir(cfg.output_dir, cfg.name)
+    # Everything that can be checked without the model is checked before it loads: where the run is
+    # written, the data, the tasks, the tokenised examples.
+    check_writable_dir(rd.root, where="output_dir")
+    if not resume and rd.final.exists() and not overwrite:
+        rd.begin(overwrite)  # refuses, naming the existing run
     resuming = resume and _resumable(rd, cfg, reporter)
     started = time.perf_counter()
     reporter.stage("prepare data")
@@ -191,12 +213,15 @@ def run(cfg: RunConfig, *, overwrite: bool = False, reporter: Reporter | None = 
     reporter.stage("load model")
     # QLoRA: the base is loaded in 4-bit NF4 (CUDA only; elsewhere a UserError naming the alternative).
     quantization = quantization_config_for(cfg.training, pick_device(cfg.device))
+    tokenizer = prepare_tokenizer(cfg.model.name, revision=cfg.model.revision,
+                                  trust_remote_code=cfg.model.trust_remote_code, cache_dir=cfg.model.cache_dir)
+    enc = encode_data(cfg, tokenizer, prep)
     loaded = load_model(cfg.model.name, dtype=cfg.model.dtype, device=cfg.device, revision=cfg.model.revision,
                         trust_remote_code=cfg.model.trust_remote_code, cache_dir=cfg.model.cache_dir,
-                        quantization_config=quantization)
+                        quantization_config=quantization, tokenizer=tokenizer)
     if not dist.is_main:
         # The other processes of a distributed launch only train; rank 0 writes, evaluates and reports.
-        _train_stage(cfg, loaded, prep, rd.path, reporter, resume=resuming)
+        _train_stage(cfg, loaded, prep, enc, rd.path, reporter, resume=resuming)
         return None
     if not resuming:
         rd.begin(overwrite)
@@ -215,7 +240,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, reporter: Reporter | None = 
             run_evaluation(loaded.model, loaded.tokenizer, tasks, groups, cfg, eval_dir / "base", reporter, "base")
             timings["eval_base_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        model, _ = _train_stage(cfg, loaded, prep, rd.path, reporter, resume=resuming)
+        model, _ = _train_stage(cfg, loaded, prep, enc, rd.path, reporter, resume=resuming)
         timings["train_s"] = time.perf_counter() - t0
         if tasks:
             t0 = time.perf_counter()
@@ -226,10 +251,19 @@ def run(cfg: RunConfig, *, overwrite: bool = False, reporter: Reporter | None = 
         write_json(rd.path / rr.MANIFEST, manifest)
         reporter.stage("report")
         write_report(rd.path, register=False)
-    except BaseException:
+    except BaseException as e:
         rd.abandon()
+        if isinstance(e, KeyboardInterrupt) and not isinstance(e, RunInterrupted):
+            raise RunInterrupted(rd.path) from None
+        if isinstance(e, Exception) and (err := storage_error(e, rd.path)) is not None:
+            # The folder stays consistent (written atomically) and is kept, so the run can continue.
+            raise UserError(f"{str(err).removeprefix(f'{err.where}: ')}; the unfinished run is kept in {rd.path} "
+                            "(continue it with --resume)", where=err.where) from None
         raise
-    final = rd.finish()
+    try:
+        final = rd.finish()
+    except OSError as e:
+        raise storage_error(e, rd.path) or e from None
     register_run(final, reporter)
     return final
 
@@ -242,6 +276,8 @@ def write_report(run_dir: str | Path, *, register: bool = True, overrides: list[
     from tunescope.report import render_all
 
     record = rr.open_run(run_dir)
+    # The report is written into the run folder: refuse an unwritable one before the analysis runs.
+    check_writable_dir(Path(run_dir), where=str(run_dir))
     if overrides:
         bad = [o for o in overrides if not o.strip().startswith("report.")]
         if bad:
@@ -280,6 +316,13 @@ def compare(run_dirs: list[str | Path], *, baseline: str | None = None, output: 
 
     if not run_dirs:
         raise UserError("name at least one run directory", where="RUNS")
+    seen: dict[Path, str] = {}
+    for d in run_dirs:
+        resolved = Path(d).resolve()
+        if resolved in seen:
+            # The same evaluation twice would be tested against itself and inflate the Holm correction.
+            raise UserError(f"named twice (also as '{seen[resolved]}'); name each run once", where=str(d))
+        seen[resolved] = str(d)
     runs = [rr.open_run_or_evaluation(d) for d in run_dirs]
     data = compare_runs(runs, baseline, alpha=alpha, n_boot=n_boot)
     if output is None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tunescope.errors import UserError
-from tunescope.runio import iter_jsonl
+from tunescope.runio import iter_jsonl, not_utf8
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
@@ -40,10 +40,19 @@ def read_records(path: Path, *, header: bool = True) -> list[Record]:
     if suffix == ".csv":
         return _read_csv(path, header)
     if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return [Record(x, f"{path}: record {i}") for i, x in enumerate(pq.read_table(path).to_pylist(), start=1)]
+        return _read_parquet(path)
     raise UserError(f"unsupported file type '{suffix}' (use one of {', '.join(SUFFIXES)})", where=str(path))
+
+
+def _read_parquet(path: Path) -> list[Record]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except (pa.ArrowException, OSError) as e:
+        raise UserError(f"not a readable Parquet file ({str(e).splitlines()[0][:160]})", where=str(path)) from None
+    return [Record(x, f"{path}: record {i}") for i, x in enumerate(rows, start=1)]
 
 
 def _object(obj: Any, where: str) -> dict[str, Any]:
@@ -55,6 +64,8 @@ def _object(obj: Any, where: str) -> dict[str, Any]:
 def _read_json(path: Path) -> list[Record]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
     except json.JSONDecodeError as err:
         raise UserError(f"not valid JSON ({err.msg})", where=f"{path}:{err.lineno}") from None
     if isinstance(data, dict):
@@ -68,6 +79,15 @@ def _read_json(path: Path) -> list[Record]:
 
 
 def _read_csv(path: Path, header: bool) -> list[Record]:
+    try:
+        return _csv_records(path, header)
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
+    except csv.Error as e:
+        raise UserError(f"not valid CSV ({e})", where=str(path)) from None
+
+
+def _csv_records(path: Path, header: bool) -> list[Record]:
     records: list[Record] = []
     with path.open(encoding="utf-8", newline="") as fh:
         reader = csv.reader(fh)
@@ -78,7 +98,11 @@ def _read_csv(path: Path, header: bool) -> list[Record]:
                 if header and names is None:
                     names = [name.strip() for name in values]
                 elif header:
-                    records.append(Record(dict(zip(names, values, strict=False)), f"{path}:{line}"))
+                    if len(values) != len(names):
+                        # Extra values would be dropped, missing ones shift the rest: neither is the row meant.
+                        raise UserError(f"{len(values)} fields where the header has {len(names)} (quote a field "
+                                        "that contains a comma)", where=f"{path}:{line}")
+                    records.append(Record(dict(zip(names, values, strict=True)), f"{path}:{line}"))
                 else:
                     records.append(Record(values, f"{path}:{line}"))
             line = reader.line_num + 1

@@ -53,16 +53,33 @@ def write_jsonl(path: Path, records: Iterable[dict]) -> None:
     write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records))
 
 
+def not_utf8(path: Path) -> UserError:
+    """The error for a file that does not decode as UTF-8, naming the line of the first bad byte."""
+    try:
+        data = Path(path).read_bytes()
+        data.decode("utf-8")
+        line = None
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+    except OSError:
+        line = None
+    return UserError("not UTF-8 text (save the file as UTF-8)", where=f"{path}:{line}" if line else str(path))
+
+
 def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
     """(line number, parsed value) for each non-blank line; a bad line is a UserError naming file:line."""
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"not valid JSON Lines ({e.msg})", where=f"{path}:{lineno}") from None
+    try:
+        with path.open(encoding="utf-8") as f:
+            for lineno, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise UserError(f"not valid JSON Lines ({e.msg})", where=f"{path}:{lineno}") from None
+                yield lineno, value
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -135,4 +152,7 @@ class RunDir:
             return
         if isinstance(data, dict):
             data["status"] = "failed"
-            write_json(manifest, data)
+            try:
+                write_json(manifest, data)
+            except OSError:  # a full disk: the folder is still .partial, so it is never taken as complete
+                pass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -153,15 +154,56 @@ def materialize(name: str, cache_dir: str | None = None) -> Path:
     return target
 
 
+def _looks_local(name: str) -> bool:
+    """A hub id is `org/name`; anything else with a slash (absolute, ./, ~/, a/b/c) is a path."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name or name.endswith(".gguf")
+
+
+def check_model_dir(path: Path) -> None:
+    """Name what is missing or broken in a local model folder before transformers reads it (its own
+    errors for these say "could not find ... on the hub" or raise KeyError)."""
+    config = path / "config.json"
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"config.json is not valid JSON ({e})", where=str(config)) from None
+    if not isinstance(data, dict):
+        raise UserError("config.json must be a JSON object", where=str(config))
+    if "model_type" not in data:
+        raise UserError("config.json has no 'model_type' (which architecture it is, e.g. \"llama\")",
+                        where=str(config))
+    weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("pytorch_model*.bin"))
+    if not weights:
+        raise UserError("no weights in the model folder (model.safetensors or pytorch_model.bin)", where=str(path))
+    from safetensors import safe_open
+
+    for file in weights:
+        if file.suffix != ".safetensors":
+            continue
+        try:
+            # The header is checked against the file's size: a file cut short fails here, in a moment.
+            with safe_open(str(file), framework="pt") as f:
+                f.keys()
+        except Exception as e:  # safetensors raises its own error types
+            raise UserError(f"damaged weights file ({str(e).splitlines()[0][:160]})", where=str(file)) from None
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise UserError(f"no tokenizer in the model folder (one of {', '.join(TOKENIZER_FILES)})", where=str(path))
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
 def _resolve_source(name: str, cache_dir: str | None) -> str:
     path = Path(name).expanduser()
-    if path.exists() or name.endswith(".gguf"):
+    if path.exists() or _looks_local(name):
         if not path.exists():
             raise UserError(f"model path '{name}' does not exist", where="model.name")
         if path.is_dir() and not (path / "config.json").is_file() and not list(path.glob("*.gguf")):
             raise UserError(f"'{name}' is a directory without config.json or a .gguf file", where="model.name")
         if path.is_dir() and not (path / "config.json").is_file():
             return str(materialize(str(next(iter(sorted(path.glob("*.gguf"))))), cache_dir))
+        if path.is_dir():
+            check_model_dir(path)
         return str(materialize(name, cache_dir))
     alias = resolve_alias(name)
     if alias is not None:
@@ -174,6 +216,31 @@ def _resolve_source(name: str, cache_dir: str | None) -> str:
         raise UserError(f"unknown model alias '{name}' (known: {', '.join(ALIASES)}); "
                         "or pass a hub id like org/name or a local directory", where="model.name")
     return name
+
+
+def hub_unavailable_reason() -> str | None:
+    if os.environ.get("TUNESCOPE_HUB_UNREACHABLE") == "1":
+        return "the Hugging Face hub cannot be reached from this machine"
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return "offline mode is on (HF_HUB_OFFLINE=1)"
+    return None
+
+
+def prepare_tokenizer(name: str, *, revision: str | None = None, trust_remote_code: bool = False,
+                      cache_dir: str | None = None):
+    """The tokenizer alone (seconds, not the weights): training data is encoded, and found usable,
+    before the model loads. Model problems surface here too, named as `load_model` names them."""
+    source = _resolve_source(name, cache_dir)
+    try:
+        return load_tokenizer(source, revision, trust_remote_code)
+    except (OSError, ValueError, KeyError) as e:
+        first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        if Path(source).is_dir():
+            raise UserError(f"cannot load the tokenizer from this folder ({type(e).__name__}: {first})",
+                            where=source) from None
+        why = hub_unavailable_reason() or first
+        raise UserError(f"could not fetch model '{source}' from the Hugging Face hub and it is not cached "
+                        f"({why}); {_OFFLINE_HINT}", where="model.name") from None
 
 
 def load_tokenizer(source: str, revision: str | None = None, trust_remote_code: bool = False):
@@ -195,14 +262,16 @@ def load_model(
     trust_remote_code: bool = False,
     cache_dir: str | None = None,
     quantization_config=None,
+    tokenizer=None,
 ) -> LoadedModel:
     """Load model + tokenizer. Hub failures (offline, private, missing) become a clear UserError."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     dev = pick_device(device)
     source = _resolve_source(name, cache_dir)
+    local = Path(source).is_dir()
     try:
-        tokenizer = load_tokenizer(source, revision, trust_remote_code)
+        tokenizer = tokenizer or load_tokenizer(source, revision, trust_remote_code)
         shape = None
         if dtype == "auto" and dev.type == "cpu":  # the measurement times a product of the model's own width
             config = AutoConfig.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
@@ -217,9 +286,14 @@ def load_model(
             quantization_config=quantization_config,
             device_map={"": dev} if quantization_config is not None else None,
         )
-    except OSError as e:
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        why = "offline mode is on (HF_HUB_OFFLINE=1)" if offline else str(e).splitlines()[0][:200]
+    except (OSError, ValueError, KeyError) as e:
+        first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        if local:  # checked above, so this is the loader's own complaint about the folder's content
+            raise UserError(f"cannot load the model from this folder ({type(e).__name__}: {first})",
+                            where=source) from None
+        if not isinstance(e, OSError):
+            raise UserError(f"cannot load model '{source}' ({type(e).__name__}: {first})", where="model.name") from None
+        why = hub_unavailable_reason() or first
         raise UserError(f"could not fetch model '{source}' from the Hugging Face hub and it is not cached "
                         f"({why}); {_OFFLINE_HINT}", where="model.name") from None
     if quantization_config is None:

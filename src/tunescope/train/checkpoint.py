@@ -17,6 +17,7 @@ the previous checkpoint as the latest. Only the newest `keep` are kept.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import shutil
 from dataclasses import asdict
@@ -29,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from tunescope.errors import UserError
 
 PREFIX = "step-"
+log = logging.getLogger(__name__)
 
 
 def _rng_state() -> dict:
@@ -59,6 +61,25 @@ def _contiguous_cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
 
 
+def damage(path: Path) -> str | None:
+    """What is wrong with a checkpoint folder, or None when every file in it reads."""
+    from safetensors import safe_open
+
+    try:
+        meta = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        if not isinstance(meta, dict) or not isinstance(meta.get("state"), dict):
+            return "state.json holds no state"
+        for name in ("trainable.safetensors", "best.safetensors"):
+            if name == "trainable.safetensors" or (path / name).is_file():
+                with safe_open(str(path / name), framework="pt") as f:
+                    f.keys()
+        for name in ("optimizer.pt", "scheduler.pt", "rng.pt"):
+            torch.load(path / name, map_location="cpu", weights_only=True)
+    except Exception as e:  # json, safetensors and torch each raise their own types for a damaged file
+        return f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+    return None
+
+
 class Checkpointer:
     def __init__(self, directory: Path, keep: int = 2, fingerprint: dict | None = None):
         self.directory = Path(directory)
@@ -66,6 +87,8 @@ class Checkpointer:
         # Settings that decide the data order and step count; a resume with other values would not
         # continue the same run.
         self.fingerprint = fingerprint or {}
+        self.skipped: list[Path] = []  # damaged checkpoints passed over by resume_point()
+        self._resume_point: tuple[Path | None] | None = None
 
     def save(self, state, trainable: dict[str, torch.Tensor], best: dict[str, torch.Tensor] | None,
              optimizer: torch.optim.Optimizer, scheduler) -> Path:
@@ -99,6 +122,23 @@ class Checkpointer:
     def latest(self) -> Path | None:
         found = self.all()
         return found[-1] if found else None
+
+    def resume_point(self) -> Path | None:
+        """The newest checkpoint whose files all read; damaged newer ones (a disk that filled up, a
+        copy cut short) are skipped with a warning, so a resume loses only their steps."""
+        if self._resume_point is None:
+            chosen = None
+            for path in reversed(self.all()):
+                problem = damage(path)
+                if problem is None:
+                    chosen = path
+                    break
+                log.warning("checkpoint %s is damaged (%s); trying the one before it", path, problem)
+                self.skipped.append(path)
+            if self.skipped:
+                log.warning("resuming from %s", chosen if chosen else "the start (no intact checkpoint)")
+            self._resume_point = (chosen,)
+        return self._resume_point[0]
 
     @staticmethod
     def load_state(path: Path) -> dict:

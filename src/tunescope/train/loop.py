@@ -229,7 +229,7 @@ def _train(model, train_set, val_set, cfg, *, seed, pad_id, device, dtype, log, 
     optimizer = dist.prepare_optimizer(optimizer)
 
     state, best = TrainState(), None
-    if resume and checkpointer is not None and (latest := checkpointer.latest()) is not None:
+    if resume and checkpointer is not None and (latest := checkpointer.resume_point()) is not None:
         restored = checkpointer.load(latest, optimizer, scheduler, params)
         state, best = TrainState(**restored["state"]), restored["best"]
         state.resumed_from = state.step

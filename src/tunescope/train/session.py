@@ -55,7 +55,7 @@ def fit(cfg: RunConfig, loaded, train_set: list[Encoded], val_set: list[Encoded]
         "batch_size": tc.batch_size, "gradient_accumulation": tc.gradient_accumulation,
         "processes": dist.world_size, "total_steps": total_steps})
     if dist.is_main and resume:
-        latest = checkpointer.latest()
+        latest = checkpointer.resume_point()
         rewind_metrics(run_path, checkpointer.load_state(latest)["step"] if latest else 0)
     log = MetricsLog(metrics_path, tc.report_to if dist.is_main else [], run_name=cfg.name,
                      params={"method": tc.method, "model": cfg.model.name, "lr": tc.learning_rate,
