@@ -451,9 +451,9 @@ def main() -> None:
     logging.basicConfig(level=os.environ.get("TUNESCOPE_LOG", "WARNING"))
     # Without a network the hub client retries each request for half a minute, logging every try; a
     # moment's check up front turns that into offline mode: cached weights still load, and anything
-    # uncached fails at once with one line.
+    # uncached fails at once with one line. The demo needs no hub at all, so it is not probed.
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
-    if os.environ.get("HF_HUB_OFFLINE") is None and set(sys.argv[1:2]) & {"run", "train", "eval", "demo", "export"} \
+    if os.environ.get("HF_HUB_OFFLINE") is None and set(sys.argv[1:2]) & {"run", "train", "eval", "export"} \
             and not _hub_reachable():
         os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TUNESCOPE_HUB_UNREACHABLE="1")
     # Library deprecation notices are for library authors, not for someone running a fine-tune.
