@@ -72,8 +72,8 @@ def prepare_data(cfg: RunConfig) -> Prepared:
 
 def build_tasks(cfg: RunConfig, heldout_rows: list[dict]) -> tuple[list, list[str]]:
     """(tasks to run, groups to score): the held-out task first, then the built-in tasks and groups."""
-    from tunescope.data.prompting import prompt_prefix
     from tunescope.evaluate import load_tasks, sampling_overrides, task_from_docs
+    from tunescope.prompt_format import prompt_prefix
 
     sampling = {"samples": cfg.eval.samples, "temperature": cfg.eval.temperature}
     tasks = []

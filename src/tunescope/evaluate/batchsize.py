@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+from tunescope.modelinfo import text_config
+
 MAX_AUTO_BATCH = 64
 _CPU_SHARE = 0.5  # leave room for the rest of the process and the machine
 _GPU_SHARE = 0.8
@@ -33,7 +35,7 @@ def free_memory_bytes(device) -> int:
 
 
 def _dims(model) -> tuple[int, int, int, int, int]:
-    cfg = getattr(model.config, "text_config", None) or model.config
+    cfg = text_config(model)
     heads = int(getattr(cfg, "num_attention_heads", 8))
     hidden = int(getattr(cfg, "hidden_size", 1024))
     head_dim = int(getattr(cfg, "head_dim", None) or hidden // heads)
@@ -58,7 +60,7 @@ def generation_batch_size(model, max_sequence_tokens: int, n_requests: int) -> i
 def scoring_batch_size(model, max_row_tokens: int, n_rows: int) -> int:
     """Rows of `max_row_tokens` whose forward activations and attention fit in free memory."""
     layers, heads, _, _, hidden = _dims(model)
-    cfg = getattr(model.config, "text_config", None) or model.config
+    cfg = text_config(model)
     inter = int(getattr(cfg, "intermediate_size", 4 * hidden))
     t = max_row_tokens
     per_row = 4 * (t * (6 * hidden + 3 * inter) + (heads + 2) * t * t)

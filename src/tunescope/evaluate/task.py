@@ -11,6 +11,7 @@ from typing import Any
 from tunescope.errors import UserError
 from tunescope.evaluate import data, groups, processors
 from tunescope.evaluate.spec import GENERATE, TaskSpec, builtin_spec, spec_from_dict
+from tunescope.prompt_format import prompt_prefix
 from tunescope.records import SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -161,11 +162,6 @@ def sampling_overrides(samples: int, temperature: float | None) -> dict[str, Any
     return {"samples": samples if samples > 1 else None, "temperature": temperature}
 
 
-def _template_prefix(prompt_template: str) -> str:
-    """`Instruction: {question}\\nResponse: {answer}` -> `Instruction: {question}\\nResponse:`."""
-    return prompt_template.split("{answer}")[0].rstrip()
-
-
 def task_from_docs(name: str, docs: list[Doc], prompt_template: str, **overrides: Any) -> Task:
     """A zero-shot generation task over in-memory `{"question", "answer"}` docs (the run's held-out set).
 
@@ -178,7 +174,7 @@ def task_from_docs(name: str, docs: list[Doc], prompt_template: str, **overrides
         for key in ("question", "answer"):
             if key not in doc:
                 raise UserError(f"missing field '{key}'", where=f"{name}:doc {i}")
-    prefix = _template_prefix(prompt_template)
+    prefix = prompt_prefix(prompt_template)
     if "{question}" not in prefix:
         raise UserError("prompt template must contain {question} before {answer}", where="template")
     first_word = prefix.split("{question}")[0].strip().split(":")[0].split()
