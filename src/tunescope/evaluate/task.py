@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunescope.config import SAMPLING_TEMPERATURE
 from tunescope.errors import UserError
 from tunescope.evaluate import data, groups, processors
 from tunescope.evaluate.spec import GENERATE, TaskSpec, builtin_spec, spec_from_dict
@@ -70,7 +71,7 @@ def _enable_self_consistency(spec: TaskSpec) -> None:
         raise UserError("samples > 1 applies to generation tasks only", where=spec.name)
     gen = spec.generation_kwargs
     if not gen.get("temperature"):
-        gen["temperature"] = 0.7
+        gen["temperature"] = SAMPLING_TEMPERATURE
     gen["do_sample"] = True
     name = f"maj@{spec.samples}"
     if any(f["name"] == name for f in spec.filter_list):
