@@ -9,7 +9,9 @@ generation, its activations and attention mask for scoring) and the memory that 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
+from tunescope.errors import UserError
 from tunescope.modelinfo import text_config
 
 MAX_AUTO_BATCH = 64
@@ -66,3 +68,18 @@ def scoring_batch_size(model, max_row_tokens: int, n_rows: int) -> int:
     per_row = 4 * (t * (6 * hidden + 3 * inter) + (heads + 2) * t * t)
     fit = free_memory_bytes(next(model.parameters()).device) // max(per_row, 1)
     return int(max(1, min(MAX_AUTO_BATCH, fit, n_rows)))
+
+
+def resolve_batch_size(batch_size: int | str, fallback: Callable[[], int]) -> int:
+    """`batch_size` as a positive int; "auto" asks `fallback` (what fits in free memory)."""
+    if batch_size == "auto":
+        return fallback()
+    if isinstance(batch_size, str) and batch_size.startswith("auto"):
+        return fallback()
+    try:
+        value = int(batch_size)
+    except (TypeError, ValueError):
+        raise UserError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}", where="batch_size") from None
+    if value < 1:
+        raise UserError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}", where="batch_size")
+    return value
