@@ -266,12 +266,12 @@ def register_run(run_dir: Path, progress: ProgressSink | None = None) -> str | N
     import logging
     import sqlite3
 
-    from tunescope import registry
+    from tunescope import run_registry
 
     try:
-        return registry.register_run(run_dir)
+        return run_registry.register_run(run_dir)
     except (sqlite3.Error, OSError, UserError) as e:
-        msg = f"warning: run not added to the registry {registry.registry_path()}: {e}"
+        msg = f"warning: run not added to the registry {run_registry.registry_path()}: {e}"
         logging.getLogger(__name__).warning(msg)
         if progress is not None:
             progress.message(msg)
@@ -360,19 +360,19 @@ def compare(run_dirs: list[str | Path], *, baseline: str | None = None, output: 
 
 
 def runs_list() -> list[dict]:
-    """Registered runs, newest first (see ``tunescope.registry``)."""
-    from tunescope import registry
+    """Registered runs, newest first (see ``tunescope.run_registry``)."""
+    from tunescope import run_registry
 
-    return registry.list_runs()
+    return run_registry.list_runs()
 
 
 def runs_show(ref: str) -> dict:
-    from tunescope import registry
+    from tunescope import run_registry
 
-    return registry.get_run(ref)
+    return run_registry.get_run(ref)
 
 
 def runs_leaderboard(task: str, metric: str | None = None, label: str | None = None) -> dict:
-    from tunescope import registry
+    from tunescope import run_registry
 
-    return registry.leaderboard(task, metric=metric, label=label)
+    return run_registry.leaderboard(task, metric=metric, label=label)

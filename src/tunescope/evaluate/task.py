@@ -42,7 +42,7 @@ _OVERRIDABLE = {
 }
 
 
-def apply_overrides(spec: TaskSpec, overrides: dict[str, Any]) -> TaskSpec:
+def override_spec(spec: TaskSpec, overrides: dict[str, Any]) -> TaskSpec:
     """Per-run changes to a spec (few-shot count, sampling, ...); unknown keys are a UserError."""
     unknown = sorted(set(overrides) - _OVERRIDABLE)
     if unknown:
@@ -100,7 +100,7 @@ def _load_split(spec: TaskSpec, split: str | None, data_path: str | None) -> lis
     return processors.process(spec.process_docs, rows, spec.required_fields)
 
 
-def materialize(spec: TaskSpec, data_path: str | None) -> Task:
+def with_documents(spec: TaskSpec, data_path: str | None) -> Task:
     """Load the documents a spec needs: the evaluated split, and the few-shot pool if any shots are asked for."""
     split = spec.eval_split
     docs = _load_split(spec, split, data_path)
@@ -136,8 +136,8 @@ def load_task(name: str, data_path: str | None = None, num_fewshot: int | None =
     spec = builtin_spec(name)
     if spec.output_type == GENERATE:
         overrides = {**sampling_overrides(samples, temperature), **overrides}
-    spec = apply_overrides(spec, {"num_fewshot": num_fewshot, **overrides})
-    return materialize(spec, data_path)
+    spec = override_spec(spec, {"num_fewshot": num_fewshot, **overrides})
+    return with_documents(spec, data_path)
 
 
 def load_tasks(names: list[str], *, data_paths: dict[str, str] | None = None, num_fewshot: int | None = None,
@@ -197,7 +197,7 @@ def task_from_docs(name: str, docs: list[Doc], prompt_template: str, **overrides
         "metric_list": base.metric_list,
         "metadata": {"version": 1.0, "prompt_template": prompt_template},
     }
-    spec = apply_overrides(spec_from_dict(raw, where=name), overrides)
+    spec = override_spec(spec_from_dict(raw, where=name), overrides)
     spec.doc_to_text = _QuestionFormatter("{question}" if chat else prefix)
     docs = [dict(d) for d in docs]
     return Task(spec=spec, docs=docs, source="in-memory")

@@ -29,7 +29,7 @@ from tunescope.train.batching import collate, epoch_batches, split_by_tokens, su
 from tunescope.train.checkpoint import Checkpointer
 from tunescope.train.distributed import Distributed, current
 from tunescope.train.loss import SupervisedCausalLM
-from tunescope.train.metrics import (
+from tunescope.train.throughput import (
     cuda_max_allocated_mb,
     estimate_cost,
     flops_per_token,
