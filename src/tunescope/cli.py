@@ -240,7 +240,7 @@ app.add_typer(runs_app, name="runs")
 
 
 def _fmt_score(value, stderr) -> str:
-    from tunescope.report.render import pm
+    from tunescope.report.formatting import pm
 
     return pm(value, stderr)
 
@@ -270,7 +270,7 @@ def runs_list() -> None:
 def runs_show(ref: Annotated[str, typer.Argument(metavar="RUN", help="Run name or directory.")]) -> None:
     """One run: what it was, its training figures and every score."""
     from tunescope import pipeline
-    from tunescope.report.render import num
+    from tunescope.report.formatting import number
 
     r = pipeline.runs_show(ref)
     info = Table(title=f"run {r['name']}", show_header=False)
@@ -279,7 +279,7 @@ def runs_show(ref: Annotated[str, typer.Argument(metavar="RUN", help="Run name o
     for key in ("path", "model", "dataset", "method", "device", "started", "finished", "wall_s", "train_s", "steps",
                 "epochs", "tokens_supervised", "cost_usd", "train_loss_first", "train_loss_last", "val_loss_first",
                 "val_loss_best", "further_training", "registered_at"):
-        info.add_row(key, num(r.get(key)))
+        info.add_row(key, number(r.get(key)))
     info.add_row("overfitting", "—" if r.get("overfitting") is None else ("yes" if r["overfitting"] else "no"))
     info.add_row("forgetting flagged on", ", ".join(r["forgetting_tasks"]) or "none")
     out.print(info)
@@ -287,7 +287,7 @@ def runs_show(ref: Annotated[str, typer.Argument(metavar="RUN", help="Run name o
     for col in ("task", "metric", "label", "score ± stderr", "n"):
         scores.add_column(col)
     for s in r["scores"]:
-        scores.add_row(s["task"], s["metric"], s["label"], _fmt_score(s["value"], s["stderr"]), num(s["n"]))
+        scores.add_row(s["task"], s["metric"], s["label"], _fmt_score(s["value"], s["stderr"]), number(s["n"]))
     out.print(scores)
 
 
@@ -300,7 +300,7 @@ def runs_leaderboard(
 ) -> None:
     """Registered evaluations on one task, best first (with stderr and n: close scores are not a ranking)."""
     from tunescope import pipeline
-    from tunescope.report.render import num
+    from tunescope.report.formatting import number
 
     board = pipeline.runs_leaderboard(task, metric=metric, label=label)
     table = Table(title=f"{board['task']} · {board['metric']}")
@@ -308,7 +308,7 @@ def runs_leaderboard(
         table.add_column(col)
     for r in board["rows"]:
         table.add_row(str(r["rank"]), r["name"], r["label"], r["model"] or "—", _fmt_score(r["value"], r["stderr"]),
-                      num(r["n"]), r["path"])
+                      number(r["n"]), r["path"])
     out.print(table)
 
 
