@@ -150,11 +150,6 @@ def _curves(lc: dict, smoothed: dict) -> dict:
 def _efficiency(e: dict | None) -> dict | None:
     if not e:
         return None
-    mfu = pct(e.get("mfu"))
-    if e.get("peak_flops_dtype"):
-        mfu += f" of the machine's best peak: {e['peak_flops_dtype']} {flops(e.get('peak_flops'))}, {e.get('peak_flops_source')}"
-    elif e.get("peak_flops"):
-        mfu += f" of a measured peak of {flops(e['peak_flops'])}"
     own = None
     if e.get("mfu_own_dtype") and e.get("peak_flops_dtype") != e.get("dtype"):
         own = {"mfu": pct(e["mfu_own_dtype"]), "dtype": e.get("dtype"), "peak": flops(e.get("peak_flops_own_dtype"))}
@@ -172,7 +167,9 @@ def _efficiency(e: dict | None) -> dict | None:
         "epochs": number(e.get("epochs")), "tokens_supervised": number(e.get("tokens_supervised")),
         "tokens_nonpad": number(e.get("tokens_nonpad")), "tokens_total": number(e.get("tokens_total")),
         "throughput_supervised": number(e.get("throughput_supervised_tps")),
-        "throughput_nonpad": number(e.get("throughput_nonpad_tps")), "mfu": mfu, "mfu_own_dtype": own,
+        "throughput_nonpad": number(e.get("throughput_nonpad_tps")), "mfu": pct(e.get("mfu")),
+        "peak_dtype": e.get("peak_flops_dtype"), "peak": flops(e.get("peak_flops")),
+        "peak_source": e.get("peak_flops_source"), "measured_peak": bool(e.get("peak_flops")), "mfu_own_dtype": own,
         "dtype_choice": dtype_choice, "peak_rss": number(e.get("peak_rss_mb"), 5),
         "cuda_allocated": number(cuda, 5) if cuda is not None else None, "train_s": number(e.get("train_s")),
         "cost": (f"{dollars(e['cost_usd'])} at ${e.get('price_per_hour')}/h ({e.get('price_source')})"
