@@ -11,7 +11,7 @@ the thread count (by default one, as `auto` measures), then for each round:
 - the host's CPU steal while the round ran (a shared virtual machine's CPUs come and go, see
   eval_speed.py), since a rate means little without it.
 
-Then the peaks that MFU divides by (`tunescope.train.metrics.machine_peak`: square products of up to
+Then the peaks that MFU divides by (`tunescope.train.throughput.machine_peak`: square products of up to
 2048², per dtype) and which dtype gives the machine's best.
 """
 
@@ -25,7 +25,7 @@ import torch
 from eval_speed import cpu_ticks, steal_percent
 
 from tunescope.models import dtype_choice
-from tunescope.train import metrics
+from tunescope.train import throughput
 
 BF16_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
@@ -66,7 +66,7 @@ def main() -> None:
               f"host CPU steal {steal if steal is not None else '?'}%")
 
     ticks = cpu_ticks()
-    peak = metrics.machine_peak(torch.device("cpu"), torch.float32)
+    peak = throughput.machine_peak(torch.device("cpu"), torch.float32)
     steal = steal_percent(ticks, cpu_ticks())
     peaks = ", ".join(f"{k} {v / 1e9:.3g} GFLOP/s" for k, v in peak["peak_flops_by_dtype"].items())
     print(f"MFU peaks: {peaks}; best {peak['peak_flops_dtype']} (host CPU steal {steal}%)")

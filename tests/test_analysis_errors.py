@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tunescope.analysis.errors import (
+from tunescope.analysis.error_taxonomy import (
     ARITHMETIC_SLIP,
     CATEGORIES,
     CORRECT,

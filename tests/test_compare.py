@@ -15,6 +15,10 @@ from tunescope import pipeline
 from tunescope.compare import item_fingerprint
 from tunescope.errors import UserError
 
+# Fewer paired-bootstrap resamples than the report default keep these tests fast.
+BOOT_1000 = ["report.bootstrap_resamples=1000"]
+BOOT_200 = ["report.bootstrap_resamples=200"]
+
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
@@ -27,7 +31,7 @@ def runs(tmp_path_factory):
 
 def test_table_cells_best_and_paired_tests(runs):
     root, a, b, _ = runs
-    paths = pipeline.compare([a, b], output=root / "out1", n_boot=1000)
+    paths = pipeline.compare([a, b], output=root / "out1", overrides=BOOT_1000)
     data = json.loads(paths["json"].read_text())
     ids = [c["id"] for c in data["columns"]]
     assert ids == ["alpha (base)", "alpha (tuned)", "beta (base)", "beta (tuned)"]
@@ -52,7 +56,7 @@ def test_table_cells_best_and_paired_tests(runs):
 
 def test_different_items_under_same_doc_ids_are_not_paired(runs):
     root, a, _, c = runs
-    data = json.loads(pipeline.compare([a, c], output=root / "out2", n_boot=1000)["json"].read_text())
+    data = json.loads(pipeline.compare([a, c], output=root / "out2", overrides=BOOT_1000)["json"].read_text())
     held = next(r for r in data["rows"] if r["task"] == "heldout" and r["metric"] == "exact_match,strict-match")
     t = held["tests"]["gamma (base)"]
     assert t["available"] is False and "different items" in t["reason"] and t["n_shared_doc_ids"] == 40
@@ -65,7 +69,7 @@ def test_baseline_choice(runs):
     root, a, b, _ = runs
     for ref, expected in (("beta", "beta (base)"), ("beta:tuned", "beta (tuned)"), ("alpha (tuned)", "alpha (tuned)"),
                           (str(b), "beta (base)")):
-        data = json.loads(pipeline.compare([a, b], baseline=ref, output=root / "out3", n_boot=200)["json"].read_text())
+        data = json.loads(pipeline.compare([a, b], baseline=ref, output=root / "out3", overrides=BOOT_200)["json"].read_text())
         assert data["baseline"] == expected
         assert all(expected not in r["tests"] for r in data["rows"])
     with pytest.raises(UserError, match=r"'delta' is none of the compared runs.*alpha \(base\)"):
@@ -76,7 +80,9 @@ def test_eval_only_folder_is_one_column(runs, tmp_path):
     _, a, _, _ = runs
     ev = tmp_path / "tinyllama-eval"
     shutil.copytree(a / "eval" / "tuned", ev)
-    data = json.loads(pipeline.compare([a, ev], output=tmp_path / "o", n_boot=200)["json"].read_text())
+    settings = ["report.bootstrap_resamples=200", "report.alpha=0.01"]
+    data = json.loads(pipeline.compare([a, ev], output=tmp_path / "o", overrides=settings)["json"].read_text())
+    assert (data["alpha"], data["n_boot"]) == (0.01, 200)  # the report.* settings, as in a run's report
     assert [c["id"] for c in data["columns"]][-1] == "tinyllama-eval"
     row = data["rows"][0]
     assert row["tests"]["tinyllama-eval"]["delta_points"] == row["tests"]["alpha (tuned)"]["delta_points"]

@@ -61,3 +61,34 @@ def test_dump_roundtrip(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text(dump_config(cfg))
     assert load_config(p) == cfg
+
+
+def test_eval_command_defaults_are_the_config_defaults():
+    import inspect
+
+    from tunescope import cli
+    from tunescope.config import EvalConfig, ModelConfig
+
+    options = inspect.signature(cli.eval_).parameters
+    ev = EvalConfig()
+    assert options["limit"].default == str(ev.limit) and options["batch_size"].default == str(ev.batch_size)
+    for key in ("max_new_tokens", "num_fewshot", "samples", "temperature", "engine"):
+        assert options[key].default == getattr(ev, key), key
+    assert options["dtype"].default == ModelConfig().dtype
+    # No cap by default: each task generates up to its own max_gen_toks, under `run` and `eval` alike.
+    assert ev.max_new_tokens is None
+
+
+def test_eval_batch_size_may_be_auto():
+    assert load_config(None, ["eval.batch_size=auto"]).eval.batch_size == "auto"
+    assert load_config(None, ["eval.batch_size=4"]).eval.batch_size == 4
+    with pytest.raises(UserError, match="eval.batch_size"):
+        load_config(None, ["eval.batch_size=0"])
+
+
+def test_options_are_validated_like_config_keys():
+    from tunescope.config import EvalConfig, from_options
+
+    assert from_options(EvalConfig, limit="7", batch_size="auto").limit == 7
+    with pytest.raises(UserError, match="^--samples: must be at least 1"):
+        from_options(EvalConfig, samples=0)

@@ -3,10 +3,11 @@ import json
 import pytest
 
 from tunescope.config import DEFAULT_TEMPLATE
-from tunescope.data.prompting import IGNORE_INDEX, encode_dataset, encode_example, prompt_prefix
+from tunescope.data.prompting import encode_dataset, encode_example
 from tunescope.data.sources import load_rows
 from tunescope.data.split import train_val_split
 from tunescope.errors import UserError
+from tunescope.prompt_format import IGNORE_INDEX, prompt_prefix
 
 
 def test_split_is_deterministic_and_disjoint():

@@ -11,7 +11,7 @@ import torch
 
 from tunescope.models import dtype_choice
 from tunescope.models.dtype_choice import choose_dtype, product_shape
-from tunescope.train import metrics
+from tunescope.train import throughput
 
 CPU = torch.device("cpu")
 SHAPE = (128, 576, 1536)
@@ -146,18 +146,18 @@ def test_manifest_and_report_carry_the_figures(tmp_path, monkeypatch):
 
 def test_mfu_peak_is_the_best_dtype_and_names_it(monkeypatch):
     peaks = {torch.float32: (218e9, "measured"), torch.bfloat16: (117e9, "measured")}
-    monkeypatch.setattr(metrics, "_peak_flops", lambda device, dtype: peaks[dtype])
-    peak = metrics.machine_peak(CPU, torch.bfloat16)
+    monkeypatch.setattr(throughput, "_peak_flops", lambda device, dtype: peaks[dtype])
+    peak = throughput.machine_peak(CPU, torch.bfloat16)
     assert peak == {"peak_flops": 218e9, "peak_flops_dtype": "float32", "peak_flops_source": "measured",
                     "peak_flops_own_dtype": 117e9, "peak_flops_by_dtype": {"float32": 218e9, "bfloat16": 117e9}}
-    assert metrics.machine_peak(CPU, torch.float32)["peak_flops_own_dtype"] == 218e9
+    assert throughput.machine_peak(CPU, torch.float32)["peak_flops_own_dtype"] == 218e9
 
 
 def test_training_summary_divides_by_the_best_peak(tiny_model_dir, tiny_tokenizer, monkeypatch, one_torch_thread):
     from test_train_loop import _examples, _model, _train
 
     peaks = {torch.float32: (4e9, "measured"), torch.bfloat16: (1e11, "measured")}
-    monkeypatch.setattr(metrics, "_peak_flops", lambda device, dtype: peaks[dtype])
+    monkeypatch.setattr(throughput, "_peak_flops", lambda device, dtype: peaks[dtype])
     model, cfg = _model(tiny_model_dir, max_steps=2, batch_size=4)
     summary, _ = _train(model, cfg, _examples(tiny_tokenizer, 8))
     assert summary["dtype"] == "float32" and summary["peak_flops_dtype"] == "bfloat16"

@@ -222,14 +222,14 @@ def test_moe_model_runs_through_transformers_and_matches_generate_alone(tmp_path
 
 def test_run_config_engine_key_reaches_the_evaluation(tmp_path):
     from tunescope.config import load_config
-    from tunescope.pipeline import Reporter, run_evaluation
+    from tunescope.pipeline import ProgressSink, run_evaluation
 
     assert load_config(None, []).eval.engine == "auto"
     with pytest.raises(UserError, match=r"key 'eval\.engine'") as e:
         load_config(None, ["eval.engine=bogus"])
     assert "\n" not in str(e.value)
 
-    class Messages(Reporter):
+    class Messages(ProgressSink):
         def __init__(self):
             self.lines = []
 
@@ -238,10 +238,10 @@ def test_run_config_engine_key_reaches_the_evaluation(tmp_path):
 
     cfg = load_config(None, ["eval.engine=transformers", "eval.max_new_tokens=4", "eval.limit=2"])
     task = task_from_docs("heldout", [{"question": "Add 1 and 2.", "answer": "#### 3"}], "Q: {question}\nA: {answer}")
-    reporter = Messages()
-    res = run_evaluation(tiny_model(), tiny_tokenizer(), [task], [], cfg, tmp_path, reporter, "base")
+    sink = Messages()
+    res = run_evaluation(tiny_model(), tiny_tokenizer(), [task], [], cfg, tmp_path, sink, "base")
     assert res["tunescope"]["tasks"]["heldout"]["engine_path"] == "transformers"
-    assert reporter.lines == ["base engine: transformers (forced by the engine setting; auto would pick native: "
+    assert sink.lines == ["base engine: transformers (forced by the engine setting; auto would pick native: "
                               "llama verified)"]
 
 

@@ -70,9 +70,9 @@ def test_exact_match_options():
 
 def test_majority_vote_and_take_first_k():
     spec = builtin_spec("gsm8k")
-    from tunescope.evaluate.task import apply_overrides
+    from tunescope.evaluate.task import override_spec
 
-    spec = apply_overrides(spec, {"samples": 4})
+    spec = override_spec(spec, {"samples": 4})
     maj = {p.name: p for p in build_pipelines(spec.filter_list)}["maj@4"]
     assert maj(["so 5", "it is 7", "answer 5", "7"]) == "5"  # tie: first seen wins, as Counter.most_common
     assert maj(["no", "nothing", "x 3", "none"]) == FALLBACK

@@ -73,3 +73,19 @@ def test_auto_dtype_on_cpu_is_the_measured_faster_one(monkeypatch, tmp_path):
     rates.update({torch.float32: 100.0, torch.bfloat16: 400.0})  # AMX
     assert pick_dtype("auto", torch.device("cpu"), cache_dir=str(tmp_path / "b")) == torch.bfloat16
     assert pick_dtype("float16", torch.device("cpu")) == torch.float16
+
+
+def test_gguf_file_picks_that_file_in_a_directory(tmp_path, monkeypatch):
+    # model.gguf_file chooses among several GGUF files of one folder (or hub repository).
+    monkeypatch.setenv("TUNESCOPE_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    for stem in ("a-q4", "b-q8"):
+        (folder / f"{stem}.gguf").write_bytes(stem.encode())
+    dequantized = []
+    monkeypatch.setattr("tunescope.models.loading._dequantize_to_directory",
+                        lambda gguf, target: dequantized.append(gguf.name))
+    source = _resolve_source(str(folder), None, gguf_file="b-q8.gguf")
+    assert dequantized == ["b-q8.gguf"] and source.endswith(gguf_cache_name(folder / "b-q8.gguf"))
+    with pytest.raises(UserError, match="no file 'c.gguf'"):
+        _resolve_source(str(folder), None, gguf_file="c.gguf")

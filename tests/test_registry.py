@@ -14,7 +14,7 @@ import time
 import pytest
 
 from synthetic_run import build_run
-from tunescope import pipeline, registry
+from tunescope import pipeline, run_registry
 from tunescope.errors import UserError
 
 
@@ -34,43 +34,43 @@ def two_runs(tmp_path_factory):
 
 def test_register_list_show_leaderboard(db, two_runs):
     r1, r2 = two_runs
-    assert registry.registry_path() == db
+    assert run_registry.registry_path() == db
     for run in (r1, r2, r1):  # registering again refreshes the row, it does not add one
-        registry.register_run(run)
-    runs = registry.list_runs()
+        run_registry.register_run(run)
+    runs = run_registry.list_runs()
     assert [r["name"] for r in runs].count("r1") == 1 and len(runs) == 2
     assert all(r["exists"] for r in runs)
-    shown = registry.get_run("r1")
+    shown = run_registry.get_run("r1")
     assert shown["path"] == str(r1.resolve()) and shown["model"] == "smollm2-135m-instruct"
     assert {(s["label"], s["task"], s["metric"]) for s in shown["scores"]} >= {
         ("base", "heldout", "exact_match,strict-match"), ("tuned", "hellaswag", "acc_norm,none")}
-    assert registry.get_run(str(r2))["name"] == "r2"
-    board = registry.leaderboard("heldout")
+    assert run_registry.get_run(str(r2))["name"] == "r2"
+    board = run_registry.leaderboard("heldout")
     assert board["metric"] == "exact_match,strict-match"
     assert [(r["name"], r["label"]) for r in board["rows"]][:2] == [("r1", "tuned"), ("r2", "tuned")]
     assert [r["rank"] for r in board["rows"]] == [1, 2, 3, 4]
-    assert registry.leaderboard("hellaswag", metric="acc", label="base")["metric"] == "acc,none"
+    assert run_registry.leaderboard("hellaswag", metric="acc", label="base")["metric"] == "acc,none"
     with pytest.raises(UserError, match=r"no registered scores for task 'gsm8k'.*heldout"):
-        registry.leaderboard("gsm8k")
+        run_registry.leaderboard("gsm8k")
     with pytest.raises(UserError, match="no metric 'bleu'"):
-        registry.leaderboard("heldout", metric="bleu")
+        run_registry.leaderboard("heldout", metric="bleu")
     with pytest.raises(UserError, match="no registered run named 'nope'"):
-        registry.get_run("nope")
+        run_registry.get_run("nope")
 
 
 def test_report_registers_and_ambiguous_names_are_refused(db, two_runs, tmp_path):
     r1, _ = two_runs
     pipeline.write_report(r1)  # `tunescope report` registers the run
-    row = registry.get_run("r1")
+    row = run_registry.get_run("r1")
     # The verdict and the losses are the report's: validation loss 0.8 + 1.2·exp(-step/8) at steps 5, 10, ..., 40.
     assert row["further_training"] == "yes" and row["overfitting"] == 0 and row["forgetting_tasks"] == []
     assert row["val_loss_first"] == pytest.approx(0.8 + 1.2 * math.exp(-5 / 8))
     assert row["val_loss_best"] == pytest.approx(0.8 + 1.2 * math.exp(-5))
     assert (row["steps"], row["tokens_supervised"], row["cost_usd"]) == (40, 36000, 0.0042)
     other = build_run(tmp_path / "elsewhere", "r1", n_train=5, with_eval=False)
-    registry.register_run(other)
+    run_registry.register_run(other)
     with pytest.raises(UserError, match="names 2 runs; pass the directory"):
-        registry.get_run("r1")
+        run_registry.get_run("r1")
 
 
 def test_registry_problems_never_fail_a_run(tmp_path, monkeypatch, two_runs):
@@ -84,11 +84,11 @@ def test_unfinished_run_is_not_registered(db, tmp_path):
     run = build_run(tmp_path, "half", n_train=5, with_eval=False)
     (run / "manifest.json").write_text('{"status": "running"}')
     with pytest.raises(UserError, match="not finished"):
-        registry.register_run(run)
+        run_registry.register_run(run)
 
 
 def test_waits_for_a_held_write_lock(db):
-    registry.connect().close()
+    run_registry.connect().close()
     holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
     holder.execute("BEGIN IMMEDIATE")
     holder.execute("INSERT INTO runs (path, name, registered_at) VALUES ('/x/holder', 'holder', 'then')")
@@ -100,23 +100,23 @@ def test_waits_for_a_held_write_lock(db):
 
     release = threading.Timer(0.5, commit)
     release.start()
-    registry.insert_record({"path": "/x/locked", "name": "locked", "scores": []})
+    run_registry.insert_record({"path": "/x/locked", "name": "locked", "scores": []})
     events.append("insert returns")
     release.join()
     holder.close()
     # The insert neither failed nor slipped in: it waited for the other transaction, then wrote.
     assert events == ["holder commits", "insert returns"]
-    assert sorted(r["name"] for r in registry.list_runs()) == ["holder", "locked"]
+    assert sorted(r["name"] for r in run_registry.list_runs()) == ["holder", "locked"]
 
 
 WRITER = textwrap.dedent("""
     import sys, time
-    from tunescope import registry
+    from tunescope import run_registry
     proc, n, start = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
     while time.time() < start:
         time.sleep(0.001)
     for i in range(n):
-        registry.insert_record({"path": f"/runs/p{proc}-{i}", "name": f"p{proc}-{i}", "model": "m",
+        run_registry.insert_record({"path": f"/runs/p{proc}-{i}", "name": f"p{proc}-{i}", "model": "m",
                                 "scores": [{"label": "tuned", "task": "gsm8k", "metric": "exact_match,strict-match",
                                             "value": (proc * n + i) / 1000, "stderr": 0.01, "n": 100}]})
 """)
@@ -136,13 +136,13 @@ def test_concurrent_writers_lose_no_rows(db):
         assert conn.execute("SELECT COUNT(*) FROM scores").fetchone()[0] == procs_n * per_proc
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert len(registry.leaderboard("gsm8k")["rows"]) == procs_n * per_proc
+    assert len(run_registry.leaderboard("gsm8k")["rows"]) == procs_n * per_proc
 
 
 def test_cli_runs_commands(db, two_runs):
     r1, r2 = two_runs
-    registry.register_run(r1)
-    registry.register_run(r2)
+    run_registry.register_run(r1)
+    run_registry.register_run(r2)
     env = {**os.environ, "TUNESCOPE_REGISTRY": str(db), "COLUMNS": "250"}
 
     # The four commands run side by side (read-only, so they must not block each other either).

@@ -200,3 +200,18 @@ def test_summary_table_reads_the_new_report(forgetting_run):
     rows = dict(summary_rows(data))
     assert any("FORGETTING" in v for v in rows.values())
     assert "final train token accuracy (teacher-forced)" in rows and "further training would likely help" in rows
+
+
+def test_report_templates_only_show_presented_figures():
+    # Formatting and decisions live in report/presentation.py; the templates escape, loop and read fields.
+    from pathlib import Path
+
+    import tunescope.report
+
+    templates = Path(tunescope.report.__file__).parent / "templates"
+    for name in ("report.md.j2", "report.html.j2"):
+        text = (templates / name).read_text()
+        expressions = re.findall(r"{{(.*?)}}", text)
+        used = {f for e in expressions for f in re.findall(r"\|\s*([a-z_]+)", e)}
+        assert used <= {"mdcell", "mdblock"}, (name, used)
+        assert not re.search(r"{%\s*(if|elif)[^%]*(==|!=|<|>| is | and | or )", text), name

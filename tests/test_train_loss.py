@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from tunescope.config import DEFAULT_TEMPLATE, LoraConfig, TrainingConfig
-from tunescope.data.prompting import IGNORE_INDEX, encode_dataset
+from tunescope.data.prompting import encode_dataset
+from tunescope.prompt_format import IGNORE_INDEX
 from tunescope.train import loss as loss_mod
 from tunescope.train.adapters import build_trainable
 from tunescope.train.batching import collate
@@ -69,7 +70,7 @@ def test_head_on_supervised_rows_equals_full_forward(tiny_model_dir, tiny_tokeni
     fast.loss_sum.backward()
     fast_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
     model.zero_grad()
-    monkeypatch.setattr(loss_mod, "_split_head", lambda m: None)  # the plain full-logits path
+    monkeypatch.setattr(loss_mod, "split_head", lambda m: None)  # the plain full-logits path
     full = supervised_loss(model, batch)
     full.loss_sum.backward()
     torch.testing.assert_close(fast.loss_sum, full.loss_sum)
@@ -106,7 +107,7 @@ def test_full_fine_tuning_trains_the_tied_head(tiny_model_dir, tiny_tokenizer, m
     embed = model.get_input_embeddings().weight
     fast = embed.grad.clone()
     model.zero_grad()
-    monkeypatch.setattr(loss_mod, "_split_head", lambda m: None)
+    monkeypatch.setattr(loss_mod, "split_head", lambda m: None)
     supervised_loss(model, batch).loss_sum.backward()
     # Llama's RMSNorm computes in float32 even for a float64 model, hence float32-level tolerance.
     torch.testing.assert_close(fast, embed.grad, rtol=1e-5, atol=1e-6)

@@ -27,8 +27,8 @@ from tunescope.config import load_config
 
 out, name, model, resume, hold_at, marker = sys.argv[1:7]
 
-class Hold(pipeline.Reporter):
-    def progress(self, what, done, total):
+class Hold(pipeline.ProgressSink):
+    def advance(self, what, done, total):
         if what == "train" and done == int(hold_at):
             Path(marker).write_text(str(done))
             time.sleep(600)  # the test SIGKILLs us here
@@ -42,7 +42,7 @@ cfg = load_config(None, [
     "data.synthetic_size=60", "eval.tasks=[]", "prompt.max_length=128", "training.max_steps=9",
     "training.batch_size=4", "training.eval_every=3", "training.checkpoint_every=2", "training.learning_rate=1e-2",
     "training.lora.dropout=0.1", "training.threads=1", "training.warmup_ratio=0.2"])
-pipeline.run(cfg, resume=resume == "1", reporter=Hold())
+pipeline.run(cfg, resume=resume == "1", progress=Hold())
 """
 
 

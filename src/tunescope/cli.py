@@ -21,8 +21,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from tunescope.config import SAMPLING_TEMPERATURE, EvalConfig, ModelConfig
 from tunescope.errors import RunInterrupted, UserError, storage_error
-from tunescope.pipeline import Reporter
+from tunescope.pipeline import ProgressSink
 
 console = Console(stderr=True)
 out = Console()
@@ -71,7 +72,7 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override 
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing run with the same name.")]
 
 
-class RichReporter(Reporter):
+class RichProgress(ProgressSink):
     """Progress bars for every long step."""
 
     def __init__(self) -> None:
@@ -79,7 +80,7 @@ class RichReporter(Reporter):
                              TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
         self.tasks: dict[str, int] = {}
 
-    def __enter__(self) -> RichReporter:
+    def __enter__(self) -> RichProgress:
         self.bars.start()
         return self
 
@@ -89,7 +90,7 @@ class RichReporter(Reporter):
     def stage(self, name: str) -> None:
         self.bars.console.log(f"[cyan]▶ {name}")
 
-    def progress(self, what: str, done: int, total: int) -> None:
+    def advance(self, what: str, done: int, total: int) -> None:
         if what not in self.tasks:
             self.tasks[what] = self.bars.add_task(what, total=total)
         self.bars.update(self.tasks[what], completed=done, total=total)
@@ -140,8 +141,8 @@ def run(
 
     _RESUME_ARGS[:] = _resume_args("run", config, set_)
     cfg = _load(config, set_)
-    with RichReporter() as rep:
-        run_dir = pipeline.run(cfg, overwrite=overwrite, reporter=rep, resume=resume)
+    with RichProgress() as progress:
+        run_dir = pipeline.run(cfg, overwrite=overwrite, progress=progress, resume=resume)
     if run_dir is not None:  # None on the other processes of a distributed launch
         _print_summary(run_dir)
 
@@ -162,8 +163,8 @@ def train(
 
     _RESUME_ARGS[:] = _resume_args("train", config, set_)
     cfg = _load(config, (set_ or []) + ["eval.tasks=[]"])
-    with RichReporter() as rep:
-        run_dir = pipeline.run(cfg, overwrite=overwrite, reporter=rep, resume=resume)
+    with RichProgress() as progress:
+        run_dir = pipeline.run(cfg, overwrite=overwrite, progress=progress, resume=resume)
     if run_dir is not None:
         _print_summary(run_dir)
 
@@ -187,121 +188,64 @@ def export(
     out.print(f"{'merged model' if merged else 'adapter'}: {path}")
 
 
+def _default(section, key: str):
+    """A config key's default, so that an option left out means what the key left out of a config means."""
+    return section.model_fields[key].default
+
+
 @app.command("eval")
 def eval_(
     model: Annotated[str, typer.Option("--model", "-m", help="Alias, hub id or local directory.")],
     tasks: Annotated[str, typer.Option("--tasks", "-t", help="Comma-separated tasks or groups, e.g. gsm8k,hellaswag,mmlu_high_school_computer_science "
                                                  "or mmlu (all 57 subjects).")],
-    limit: Annotated[int | None, typer.Option(help="Items per task (default: all).")] = None,
-    batch_size: Annotated[str, typer.Option(help="Batch size or 'auto'.")] = "16",
-    num_fewshot: Annotated[int | None, typer.Option(help="Override the tasks' default shots.")] = None,
+    limit: Annotated[str, typer.Option(help="Items per task, or 'all' (eval.limit).")] = str(_default(EvalConfig, "limit")),
+    batch_size: Annotated[str, typer.Option(help="Batch size or 'auto' (eval.batch_size).")] = str(
+        _default(EvalConfig, "batch_size")),
+    max_new_tokens: Annotated[int | None, typer.Option(help="Cap on generated tokens per answer (default: each task's "
+                                                            "own max_gen_toks; eval.max_new_tokens).")] = _default(
+        EvalConfig, "max_new_tokens"),
+    num_fewshot: Annotated[int | None, typer.Option(help="Override the tasks' default shots.")] = _default(
+        EvalConfig, "num_fewshot"),
     samples: Annotated[int, typer.Option(help="Self-consistency: answers sampled per question on generation "
-                                              "tasks, scored by majority vote as maj@k (1 = greedy).")] = 1,
+                                              "tasks, scored by majority vote as maj@k (1 = greedy).")] = _default(
+        EvalConfig, "samples"),
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature with --samples > 1 "
-                                                           "(default 0.7).")] = None,
+                                                           f"(default {SAMPLING_TEMPERATURE}).")] = _default(
+        EvalConfig, "temperature"),
     data_path: Annotated[list[str] | None, typer.Option("--data-path", help="task=PATH: read a task's data locally (a group, e.g. "
                                                                   "mmlu=DIR, serves all its subjects).")] = None,
     adapter: Annotated[Path | None, typer.Option(help="A PEFT adapter directory to apply (e.g. runs/x/adapter).")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write results.json and per-sample JSONL here.")] = None,
     dtype: Annotated[str, typer.Option(help="auto (CUDA: bfloat16; CPU: the faster of float32 and bfloat16, measured; "
                                             "bfloat16 must be 1.2× faster), float32, bfloat16 or float16. Scores "
-                                            "match a reference run only in the same dtype.")] = "auto",
+                                            "match a reference run only in the same dtype.")] = _default(
+        ModelConfig, "dtype"),
     backend: Annotated[str, typer.Option(help="native (fast), lm-eval (the reference implementation) or vllm "
                                                          "(generation with vLLM on CUDA).")] = "native",
     engine: Annotated[str, typer.Option(help="With --backend native: auto (the native engine on the model families it "
                                              "is verified on, plain transformers otherwise), native, or transformers "
-                                             "(model.generate and unbatched forwards: slower, any model).")] = "auto",
+                                             "(model.generate and unbatched forwards: slower, any model).")] = _default(
+        EvalConfig, "engine"),
 ) -> None:
     """Evaluate a model on benchmarks; prints lm-evaluation-harness's familiar table."""
-    from tunescope.evaluate import evaluate, format_results_table, load_tasks
-    from tunescope.evaluate.enginepath import check_engine, engine_lines
-    from tunescope.models import load_model
+    from tunescope import pipeline
 
-    check_engine(engine, where="--engine")
-    if engine != "auto" and backend != "native":
-        raise UserError(f"applies only to --backend native (backend '{backend}' runs its own engine)", where="--engine")
     paths = {}
     for item in data_path or []:
         if "=" not in item:
             raise UserError(f"'{item}' must look like task=PATH", where="--data-path")
         k, v = item.split("=", 1)
         paths[k.strip()] = v.strip()
-    bs: int | str = batch_size if batch_size == "auto" else _positive_int(batch_size, "--batch-size")
-    if limit is not None and limit < 1:
-        raise UserError("must be at least 1 (leave it out for all items)", where="--limit")
-    if output is not None:
-        # Checked now: results that cannot be written are otherwise lost after the whole evaluation.
-        if output.exists() and not output.is_dir():
-            raise UserError("is a file, not a folder", where=f"--output {output}")
-        from tunescope.errors import check_writable_dir
-
-        check_writable_dir(output, where=f"--output {output}")
-    if adapter is not None:
-        _check_adapter(adapter)
-    task_objs, groups = load_tasks([t.strip() for t in tasks.split(",") if t.strip()], data_paths=paths,
-                                   num_fewshot=num_fewshot, samples=samples, temperature=temperature)
-    if dtype not in {"auto", "float32", "bfloat16", "float16"}:
-        raise UserError(f"unknown dtype '{dtype}' (use auto, float32, bfloat16, float16)", where="--dtype")
-    loaded = load_model(model, dtype=dtype)
-    m = loaded.model
-    if adapter is not None:
-        from peft import PeftModel
-
-        try:
-            m = PeftModel.from_pretrained(m, adapter)
-        except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
-            first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-            raise UserError(f"cannot apply the adapter to this model ({type(e).__name__}: {first})",
-                            where=str(adapter)) from None
-    with RichReporter() as rep:
-        results = evaluate(m, loaded.tokenizer, task_objs, limit=limit, batch_size=bs, out_dir=output,
-                           progress=lambda t, d, n: rep.progress(t, d, n), backend=backend, groups=groups,
-                           engine=engine)
-    for line in engine_lines(results):
+    with RichProgress() as progress:
+        shown = pipeline.evaluate_model(
+            model, [t.strip() for t in tasks.split(",") if t.strip()], data_paths=paths, adapter=adapter,
+            output=output, dtype=dtype, backend=backend, progress=progress, limit=None if limit == "all" else limit,
+            batch_size=batch_size, max_new_tokens=max_new_tokens, num_fewshot=num_fewshot, samples=samples,
+            temperature=temperature, engine=engine)
+    for line in shown.engine_lines:
         console.print(line, markup=False, highlight=False, soft_wrap=True)  # stderr: stdout is the table
-    if loaded.dtype_choice is not None:
-        results.setdefault("tunescope", {})["dtype_choice"] = loaded.dtype_choice.record()
-        if output is not None:  # written by the engine before the choice was added
-            from tunescope.runio import write_json
-
-            write_json(output / "results.json", results)
-    out.print(_dtype_line(loaded.dtype_choice, loaded.dtype), markup=False, highlight=False, soft_wrap=True)
-    out.print(format_results_table(results), markup=False, highlight=False)
-
-
-def _check_adapter(adapter: Path) -> None:
-    """A PEFT adapter folder whose config reads, checked before the model loads."""
-    import json
-
-    config = adapter / "adapter_config.json"
-    if not config.is_file():
-        raise UserError("not a PEFT adapter directory (no adapter_config.json)", where=str(adapter))
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"not valid JSON ({e})", where=str(config)) from None
-    if not isinstance(data, dict) or not isinstance(data.get("peft_type"), str):
-        raise UserError("not a PEFT adapter config (a JSON object with 'peft_type')", where=str(config))
-    if not any((adapter / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
-        raise UserError("no adapter weights (adapter_model.safetensors)", where=str(adapter))
-
-
-def _dtype_line(choice, dtype) -> str:
-    """The header above the results table: scores depend on the dtype, so say which and why."""
-    name = str(dtype).replace("torch.", "")
-    if choice is None:
-        return f"dtype: {name}"
-    return f"dtype: {name} — {'auto: ' if choice.requested == 'auto' else ''}{choice.reason}"
-
-
-def _positive_int(text: str, where: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise UserError(f"'{text}' is not a whole number", where=where) from None
-    if value < 1:
-        raise UserError("must be at least 1", where=where)
-    return value
+    out.print(shown.dtype_line, markup=False, highlight=False, soft_wrap=True)
+    out.print(shown.table, markup=False, highlight=False)
 
 
 @app.command()
@@ -325,11 +269,13 @@ def compare(
         help="Column the others are tested against: a run (its base evaluation), RUN:tuned, or a column "
              "label such as 'name (tuned)'. Default: the first column.")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Folder for comparison.html/.md/.json.")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", "-s", help="Change a test setting: --set report.alpha=0.01, --set report.bootstrap_resamples=2000")] = None,
 ) -> None:
     """Compare runs: models × tasks with score ± stderr, the best per row, paired tests against a baseline."""
     from tunescope import pipeline
 
-    paths = pipeline.compare(list(runs), baseline=baseline, output=output)
+    paths = pipeline.compare(list(runs), baseline=baseline, output=output, overrides=set_)
     for kind, path in paths.items():
         out.print(f"{kind}: {path}")
 
@@ -340,7 +286,7 @@ app.add_typer(runs_app, name="runs")
 
 
 def _fmt_score(value, stderr) -> str:
-    from tunescope.report.render import pm
+    from tunescope.report.formatting import pm
 
     return pm(value, stderr)
 
@@ -370,7 +316,7 @@ def runs_list() -> None:
 def runs_show(ref: Annotated[str, typer.Argument(metavar="RUN", help="Run name or directory.")]) -> None:
     """One run: what it was, its training figures and every score."""
     from tunescope import pipeline
-    from tunescope.report.render import num
+    from tunescope.report.formatting import number
 
     r = pipeline.runs_show(ref)
     info = Table(title=f"run {r['name']}", show_header=False)
@@ -379,7 +325,7 @@ def runs_show(ref: Annotated[str, typer.Argument(metavar="RUN", help="Run name o
     for key in ("path", "model", "dataset", "method", "device", "started", "finished", "wall_s", "train_s", "steps",
                 "epochs", "tokens_supervised", "cost_usd", "train_loss_first", "train_loss_last", "val_loss_first",
                 "val_loss_best", "further_training", "registered_at"):
-        info.add_row(key, num(r.get(key)))
+        info.add_row(key, number(r.get(key)))
     info.add_row("overfitting", "—" if r.get("overfitting") is None else ("yes" if r["overfitting"] else "no"))
     info.add_row("forgetting flagged on", ", ".join(r["forgetting_tasks"]) or "none")
     out.print(info)
@@ -387,7 +333,7 @@ def runs_show(ref: Annotated[str, typer.Argument(metavar="RUN", help="Run name o
     for col in ("task", "metric", "label", "score ± stderr", "n"):
         scores.add_column(col)
     for s in r["scores"]:
-        scores.add_row(s["task"], s["metric"], s["label"], _fmt_score(s["value"], s["stderr"]), num(s["n"]))
+        scores.add_row(s["task"], s["metric"], s["label"], _fmt_score(s["value"], s["stderr"]), number(s["n"]))
     out.print(scores)
 
 
@@ -400,7 +346,7 @@ def runs_leaderboard(
 ) -> None:
     """Registered evaluations on one task, best first (with stderr and n: close scores are not a ranking)."""
     from tunescope import pipeline
-    from tunescope.report.render import num
+    from tunescope.report.formatting import number
 
     board = pipeline.runs_leaderboard(task, metric=metric, label=label)
     table = Table(title=f"{board['task']} · {board['metric']}")
@@ -408,7 +354,7 @@ def runs_leaderboard(
         table.add_column(col)
     for r in board["rows"]:
         table.add_row(str(r["rank"]), r["name"], r["label"], r["model"] or "—", _fmt_score(r["value"], r["stderr"]),
-                      num(r["n"]), r["path"])
+                      number(r["n"]), r["path"])
     out.print(table)
 
 
@@ -419,12 +365,9 @@ def demo(
 ) -> None:
     """Offline demo: LoRA on synthetic grade-school math with SmolLM2-135M-Instruct, then the report."""
     from tunescope import pipeline
-    from tunescope.config import load_config
 
-    demo_cfg = Path(__file__).parent / "configs" / "demo.yaml"
-    cfg = load_config(demo_cfg, set_ or [])
-    with RichReporter() as rep:
-        run_dir = pipeline.run(cfg, overwrite=overwrite, reporter=rep)
+    with RichProgress() as progress:
+        run_dir = pipeline.demo(set_, overwrite=overwrite, progress=progress)
     _print_summary(run_dir)
 
 

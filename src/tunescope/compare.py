@@ -104,8 +104,8 @@ def _paired_records(base: list[dict], other: list[dict]) -> tuple[list[dict], li
     return [b_by[d] for d in same], [o_by[d] for d in same], info
 
 
-def compare_runs(runs: Sequence[Compared], baseline: str | None = None, *, alpha: float = 0.05,
-                 n_boot: int = 10000, seed: int = 0) -> dict:
+def compare_runs(runs: Sequence[Compared], baseline: str | None = None, *, alpha: float,
+                 n_boot: int, seed: int = 0) -> dict:
     """The comparison report's data, from run directories and evaluation-only folders
     (``run_record.open_run_or_evaluation``)."""
     cols = columns_of(runs)

@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tunescope.errors import UserError
 
 DEFAULT_TEMPLATE = "Instruction: {question}\nResponse: {answer}"
+# Self-consistency sampling temperature when samples > 1 and none is given.
+SAMPLING_TEMPERATURE = 0.7
 RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -122,12 +124,14 @@ class TrainingConfig(_Strict):
 class EvalConfig(_Strict):
     tasks: list[str] = Field(default_factory=lambda: ["heldout"])
     limit: int | None = Field(50, ge=1, description="Items per task (None = all).")
-    batch_size: int = Field(16, ge=1)
-    max_new_tokens: int = Field(256, ge=1)
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        16, description="Requests per batch, or auto = as many as fit in free memory.")
+    max_new_tokens: int | None = Field(None, ge=1, description="Cap on generated tokens per answer; None = each "
+                                                                 "task's own max_gen_toks.")
     num_fewshot: int | None = Field(None, ge=0, description="None = the task's default.")
     samples: int = Field(1, ge=1, description="Answers sampled per question on generation tasks; above 1, "
                                              "self-consistency: their majority vote is scored as maj@k.")
-    temperature: float | None = Field(None, gt=0, description="Sampling temperature when samples > 1 (None = 0.7).")
+    temperature: float | None = Field(None, gt=0, description=f"Sampling temperature when samples > 1 (None = {SAMPLING_TEMPERATURE}).")
     heldout_size: int = Field(50, ge=1, description="Held-out problems for the 'heldout' task.")
     data_path: dict[str, str] = Field(default_factory=dict, description="task -> local file/folder.")
     evaluate_base: bool = True
@@ -231,6 +235,19 @@ def _key_lines(text: str) -> dict[tuple, int]:
     except yaml.YAMLError:
         pass
     return out
+
+
+def from_options(section: type[_Strict], **values: Any) -> Any:
+    """A config section from command-line options, validated like the same keys in a config file;
+    an invalid value is a UserError naming the option (`--batch-size`)."""
+    try:
+        return section.model_validate(values)
+    except ValidationError as err:
+        e = err.errors()[0]
+        option = "--" + str(e["loc"][0]).replace("_", "-")
+        if e["type"] == "greater_than_equal":
+            raise UserError(f"must be at least {e['ctx']['ge']}", where=option) from None
+        raise UserError(e["msg"].removeprefix("Value error, "), where=option) from None
 
 
 def _allowed_keys(parent: tuple) -> list[str]:

@@ -11,20 +11,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunescope import run_record as rr
-from tunescope.config import RunConfig, dump_config
+from tunescope.config import EvalConfig, ModelConfig, RunConfig, dump_config, from_options, load_config
 from tunescope.errors import RunInterrupted, UserError, check_writable_dir, storage_error
 from tunescope.runio import RunDir, git_sha, library_versions, now_iso, write_json, write_text_atomic
 
 # Per-example losses cost one forward pass each; beyond this many the report samples are enough.
 MAX_EXAMPLE_LOSSES = 512
+DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
 
 
-class Reporter:
-    """Progress callbacks; the CLI draws them with rich, tests use this silent default."""
+class ProgressSink:
+    """Where a recipe tells how far it got; the CLI draws it with rich, tests use this silent default."""
 
     def stage(self, name: str) -> None: ...
 
-    def progress(self, what: str, done: int, total: int) -> None: ...
+    def advance(self, what: str, done: int, total: int) -> None: ...
 
     def message(self, text: str) -> None: ...
 
@@ -72,8 +73,8 @@ def prepare_data(cfg: RunConfig) -> Prepared:
 
 def build_tasks(cfg: RunConfig, heldout_rows: list[dict]) -> tuple[list, list[str]]:
     """(tasks to run, groups to score): the held-out task first, then the built-in tasks and groups."""
-    from tunescope.data.prompting import prompt_prefix
     from tunescope.evaluate import load_tasks, sampling_overrides, task_from_docs
+    from tunescope.prompt_format import prompt_prefix
 
     sampling = {"samples": cfg.eval.samples, "temperature": cfg.eval.temperature}
     tasks = []
@@ -89,17 +90,17 @@ def build_tasks(cfg: RunConfig, heldout_rows: list[dict]) -> tuple[list, list[st
     return tasks + builtin, groups
 
 
-def run_evaluation(model, tokenizer, tasks, groups: list[str], cfg: RunConfig, out_dir: Path, reporter: Reporter,
+def run_evaluation(model, tokenizer, tasks, groups: list[str], cfg: RunConfig, out_dir: Path, progress: ProgressSink,
                    label: str) -> dict:
     from tunescope.evaluate import evaluate
     from tunescope.evaluate.enginepath import engine_lines
 
-    reporter.stage(f"evaluate {label}")
+    progress.stage(f"evaluate {label}")
     results = evaluate(model, tokenizer, tasks, limit=cfg.eval.limit, batch_size=cfg.eval.batch_size,
                        max_new_tokens=cfg.eval.max_new_tokens, out_dir=out_dir, groups=groups, engine=cfg.eval.engine,
-                       progress=lambda t, done, total: reporter.progress(f"{label} · {t}", done, total))
+                       progress=lambda t, done, total: progress.advance(f"{label} · {t}", done, total))
     for line in engine_lines(results):
-        reporter.message(f"{label} {line}")
+        progress.message(f"{label} {line}")
     return results
 
 
@@ -134,21 +135,21 @@ def encode_data(cfg: RunConfig, tokenizer, prep: Prepared) -> EncodedData:
     return EncodedData(train_set, train_stats, val_set, val_stats)
 
 
-def _train_stage(cfg: RunConfig, loaded, prep: Prepared, enc: EncodedData, run_path: Path, reporter: Reporter,
+def _train_stage(cfg: RunConfig, loaded, prep: Prepared, enc: EncodedData, run_path: Path, progress: ProgressSink,
                  resume: bool = False) -> tuple[object, dict]:
     from tunescope.train.distributed import current
     from tunescope.train.session import fit
 
     p = cfg.prompt
     train_set, train_stats, val_set, val_stats = enc.train_set, enc.train_stats, enc.val_set, enc.val_stats
-    reporter.stage("train")
+    progress.stage("train")
     # fit() builds the adapter, writes the setup record (adding parameter counts), resumes from
     # run_path/checkpoints when asked, and writes metrics.jsonl and adapter/.
     setup = {"train_examples": len(train_set), "val_examples": len(val_set),
              "truncated": train_stats.truncated + val_stats.truncated,
              "dropped": train_stats.dropped + val_stats.dropped, "overflow": p.overflow}
     model, summary = fit(cfg, loaded, train_set, val_set, run_path, resume=resume, setup=setup,
-                         progress=lambda done, total: reporter.progress("train", done, total))
+                         progress=lambda done, total: progress.advance("train", done, total))
     if current().is_main:  # under a distributed launch, only rank 0 writes the run folder
         _record_example_losses(model, prep, train_set, train_stats.dropped_rows, cfg, loaded, run_path)
     return model, summary
@@ -169,12 +170,12 @@ def _record_example_losses(model, prep: Prepared, train_set, dropped_rows, cfg: 
                   "loss": losses[i] if i < n else None} for i in range(len(train_set))))
 
 
-def _resumable(rd: RunDir, cfg: RunConfig, reporter: Reporter) -> bool:
+def _resumable(rd: RunDir, cfg: RunConfig, progress: ProgressSink) -> bool:
     """True when `rd` has an interrupted run with this config to continue; False when there is none."""
     if not rd.path.is_dir():
         if rd.final.is_dir():
             raise UserError(f"run '{rd.final}' is already complete; nothing to resume", where="--resume")
-        reporter.message(f"no interrupted run at {rd.path}; starting a new one")
+        progress.message(f"no interrupted run at {rd.path}; starting a new one")
         return False
     saved = rd.path / rr.CONFIG
     if saved.is_file() and saved.read_text(encoding="utf-8") != dump_config(cfg):
@@ -183,7 +184,7 @@ def _resumable(rd: RunDir, cfg: RunConfig, reporter: Reporter) -> bool:
     return True
 
 
-def run(cfg: RunConfig, *, overwrite: bool = False, reporter: Reporter | None = None,
+def run(cfg: RunConfig, *, overwrite: bool = False, progress: ProgressSink | None = None,
         resume: bool = False) -> Path | None:
     """The whole pipeline. Returns the finished run directory (None on the other processes of a
     distributed launch, which only train).
@@ -196,7 +197,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, reporter: Reporter | None = 
     from tunescope.train.adapters import quantization_config_for
     from tunescope.train.distributed import current
 
-    reporter = reporter or Reporter()
+    progress = progress or ProgressSink()
     # Under `accelerate launch` this joins the process group and selects this process's GPU first.
     dist = current()
     rd = RunDir(cfg.output_dir, cfg.name)
@@ -205,12 +206,12 @@ def run(cfg: RunConfig, *, overwrite: bool = False, reporter: Reporter | None = 
     check_writable_dir(rd.root, where="output_dir")
     if not resume and rd.final.exists() and not overwrite:
         rd.begin(overwrite)  # refuses, naming the existing run
-    resuming = resume and _resumable(rd, cfg, reporter)
+    resuming = resume and _resumable(rd, cfg, progress)
     started = time.perf_counter()
-    reporter.stage("prepare data")
+    progress.stage("prepare data")
     prep = prepare_data(cfg)
     tasks, groups = build_tasks(cfg, prep.heldout_rows) if cfg.eval.tasks else ([], [])
-    reporter.stage("load model")
+    progress.stage("load model")
     # QLoRA: the base is loaded in 4-bit NF4 (CUDA only; elsewhere a UserError naming the alternative).
     quantization = quantization_config_for(cfg.training, pick_device(cfg.device))
     tokenizer = prepare_tokenizer(cfg.model.name, revision=cfg.model.revision,
@@ -218,10 +219,10 @@ def run(cfg: RunConfig, *, overwrite: bool = False, reporter: Reporter | None = 
     enc = encode_data(cfg, tokenizer, prep)
     loaded = load_model(cfg.model.name, dtype=cfg.model.dtype, device=cfg.device, revision=cfg.model.revision,
                         trust_remote_code=cfg.model.trust_remote_code, cache_dir=cfg.model.cache_dir,
-                        quantization_config=quantization, tokenizer=tokenizer)
+                        gguf_file=cfg.model.gguf_file, quantization_config=quantization, tokenizer=tokenizer)
     if not dist.is_main:
         # The other processes of a distributed launch only train; rank 0 writes, evaluates and reports.
-        _train_stage(cfg, loaded, prep, enc, rd.path, reporter, resume=resuming)
+        _train_stage(cfg, loaded, prep, enc, rd.path, progress, resume=resuming)
         return None
     if not resuming:
         rd.begin(overwrite)
@@ -237,19 +238,19 @@ def run(cfg: RunConfig, *, overwrite: bool = False, reporter: Reporter | None = 
         base_done = resuming and (eval_dir / "base" / rr.RESULTS).is_file()
         if tasks and cfg.eval.evaluate_base and not base_done:
             t0 = time.perf_counter()
-            run_evaluation(loaded.model, loaded.tokenizer, tasks, groups, cfg, eval_dir / "base", reporter, "base")
+            run_evaluation(loaded.model, loaded.tokenizer, tasks, groups, cfg, eval_dir / "base", progress, "base")
             timings["eval_base_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        model, _ = _train_stage(cfg, loaded, prep, enc, rd.path, reporter, resume=resuming)
+        model, _ = _train_stage(cfg, loaded, prep, enc, rd.path, progress, resume=resuming)
         timings["train_s"] = time.perf_counter() - t0
         if tasks:
             t0 = time.perf_counter()
-            run_evaluation(model, loaded.tokenizer, tasks, groups, cfg, eval_dir / "tuned", reporter, "tuned")
+            run_evaluation(model, loaded.tokenizer, tasks, groups, cfg, eval_dir / "tuned", progress, "tuned")
             timings["eval_tuned_s"] = time.perf_counter() - t0
         manifest.update(status="complete", finished=now_iso(), timings=timings,
                         wall_s=round(time.perf_counter() - started, 2))
         write_json(rd.path / rr.MANIFEST, manifest)
-        reporter.stage("report")
+        progress.stage("report")
         write_report(rd.path, register=False)
     except BaseException as e:
         rd.abandon()
@@ -264,12 +265,12 @@ def run(cfg: RunConfig, *, overwrite: bool = False, reporter: Reporter | None = 
         final = rd.finish()
     except OSError as e:
         raise storage_error(e, rd.path) or e from None
-    register_run(final, reporter)
+    register_run(final, progress)
     return final
 
 
 def write_report(run_dir: str | Path, *, register: bool = True, overrides: list[str] | None = None,
-                 reporter: Reporter | None = None) -> dict[str, Path]:
+                 progress: ProgressSink | None = None) -> dict[str, Path]:
     """(Re)build a run's report; ``overrides`` (``report.key=value``) change only the report settings.
     With ``register``, the run is also added to (or refreshed in) the run registry."""
     from tunescope.analysis.summary import analyse_run
@@ -279,38 +280,131 @@ def write_report(run_dir: str | Path, *, register: bool = True, overrides: list[
     # The report is written into the run folder: refuse an unwritable one before the analysis runs.
     check_writable_dir(Path(run_dir), where=str(run_dir))
     if overrides:
-        bad = [o for o in overrides if not o.strip().startswith("report.")]
-        if bad:
-            raise UserError(f"only report.* settings can change when re-reporting, not '{bad[0]}' "
-                            "(the other keys describe how the run was made)", where="--set")
+        _only_report_keys(overrides, "when re-reporting")
         record = record.reconfigured(overrides)
     data = analyse_run(record)
     paths = render_all(data, Path(run_dir))
     if register:
-        register_run(Path(run_dir), reporter)
+        register_run(Path(run_dir), progress)
     return paths
 
 
-def register_run(run_dir: Path, reporter: Reporter | None = None) -> str | None:
+def _only_report_keys(overrides: list[str], when: str) -> None:
+    bad = [o for o in overrides if not o.strip().startswith("report.")]
+    if bad:
+        raise UserError(f"only report.* settings can change {when}, not '{bad[0]}' "
+                        "(the other keys describe how the run was made)", where="--set")
+
+
+def register_run(run_dir: Path, progress: ProgressSink | None = None) -> str | None:
     """Add a finished run to the local registry. A registry problem is reported, never fatal to the run."""
     import logging
     import sqlite3
 
-    from tunescope import registry
+    from tunescope import run_registry
 
     try:
-        return registry.register_run(run_dir)
+        return run_registry.register_run(run_dir)
     except (sqlite3.Error, OSError, UserError) as e:
-        msg = f"warning: run not added to the registry {registry.registry_path()}: {e}"
+        msg = f"warning: run not added to the registry {run_registry.registry_path()}: {e}"
         logging.getLogger(__name__).warning(msg)
-        if reporter is not None:
-            reporter.message(msg)
+        if progress is not None:
+            progress.message(msg)
         return None
 
 
+@dataclass
+class Evaluated:
+    """What `tunescope eval` shows: the results, which engine path ran and why, the dtype and why, the table."""
+
+    results: dict
+    engine_lines: list[str]
+    dtype_line: str
+    table: str
+
+
+def evaluate_model(model: str, tasks: list[str], *, data_paths: dict[str, str] | None = None,
+                   adapter: Path | None = None, output: Path | None = None, dtype: str = "auto",
+                   backend: str = "native", progress: ProgressSink | None = None, **options) -> Evaluated:
+    """Evaluate one model (optionally with a PEFT adapter) on tasks and groups. `options` are `eval.*`
+    keys (limit, batch_size, max_new_tokens, num_fewshot, samples, temperature, engine), validated and
+    meaning exactly what they mean in a run config."""
+    from tunescope.evaluate import evaluate, format_results_table, load_tasks
+    from tunescope.evaluate.enginepath import check_engine, engine_lines
+    from tunescope.models import load_model
+
+    progress = progress or ProgressSink()
+    check_engine(options.get("engine", "auto"), where="--engine")
+    ev = from_options(EvalConfig, tasks=tasks, data_path=data_paths or {}, **options)
+    model_cfg = from_options(ModelConfig, name=model, dtype=dtype)
+    if ev.engine != "auto" and backend != "native":
+        raise UserError(f"applies only to --backend native (backend '{backend}' runs its own engine)", where="--engine")
+    if output is not None:
+        # Checked now: results that cannot be written are otherwise lost after the whole evaluation.
+        if output.exists() and not output.is_dir():
+            raise UserError("is a file, not a folder", where=f"--output {output}")
+        check_writable_dir(output, where=f"--output {output}")
+    if adapter is not None:
+        check_adapter_dir(adapter)
+    task_objs, groups = load_tasks(ev.tasks, data_paths=ev.data_path, num_fewshot=ev.num_fewshot, samples=ev.samples,
+                                   temperature=ev.temperature)
+    loaded = load_model(model_cfg.name, dtype=model_cfg.dtype)
+    m = loaded.model
+    if adapter is not None:
+        from peft import PeftModel
+
+        try:
+            m = PeftModel.from_pretrained(m, adapter)
+        except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
+            first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            raise UserError(f"cannot apply the adapter to this model ({type(e).__name__}: {first})",
+                            where=str(adapter)) from None
+    results = evaluate(m, loaded.tokenizer, task_objs, limit=ev.limit, batch_size=ev.batch_size,
+                       max_new_tokens=ev.max_new_tokens, out_dir=output, progress=progress.advance, backend=backend,
+                       groups=groups, engine=ev.engine)
+    if loaded.dtype_choice is not None:
+        results.setdefault("tunescope", {})["dtype_choice"] = loaded.dtype_choice.record()
+        if output is not None:  # written by the engine before the choice was added
+            write_json(output / rr.RESULTS, results)
+    return Evaluated(results, engine_lines(results), _dtype_line(loaded.dtype_choice, loaded.dtype),
+                     format_results_table(results))
+
+
+def check_adapter_dir(adapter: Path) -> None:
+    """A PEFT adapter folder whose config reads, checked before the model loads."""
+    import json
+
+    config = adapter / "adapter_config.json"
+    if not config.is_file():
+        raise UserError("not a PEFT adapter directory (no adapter_config.json)", where=str(adapter))
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"not valid JSON ({e})", where=str(config)) from None
+    if not isinstance(data, dict) or not isinstance(data.get("peft_type"), str):
+        raise UserError("not a PEFT adapter config (a JSON object with 'peft_type')", where=str(config))
+    if not any((adapter / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
+        raise UserError("no adapter weights (adapter_model.safetensors)", where=str(adapter))
+
+
+def _dtype_line(choice, dtype) -> str:
+    """The header above the results table: scores depend on the dtype, so say which and why."""
+    name = str(dtype).replace("torch.", "")
+    if choice is None:
+        return f"dtype: {name}"
+    return f"dtype: {name} — {'auto: ' if choice.requested == 'auto' else ''}{choice.reason}"
+
+
+def demo(overrides: list[str] | None = None, *, overwrite: bool = True, progress: ProgressSink | None = None) -> Path:
+    """The offline demo: the packaged demo config (configs/demo.yaml) run end to end."""
+    cfg = load_config(DEMO_CONFIG, overrides or [])
+    return run(cfg, overwrite=overwrite, progress=progress)
+
+
 def compare(run_dirs: list[str | Path], *, baseline: str | None = None, output: str | Path | None = None,
-            alpha: float = 0.05, n_boot: int = 10000) -> dict[str, Path]:
-    """One report comparing the evaluations of several runs (base and tuned columns) with paired tests."""
+            overrides: list[str] | None = None) -> dict[str, Path]:
+    """One report comparing the evaluations of several runs (base and tuned columns) with paired tests at
+    `report.alpha` with `report.bootstrap_resamples` (their defaults, or `overrides` such as `report.alpha=0.01`)."""
     from tunescope.compare import compare_runs
     from tunescope.report.render import render_compare
 
@@ -323,8 +417,10 @@ def compare(run_dirs: list[str | Path], *, baseline: str | None = None, output: 
             # The same evaluation twice would be tested against itself and inflate the Holm correction.
             raise UserError(f"named twice (also as '{seen[resolved]}'); name each run once", where=str(d))
         seen[resolved] = str(d)
+    _only_report_keys(overrides or [], "in a comparison")
+    settings = load_config(None, overrides or []).report
     runs = [rr.open_run_or_evaluation(d) for d in run_dirs]
-    data = compare_runs(runs, baseline, alpha=alpha, n_boot=n_boot)
+    data = compare_runs(runs, baseline, alpha=settings.alpha, n_boot=settings.bootstrap_resamples)
     if output is None:
         first = Path(run_dirs[0])
         slug = "-vs-".join(r.name for r in runs)[:80].strip("-.") or "runs"
@@ -333,19 +429,19 @@ def compare(run_dirs: list[str | Path], *, baseline: str | None = None, output: 
 
 
 def runs_list() -> list[dict]:
-    """Registered runs, newest first (see ``tunescope.registry``)."""
-    from tunescope import registry
+    """Registered runs, newest first (see ``tunescope.run_registry``)."""
+    from tunescope import run_registry
 
-    return registry.list_runs()
+    return run_registry.list_runs()
 
 
 def runs_show(ref: str) -> dict:
-    from tunescope import registry
+    from tunescope import run_registry
 
-    return registry.get_run(ref)
+    return run_registry.get_run(ref)
 
 
 def runs_leaderboard(task: str, metric: str | None = None, label: str | None = None) -> dict:
-    from tunescope import registry
+    from tunescope import run_registry
 
-    return registry.leaderboard(task, metric=metric, label=label)
+    return run_registry.leaderboard(task, metric=metric, label=label)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from tunescope.results_schema import headline_metric
 
-from . import errors as errors_mod
+from . import error_taxonomy
 
 
 def primary_rows(rows: list[dict]) -> list[dict]:
@@ -120,7 +120,7 @@ def conclusions(d: dict) -> list[dict]:
             s = t["summary"][label]
             if s["n_wrong"]:
                 most = max(s["counts"].values())
-                tops = [c for c in errors_mod.CATEGORIES if s["counts"][c] == most]
+                tops = [c for c in error_taxonomy.CATEGORIES if s["counts"][c] == most]
                 names = " and ".join(c.replace("_", " ") for c in tops)
                 say("errors", f"The most common {label} error{' categories' if len(tops) > 1 else ''} on {t['task']} "
                     f"{'are' if len(tops) > 1 else 'is'} {names} ({most} of {s['n_wrong']} wrong answers"

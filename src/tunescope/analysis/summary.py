@@ -27,7 +27,7 @@ from tunescope.results_schema import (
 from tunescope.run_record import Manifest, RunRecord, SetupRecord, SummaryRecord, TrainRecord, ValRecord
 
 from . import curves as curves_mod
-from . import errors as errors_mod
+from . import error_taxonomy
 from . import stats as stats_mod
 from ._util import unavailable
 from .conclusions import conclusions, primary_rows
@@ -225,16 +225,16 @@ def _errors(run_eval: dict, cluster_of_eval: dict, cluster_names: dict) -> dict:
     for task in tasks:
         by_label = {label: run_eval[label]["samples"].get(task, []) for label in ("base", "tuned")
                     if label in run_eval and run_eval[label]["samples"].get(task)}
-        tax = {label: errors_mod.taxonomy(recs, examples_per_category=2) for label, recs in by_label.items()}
+        tax = {label: error_taxonomy.taxonomy(recs, examples_per_category=2) for label, recs in by_label.items()}
         categories = []
-        for cat in errors_mod.CATEGORIES:
-            entry: dict[str, Any] = {"category": cat, "description": errors_mod.DESCRIPTIONS[cat]}
+        for cat in error_taxonomy.CATEGORIES:
+            entry: dict[str, Any] = {"category": cat, "description": error_taxonomy.DESCRIPTIONS[cat]}
             for label, t in tax.items():
                 c = next(c for c in t["categories"] if c["category"] == cat)
                 entry[label] = {"count": c["count"], "share_of_wrong": c["share_of_wrong"], "examples": c["examples"]}
             categories.append(entry)
-        steps = {label: errors_mod.accuracy_by(recs, errors_mod.gold_steps) for label, recs in by_label.items()}
-        clus = ({label: errors_mod.accuracy_by(recs, lambda r, t=task: cluster_of_eval.get((t, r.get("doc_id"))))
+        steps = {label: error_taxonomy.accuracy_by(recs, error_taxonomy.gold_steps) for label, recs in by_label.items()}
+        clus = ({label: error_taxonomy.accuracy_by(recs, lambda r, t=task: cluster_of_eval.get((t, r.get("doc_id"))))
                  for label, recs in by_label.items()} if cluster_of_eval else {})
         out_tasks.append({
             "task": task, "labels": list(by_label),
@@ -247,7 +247,7 @@ def _errors(run_eval: dict, cluster_of_eval: dict, cluster_names: dict) -> dict:
             "by_cluster": _merge_groups(clus, cluster_names) if clus else [],
             "by_cluster_note": (None if clus else "no problem clusters to group by"),
         })
-    return {"available": True, "definition": errors_mod.DEFINITION, "tasks": out_tasks}
+    return {"available": True, "definition": error_taxonomy.DEFINITION, "tasks": out_tasks}
 
 
 def _efficiency(summary, manifest) -> dict | None:

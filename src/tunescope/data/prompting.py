@@ -10,13 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-IGNORE_INDEX = -100
-
-
-@dataclass
-class Encoded:
-    input_ids: list[int]
-    labels: list[int]
+from tunescope.prompt_format import IGNORE_INDEX, Encoded, chat_example, prompt_prefix
 
 
 @dataclass
@@ -27,23 +21,10 @@ class EncodeStats:
     dropped_rows: list[int] = field(default_factory=list)
 
 
-def prompt_prefix(template: str) -> str:
-    """The part of the template before the answer, without trailing whitespace: what a model is
-    given at evaluation time (`Instruction: {question}\\nResponse:`)."""
-    return template.split("{answer}")[0].rstrip()
-
-
 def format_example(question: str, answer: str, template: str, tokenizer=None, use_chat_template: bool = False) -> tuple[str, str]:
     """Return (prompt_text, full_text); full_text starts with prompt_text."""
     if use_chat_template:
-        user = [{"role": "user", "content": question}]
-        prompt = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
-        full = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": answer}], tokenize=False)
-        if not full.startswith(prompt):
-            # Some templates render the assistant turn differently from the generation prompt.
-            full = prompt + answer + (tokenizer.eos_token or "")
-        # Templates end the turn with EOS plus a newline; the sequence should end at the EOS.
-        return prompt, full.rstrip()
+        return chat_example(tokenizer, question, answer)
     prompt = prompt_prefix(template).format(question=question)
     full = template.format(question=question, answer=answer)
     return prompt, full

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from tunescope.evaluate.modelinfo import text_config
+from tunescope.modelinfo import text_config
 
 SEGMENTS = "tunescope_segments"
 GROUPED = "tunescope_grouped"

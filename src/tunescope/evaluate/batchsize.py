@@ -9,6 +9,10 @@ generation, its activations and attention mask for scoring) and the memory that 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+
+from tunescope.errors import UserError
+from tunescope.modelinfo import text_config
 
 MAX_AUTO_BATCH = 64
 _CPU_SHARE = 0.5  # leave room for the rest of the process and the machine
@@ -33,7 +37,7 @@ def free_memory_bytes(device) -> int:
 
 
 def _dims(model) -> tuple[int, int, int, int, int]:
-    cfg = getattr(model.config, "text_config", None) or model.config
+    cfg = text_config(model)
     heads = int(getattr(cfg, "num_attention_heads", 8))
     hidden = int(getattr(cfg, "hidden_size", 1024))
     head_dim = int(getattr(cfg, "head_dim", None) or hidden // heads)
@@ -58,9 +62,24 @@ def generation_batch_size(model, max_sequence_tokens: int, n_requests: int) -> i
 def scoring_batch_size(model, max_row_tokens: int, n_rows: int) -> int:
     """Rows of `max_row_tokens` whose forward activations and attention fit in free memory."""
     layers, heads, _, _, hidden = _dims(model)
-    cfg = getattr(model.config, "text_config", None) or model.config
+    cfg = text_config(model)
     inter = int(getattr(cfg, "intermediate_size", 4 * hidden))
     t = max_row_tokens
     per_row = 4 * (t * (6 * hidden + 3 * inter) + (heads + 2) * t * t)
     fit = free_memory_bytes(next(model.parameters()).device) // max(per_row, 1)
     return int(max(1, min(MAX_AUTO_BATCH, fit, n_rows)))
+
+
+def resolve_batch_size(batch_size: int | str, fallback: Callable[[], int]) -> int:
+    """`batch_size` as a positive int; "auto" asks `fallback` (what fits in free memory)."""
+    if batch_size == "auto":
+        return fallback()
+    if isinstance(batch_size, str) and batch_size.startswith("auto"):
+        return fallback()
+    try:
+        value = int(batch_size)
+    except (TypeError, ValueError):
+        raise UserError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}", where="batch_size") from None
+    if value < 1:
+        raise UserError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}", where="batch_size")
+    return value

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 
 from tunescope.errors import UserError
+from tunescope.modelinfo import base_model, text_config
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,8 @@ def engine_path(model) -> tuple[str, str]:
     why_not = _unsupported(model)
     if why_not:
         return TRANSFORMERS, why_not
-    cfg = _transformers_model(model).config
-    text_type = getattr(_text_config(cfg), "model_type", None)
+    cfg = base_model(model).config
+    text_type = getattr(text_config(cfg), "model_type", None)
     if cfg.model_type in VERIFIED_COMPOSITES:
         return NATIVE, f"{cfg.model_type} (text model {text_type}) verified"
     return NATIVE, f"{cfg.model_type} verified"
@@ -85,22 +86,13 @@ def engine_lines(results: dict) -> list[str]:
 
 
 # -- the checks ---------------------------------------------------------------------------------------
-def _transformers_model(model):
-    """The transformers model under a PEFT wrapper (whose config and class are the ones that matter)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def _text_config(cfg):
-    return getattr(cfg, "text_config", None) or cfg
-
-
 def _unsupported(model) -> str | None:
     """Why the native engine must not run `model`, or None."""
-    hf = _transformers_model(model)
+    hf = base_model(model)
     cfg = getattr(hf, "config", None)
     if cfg is None or not getattr(cfg, "model_type", None):
         return "the model has no transformers config saying what it is"
-    text = _text_config(cfg)
+    text = text_config(cfg)
     if any(getattr(c, "is_encoder_decoder", False) or getattr(c, "add_cross_attention", False) for c in (cfg, text)):
         return "encoder-decoder and cross-attention models are not implemented by the native engine"
     if _expert_count(text):

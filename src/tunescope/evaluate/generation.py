@@ -33,8 +33,8 @@ import torch
 
 from tunescope.evaluate.attention import GROUPED, supports_own_attention, use_attention
 from tunescope.evaluate.kvcache import SlotCache, layer_kv_pairs
-from tunescope.evaluate.modelinfo import num_layers, sliding_window
 from tunescope.evaluate.tokenization import Encoder
+from tunescope.modelinfo import num_layers, sliding_window
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from tunescope.evaluate.attention import SEGMENTS, Segment, SegmentPlan, supports_own_attention, use_attention
-from tunescope.evaluate.modelinfo import sliding_window, text_config
+from tunescope.modelinfo import logit_softcap, rescales_logits, sliding_window
 
 # Below this many shared tokens a separate prefix forward costs more than it saves.
 _MIN_SHARED_PREFIX = 8
@@ -47,7 +47,7 @@ class Scored:
 def _output_logits(model, hidden: torch.Tensor) -> torch.Tensor:
     """The model's output layer applied to selected hidden states (with logit soft-capping if the model uses it)."""
     logits = model.get_output_embeddings()(hidden)
-    cap = getattr(text_config(model), "final_logit_softcapping", None)
+    cap = logit_softcap(model)
     if cap:
         logits = torch.tanh(logits / cap) * cap
     return logits
@@ -63,9 +63,8 @@ def _supports_packing(model) -> bool:
         return False
     if not supports_own_attention(model):
         return False
-    cfg = text_config(model)
     # Models that scale logits in their head forward would need that applied by hand.
-    return not any(getattr(cfg, a, None) not in (None, 1, 1.0) for a in ("logit_scale", "logits_scaling"))
+    return not rescales_logits(model)
 
 
 class LoglikelihoodScorer:

@@ -18,6 +18,7 @@ from typing import Any
 from jinja2 import BaseLoader, Environment, StrictUndefined
 
 from tunescope.evaluate.spec import TaskSpec
+from tunescope.prompt_format import chat_prompt
 
 _ENV = Environment(loader=BaseLoader(), undefined=StrictUndefined, keep_trailing_newline=True)
 _ENV.filters["regex_replace"] = lambda s, pattern, repl, count=0: re.sub(pattern, repl, s, count=count)
@@ -103,19 +104,7 @@ def build_context(spec: TaskSpec, doc: dict[str, Any], examples: Sequence[dict[s
     messages = ([{"role": "system", "content": description}] if description else []) + [
         {"role": "user", "content": body}
     ]
-    return apply_chat_template(tokenizer, messages)
-
-
-def apply_chat_template(tokenizer, messages: list[dict[str, str]]) -> str:
-    """Chat-format `messages` with the generation prompt; retry without the system turn if the
-    template rejects one (lm-eval does the same)."""
-    import jinja2
-
-    try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    except jinja2.exceptions.TemplateError:
-        messages = [m for m in messages if m["role"] != "system"]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return chat_prompt(tokenizer, messages)
 
 
 def continuation_delimiter(spec: TaskSpec) -> str:

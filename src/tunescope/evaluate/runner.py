@@ -101,20 +101,6 @@ def _stop_strings(spec_until: list[str], tokenizer) -> list[str]:
     return until
 
 
-def _resolve_batch(batch_size: int | str, fallback: Callable[[], int]) -> int:
-    if batch_size == "auto":
-        return fallback()
-    if isinstance(batch_size, str) and batch_size.startswith("auto"):
-        return fallback()
-    try:
-        value = int(batch_size)
-    except (TypeError, ValueError):
-        raise UserError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}", where="batch_size") from None
-    if value < 1:
-        raise UserError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}", where="batch_size")
-    return value
-
-
 GenerateFn = Callable[[list[GenRequest], Callable[[int, GenResult], None]], list[GenResult]]
 
 
@@ -154,7 +140,7 @@ def run_generation_task(
     if truncated:
         log.warning("%s: %d prompt(s) longer than %d tokens were truncated from the left", spec.name, truncated, max_ctx)
     longest = max(len(r.prompt_ids) for r in requests) + max_gen
-    bs = _resolve_batch(batch_size, lambda: batchsize.generation_batch_size(model, longest, len(requests)))
+    bs = batchsize.resolve_batch_size(batch_size, lambda: batchsize.generation_batch_size(model, longest, len(requests)))
     remaining = defaultdict(lambda: k)
     done = [0]
 
@@ -231,7 +217,7 @@ def run_choice_task(
         # the same for every choice of a document.
         groups.append(ChoiceGroup(context=pairs[0][0], continuations=[cont for _, cont in pairs]))
     longest = max(len(g.context) + sum(len(c) for c in g.continuations) for g in groups)
-    bs = _resolve_batch(batch_size, lambda: batchsize.scoring_batch_size(model, longest, len(groups)))
+    bs = batchsize.resolve_batch_size(batch_size, lambda: batchsize.scoring_batch_size(model, longest, len(groups)))
     done = [0]
 
     def on_done(_i: int, _scores) -> None:

@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunescope.config import SAMPLING_TEMPERATURE
 from tunescope.errors import UserError
 from tunescope.evaluate import data, groups, processors
 from tunescope.evaluate.spec import GENERATE, TaskSpec, builtin_spec, spec_from_dict
+from tunescope.prompt_format import prompt_prefix
 from tunescope.records import SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,7 @@ _OVERRIDABLE = {
 }
 
 
-def apply_overrides(spec: TaskSpec, overrides: dict[str, Any]) -> TaskSpec:
+def override_spec(spec: TaskSpec, overrides: dict[str, Any]) -> TaskSpec:
     """Per-run changes to a spec (few-shot count, sampling, ...); unknown keys are a UserError."""
     unknown = sorted(set(overrides) - _OVERRIDABLE)
     if unknown:
@@ -69,7 +71,7 @@ def _enable_self_consistency(spec: TaskSpec) -> None:
         raise UserError("samples > 1 applies to generation tasks only", where=spec.name)
     gen = spec.generation_kwargs
     if not gen.get("temperature"):
-        gen["temperature"] = 0.7
+        gen["temperature"] = SAMPLING_TEMPERATURE
     gen["do_sample"] = True
     name = f"maj@{spec.samples}"
     if any(f["name"] == name for f in spec.filter_list):
@@ -98,7 +100,7 @@ def _load_split(spec: TaskSpec, split: str | None, data_path: str | None) -> lis
     return processors.process(spec.process_docs, rows, spec.required_fields)
 
 
-def materialize(spec: TaskSpec, data_path: str | None) -> Task:
+def with_documents(spec: TaskSpec, data_path: str | None) -> Task:
     """Load the documents a spec needs: the evaluated split, and the few-shot pool if any shots are asked for."""
     split = spec.eval_split
     docs = _load_split(spec, split, data_path)
@@ -134,8 +136,8 @@ def load_task(name: str, data_path: str | None = None, num_fewshot: int | None =
     spec = builtin_spec(name)
     if spec.output_type == GENERATE:
         overrides = {**sampling_overrides(samples, temperature), **overrides}
-    spec = apply_overrides(spec, {"num_fewshot": num_fewshot, **overrides})
-    return materialize(spec, data_path)
+    spec = override_spec(spec, {"num_fewshot": num_fewshot, **overrides})
+    return with_documents(spec, data_path)
 
 
 def load_tasks(names: list[str], *, data_paths: dict[str, str] | None = None, num_fewshot: int | None = None,
@@ -161,11 +163,6 @@ def sampling_overrides(samples: int, temperature: float | None) -> dict[str, Any
     return {"samples": samples if samples > 1 else None, "temperature": temperature}
 
 
-def _template_prefix(prompt_template: str) -> str:
-    """`Instruction: {question}\\nResponse: {answer}` -> `Instruction: {question}\\nResponse:`."""
-    return prompt_template.split("{answer}")[0].rstrip()
-
-
 def task_from_docs(name: str, docs: list[Doc], prompt_template: str, **overrides: Any) -> Task:
     """A zero-shot generation task over in-memory `{"question", "answer"}` docs (the run's held-out set).
 
@@ -178,7 +175,7 @@ def task_from_docs(name: str, docs: list[Doc], prompt_template: str, **overrides
         for key in ("question", "answer"):
             if key not in doc:
                 raise UserError(f"missing field '{key}'", where=f"{name}:doc {i}")
-    prefix = _template_prefix(prompt_template)
+    prefix = prompt_prefix(prompt_template)
     if "{question}" not in prefix:
         raise UserError("prompt template must contain {question} before {answer}", where="template")
     first_word = prefix.split("{question}")[0].strip().split(":")[0].split()
@@ -200,7 +197,7 @@ def task_from_docs(name: str, docs: list[Doc], prompt_template: str, **overrides
         "metric_list": base.metric_list,
         "metadata": {"version": 1.0, "prompt_template": prompt_template},
     }
-    spec = apply_overrides(spec_from_dict(raw, where=name), overrides)
+    spec = override_spec(spec_from_dict(raw, where=name), overrides)
     spec.doc_to_text = _QuestionFormatter("{question}" if chat else prefix)
     docs = [dict(d) for d in docs]
     return Task(spec=spec, docs=docs, source="in-memory")

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tunescope.modelinfo import text_config
+
 
 @dataclass
 class Encoder:
@@ -67,8 +69,7 @@ class Encoder:
 
 def max_length(model, tokenizer, default: int = 2048) -> int:
     """The context window, looked up the way lm-eval does (config first, then the tokenizer)."""
-    config = getattr(model, "config", None)
-    cfg = getattr(config, "text_config", None) or config
+    cfg = text_config(getattr(model, "config", None))
     for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
         value = getattr(cfg, attr, None)
         if value is not None:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from tunescope.modelinfo import text_config
 from tunescope.runio import now_iso
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def product_shape(hidden: int | None, intermediate: int | None) -> Shape:
 
 def shape_of_config(config) -> Shape:
     """`product_shape` from a transformers config (names differ between families)."""
-    cfg = getattr(config, "text_config", None) or config
+    cfg = text_config(config)
     hidden = next((getattr(cfg, a) for a in ("hidden_size", "n_embd", "d_model") if getattr(cfg, a, None)), None)
     inter = next((getattr(cfg, a) for a in ("intermediate_size", "n_inner", "ffn_dim") if getattr(cfg, a, None)), None)
     return product_shape(hidden, inter)

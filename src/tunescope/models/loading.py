@@ -193,7 +193,32 @@ def check_model_dir(path: Path) -> None:
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
-def _resolve_source(name: str, cache_dir: str | None) -> str:
+def _gguf_in(name: str, gguf_file: str, revision: str | None) -> Path:
+    """The GGUF file `gguf_file` inside `name`: a local directory, or a hub repository (downloaded once
+    into the hub cache)."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / gguf_file).is_file():
+            raise UserError(f"no file '{gguf_file}' in directory '{name}'", where="model.gguf_file")
+        return path / gguf_file
+    alias = resolve_alias(name)
+    repo = alias.hub_id if alias is not None else name
+    if "/" not in repo:
+        raise UserError(f"'{name}' is neither a directory nor a hub repository to read '{gguf_file}' from",
+                        where="model.gguf_file")
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo, gguf_file, revision=revision))
+    except Exception as e:  # offline, missing repo or file: the hub client raises several kinds
+        raise UserError(f"could not fetch '{gguf_file}' from '{repo}' ({str(e).splitlines()[0][:200]}); "
+                        f"{_OFFLINE_HINT}", where="model.gguf_file") from None
+
+
+def _resolve_source(name: str, cache_dir: str | None, gguf_file: str | None = None,
+                    revision: str | None = None) -> str:
+    if gguf_file:
+        return str(materialize(str(_gguf_in(name, gguf_file, revision)), cache_dir))
     path = Path(name).expanduser()
     if path.exists() or _looks_local(name):
         if not path.exists():
@@ -261,14 +286,18 @@ def load_model(
     revision: str | None = None,
     trust_remote_code: bool = False,
     cache_dir: str | None = None,
+    gguf_file: str | None = None,
     quantization_config=None,
     tokenizer=None,
 ) -> LoadedModel:
-    """Load model + tokenizer. Hub failures (offline, private, missing) become a clear UserError."""
+    """Load model + tokenizer. Hub failures (offline, private, missing) become a clear UserError.
+
+    `gguf_file` names a GGUF file inside `name` (a hub repository or a directory); it is dequantized
+    once and cached like any other GGUF weights."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     dev = pick_device(device)
-    source = _resolve_source(name, cache_dir)
+    source = _resolve_source(name, cache_dir, gguf_file, revision)
     local = Path(source).is_dir()
     try:
         tokenizer = tokenizer or load_tokenizer(source, revision, trust_remote_code)

@@ -12,61 +12,20 @@ from __future__ import annotations
 import base64
 import functools
 import json
-import math
 import re
 from pathlib import Path
 
-from jinja2 import Environment, PackageLoader, Undefined
+from jinja2 import Environment, PackageLoader
+
+from tunescope.report.formatting import missing, pm, pval, signed
+from tunescope.report.presentation import present
 
 IMAGE_DIR = "report_images"
 
 
-def _missing(x) -> bool:
-    return x is None or isinstance(x, Undefined) or (isinstance(x, float) and math.isnan(x))
-
-
-def pct(x: float | None, digits: int = 2) -> str:
-    return "—" if _missing(x) else f"{x * 100:.{digits}f}%"
-
-
-def pm(x: float | None, se: float | None, digits: int = 2) -> str:
-    """``33.51% ± 1.30%`` (a fraction and its standard error, as lm-evaluation-harness prints them)."""
-    if _missing(x):
-        return "—"
-    return pct(x, digits) + ("" if _missing(se) else f" ± {se * 100:.{digits}f}%")
-
-
-def num(x, digits: int = 4) -> str:
-    if _missing(x):
-        return "—"
-    if isinstance(x, bool):
-        return str(x)
-    if isinstance(x, int):
-        return f"{x:,}"
-    if isinstance(x, float):
-        return f"{x:,.{digits}g}" if abs(x) < 1e5 else f"{x:,.0f}"
-    return str(x)
-
-
-def signed(x: float | None, digits: int = 2) -> str:
-    return "—" if _missing(x) else f"{x:+.{digits}f}"
-
-
-def pval(p: float | None) -> str:
-    if _missing(p):
-        return "—"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def peq(p: float | None) -> str:
-    """``=0.012`` or ``<0.001``, to follow a ``p``."""
-    text = pval(p)
-    return text if text.startswith("<") else f"={text}" if text != "—" else " n/a"
-
-
 def mdcell(x) -> str:
     """Text safe inside a Markdown table cell or list item: one line, no raw HTML tags, no column breaks."""
-    text = "" if _missing(x) else str(x)
+    text = "" if missing(x) else str(x)
     # "<" only starts raw HTML when a tag name, "/", "!" or "?" follows; "p<0.001" stays readable.
     # Brackets are escaped so model text cannot become a link or an (external) image.
     text = re.sub(r"<(?=[A-Za-z/!?])", "&lt;", text)
@@ -76,21 +35,15 @@ def mdcell(x) -> str:
 
 def mdblock(x, lang: str = "text") -> str:
     """A fenced code block that the text cannot close early (fence longer than any backtick run)."""
-    text = "" if _missing(x) else str(x)
+    text = "" if missing(x) else str(x)
     longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
     fence = "`" * max(3, longest + 1)
     return f"{fence}{lang}\n{text}\n{fence}"
 
 
-def flops(x: float | None) -> str:
-    """A FLOP/s figure in the unit that keeps it readable: ``218 GFLOP/s``, ``989 TFLOP/s``."""
-    if _missing(x):
-        return "—"
-    return f"{x / 1e12:.3g} TFLOP/s" if x >= 1e12 else f"{x / 1e9:.3g} GFLOP/s"
-
-
-FILTERS = {"pct": pct, "pm": pm, "num": num, "signed": signed, "pval": pval, "peq": peq, "mdcell": mdcell,
-           "mdblock": mdblock, "flops": flops}
+# Markdown escaping for every template; number formatting for the comparison templates (the run report
+# gets its figures already written by presentation.py).
+FILTERS = {"mdcell": mdcell, "mdblock": mdblock, "pm": pm, "signed": signed, "pval": pval}
 
 
 @functools.lru_cache(maxsize=2)
@@ -148,6 +101,16 @@ def _write_images(out_dir: Path, images: dict[str, bytes]) -> dict[str, str]:
     return links
 
 
+def render_markdown(data: dict, images: dict[str, str]) -> str:
+    """report.md from the analysis dictionary; `images` maps image names to links."""
+    return _env(False).get_template("report.md.j2").render(p=present(data), images=images)
+
+
+def render_html(data: dict, images: dict[str, str]) -> str:
+    """report.html from the analysis dictionary; `images` maps image names to data URIs."""
+    return _env(True).get_template("report.html.j2").render(p=present(data), images=images)
+
+
 def render_all(data: dict, out_dir: Path) -> dict[str, Path]:
     from tunescope.runio import write_text_atomic
 
@@ -157,9 +120,9 @@ def render_all(data: dict, out_dir: Path) -> dict[str, Path]:
     plain = _jsonable(data)
     write_text_atomic(paths["json"], json.dumps(plain, indent=2, ensure_ascii=False, default=str) + "\n")
     md_links = _write_images(out_dir, images)
-    write_text_atomic(paths["md"], _env(False).get_template("report.md.j2").render(d=plain, images=md_links))
+    write_text_atomic(paths["md"], render_markdown(plain, md_links))
     uris = {k: "data:image/png;base64," + base64.b64encode(v).decode() for k, v in images.items()}
-    write_text_atomic(paths["html"], _env(True).get_template("report.html.j2").render(d=plain, images=uris))
+    write_text_atomic(paths["html"], render_html(plain, uris))
     return paths
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tunescope.report.render import flops, num, pct, pm, pval
+from tunescope.report.formatting import flops, number, pct, pm, pval
 
 
 def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
@@ -36,7 +36,7 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
     eff = data.get("efficiency") or {}
     if eff:
         rows.append(("tokens: supervised / non-padding / total",
-                     f"{num(eff.get('tokens_supervised'))} / {num(eff.get('tokens_nonpad'))} / {num(eff.get('tokens_total'))}"))
+                     f"{number(eff.get('tokens_supervised'))} / {number(eff.get('tokens_nonpad'))} / {number(eff.get('tokens_total'))}"))
         rows.append(("training steps (best step)", f"{eff.get('steps')} ({eff.get('best_step')})"))
         if eff.get("throughput_supervised_tps") is not None:
             rows.append(("throughput (supervised tokens/s)", f"{eff['throughput_supervised_tps']:.1f}"))

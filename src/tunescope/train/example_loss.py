@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from tunescope.data.prompting import IGNORE_INDEX, Encoded
+from tunescope.prompt_format import IGNORE_INDEX, Encoded
 from tunescope.train import loss as loss_lib
 from tunescope.train.batching import collate
 
@@ -21,7 +21,7 @@ def per_example_losses(model, examples: list[Encoded], batch_size: int, pad_id: 
     """Mean cross-entropy per supervised token for each example, in input order."""
     was_training = model.training
     model.eval()
-    parts = loss_lib._split_head(model)
+    parts = loss_lib.split_head(model)
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
     losses = [float("nan")] * len(examples)
     for start in range(0, len(order), batch_size):
@@ -38,14 +38,7 @@ def per_example_losses(model, examples: list[Encoded], batch_size: int, pad_id: 
             decoder, head, softcap = parts
             hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                              use_cache=False).last_hidden_state[:, :-1][select]
-            chunk = max(1, loss_lib.HEAD_CHUNK_ELEMENTS // head.weight.shape[0])
-            pieces = []
-            for s in range(0, len(gold), chunk):
-                z = head(hidden[s : s + chunk]).float()
-                if softcap:
-                    z = torch.tanh(z / softcap) * softcap
-                pieces.append(F.cross_entropy(z, gold[s : s + chunk], reduction="none"))
-            token_loss = torch.cat(pieces) if pieces else hidden.new_zeros(0)
+            token_loss = loss_lib.per_token_cross_entropy(hidden, head, gold, softcap)
         sums = torch.zeros(len(idx), dtype=torch.float64, device=token_loss.device).index_add_(0, rows, token_loss.double())
         counts = select.sum(dim=1).clamp(min=1)
         for row, i in enumerate(idx):

@@ -22,14 +22,14 @@ from dataclasses import dataclass
 import torch
 
 from tunescope.config import TrainingConfig
-from tunescope.data.prompting import Encoded
 from tunescope.errors import UserError
 from tunescope.malloc import RETURN_FREED, malloc_setting
+from tunescope.prompt_format import Encoded
 from tunescope.train.batching import collate, epoch_batches, split_by_tokens, supervised_count
 from tunescope.train.checkpoint import Checkpointer
 from tunescope.train.distributed import Distributed, current
 from tunescope.train.loss import SupervisedCausalLM
-from tunescope.train.metrics import (
+from tunescope.train.throughput import (
     cuda_max_allocated_mb,
     estimate_cost,
     flops_per_token,

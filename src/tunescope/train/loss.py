@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from tunescope.data.prompting import IGNORE_INDEX
+from tunescope.modelinfo import base_model, logit_softcap, rescales_logits
+from tunescope.prompt_format import IGNORE_INDEX
 
 # Rows of logits held at once: 2**25 floats (128 MiB in float32) whatever the vocabulary.
 HEAD_CHUNK_ELEMENTS = 2**25
@@ -96,18 +97,33 @@ def head_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, gold: torch.T
     return _HeadCrossEntropy.apply(hidden, weight, gold, softcap, chunk_rows, need)
 
 
-def _split_head(model: torch.nn.Module):
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+def split_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Linear, float | None] | None:
+    """(decoder, output layer, logit soft-cap) when the output layer can be applied by hand to
+    selected hidden states; None when the model's own forward must produce the logits."""
+    base = base_model(model)
     try:
         decoder, head = base.get_decoder(), base.get_output_embeddings()
     except (AttributeError, NotImplementedError):
         return None
     if decoder is None or not isinstance(head, torch.nn.Linear) or head.bias is not None:
         return None
-    config = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
-    if any(getattr(config, k, None) not in (None, 1.0) for k in ("logit_scale", "logits_scaling", "output_multiplier")):
+    if rescales_logits(base):
         return None  # the logits are rescaled in the model's own forward; let it do that
-    return decoder, head, getattr(config, "final_logit_softcapping", None)
+    return decoder, head, logit_softcap(base)
+
+
+def per_token_cross_entropy(hidden: torch.Tensor, head: torch.nn.Linear, gold: torch.Tensor,
+                            softcap: float | None = None) -> torch.Tensor:
+    """Cross-entropy of each row of `head(hidden)` against `gold` (no gradient), the output layer
+    applied `HEAD_CHUNK_ELEMENTS` logits at a time."""
+    chunk = max(1, HEAD_CHUNK_ELEMENTS // head.weight.shape[0])
+    pieces = []
+    for start in range(0, len(gold), chunk):
+        z = head(hidden[start : start + chunk]).float()
+        if softcap:
+            z = torch.tanh(z / softcap) * softcap
+        pieces.append(F.cross_entropy(z, gold[start : start + chunk], reduction="none"))
+    return torch.cat(pieces) if pieces else hidden.new_zeros(0)
 
 
 def supervised_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> StepLoss:
@@ -117,7 +133,7 @@ def supervised_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> S
     select = targets != IGNORE_INDEX
     n_tokens = int(select.sum())
     gold = targets[select]
-    parts = _split_head(model)
+    parts = split_head(model)
     if parts is None:
         logits = model(input_ids=input_ids, attention_mask=mask).logits[:, :-1][select]
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tunescope.config import RunConfig
-from tunescope.data.prompting import Encoded
+from tunescope.prompt_format import Encoded
 from tunescope.run_record import CHECKPOINTS, METRICS, SummaryRecord, last_summary, rewind_metrics
 from tunescope.train.adapters import build_trainable, count_parameters
 from tunescope.train.checkpoint import Checkpointer

@@ -15,8 +15,9 @@ from typing import Any
 
 from tunescope.errors import UserError
 from tunescope.evaluate import prompts
+from tunescope.evaluate.batchsize import resolve_batch_size
 from tunescope.evaluate.results import prompt_hash
-from tunescope.evaluate.runner import _resolve_batch, write_outputs
+from tunescope.evaluate.runner import write_outputs
 from tunescope.evaluate.spec import GENERATE
 from tunescope.evaluate.task import Task
 
@@ -88,7 +89,7 @@ def evaluate_with_lm_eval(model, tokenizer, tasks: list[Task], *, limit=None, ba
     except ImportError:
         raise UserError("backend 'lm-eval' needs lm-evaluation-harness: pip install 'tunescope[bench]'",
                         where="backend") from None
-    bs = _resolve_batch(batch_size, lambda: 16) if batch_size != "auto" else "auto"
+    bs = resolve_batch_size(batch_size, lambda: 16) if batch_size != "auto" else "auto"
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=bs)
     merged: dict[str, Any] = {}
     records: dict[str, list[dict[str, Any]]] = {}

@@ -1,0 +1,153 @@
+"""The import contract of ARCHITECTURE.md, checked on the source: `cli → pipeline → {data, models, train,
+evaluate, analysis} → report`, stages do not import each other, shared modules import no layer, and
+the module table lists every module file."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = SRC / "tunescope"
+ARCHITECTURE = Path(__file__).resolve().parents[1] / "ARCHITECTURE.md"
+
+STAGES = ("data", "models", "train", "evaluate", "analysis")
+
+# The layer of each module: a subpackage's modules share its layer; top-level modules are listed one by one.
+LAYER_OF = {
+    "tunescope": "shared",
+    "tunescope.cli": "cli",
+    "tunescope.pipeline": "pipeline",
+    "tunescope.export": "pipeline",
+    "tunescope.run_registry": "pipeline",
+    "tunescope.compare": "analysis",
+    "tunescope.data": "data",
+    "tunescope.models": "models",
+    "tunescope.train": "train",
+    "tunescope.evaluate": "evaluate",
+    "tunescope.analysis": "analysis",
+    "tunescope.report": "report",
+    **{f"tunescope.{name}": "shared" for name in (
+        "config", "errors", "runio", "records", "malloc", "arith", "run_record", "results_schema", "modelinfo",
+        "prompt_format")},
+}
+
+# What each layer may import (besides itself).
+ALLOWED = {
+    "cli": {"pipeline", "report", "shared"},
+    "pipeline": {*STAGES, "report", "shared"},
+    **{stage: {"report", "shared"} for stage in STAGES},
+    "report": {"shared"},
+    "shared": set(),
+}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(SRC).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def module_files() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def layer(module: str) -> str | None:
+    """The layer of `module`: its own entry, else its nearest enclosing package's."""
+    parts = module.split(".")
+    for end in range(len(parts), 0, -1):
+        found = LAYER_OF.get(".".join(parts[:end]))
+        if found:
+            return found
+    return None
+
+
+def imported_modules(path: Path) -> list[tuple[int, str]]:
+    """(line, module) for every tunescope module `path` imports, at any depth (function-level too)."""
+    module = module_name(path)
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "tunescope"]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.split(".")[0] != "tunescope":
+                continue
+            # `from tunescope import pipeline` imports the module tunescope.pipeline.
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                is_module = (SRC / Path(*sub.split("."))).with_suffix(".py").is_file() or (
+                    SRC / Path(*sub.split("."))).is_dir()
+                found.append((node.lineno, sub if is_module else target))
+    return found
+
+
+def test_every_module_has_a_layer():
+    unmapped = [module_name(f) for f in module_files() if layer(module_name(f)) is None]
+    assert not unmapped, f"modules with no layer in test_layering.LAYER_OF: {unmapped}"
+
+
+def test_imports_follow_the_layers():
+    offending = []
+    for path in module_files():
+        source = module_name(path)
+        own = layer(source)
+        for line, target in imported_modules(path):
+            theirs = layer(target)
+            if theirs is None:
+                offending.append(f"{path.relative_to(SRC)}:{line}: imports {target}, which has no layer")
+            elif theirs != own and theirs not in ALLOWED[own]:
+                offending.append(f"{path.relative_to(SRC)}:{line}: {source} ({own}) imports {target} ({theirs}); "
+                                 f"{own} may import only {sorted(ALLOWED[own] | {own})}")
+    assert not offending, "imports against ARCHITECTURE.md's layers:\n" + "\n".join(offending)
+
+
+def test_no_private_names_across_modules():
+    offending = []
+    for path in module_files():
+        source = module_name(path)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tunescope") and not node.level:
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                if private:
+                    offending.append(f"{path.relative_to(SRC)}:{node.lineno}: {source} imports {private} "
+                                     f"from {node.module}")
+    assert not offending, "private names used outside their module:\n" + "\n".join(offending)
+
+
+def documented_modules() -> set[str]:
+    """Module files named in ARCHITECTURE.md's module table (`evaluate/a.py`, `b.py`, `c.py` rows share a folder)."""
+    names: set[str] = set()
+    for row in ARCHITECTURE.read_text(encoding="utf-8").splitlines():
+        if not row.startswith("| `"):
+            continue
+        folder = ""
+        for cell in re.findall(r"`([\w/]+\.py)`", row.split("|")[1]):
+            if "/" in cell:
+                folder = cell.rsplit("/", 1)[0] + "/"
+                names.add(cell)
+            else:
+                names.add(folder + cell)
+    return names
+
+
+def test_architecture_lists_every_module():
+    files = {str(f.relative_to(PACKAGE)) for f in module_files() if f.name != "__init__.py"}
+    documented = documented_modules()
+    missing = sorted(files - documented)
+    assert not missing, f"ARCHITECTURE.md's module table does not list: {missing}"
+    stale = sorted(documented - files)
+    assert not stale, f"ARCHITECTURE.md's module table lists modules that do not exist: {stale}"
+
+
+def test_architecture_states_the_layers_the_test_checks():
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    assert "`cli → pipeline → {data, models, train, evaluate, analysis} → report`" in text
+    shared = sorted(m.removeprefix("tunescope.") for m, lay in LAYER_OF.items() if lay == "shared" and m != "tunescope")
+    for name in shared:
+        assert f"`{name}`" in text, f"ARCHITECTURE.md does not list the shared module {name}"

@@ -1,0 +1,43 @@
+from types import SimpleNamespace
+
+from tunescope.evaluate.loglikelihood import _supports_packing
+from tunescope.modelinfo import logit_softcap, rescales_logits, text_config
+
+
+def _model(**config):
+    return SimpleNamespace(config=SimpleNamespace(**config))
+
+
+def test_text_config_of_model_config_and_composite():
+    inner = SimpleNamespace(hidden_size=8)
+    composite = SimpleNamespace(text_config=inner)
+    assert text_config(composite) is inner
+    assert text_config(SimpleNamespace(config=composite)) is inner
+    plain = SimpleNamespace(hidden_size=4)
+    assert text_config(plain) is plain
+    assert text_config(None) is None
+
+
+def test_rescaled_logits_are_seen_by_every_key():
+    assert not rescales_logits(_model())
+    assert not rescales_logits(_model(logit_scale=1.0))
+    for key in ("logit_scale", "logits_scaling", "output_multiplier"):
+        assert rescales_logits(_model(**{key: 0.5}))
+    assert logit_softcap(_model(final_logit_softcapping=30.0)) == 30.0
+
+
+def test_packed_scoring_refuses_a_head_with_output_multiplier():
+    class Model:
+        _supports_attention_backend = True
+
+        def __init__(self, **config):
+            self.config = SimpleNamespace(**config)
+
+        def get_decoder(self):
+            return object()
+
+        def get_output_embeddings(self):
+            return object()
+
+    assert _supports_packing(Model())
+    assert not _supports_packing(Model(output_multiplier=0.25))
