@@ -243,7 +243,8 @@ def report(
 
 @app.command()
 def compare(
-    runs: Annotated[list[Path], typer.Argument(help="Run directories (or `tunescope eval --output` folders).")],
+    runs: Annotated[list[Path], typer.Argument(help="Run directories, `tunescope eval --output` folders, or grid "
+                                                    "folders (each stands for its finished runs).")],
     baseline: Annotated[str | None, typer.Option(
         help="Column the others are tested against: a run (its base evaluation), RUN:tuned, or a column "
              "label such as 'name (tuned)'. Default: the first column.")] = None,
@@ -255,6 +256,77 @@ def compare(
     paths = pipeline.compare(list(runs), baseline=baseline, output=output)
     for kind, path in paths.items():
         out.print(f"{kind}: {path}")
+
+
+@app.command()
+def grid(
+    grid_file: Annotated[Path, typer.Argument(metavar="GRID.yaml", help="Grid file: base config, axes, seeds "
+                                              "(see configs/grids/).")],
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a key of the base config for "
+                                                   "every cell: --set training.max_steps=50")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the runs and the estimated time and cost; "
+                                          "run nothing.")] = False,
+    use_ray: Annotated[bool, typer.Option("--ray", help="Run the cells as Ray tasks (a local Ray cluster, or "
+                                          "the one RAY_ADDRESS names).")] = False,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Join the Ray cluster at HOST:PORT "
+                                                    "(implies --ray).")] = None,
+) -> None:
+    """Experiment grid: models × methods × data sizes × seeds, with seed noise in every comparison."""
+    from tunescope.grid.spec import load_grid
+
+    g = load_grid(grid_file, set_ or [])
+    if dry_run:
+        _print_dry_run(g)
+        return
+    from tunescope.grid.runner import run_grid
+
+    with RichReporter() as rep:
+        result = run_grid(g, use_ray=use_ray, ray_address=ray_address, reporter=rep)
+    statuses = result["statuses"].values()
+    failed = [s for s in statuses if s.get("status") != "complete"]
+    out.print(f"grid {g.name}: {len(statuses) - len(failed)} of {len(statuses)} runs complete"
+              + (f", {len(failed)} failed (see the grid report)" if failed else ""))
+    for kind, path in result["paths"].items():
+        out.print(f"{kind}: {path}")
+
+
+def _print_dry_run(g) -> None:
+    from tunescope.grid.cost import estimate
+    from tunescope.report.render import num
+
+    est = estimate(g)
+    table = Table(title=f"grid {g.name}: {len(g.cells)} cells × {len(g.seeds)} seeds → {g.folder}")
+    for col in ("run", *g.axes, "seed", "steps", "train tokens", "eval items", "est. time", "est. cost"):
+        table.add_column(col, justify="right" if col not in ("run", *g.axes) else "left")
+    for run, e in zip(g.runs, est["runs"], strict=True):
+        items = f"{e['eval_items']}" + (f" + {e['base_eval_items']} base" if e["base_eval_items"] else "")
+        table.add_row(run.name, *(str(run.axes[a]) for a in g.axes), str(run.seed), num(e["steps"]),
+                      num(round(e["train_tokens"])) if e["train_tokens"] else "—", items,
+                      _duration(e["total_s"]), f"${e['cost_usd']:.3f}" if e["cost_usd"] is not None else "—")
+    out.print(table)
+    total = _duration(est["total_s"])
+    cost = f"${est['total_cost_usd']:.2f}" if est["total_cost_usd"] is not None else "unknown"
+    out.print(f"estimated total: {total} run one after another, {cost}")
+    out.print("how: training time = steps × examples per step × tokens per example ÷ throughput; evaluation "
+              "time = items ÷ items per second (base model once per model); upper bound (early stopping "
+              "shortens runs)")
+    for line in est["how"]:
+        out.print(f"  {line}")
+    tpe = sorted({e["tokens_per_example_from"] for e in est["runs"]})
+    out.print(f"  tokens per example: {', '.join(tpe)}")
+    if est["total_s"] is None:
+        out.print("  no throughput known for some runs: set estimate.train_tokens_per_s and "
+                  "estimate.eval_items_per_s in the grid file, or finish one run of the model first")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 runs_app = typer.Typer(no_args_is_help=True, help="The local run registry ($TUNESCOPE_REGISTRY, default "
@@ -269,11 +341,13 @@ def _fmt_score(value, stderr) -> str:
 
 
 @runs_app.command("list")
-def runs_list() -> None:
+def runs_list(
+    grid: Annotated[str | None, typer.Option("--grid", help="Only the runs of this grid (its name).")] = None,
+) -> None:
     """Every registered run, newest first, with its headline scores."""
     from tunescope import pipeline
 
-    rows = pipeline.runs_list()
+    rows = pipeline.runs_list(grid=grid)
     table = Table(title=f"{len(rows)} registered run(s)")
     for col in ("run", "model", "method", "data", "finished", "scores (base → tuned)", "path"):
         table.add_column(col)

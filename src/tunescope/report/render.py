@@ -134,9 +134,9 @@ def _jsonable(data: dict) -> dict:
     return {k: v for k, v in data.items() if not k.startswith("_")}
 
 
-def _write_images(out_dir: Path, images: dict[str, bytes]) -> dict[str, str]:
+def _write_images(out_dir: Path, images: dict[str, bytes], folder: str = IMAGE_DIR) -> dict[str, str]:
     """PNG files beside report.md (Markdown viewers do not show data URIs); returns relative links."""
-    img_dir = out_dir / IMAGE_DIR
+    img_dir = out_dir / folder
     img_dir.mkdir(parents=True, exist_ok=True)
     for old in img_dir.glob("*.png"):
         if old.stem not in images:
@@ -144,7 +144,7 @@ def _write_images(out_dir: Path, images: dict[str, bytes]) -> dict[str, str]:
     links = {}
     for key, png in images.items():
         (img_dir / f"{key}.png").write_bytes(png)
-        links[key] = f"{IMAGE_DIR}/{key}.png"
+        links[key] = f"{folder}/{key}.png"
     return links
 
 
