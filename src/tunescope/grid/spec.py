@@ -21,6 +21,7 @@ to one run name are each a `UserError` naming the grid file and the key.
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,7 +187,7 @@ def load_grid(path: str | Path, overrides: list[str] | None = None) -> Grid:
         out_root = source.parent / gf.output_dir
     else:
         out_root = Path(base.output_dir)
-    folder = out_root / name
+    folder = Path(os.path.normpath(out_root / name))
     # Every cell trains and evaluates on the same data split and held-out items, so cells can be paired
     # item by item; the seeds vary what training draws (adapter initialisation, batch order, dropout).
     pinned = [] if base.data.seed is not None or "data.seed" in gf.axes else [f"data.seed={base.data_seed}"]
