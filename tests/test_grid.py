@@ -142,3 +142,17 @@ def test_registry_of_an_earlier_version_gains_the_grid_column(tmp_path):
     rows = registry.list_runs(db)
     assert [r["name"] for r in rows] == ["old"] and rows[0]["grid"] is None
     assert registry.list_runs(db, grid="g") == []
+
+
+def test_cli_reports_a_bad_grid_in_one_line_with_exit_2(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    path = write_grid(tmp_path, {"training.methd": ["lora"]})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, "-m", "tunescope.cli", "grid", str(path), "--dry-run"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "axes.training.methd" in lines[0] and "no key" in lines[0]
