@@ -264,7 +264,8 @@ def report(
 
 @app.command()
 def compare(
-    runs: Annotated[list[Path], typer.Argument(help="Run directories (or `tunescope eval --output` folders).")],
+    runs: Annotated[list[Path], typer.Argument(help="Run directories, `tunescope eval --output` folders, or grid "
+                                                    "folders (each stands for its finished runs).")],
     baseline: Annotated[str | None, typer.Option(
         help="Column the others are tested against: a run (its base evaluation), RUN:tuned, or a column "
              "label such as 'name (tuned)'. Default: the first column.")] = None,
@@ -280,6 +281,40 @@ def compare(
         out.print(f"{kind}: {path}")
 
 
+@app.command()
+def grid(
+    grid_file: Annotated[Path, typer.Argument(metavar="GRID.yaml", help="Grid file: base config, axes, seeds "
+                                              "(see configs/grids/).")],
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a key of the base config for "
+                                                   "every cell: --set training.max_steps=50")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the runs and the estimated time and cost; "
+                                          "run nothing.")] = False,
+    use_ray: Annotated[bool, typer.Option("--ray", help="Run the cells as Ray tasks (a local Ray cluster, or "
+                                          "the one RAY_ADDRESS names).")] = False,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Join the Ray cluster at HOST:PORT "
+                                                    "(implies --ray).")] = None,
+) -> None:
+    """Experiment grid: models × methods × data sizes × seeds, with seed noise in every comparison."""
+    from tunescope.grid.spec import load_grid
+
+    g = load_grid(grid_file, set_ or [])
+    if dry_run:
+        from tunescope.grid.dryrun import print_dry_run
+
+        print_dry_run(g, out)
+        return
+    from tunescope.grid.runner import run_grid
+
+    with RichProgress() as progress:
+        result = run_grid(g, use_ray=use_ray, ray_address=ray_address, progress=progress)
+    statuses = result["statuses"].values()
+    failed = [s for s in statuses if s.get("status") != "complete"]
+    out.print(f"grid {g.name}: {len(statuses) - len(failed)} of {len(statuses)} runs complete"
+              + (f", {len(failed)} failed (see the grid report)" if failed else ""))
+    for kind, path in result["paths"].items():
+        out.print(f"{kind}: {path}")
+
+
 runs_app = typer.Typer(no_args_is_help=True, help="The local run registry ($TUNESCOPE_REGISTRY, default "
                                                    "~/.cache/tunescope/registry.sqlite).")
 app.add_typer(runs_app, name="runs")
@@ -292,11 +327,13 @@ def _fmt_score(value, stderr) -> str:
 
 
 @runs_app.command("list")
-def runs_list() -> None:
+def runs_list(
+    grid: Annotated[str | None, typer.Option("--grid", help="Only the runs of this grid (its name).")] = None,
+) -> None:
     """Every registered run, newest first, with its headline scores."""
     from tunescope import pipeline
 
-    rows = pipeline.runs_list()
+    rows = pipeline.runs_list(grid=grid)
     table = Table(title=f"{len(rows)} registered run(s)")
     for col in ("run", "model", "method", "data", "finished", "scores (base → tuned)", "path"):
         table.add_column(col)

@@ -184,13 +184,46 @@ def _resumable(rd: RunDir, cfg: RunConfig, progress: ProgressSink) -> bool:
     return True
 
 
+class BaseEvalCache:
+    """Where a base evaluation can be shared between runs of the same base model (an experiment grid
+    evaluates each base model once). `lookup` returns (key, folder of a finished evaluation or None);
+    `store` keeps a run's fresh base evaluation under that key. This default shares nothing."""
+
+    def lookup(self, cfg: RunConfig, tasks: list, dtype: str, device: str) -> tuple[str | None, Path | None]:
+        return None, None
+
+    def store(self, key: str, folder: Path, run_name: str) -> None: ...
+
+
+def _base_evaluation(cache: BaseEvalCache | None, cfg: RunConfig, tasks, groups, loaded, out: Path,
+                     progress: ProgressSink) -> dict:
+    """Evaluate the base model into `out`, or copy a cached evaluation of the same model, revision,
+    dtype, task settings and items. Returns what the manifest records about it."""
+    import shutil
+
+    dtype = str(loaded.dtype).replace("torch.", "")
+    key, cached = cache.lookup(cfg, tasks, dtype, str(loaded.device)) if cache is not None else (None, None)
+    if cached is not None:
+        progress.stage("base evaluation: reusing the cached one")
+        shutil.copytree(cached, out, dirs_exist_ok=True)
+        return {"reused": True, "key": key, "from": str(cached)}
+    run_evaluation(loaded.model, loaded.tokenizer, tasks, groups, cfg, out, progress, "base")
+    if cache is not None and key is not None:
+        cache.store(key, out, cfg.name)
+    return {"reused": False, "key": key}
+
+
 def run(cfg: RunConfig, *, overwrite: bool = False, progress: ProgressSink | None = None,
-        resume: bool = False) -> Path | None:
+        resume: bool = False, base_eval_cache: BaseEvalCache | None = None,
+        manifest_extra: dict | None = None, register: bool = True) -> Path | None:
     """The whole pipeline. Returns the finished run directory (None on the other processes of a
     distributed launch, which only train).
 
     `resume` continues an interrupted run in its `.<name>.partial/` folder: a finished base evaluation
     is kept and training continues from its latest checkpoint (training.checkpoint_every).
+    `base_eval_cache` may supply the base evaluation instead of running it (see `BaseEvalCache`);
+    `manifest_extra` adds fields to manifest.json (a grid run records its grid and cell there).
+    `register=False` leaves the registry to the caller (a grid registers its cells from the driver).
     """
     from tunescope.models import load_model, pick_device
     from tunescope.models.loading import prepare_tokenizer
@@ -228,17 +261,21 @@ def run(cfg: RunConfig, *, overwrite: bool = False, progress: ProgressSink | Non
         rd.begin(overwrite)
     try:
         write_text_atomic(rd.path / rr.CONFIG, dump_config(cfg))
-        manifest = _manifest(cfg, prep.info, loaded)
+        manifest = {**_manifest(cfg, prep.info, loaded), **(manifest_extra or {})}
         if resuming and (rd.path / rr.MANIFEST).is_file():
             before = rr.read_manifest(rd.path)
             manifest.update(started=before.started, resumed=[*before.resumed, now_iso()])
+            if "base_eval" in before.as_dict():
+                manifest["base_eval"] = before.as_dict()["base_eval"]
         write_json(rd.path / rr.MANIFEST, manifest)
         timings = {}
         eval_dir = rd.path / rr.EVAL_DIR
         base_done = resuming and (eval_dir / "base" / rr.RESULTS).is_file()
         if tasks and cfg.eval.evaluate_base and not base_done:
             t0 = time.perf_counter()
-            run_evaluation(loaded.model, loaded.tokenizer, tasks, groups, cfg, eval_dir / "base", progress, "base")
+            manifest["base_eval"] = _base_evaluation(base_eval_cache, cfg, tasks, groups, loaded, eval_dir / "base",
+                                                     progress)
+            write_json(rd.path / rr.MANIFEST, manifest)
             timings["eval_base_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         model, _ = _train_stage(cfg, loaded, prep, enc, rd.path, progress, resume=resuming)
@@ -265,7 +302,8 @@ def run(cfg: RunConfig, *, overwrite: bool = False, progress: ProgressSink | Non
         final = rd.finish()
     except OSError as e:
         raise storage_error(e, rd.path) or e from None
-    register_run(final, progress)
+    if register:
+        register_run(final, progress)
     return final
 
 
@@ -410,6 +448,7 @@ def compare(run_dirs: list[str | Path], *, baseline: str | None = None, output: 
 
     if not run_dirs:
         raise UserError("name at least one run directory", where="RUNS")
+    run_dirs = _expand_grids(run_dirs)
     seen: dict[Path, str] = {}
     for d in run_dirs:
         resolved = Path(d).resolve()
@@ -428,11 +467,33 @@ def compare(run_dirs: list[str | Path], *, baseline: str | None = None, output: 
     return render_compare(data, Path(output))
 
 
-def runs_list() -> list[dict]:
-    """Registered runs, newest first (see ``tunescope.run_registry``)."""
+def _expand_grids(paths: list[str | Path]) -> list[Path]:
+    """A grid folder (it holds grid.yaml) stands for its finished runs, in the grid's order."""
+    import yaml
+
+    out: list[Path] = []
+    for p in map(Path, paths):
+        spec = p / "grid.yaml"
+        if not spec.is_file():
+            out.append(p)
+            continue
+        try:
+            names = (yaml.safe_load(spec.read_text(encoding="utf-8")) or {}).get("runs") or []
+        except yaml.YAMLError:
+            raise UserError("grid.yaml is not valid YAML", where=str(spec)) from None
+        done = [p / n for n in names if (p / n / rr.MANIFEST).is_file()
+                and rr.read_manifest(p / n).status == "complete"]
+        if not done:
+            raise UserError("the grid has no finished run yet", where=str(p))
+        out.extend(done)
+    return out
+
+
+def runs_list(grid: str | None = None) -> list[dict]:
+    """Registered runs (of one grid, if given), newest first (see ``tunescope.run_registry``)."""
     from tunescope import run_registry
 
-    return run_registry.list_runs()
+    return run_registry.list_runs(grid=grid)
 
 
 def runs_show(ref: str) -> dict:

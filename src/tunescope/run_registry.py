@@ -33,7 +33,8 @@ from tunescope.run_record import Evaluation, RunRecord, open_run
 ENV_VAR = "TUNESCOPE_REGISTRY"
 BUSY_TIMEOUT_S = 30.0
 RETRY_FOR_S = 120.0
-SCHEMA_VERSION = 1
+# Version 2 added runs.grid (the experiment grid a run belongs to); older registries are migrated on open.
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -61,7 +62,8 @@ CREATE TABLE IF NOT EXISTS runs (
     overfitting INTEGER,
     forgetting_tasks TEXT,
     config_json TEXT,
-    manifest_json TEXT
+    manifest_json TEXT,
+    grid TEXT
 );
 CREATE TABLE IF NOT EXISTS scores (
     path TEXT NOT NULL REFERENCES runs(path) ON DELETE CASCADE,
@@ -76,6 +78,9 @@ CREATE TABLE IF NOT EXISTS scores (
 CREATE INDEX IF NOT EXISTS scores_by_task ON scores (task, metric);
 CREATE INDEX IF NOT EXISTS runs_by_name ON runs (name);
 """
+
+# Changes to registries made by earlier versions, by the version that introduced them.
+_MIGRATIONS = {2: ["ALTER TABLE runs ADD COLUMN grid TEXT"]}
 
 T = TypeVar("T")
 
@@ -117,9 +122,17 @@ def _create_schema(conn: sqlite3.Connection) -> None:
     # executescript() would COMMIT the open transaction first, so the statements run one by one.
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version < SCHEMA_VERSION:
+            existing = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
             for stmt in _statements(_SCHEMA):
                 conn.execute(stmt)
+            if existing:  # a registry written by an earlier version: bring its tables up to date
+                for v in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
+                    for stmt in _MIGRATIONS.get(v, []):
+                        column = stmt.split("ADD COLUMN ")[-1].split()[0]
+                        if column not in existing:
+                            conn.execute(stmt)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
@@ -205,6 +218,7 @@ def record_row(record: RunRecord) -> dict:
         return getattr(summary, key) if summary is not None else None
 
     manifest = record.manifest
+    grid = manifest.as_dict().get("grid")
     over = (lc.get("overfitting") or {}).get("overfitting")
     return {
         "path": str(record.path.resolve()),
@@ -231,6 +245,7 @@ def record_row(record: RunRecord) -> dict:
         "forgetting_tasks": json.dumps((report.get("evaluation") or {}).get("forgetting_tasks", [])),
         "config_json": json.dumps(record.config.model_dump(mode="json")),
         "manifest_json": json.dumps(manifest.as_dict(), default=str),
+        "grid": grid.get("id") if isinstance(grid, dict) else None,
         "scores": [row for ev in record.evaluations.values() for row in scores_from_results(ev)],
     }
 
@@ -241,7 +256,7 @@ def record_row(record: RunRecord) -> dict:
 _RUN_COLUMNS = ("path", "name", "model", "dataset", "method", "status", "started", "finished", "registered_at",
                 "wall_s", "train_s", "steps", "epochs", "tokens_supervised", "cost_usd", "device",
                 "train_loss_first", "train_loss_last", "val_loss_first", "val_loss_best", "further_training",
-                "overfitting", "forgetting_tasks", "config_json", "manifest_json")
+                "overfitting", "forgetting_tasks", "config_json", "manifest_json", "grid")
 
 
 def insert_record(record: dict, db: str | Path | None = None) -> str:
@@ -270,13 +285,15 @@ def register_run(run_dir: str | Path, db: str | Path | None = None) -> str:
 # ---------------------------------------------------------------- reading
 
 
-def list_runs(db: str | Path | None = None) -> list[dict]:
-    """All registered runs, newest first, with their headline score and whether the folder still exists."""
+def list_runs(db: str | Path | None = None, grid: str | None = None) -> list[dict]:
+    """All registered runs (or those of one grid), newest first, with their headline score and whether
+    the folder still exists."""
+    where, args = ("WHERE grid = ? ", [grid]) if grid is not None else ("", [])
     with closing(connect(db)) as conn:
         runs = [dict(r) for r in conn.execute(
             "SELECT path, name, model, dataset, method, finished, registered_at, wall_s, steps, cost_usd, "
-            "val_loss_best, further_training, overfitting, forgetting_tasks FROM runs "
-            "ORDER BY COALESCE(finished, registered_at) DESC, name")]
+            "val_loss_best, further_training, overfitting, forgetting_tasks, grid FROM runs " + where +
+            "ORDER BY COALESCE(finished, registered_at) DESC, name", args)]
         scores = [dict(r) for r in conn.execute("SELECT * FROM scores")]
     by_path: dict[str, list[dict]] = {}
     for s in scores:

@@ -17,7 +17,7 @@ BASE_COLOR = "#8c96a3"
 TUNED_COLOR = "#1f5fa8"
 
 
-def _png(fig) -> bytes:
+def figure_png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
@@ -53,7 +53,7 @@ def loss_curves_png(curves: dict, smoothed: dict | None = None, learning_curve: 
     ax.set_ylabel("cross-entropy per supervised token")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def token_accuracy_png(curves: dict) -> bytes | None:
@@ -70,7 +70,7 @@ def token_accuracy_png(curves: dict) -> bytes | None:
     ax.set_ylabel("token accuracy\n(teacher-forced)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def scores_png(rows: list[dict]) -> bytes | None:
@@ -91,7 +91,7 @@ def scores_png(rows: list[dict]) -> bytes | None:
     ax.set_xlim(0, 100)
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def accuracy_by_png(rows: list[dict], title: str, key_label: str) -> bytes | None:
@@ -114,4 +114,4 @@ def accuracy_by_png(rows: list[dict], title: str, key_label: str) -> bytes | Non
     ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
-    return _png(fig)
+    return figure_png(fig)

@@ -47,7 +47,7 @@ FILTERS = {"mdcell": mdcell, "mdblock": mdblock, "pm": pm, "signed": signed, "pv
 
 
 @functools.lru_cache(maxsize=2)
-def _env(html: bool) -> Environment:
+def template_env(html: bool) -> Environment:
     env = Environment(loader=PackageLoader("tunescope.report", "templates"), autoescape=html,
                       trim_blocks=True, lstrip_blocks=True)
     env.filters.update(FILTERS)
@@ -83,13 +83,13 @@ def images_for(data: dict) -> dict[str, bytes]:
     return images
 
 
-def _jsonable(data: dict) -> dict:
+def jsonable(data: dict) -> dict:
     return {k: v for k, v in data.items() if not k.startswith("_")}
 
 
-def _write_images(out_dir: Path, images: dict[str, bytes]) -> dict[str, str]:
+def write_images(out_dir: Path, images: dict[str, bytes], folder: str = IMAGE_DIR) -> dict[str, str]:
     """PNG files beside report.md (Markdown viewers do not show data URIs); returns relative links."""
-    img_dir = out_dir / IMAGE_DIR
+    img_dir = out_dir / folder
     img_dir.mkdir(parents=True, exist_ok=True)
     for old in img_dir.glob("*.png"):
         if old.stem not in images:
@@ -97,18 +97,18 @@ def _write_images(out_dir: Path, images: dict[str, bytes]) -> dict[str, str]:
     links = {}
     for key, png in images.items():
         (img_dir / f"{key}.png").write_bytes(png)
-        links[key] = f"{IMAGE_DIR}/{key}.png"
+        links[key] = f"{folder}/{key}.png"
     return links
 
 
 def render_markdown(data: dict, images: dict[str, str]) -> str:
     """report.md from the analysis dictionary; `images` maps image names to links."""
-    return _env(False).get_template("report.md.j2").render(p=present(data), images=images)
+    return template_env(False).get_template("report.md.j2").render(p=present(data), images=images)
 
 
 def render_html(data: dict, images: dict[str, str]) -> str:
     """report.html from the analysis dictionary; `images` maps image names to data URIs."""
-    return _env(True).get_template("report.html.j2").render(p=present(data), images=images)
+    return template_env(True).get_template("report.html.j2").render(p=present(data), images=images)
 
 
 def render_all(data: dict, out_dir: Path) -> dict[str, Path]:
@@ -117,9 +117,9 @@ def render_all(data: dict, out_dir: Path) -> dict[str, Path]:
     out_dir = Path(out_dir)
     images = images_for(data)
     paths = {"html": out_dir / "report.html", "md": out_dir / "report.md", "json": out_dir / "report.json"}
-    plain = _jsonable(data)
+    plain = jsonable(data)
     write_text_atomic(paths["json"], json.dumps(plain, indent=2, ensure_ascii=False, default=str) + "\n")
-    md_links = _write_images(out_dir, images)
+    md_links = write_images(out_dir, images)
     write_text_atomic(paths["md"], render_markdown(plain, md_links))
     uris = {k: "data:image/png;base64," + base64.b64encode(v).decode() for k, v in images.items()}
     write_text_atomic(paths["html"], render_html(plain, uris))
@@ -134,8 +134,8 @@ def render_compare(data: dict, out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"html": out_dir / "comparison.html", "md": out_dir / "comparison.md",
              "json": out_dir / "comparison.json"}
-    plain = _jsonable(data)
+    plain = jsonable(data)
     write_text_atomic(paths["json"], json.dumps(plain, indent=2, ensure_ascii=False, default=str) + "\n")
-    write_text_atomic(paths["md"], _env(False).get_template("compare.md.j2").render(d=plain))
-    write_text_atomic(paths["html"], _env(True).get_template("compare.html.j2").render(d=plain))
+    write_text_atomic(paths["md"], template_env(False).get_template("compare.md.j2").render(d=plain))
+    write_text_atomic(paths["html"], template_env(True).get_template("compare.html.j2").render(d=plain))
     return paths

@@ -1,0 +1,154 @@
+"""What a grid will cost before it runs (`tunescope grid --dry-run`), and how that was estimated.
+
+Per run: training time = planned optimizer steps × examples per step × tokens per example ÷ training
+throughput (non-padding tokens/s); evaluation time = items ÷ evaluation speed (items/s), for the tuned
+evaluation of every run plus one base evaluation per model. Cost = time × price per device-hour.
+
+- Steps: `training.max_steps`, else epochs × steps per epoch over the training split (the loop's own
+  formula); early stopping can only make a run shorter, so this is an upper bound.
+- Tokens per example: measured by an earlier run of the same model (non-padding tokens per example
+  trained), else the data's characters (template + question + answer) ÷ 4, a typical rate of English
+  text in BPE tokenizers, else, for hub datasets not read here, half of `prompt.max_length`.
+- Throughput and evaluation speed: the grid file's `estimate:` figures if given, else the median of
+  finished runs of the same model (this grid's, then the registry's), else unknown.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tunescope.grid.spec import Grid, Run
+
+CHARS_PER_TOKEN = 4.0
+KNOWN_SPLIT_ROWS = {"gsm8k": 7473}  # openai/gsm8k train, for hub data not read by the estimate
+
+
+@dataclass
+class Rates:
+    train_tokens_per_s: float | None = None
+    eval_items_per_s: float | None = None
+    tokens_per_example: float | None = None
+    source: list[str] = field(default_factory=list)
+
+
+def _data_rows(cfg) -> tuple[list[dict] | None, int | None]:
+    """(rows when cheap to read, their number)."""
+    from tunescope.data.sources import load_rows
+
+    d = cfg.data
+    local = d.source == "synthetic-math" or Path(d.source).expanduser().exists()
+    if local:
+        rows = load_rows(d.source, split=d.split, question_field=d.question_field, answer_field=d.answer_field,
+                         limit=d.limit, synthetic_size=d.synthetic_size, seed=cfg.data_seed)
+        return rows, len(rows)
+    known = KNOWN_SPLIT_ROWS.get(d.source)
+    n = min(d.limit, known) if d.limit and known else (d.limit or known)
+    return None, n
+
+
+def _eval_items(cfg) -> int | None:
+    e = cfg.eval
+    total = 0
+    for task in e.tasks:
+        n = min(e.heldout_size, e.limit or e.heldout_size) if task == "heldout" else e.limit
+        if n is None:
+            return None
+        total += n
+    return total
+
+
+def measured_rates(model: str, folders: list[Path]) -> Rates:
+    """Medians over finished runs of `model` in `folders` and in the registry."""
+    from tunescope import run_registry
+    from tunescope.run_record import open_run
+
+    paths = [p for f in folders if f.is_dir() for p in sorted(f.iterdir()) if (p / "manifest.json").is_file()]
+    try:
+        paths += [Path(r["path"]) for r in run_registry.list_runs() if r.get("model") == model and r["exists"]]
+    except Exception:  # an unreadable registry only means fewer measurements
+        pass
+    tps, ips, tpe, names = [], [], [], []
+    for path in dict.fromkeys(paths):
+        try:
+            rec = open_run(path)
+        except Exception:
+            continue
+        if rec.model != model or rec.summary is None:
+            continue
+        s = rec.summary
+        if s.throughput_nonpad_tps:
+            tps.append(s.throughput_nonpad_tps)
+        if s.tokens_nonpad and s.steps:
+            tc = rec.config.training
+            tpe.append(s.tokens_nonpad / (s.steps * tc.batch_size * tc.gradient_accumulation))
+        tuned = rec.evaluations.get("tuned")
+        seconds = rec.manifest.timings.get("eval_tuned_s")
+        if tuned is not None and seconds:
+            items = sum(len(v) for v in tuned.samples.values())
+            ips.append(items / seconds)
+        names.append(path.name)
+    rates = Rates(statistics.median(tps) if tps else None, statistics.median(ips) if ips else None,
+                  statistics.median(tpe) if tpe else None)
+    if names:
+        rates.source.append(f"measured on {len(names)} finished run(s) of {model}: {', '.join(names[:4])}"
+                            + (" …" if len(names) > 4 else ""))
+    return rates
+
+
+def _tokens_per_example(run: Run, rows: list[dict] | None, measured: float | None) -> tuple[float, str]:
+    cfg = run.config
+    if measured:
+        return measured, "measured"
+    if rows:
+        template = len(cfg.prompt.template.replace("{question}", "").replace("{answer}", ""))
+        chars = statistics.fmean(len(str(r["question"])) + len(str(r["answer"])) for r in rows) + template
+        return min(chars / CHARS_PER_TOKEN, cfg.prompt.max_length), "characters ÷ 4"
+    return cfg.prompt.max_length / 2, "assumed: half of prompt.max_length"
+
+
+def estimate(grid: Grid) -> dict:
+    """Per-run and total estimates for `--dry-run` (times in seconds, cost in USD)."""
+    from tunescope.train.loop import total_steps_for
+    from tunescope.train.throughput import PRICE_PER_HOUR
+
+    est = grid.file.estimate
+    by_model: dict[str, Rates] = {}
+    rows_out, base_done = [], set()
+    for run in grid.runs:
+        cfg = run.config
+        model = cfg.model.name
+        if model not in by_model:
+            by_model[model] = measured_rates(model, [grid.folder])
+        rates = by_model[model]
+        train_tps = est.train_tokens_per_s or rates.train_tokens_per_s
+        items_ps = est.eval_items_per_s or rates.eval_items_per_s
+        rows, n_rows = _data_rows(cfg)
+        n_train = round(n_rows * (1 - cfg.data.val_fraction)) if n_rows else None
+        steps = total_steps_for(n_train, cfg.training)[0] if n_train else cfg.training.max_steps
+        tpe, tpe_how = _tokens_per_example(run, rows, rates.tokens_per_example)
+        per_step = cfg.training.batch_size * cfg.training.gradient_accumulation
+        tokens = steps * min(per_step, n_train or per_step) * tpe if steps else None
+        items = _eval_items(cfg) if cfg.eval.tasks else 0
+        base_items = items if (model not in base_done and cfg.eval.evaluate_base) else 0
+        base_done.add(model)
+        train_s = tokens / train_tps if tokens and train_tps else None
+        eval_s = (items + (base_items or 0)) / items_ps if items is not None and items_ps else None
+        total_s = train_s + eval_s if train_s is not None and eval_s is not None else None
+        price = est.price_per_hour if est.price_per_hour is not None else (
+            cfg.training.price_per_hour if cfg.training.price_per_hour is not None
+            else PRICE_PER_HOUR["A100" if cfg.device == "cuda" else "cpu"])
+        rows_out.append({"run": run.name, "cell": run.cell, "seed": run.seed, "steps": steps, "train_tokens": tokens,
+                         "tokens_per_example": tpe, "tokens_per_example_from": tpe_how, "eval_items": items,
+                         "base_eval_items": base_items, "train_s": train_s, "eval_s": eval_s, "total_s": total_s,
+                         "cost_usd": total_s / 3600 * price if total_s is not None else None, "price_per_hour": price})
+    known = [r["total_s"] for r in rows_out]
+    how = [f"training throughput: {'grid file estimate.train_tokens_per_s' if est.train_tokens_per_s else 'measured (see below)'}",
+           f"evaluation speed: {'grid file estimate.eval_items_per_s' if est.eval_items_per_s else 'measured (see below)'}"]
+    for rates in by_model.values():
+        how += rates.source
+    return {"runs": rows_out, "how": how,
+            "total_s": sum(known) if known and all(k is not None for k in known) else None,
+            "total_cost_usd": sum(r["cost_usd"] for r in rows_out) if all(r["cost_usd"] is not None
+                                                                          for r in rows_out) else None}

@@ -1,0 +1,105 @@
+"""`tunescope grid`: expand the grid, run what is not finished, register the runs, write the grid report.
+
+The grid folder (`<output_dir>/<grid name>/`) holds `grid.yaml` (the grid as given and its expansion),
+one run folder per cell and seed, `_cells/<run>.json` (each run's status: attempts, host, error),
+`base_evals/` (the shared base evaluations) and `grid.html` / `.md` / `.json`.
+
+Re-running a grid skips the runs that are complete, resumes interrupted ones from their checkpoint and
+retries failed ones. The runs go in two waves: first one run per base model (each evaluates its base
+model once, into the cache), then all the others, which copy that evaluation instead of repeating it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from tunescope.grid.engine import Job, read_status, run_on_ray, run_sequential, start_ray
+from tunescope.grid.spec import Grid, Run
+from tunescope.runio import write_text_atomic
+
+GRID_FILE = "grid.yaml"
+
+
+def is_grid_folder(path: Path) -> bool:
+    return (Path(path) / GRID_FILE).is_file()
+
+
+def read_grid_file(folder: Path) -> dict:
+    return yaml.safe_load((Path(folder) / GRID_FILE).read_text(encoding="utf-8"))
+
+
+def _complete(run: Run) -> bool:
+    manifest = Path(run.config.output_dir) / run.name / "manifest.json"
+    try:
+        return manifest.is_file() and json.loads(manifest.read_text(encoding="utf-8")).get("status") == "complete"
+    except ValueError:
+        return False
+
+
+def _base_group(run: Run) -> str:
+    """Runs that can share one base evaluation (the cache decides for sure, by the items too)."""
+    c = run.config
+    return json.dumps([c.model.model_dump(mode="json"), c.eval.model_dump(mode="json"), c.device,
+                       c.prompt.template, c.prompt.use_chat_template], sort_keys=True, default=str)
+
+
+def _job(grid: Grid, run: Run) -> Job:
+    extra = {"grid": {"id": grid.name, "folder": str(grid.folder), "cell": run.cell, "seed": run.seed,
+                      "axes": run.axes}}
+    return run.name, run.config.model_dump(mode="json"), extra
+
+
+def run_grid(grid: Grid, *, use_ray: bool = False, ray_address: str | None = None, ray_num_cpus: int | None = None,
+             progress=None, report: bool = True) -> dict:
+    """Run every unfinished run of the grid; returns {"statuses": {run: status}, "paths": report files}."""
+    from tunescope import pipeline
+
+    if use_ray or ray_address:
+        start_ray(ray_address, ray_num_cpus)  # before anything is written: a dead address is the user's to fix
+    folder = grid.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(folder / GRID_FILE, yaml.safe_dump(grid.describe(), sort_keys=False, allow_unicode=True))
+
+    statuses: dict[str, dict] = {}
+    todo: list[Run] = []
+    for run in grid.runs:
+        if _complete(run):
+            statuses[run.name] = {**(read_status(folder, run.name) or {}), "run": run.name, "status": "complete",
+                                  "skipped": True}
+        else:
+            todo.append(run)
+    leaders: dict[str, Run] = {}
+    for run in todo:
+        leaders.setdefault(_base_group(run), run)
+    done_groups = {_base_group(r) for r in grid.runs if _complete(r)}
+    first = [r for g, r in leaders.items() if g not in done_groups]
+    rest = [r for r in todo if r not in first]
+
+    def on_done(status: dict) -> None:
+        statuses[status["run"]] = status
+        if status.get("status") == "complete":
+            pipeline.register_run(folder / status["run"], progress)
+        if progress is not None:
+            progress.message(f"{status['run']}: {status.get('status')}"
+                             + (f" — {status['error']}" if status.get("error") else ""))
+
+    for wave in (first, rest):
+        jobs = [_job(grid, r) for r in wave]
+        if not jobs:
+            continue
+        if use_ray or ray_address:
+            run_on_ray(jobs, folder, on_done, grid.file.max_retries)
+        else:
+            run_sequential(jobs, folder, on_done, progress)
+    paths = write_grid_report(folder) if report else {}
+    return {"statuses": {r.name: statuses.get(r.name, {}) for r in grid.runs}, "paths": paths}
+
+
+def write_grid_report(folder: Path) -> dict[str, Path]:
+    from tunescope.grid.analysis import analyse_grid
+    from tunescope.report.grid import render_grid
+
+    return render_grid(analyse_grid(Path(folder)), Path(folder))
