@@ -70,20 +70,25 @@ def prepare_data(cfg: RunConfig) -> Prepared:
     return Prepared(train_rows, val_rows, heldout, info)
 
 
+def heldout_task(cfg: RunConfig, heldout_rows: list[dict], samples: int = 1, temperature: float | None = None):
+    """The held-out problems as a task, asked exactly as training formatted them."""
+    from tunescope.data.prompting import prompt_prefix
+    from tunescope.evaluate import sampling_overrides, task_from_docs
+
+    sampling = sampling_overrides(samples, temperature)
+    if cfg.prompt.use_chat_template:
+        return task_from_docs("heldout", heldout_rows, "{question}", apply_chat_template=True, **sampling)
+    return task_from_docs("heldout", heldout_rows, prompt_prefix(cfg.prompt.template), **sampling)
+
+
 def build_tasks(cfg: RunConfig, heldout_rows: list[dict]) -> tuple[list, list[str]]:
     """(tasks to run, groups to score): the held-out task first, then the built-in tasks and groups."""
-    from tunescope.data.prompting import prompt_prefix
-    from tunescope.evaluate import load_tasks, sampling_overrides, task_from_docs
+    from tunescope.evaluate import load_tasks
 
     sampling = {"samples": cfg.eval.samples, "temperature": cfg.eval.temperature}
     tasks = []
     if "heldout" in cfg.eval.tasks:
-        # Held-out problems are asked exactly as training formatted them.
-        heldout = sampling_overrides(**sampling)
-        if cfg.prompt.use_chat_template:
-            tasks.append(task_from_docs("heldout", heldout_rows, "{question}", apply_chat_template=True, **heldout))
-        else:
-            tasks.append(task_from_docs("heldout", heldout_rows, prompt_prefix(cfg.prompt.template), **heldout))
+        tasks.append(heldout_task(cfg, heldout_rows, **sampling))
     builtin, groups = load_tasks([t for t in cfg.eval.tasks if t != "heldout"], data_paths=cfg.eval.data_path,
                                  num_fewshot=cfg.eval.num_fewshot, **sampling)
     return tasks + builtin, groups
@@ -110,9 +115,20 @@ def _manifest(cfg: RunConfig, data_info: dict, loaded) -> dict:
             "model": {"name": cfg.model.name, "source": loaded.source}, "data": data_info}
 
 
+def training_tasks(cfg: RunConfig, prep: Prepared) -> list:
+    """The tasks scored during training with their fixed item subsets ([] when off); checked before the model loads."""
+    from tunescope.evaluate.during_training import load_training_tasks
+
+    if not cfg.eval.during_training.enabled:
+        return []
+    heldout = heldout_task(cfg, prep.heldout_rows) if "heldout" in cfg.eval.during_training.tasks else None
+    return load_training_tasks(cfg, heldout)
+
+
 def _train_stage(cfg: RunConfig, loaded, prep: Prepared, run_path: Path, reporter: Reporter,
-                 resume: bool = False) -> tuple[object, dict]:
+                 resume: bool = False, scored: list | None = None) -> tuple[object, dict]:
     from tunescope.data.prompting import encode_dataset
+    from tunescope.evaluate.during_training import build_scorer
     from tunescope.train.distributed import current
     from tunescope.train.session import fit
 
@@ -131,7 +147,8 @@ def _train_stage(cfg: RunConfig, loaded, prep: Prepared, run_path: Path, reporte
     setup = {"train_examples": len(train_set), "val_examples": len(val_set),
              "truncated": train_stats.truncated + val_stats.truncated,
              "dropped": train_stats.dropped + val_stats.dropped, "overflow": p.overflow}
-    model, summary = fit(cfg, loaded, train_set, val_set, run_path, resume=resume, setup=setup,
+    scorer = build_scorer(cfg, scored, tok, run_path) if scored else None
+    model, summary = fit(cfg, loaded, train_set, val_set, run_path, resume=resume, setup=setup, scorer=scorer,
                          progress=lambda done, total: reporter.progress("train", done, total))
     if current().is_main:  # under a distributed launch, only rank 0 writes the run folder
         _record_example_losses(model, prep, train_set, train_stats.dropped_rows, cfg, loaded, run_path)
@@ -188,6 +205,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, reporter: Reporter | None = 
     reporter.stage("prepare data")
     prep = prepare_data(cfg)
     tasks, groups = build_tasks(cfg, prep.heldout_rows) if cfg.eval.tasks else ([], [])
+    scored = training_tasks(cfg, prep)
     reporter.stage("load model")
     # QLoRA: the base is loaded in 4-bit NF4 (CUDA only; elsewhere a UserError naming the alternative).
     quantization = quantization_config_for(cfg.training, pick_device(cfg.device))
@@ -196,7 +214,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, reporter: Reporter | None = 
                         quantization_config=quantization)
     if not dist.is_main:
         # The other processes of a distributed launch only train; rank 0 writes, evaluates and reports.
-        _train_stage(cfg, loaded, prep, rd.path, reporter, resume=resuming)
+        _train_stage(cfg, loaded, prep, rd.path, reporter, resume=resuming, scored=scored)
         return None
     if not resuming:
         rd.begin(overwrite)
@@ -215,7 +233,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, reporter: Reporter | None = 
             run_evaluation(loaded.model, loaded.tokenizer, tasks, groups, cfg, eval_dir / "base", reporter, "base")
             timings["eval_base_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        model, _ = _train_stage(cfg, loaded, prep, rd.path, reporter, resume=resuming)
+        model, _ = _train_stage(cfg, loaded, prep, rd.path, reporter, resume=resuming, scored=scored)
         timings["train_s"] = time.perf_counter() - t0
         if tasks:
             t0 = time.perf_counter()

@@ -1,0 +1,77 @@
+"""Tasks scored during training: records and per-item files, the checks made before the model loads."""
+
+from __future__ import annotations
+
+import pytest
+
+from tunescope import pipeline
+from tunescope.config import load_config
+from tunescope.errors import UserError
+from tunescope.run_record import TaskEvalRecord, open_run
+from tunescope.runio import read_jsonl
+
+
+def scored_run_config(model_dir, out_dir, *extra):
+    return load_config(None, [
+        f"model.name={model_dir}", f"output_dir={out_dir}", "name=scored", "data.synthetic_size=24",
+        "training.max_steps=4", "training.batch_size=4", "training.eval_every=2", "training.threads=1",
+        "eval.heldout_size=8", "eval.limit=4", "eval.max_new_tokens=12", "eval.batch_size=4",
+        "eval.evaluate_base=false", "eval.during_training.enabled=true", "eval.during_training.limit=5",
+        "eval.during_training.every=3", *extra])
+
+
+def test_scores_at_step_zero_every_n_steps_and_the_last(tiny_model_dir, tmp_path, one_torch_thread):
+    run_dir = pipeline.run(scored_run_config(tiny_model_dir, tmp_path))
+    record = open_run(run_dir)
+    scored = record.records(TaskEvalRecord)
+    assert [(r.step, r.metric) for r in scored] == [
+        (s, m) for s in (0, 3, 4) for m in ("exact_match,strict-match", "exact_match,flexible-extract")]
+    assert all(r.task == "heldout" and r.n == 5 and r.seconds > 0 and 0 <= r.value <= 1 for r in scored)
+    # Written as typed, read back as written.
+    lines = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["kind"] == "task_eval"]
+    assert [r.as_dict() for r in scored] == lines
+    assert set(lines[0]) == {"kind", "step", "task", "metric", "value", "stderr", "n", "seconds"}
+    # The same 5 items at every point, named by their index among the 8 held-out problems.
+    items = {step: record.task_item_records(step, "heldout") for step in (0, 3, 4)}
+    ids = [r["doc_id"] for r in items[0]]
+    assert len(ids) == 5 and all(0 <= i < 8 for i in ids)
+    assert all([r["doc_id"] for r in recs] == ids for recs in items.values())
+    summary = record.summary
+    assert summary.selected_by == "val_loss" and summary.best_step == summary.best_by["val_loss"]["step"]
+    assert summary.task_eval_s > 0 and summary.wall_s > summary.train_s
+    assert set(summary.best_by) == {"val_loss", "heldout:exact_match,strict-match", "heldout:exact_match,flexible-extract"}
+
+
+def test_off_by_default_writes_nothing_new(tiny_model_dir, tmp_path, one_torch_thread):
+    cfg = scored_run_config(tiny_model_dir, tmp_path, "eval.during_training.enabled=false", "eval.tasks=[]")
+    run_dir = pipeline.run(cfg)
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    assert not [r for r in metrics if r["kind"] == "task_eval"] and not (run_dir / "eval" / "steps").exists()
+    assert not {"selected_by", "best_by", "task_eval_s"} & set(metrics[-1])
+
+
+@pytest.mark.parametrize("overrides, key, message", [
+    (["eval.during_training.tasks=[no_such_task]"], "eval.during_training.tasks", "no_such_task"),
+    (["eval.during_training.tasks=[mmlu]"], "eval.during_training.tasks", "group"),
+    (["eval.during_training.limit=9"], "eval.during_training.limit", "has 8"),
+    (["training.select_best_by=heldout:acc"], "training.select_best_by", "exact_match,flexible-extract"),
+    (["training.early_stopping_on=heldout:exact_match"], "training.early_stopping_on", "does not produce"),
+])
+def test_bad_input_names_the_key_before_the_model_loads(tmp_path, overrides, key, message):
+    # The model does not exist: an error about it would mean the check came too late.
+    cfg = scored_run_config(tmp_path / "no-model-here", tmp_path, *overrides)
+    with pytest.raises(UserError) as err:
+        pipeline.run(cfg)
+    assert err.value.where == key and message in str(err.value)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["training.select_best_by=heldout:exact_match,strict-match"], "needs eval.during_training.enabled=true"),
+    (["eval.during_training.enabled=true", "training.early_stopping_on=gsm8k:exact_match,strict-match"],
+     "not scored during training"),
+    (["training.select_best_by=heldout"], "'<task>:<metric>'"),
+])
+def test_a_criterion_needs_its_task_scored(overrides, message):
+    with pytest.raises(UserError) as err:
+        load_config(None, overrides)
+    assert message in str(err.value) and "training." in str(err.value)
