@@ -75,3 +75,63 @@ def test_a_criterion_needs_its_task_scored(overrides, message):
     with pytest.raises(UserError) as err:
         load_config(None, overrides)
     assert message in str(err.value) and "training." in str(err.value)
+
+
+def _disagreeing_data(root):
+    """Training data whose majority answer is learned first and its minority rule later.
+
+    Two thirds of the rows answer "7" ("<n> blue"), one third "3" ("<n> red"). The probe, in
+    HellaSwag's layout, asks "<n> red" with "7" as the gold ending: a model that has learned only
+    the majority answer gets it right, one that has learned the rule gets it wrong. So probe accuracy
+    rises and then falls while validation loss falls throughout.
+    """
+    import json
+    import random
+
+    rng = random.Random(0)
+    rows = [{"question": f"{rng.randint(10, 99)} {'red' if i % 3 == 0 else 'blue'}", "answer": "3" if i % 3 == 0 else "7"}
+            for i in range(200)]
+    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    probe = [{"activity_label": "Instruction", "ctx": f"{rng.randint(10, 99)} red\nResponse:", "endings": ["7", "3"],
+              "label": 0} for _ in range(32)]
+    (root / "probe").mkdir()
+    (root / "probe" / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in probe))
+
+
+def test_task_metric_ships_its_best_step_and_the_report_flags_the_divergence(tiny_model_dir, tmp_path,
+                                                                             one_torch_thread):
+    _disagreeing_data(tmp_path)
+    cfg = load_config(None, [
+        f"model.name={tiny_model_dir}", f"output_dir={tmp_path}", "name=diverging", f"data.source={tmp_path / 'train.jsonl'}",
+        "training.method=full", "training.max_steps=100", "training.batch_size=8", "training.eval_every=10",
+        "training.threads=1", "training.warmup_ratio=0", "training.learning_rate=5e-3", "training.lr_scheduler=constant",
+        "training.early_stopping_patience=null", "prompt.max_length=32", "training.select_best_by=hellaswag:acc",
+        "eval.tasks=[hellaswag]", "eval.limit=32", "eval.evaluate_base=false", f"eval.data_path={{hellaswag: {tmp_path / 'probe'}}}",
+        "eval.during_training.enabled=true", "eval.during_training.tasks=[hellaswag]", "eval.during_training.limit=32",
+        "report.embedding_backend=tfidf"])
+    run_dir = pipeline.run(cfg)
+    record = open_run(run_dir)
+    acc = {r.step: r.value for r in record.records(TaskEvalRecord) if r.metric == "acc,none"}
+    summary = record.summary
+    best_task_step = min(s for s, v in acc.items() if v == max(acc.values()))
+    assert acc[best_task_step] > acc[100] + 0.5  # the probe peaked and fell...
+    assert summary.best_by["val_loss"]["step"] > best_task_step  # ...while validation loss kept improving
+    # The shipped weights are the probe's best step, not the last or the lowest-loss one.
+    assert summary.selected_by == "hellaswag:acc,none" and summary.best_step == best_task_step
+    tuned = record.evaluations["tuned"].results["results"]["hellaswag"]["acc,none"]
+    assert tuned == acc[best_task_step]
+
+    report = record.report
+    div = report["task_curves"]["divergence"]
+    assert div["diverged_tasks"] == ["hellaswag"]
+    check = div["checks"][0]
+    assert check["direction"] == "validation loss improved while task accuracy fell" and check["p_holm"] < 0.05
+    assert check["test"]["method"].startswith("chi-square") or check["test"]["method"] == "exact binomial"
+    texts = [c["text"] for c in report["conclusions"]]
+    assert any(t.startswith("Divergence on hellaswag: validation loss improved while task accuracy fell") and "McNemar" in t
+               for t in texts)
+    assert any(f"step {best_task_step}'s, chosen by hellaswag:acc,none" in t and "val_loss would have shipped" in t
+               for t in texts)
+    md = (run_dir / "report.md").read_text()
+    assert "Task accuracy during training" in md and "report_images/task_curves.png" in md
+    assert "Scoring tasks during training" in md

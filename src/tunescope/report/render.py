@@ -104,12 +104,19 @@ def _env(html: bool) -> Environment:
 def images_for(data: dict) -> dict[str, bytes]:
     """PNG bytes: plots made here plus any PNGs the analysis produced (word clouds, the cluster map)."""
     # matplotlib is imported only when drawing, so the CLI's tables (which use the formatters) start fast.
-    from tunescope.report.plots import accuracy_by_png, loss_curves_png, scores_png, token_accuracy_png
+    from tunescope.report.plots import (
+        accuracy_by_png,
+        loss_curves_png,
+        scores_png,
+        task_curves_png,
+        token_accuracy_png,
+    )
 
     images: dict[str, bytes] = {}
     candidates = [
         ("loss_curves", lambda: loss_curves_png(data.get("curves", {}), data.get("smoothed"),
                                                 data.get("learning_curve"))),
+        ("task_curves", lambda: task_curves_png(data.get("task_curves") or {})),
         ("token_accuracy", lambda: token_accuracy_png(data.get("curves", {}))),
     ]
     ev = data.get("evaluation") or {}
