@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tunescope import pipeline
@@ -215,3 +217,59 @@ def test_a_killed_and_resumed_run_scores_like_an_uninterrupted_one(tmp_path, tin
     assert summaries[1]["resumed_from_step"] == 4
     assert [{k: s[k] for k in ("best_step", "selected_by", "best_by")} for s in summaries][0] == \
         {k: summaries[1][k] for k in ("best_step", "selected_by", "best_by")}
+
+
+def test_compare_overlays_task_curves_and_runs_show_lists_each_criterion(tmp_path, monkeypatch):
+    import json
+
+    from synthetic_run import add_task_curves, build_run
+    from tunescope import registry
+
+    monkeypatch.setenv("TUNESCOPE_REGISTRY", str(tmp_path / "registry.sqlite"))
+    a = add_task_curves(build_run(tmp_path, "a", with_train_examples=False),
+                        {"heldout": {0: 0.1, 20: 0.5, 40: 0.4}, "hellaswag": {0: 0.6, 20: 0.6, 40: 0.55}},
+                        selected_by="heldout:exact_match,strict-match")
+    b = add_task_curves(build_run(tmp_path, "b", with_train_examples=False), {"heldout": {0: 0.1, 20: 0.3, 40: 0.45}})
+    pipeline.write_report(a)  # registers the run too
+    shown = registry.get_run("a")
+    assert shown["selected_by"] == "heldout:exact_match,strict-match"
+    assert shown["best_by"]["heldout:exact_match,strict-match"] == {"step": 20, "value": 0.5}
+    assert shown["best_by"]["val_loss"]["step"] == 20 and shown["best_by"]["hellaswag:acc,none"]["step"] == 0
+
+    paths = pipeline.compare([a, b], output=tmp_path / "cmp")
+    data = json.loads(paths["json"].read_text())
+    curves = {e["task"]: [(s["run"], s["steps"], s["values"]) for s in e["runs"]] for e in data["task_curves"]}
+    assert curves["heldout"] == [("a", [0, 20, 40], [0.1, 0.5, 0.4]), ("b", [0, 20, 40], [0.1, 0.3, 0.45])]
+    assert [r for r, _, _ in curves["hellaswag"]] == ["a"]
+    assert (tmp_path / "cmp" / "report_images" / "task_curve_heldout.png").is_file()
+    assert "Task scores during training" in paths["md"].read_text()
+    assert "data:image/png;base64," in paths["html"].read_text()
+
+
+def test_forgetting_during_training_is_flagged_against_step_zero(tmp_path):
+    from synthetic_run import add_task_curves, build_run
+
+    run = add_task_curves(build_run(tmp_path, "forgets", with_train_examples=False),
+                          {"heldout": {0: 0.1, 20: 0.5, 40: 0.6}, "hellaswag": {0: 0.8, 20: 0.5, 40: 0.75}}, n=60)
+    pipeline.write_report(run, register=False)
+    tc = json.loads((run / "report.json").read_text())["task_curves"]
+    fg = tc["forgetting"]
+    assert fg["forgetting_tasks"] == ["hellaswag"] and fg["worst"]["hellaswag"]["step"] == 20
+    assert [t["forgetting"] for t in fg["tests"]] == [True, False]  # step 40's 5-point drop: not significant
+    assert all(t["p_holm"] >= t["p_value"] for t in fg["tests"])
+    assert tc["further_training"][0]["task"] == "heldout" and tc["overfitting"][0]["overfitting"] is False
+
+
+def test_a_registry_from_an_older_version_gains_the_new_columns(tmp_path, monkeypatch):
+    import sqlite3
+
+    from synthetic_run import build_run
+    from tunescope import registry
+
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    old = registry._SCHEMA.replace("    selected_by TEXT,\n    best_by_json TEXT,\n", "")
+    conn.executescript(old + "PRAGMA user_version = 1;")
+    conn.close()
+    registry.register_run(build_run(tmp_path, "old", with_train_examples=False), db=path)
+    assert registry.get_run("old", db=path)["best_by"] is None

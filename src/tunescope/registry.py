@@ -33,7 +33,9 @@ from tunescope.run_record import Evaluation, RunRecord, open_run
 ENV_VAR = "TUNESCOPE_REGISTRY"
 BUSY_TIMEOUT_S = 30.0
 RETRY_FOR_S = 120.0
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Columns added after version 1: (version, table, column, type), added to older registries in place.
+_ADDED_COLUMNS = ((2, "runs", "selected_by", "TEXT"), (2, "runs", "best_by_json", "TEXT"))
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -60,6 +62,8 @@ CREATE TABLE IF NOT EXISTS runs (
     further_training TEXT,
     overfitting INTEGER,
     forgetting_tasks TEXT,
+    selected_by TEXT,
+    best_by_json TEXT,
     config_json TEXT,
     manifest_json TEXT
 );
@@ -117,9 +121,14 @@ def _create_schema(conn: sqlite3.Connection) -> None:
     # executescript() would COMMIT the open transaction first, so the statements run one by one.
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version < SCHEMA_VERSION:
             for stmt in _statements(_SCHEMA):
                 conn.execute(stmt)
+            for added_in, table, column, kind in _ADDED_COLUMNS:
+                existing = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+                if version < added_in and column not in existing:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
@@ -229,6 +238,10 @@ def record_row(record: RunRecord) -> dict:
         "further_training": (lc.get("further_training") or {}).get("further_training_would_likely_help"),
         "overfitting": None if over is None else int(bool(over)),
         "forgetting_tasks": json.dumps((report.get("evaluation") or {}).get("forgetting_tasks", [])),
+        # Runs that scored tasks during training: the criterion that chose the shipped step, and the
+        # step every criterion (val_loss, <task>:<metric>) would have chosen.
+        "selected_by": from_summary("selected_by"),
+        "best_by_json": json.dumps(from_summary("best_by")) if from_summary("best_by") else None,
         "config_json": json.dumps(record.config.model_dump(mode="json")),
         "manifest_json": json.dumps(manifest.as_dict(), default=str),
         "scores": [row for ev in record.evaluations.values() for row in scores_from_results(ev)],
@@ -241,7 +254,7 @@ def record_row(record: RunRecord) -> dict:
 _RUN_COLUMNS = ("path", "name", "model", "dataset", "method", "status", "started", "finished", "registered_at",
                 "wall_s", "train_s", "steps", "epochs", "tokens_supervised", "cost_usd", "device",
                 "train_loss_first", "train_loss_last", "val_loss_first", "val_loss_best", "further_training",
-                "overfitting", "forgetting_tasks", "config_json", "manifest_json")
+                "overfitting", "forgetting_tasks", "selected_by", "best_by_json", "config_json", "manifest_json")
 
 
 def insert_record(record: dict, db: str | Path | None = None) -> str:
@@ -323,6 +336,7 @@ def get_run(ref: str, db: str | Path | None = None) -> dict:
     run["config"] = json.loads(run.pop("config_json") or "{}")
     run["manifest"] = json.loads(run.pop("manifest_json") or "{}")
     run["forgetting_tasks"] = json.loads(run["forgetting_tasks"] or "[]")
+    run["best_by"] = json.loads(run.pop("best_by_json") or "null")
     run["exists"] = Path(run["path"]).is_dir()
     return run
 

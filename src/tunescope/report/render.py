@@ -180,6 +180,13 @@ def render_compare(data: dict, out_dir: Path) -> dict[str, Path]:
              "json": out_dir / "comparison.json"}
     plain = _jsonable(data)
     write_text_atomic(paths["json"], json.dumps(plain, indent=2, ensure_ascii=False, default=str) + "\n")
-    write_text_atomic(paths["md"], _env(False).get_template("compare.md.j2").render(d=plain))
-    write_text_atomic(paths["html"], _env(True).get_template("compare.html.j2").render(d=plain))
+    images = {}
+    if data.get("task_curves"):
+        from tunescope.report.plots import compare_task_curves_png
+
+        images = {f"task_curve_{e['task']}": png for e in data["task_curves"] if (png := compare_task_curves_png(e))}
+    md_links = _write_images(out_dir, images) if images else {}
+    write_text_atomic(paths["md"], _env(False).get_template("compare.md.j2").render(d=plain, images=md_links))
+    uris = {k: "data:image/png;base64," + base64.b64encode(v).decode() for k, v in images.items()}
+    write_text_atomic(paths["html"], _env(True).get_template("compare.html.j2").render(d=plain, images=uris))
     return paths
