@@ -273,3 +273,44 @@ def test_a_registry_from_an_older_version_gains_the_new_columns(tmp_path, monkey
     conn.close()
     registry.register_run(build_run(tmp_path, "old", with_train_examples=False), db=path)
     assert registry.get_run("old", db=path)["best_by"] is None
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_scoring_in_place_leaves_training_unchanged(tiny_model_dir, tiny_tokenizer, tmp_path, checkpointing,
+                                                    one_torch_thread):
+    """Dropout, gradient checkpointing, the weight layout and the RNG are as training left them."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tunescope.config import DEFAULT_TEMPLATE, LoraConfig, TrainingConfig
+    from tunescope.data.prompting import encode_dataset
+    from tunescope.data.synthetic import generate_problems
+    from tunescope.evaluate import task_from_docs
+    from tunescope.evaluate.during_training import TrainingTimeScorer
+    from tunescope.train.adapters import build_trainable
+    from tunescope.train.loop import train
+
+    rows = generate_problems(20, seed=0)
+    examples, _ = encode_dataset(rows[:16], tiny_tokenizer, template=DEFAULT_TEMPLATE, use_chat_template=False,
+                                 train_on_prompt=False, max_length=160, overflow="truncate")
+    heldout = task_from_docs("heldout", rows[16:], "Instruction: {question}\nResponse:")
+    results = []
+    for scored in (False, True):
+        cfg = TrainingConfig(max_steps=4, batch_size=4, learning_rate=1e-2, eval_every=2,
+                             gradient_checkpointing=checkpointing, lora=LoraConfig(dropout=0.1))
+        torch.manual_seed(0)
+        model = build_trainable(AutoModelForCausalLM.from_pretrained(tiny_model_dir), cfg)
+        scorer = TrainingTimeScorer([(heldout, [0, 1, 2, 3])], tiny_tokenizer, tmp_path / str(scored), every=1,
+                                    batch_size=4, max_new_tokens=8) if scored else None
+        records = []
+        train(model, examples, examples[:4], cfg, seed=1, pad_id=2, device=torch.device("cpu"), dtype=torch.float32,
+              log=records.append, scorer=scorer)
+        assert model.training
+        timeless = [{k: v for k, v in r.items() if k != "elapsed_s"} for r in records if r["kind"] in ("train", "val")]
+        results.append((timeless,
+                        {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}))
+        if scored:
+            assert [r["step"] for r in records if r["kind"] == "task_eval"][::2] == [0, 1, 2, 3, 4]
+    (plain_records, plain_params), (scored_records, scored_params) = results
+    assert plain_records == scored_records
+    assert all(torch.equal(plain_params[n], scored_params[n]) for n in plain_params)
