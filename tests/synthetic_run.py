@@ -166,3 +166,31 @@ def build_run(
                 write_jsonl(run / "eval" / label / f"{task}.jsonl", recs)
             (run / "eval" / label / "results.json").write_text(json.dumps(_results(samples), indent=2))
     return run
+
+
+def add_task_curves(run: Path, accuracy: dict[str, dict[int, float]], *, n: int = 40,
+                    selected_by: str = "val_loss") -> Path:
+    """Add tasks scored during training to a run from ``build_run``: ``accuracy`` is task -> step -> share
+    of the ``n`` items right (the first items are the right ones). Writes the ``task_eval`` records
+    (before the summary), ``eval/steps/<step>/<task>.jsonl`` and the summary's selection fields."""
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    summary = metrics.pop()
+    metric_of = {"heldout": "exact_match,strict-match"}
+    best_by = {"val_loss": {"step": summary["best_step"], "value": summary["best_val_loss"]}}
+    for task, by_step in accuracy.items():
+        metric = metric_of.get(task, "acc,none")
+        key = metric if task in metric_of else "acc"
+        for step, share in sorted(by_step.items()):
+            right = round(share * n)
+            values = [1.0] * right + [0.0] * (n - right)
+            metrics.append({"kind": "task_eval", "step": step, "task": task, "metric": metric, "value": right / n,
+                            "stderr": _stderr(values), "n": n, "seconds": 1.5})
+            write_jsonl(run / "eval" / "steps" / str(step) / f"{task}.jsonl",
+                        [{"doc_id": i, "metrics": {key: int(i < right)}} for i in range(n)])
+        best = max(by_step, key=lambda s: (by_step[s], -s))
+        best_by[f"{task}:{metric}"] = {"step": best, "value": round(by_step[best] * n) / n}
+    shipped = best_by[selected_by]["step"] if selected_by in best_by else summary["best_step"]
+    summary.update(best_step=shipped, selected_by=selected_by, early_stopping_on="val_loss", best_by=best_by,
+                   task_eval_s=12.0)
+    write_jsonl(run / "metrics.jsonl", [*metrics, summary])
+    return run

@@ -366,6 +366,13 @@ def runs_show(ref: Annotated[str, typer.Argument(metavar="RUN", help="Run name o
     info.add_row("overfitting", "—" if r.get("overfitting") is None else ("yes" if r["overfitting"] else "no"))
     info.add_row("forgetting flagged on", ", ".join(r["forgetting_tasks"]) or "none")
     out.print(info)
+    if r.get("best_by"):
+        best = Table(title="best step under each criterion (adapter/ holds the one marked shipped)")
+        for col in ("criterion", "step", "value", ""):
+            best.add_column(col)
+        for name, point in r["best_by"].items():
+            best.add_row(name, str(point["step"]), number(point["value"]), "shipped" if name == r.get("selected_by") else "")
+        out.print(best)
     scores = Table(title="scores")
     for col in ("task", "metric", "label", "score ± stderr", "n"):
         scores.add_column(col)

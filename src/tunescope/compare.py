@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from tunescope.analysis import stats
-from tunescope.analysis.summary import paired_test_name
+from tunescope.analysis.summary import paired_test_name, target_tasks
+from tunescope.analysis.task_curves import headline_series, task_series
 from tunescope.errors import UserError
 from tunescope.results_schema import (
     display_order,
@@ -102,6 +103,20 @@ def _paired_records(base: list[dict], other: list[dict]) -> tuple[list[dict], li
     info = {"n_shared_doc_ids": len(shared), "n_same_item": len(same), "n_different_item": len(shared) - len(same),
             "n_prompt_differs": prompts_differ}
     return [b_by[d] for d in same], [o_by[d] for d in same], info
+
+
+def task_curves(runs: Sequence[Compared]) -> list[dict]:
+    """Per task scored during training: each run's headline-metric curve (runs that scored it only)."""
+    by_task: dict[str, dict] = {}
+    for run in runs:
+        if not isinstance(run, RunRecord):
+            continue
+        records = [m.as_dict() for m in run.metrics if m.kind == "task_eval"]
+        targets, _ = target_tasks(run.config, sorted({r["task"] for r in records}))
+        for s in headline_series(task_series(records, targets)):
+            entry = by_task.setdefault(s["task"], {"task": s["task"], "runs": []})
+            entry["runs"].append({"run": run.name, **s})
+    return [by_task[t] for t in sorted(by_task)]
 
 
 def compare_runs(runs: Sequence[Compared], baseline: str | None = None, *, alpha: float,
@@ -198,6 +213,7 @@ def compare_runs(runs: Sequence[Compared], baseline: str | None = None, *, alpha
         "n_boot": n_boot,
         "seed": seed,
         "skipped": skipped,
+        "task_curves": task_curves(runs),
         "runs": [{"name": r.name, "path": str(r.path), "model": r.model, "method": r.method, "dataset": r.dataset,
                   "kind": r.kind} for r in runs],
     }

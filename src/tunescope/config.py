@@ -13,7 +13,7 @@ from string import Formatter
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tunescope.errors import UserError
 
@@ -21,6 +21,7 @@ DEFAULT_TEMPLATE = "Instruction: {question}\nResponse: {answer}"
 # Self-consistency sampling temperature when samples > 1 and none is given.
 SAMPLING_TEMPERATURE = 0.7
 RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+VAL_LOSS = "val_loss"
 
 
 class _Strict(BaseModel):
@@ -119,6 +120,38 @@ class TrainingConfig(_Strict):
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(
         default_factory=list, description="Also send metrics to TensorBoard and/or MLflow (metrics.jsonl always).")
     price_per_hour: float | None = Field(None, ge=0, description="Override the device price table (USD/hour).")
+    select_best_by: str = Field(
+        VAL_LOSS, description="Which step's weights become adapter/: 'val_loss' (lowest validation loss) or "
+                              "'<task>:<metric>' (highest score of a task scored during training, e.g. "
+                              "'heldout:exact_match,flexible-extract'; needs eval.during_training).")
+    early_stopping_on: str = Field(
+        VAL_LOSS, description="What early_stopping_patience counts evaluations without improvement of: 'val_loss' "
+                              "or '<task>:<metric>' as in select_best_by.")
+
+    @field_validator("select_best_by", "early_stopping_on")
+    @classmethod
+    def _criterion(cls, v: str) -> str:
+        if v == VAL_LOSS:
+            return v
+        task, sep, metric = v.partition(":")
+        if not sep or not task.strip() or not metric.strip():
+            raise ValueError(f"must be '{VAL_LOSS}' or '<task>:<metric>' (e.g. 'heldout:exact_match,flexible-extract')")
+        return f"{task.strip()}:{metric.strip()}"
+
+
+class DuringTrainingConfig(_Strict):
+    """Task scores of the current weights while training (learning curves of accuracy, not only loss)."""
+
+    enabled: bool = Field(False, description="Score tasks during training (metrics.jsonl 'task_eval' records).")
+    tasks: list[str] = Field(default_factory=lambda: ["heldout"], min_length=1,
+                             description="Generation or multiple-choice tasks; 'heldout' = the run's held-out problems.")
+    limit: int = Field(32, ge=1, description="Items per task: a fixed subset drawn with `seed`, the same at every point.")
+    every: int | None = Field(None, ge=1, description="Score every N optimizer steps (None = training.eval_every); "
+                                                     "step 0 and the final step are always scored.")
+    seed: int | None = Field(None, description="Seed of the item subset (None = the run seed).")
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
+        None, description="Engine batch size (None = eval.batch_size; auto = the largest that fits).")
+    max_new_tokens: int | None = Field(None, ge=1, description="Generation cap (None = eval.max_new_tokens).")
 
 
 class EvalConfig(_Strict):
@@ -138,6 +171,7 @@ class EvalConfig(_Strict):
     engine: Literal["auto", "native", "transformers"] = Field(
         "auto", description="auto = the native engine on the model families it is verified on, plain transformers "
                             "(model.generate, unbatched forwards: slower, any model) otherwise; or force one.")
+    during_training: DuringTrainingConfig = DuringTrainingConfig()
 
     @field_validator("temperature")
     @classmethod
@@ -184,6 +218,23 @@ class RunConfig(_Strict):
             raise ValueError("must be letters, digits, '.', '_' or '-' (no path separators, not starting with '.')")
         return v
 
+    @model_validator(mode="after")
+    def _criteria_have_their_scores(self) -> RunConfig:
+        # A task criterion needs that task scored during training; which metrics a task produces is
+        # checked once its spec is loaded (train/task_eval.check_criteria), still before the model loads.
+        dt = self.eval.during_training
+        for key in ("select_best_by", "early_stopping_on"):
+            value = getattr(self.training, key)
+            if value == VAL_LOSS:
+                continue
+            task = value.split(":", 1)[0]
+            if not dt.enabled:
+                raise ValueError(f"key 'training.{key}': '{value}' needs eval.during_training.enabled=true")
+            if task not in dt.tasks:
+                raise ValueError(f"key 'training.{key}': task '{task}' is not scored during training "
+                                 f"(eval.during_training.tasks: {', '.join(dt.tasks)})")
+        return self
+
     @property
     def data_seed(self) -> int:
         return self.data.seed if self.data.seed is not None else self.seed
@@ -197,7 +248,9 @@ def _format_validation_error(err: ValidationError, source: str, lines: dict[tupl
     for e in err.errors():
         loc = tuple(str(p) for p in e["loc"])
         key = ".".join(loc)
-        if e["type"] == "extra_forbidden":
+        if not key:  # a check across sections names its keys itself
+            text = e["msg"].removeprefix("Value error, ")
+        elif e["type"] == "extra_forbidden":
             allowed = _allowed_keys(e["loc"][:-1])
             text = f"unknown key '{key}' (allowed: {', '.join(allowed)})"
         else:

@@ -71,20 +71,25 @@ def prepare_data(cfg: RunConfig) -> Prepared:
     return Prepared(train_rows, val_rows, heldout, info)
 
 
+def heldout_task(cfg: RunConfig, heldout_rows: list[dict], samples: int = 1, temperature: float | None = None):
+    """The held-out problems as a task, asked exactly as training formatted them."""
+    from tunescope.evaluate import sampling_overrides, task_from_docs
+    from tunescope.prompt_format import prompt_prefix
+
+    sampling = sampling_overrides(samples, temperature)
+    if cfg.prompt.use_chat_template:
+        return task_from_docs("heldout", heldout_rows, "{question}", apply_chat_template=True, **sampling)
+    return task_from_docs("heldout", heldout_rows, prompt_prefix(cfg.prompt.template), **sampling)
+
+
 def build_tasks(cfg: RunConfig, heldout_rows: list[dict]) -> tuple[list, list[str]]:
     """(tasks to run, groups to score): the held-out task first, then the built-in tasks and groups."""
-    from tunescope.evaluate import load_tasks, sampling_overrides, task_from_docs
-    from tunescope.prompt_format import prompt_prefix
+    from tunescope.evaluate import load_tasks
 
     sampling = {"samples": cfg.eval.samples, "temperature": cfg.eval.temperature}
     tasks = []
     if "heldout" in cfg.eval.tasks:
-        # Held-out problems are asked exactly as training formatted them.
-        heldout = sampling_overrides(**sampling)
-        if cfg.prompt.use_chat_template:
-            tasks.append(task_from_docs("heldout", heldout_rows, "{question}", apply_chat_template=True, **heldout))
-        else:
-            tasks.append(task_from_docs("heldout", heldout_rows, prompt_prefix(cfg.prompt.template), **heldout))
+        tasks.append(heldout_task(cfg, heldout_rows, **sampling))
     builtin, groups = load_tasks([t for t in cfg.eval.tasks if t != "heldout"], data_paths=cfg.eval.data_path,
                                  num_fewshot=cfg.eval.num_fewshot, **sampling)
     return tasks + builtin, groups
@@ -109,6 +114,16 @@ def _manifest(cfg: RunConfig, data_info: dict, loaded) -> dict:
             "git_sha": git_sha(), "device": str(loaded.device), "dtype": str(loaded.dtype).replace("torch.", ""),
             "dtype_choice": loaded.dtype_choice.record() if getattr(loaded, "dtype_choice", None) else None,
             "model": {"name": cfg.model.name, "source": loaded.source}, "data": data_info}
+
+
+def training_tasks(cfg: RunConfig, prep: Prepared) -> list:
+    """The tasks scored during training with their fixed item subsets ([] when off); checked before the model loads."""
+    from tunescope.evaluate.during_training import load_training_tasks
+
+    if not cfg.eval.during_training.enabled:
+        return []
+    heldout = heldout_task(cfg, prep.heldout_rows) if "heldout" in cfg.eval.during_training.tasks else None
+    return load_training_tasks(cfg, heldout)
 
 
 @dataclass
@@ -136,7 +151,8 @@ def encode_data(cfg: RunConfig, tokenizer, prep: Prepared) -> EncodedData:
 
 
 def _train_stage(cfg: RunConfig, loaded, prep: Prepared, enc: EncodedData, run_path: Path, progress: ProgressSink,
-                 resume: bool = False) -> tuple[object, dict]:
+                 resume: bool = False, scored: list | None = None) -> tuple[object, dict]:
+    from tunescope.evaluate.during_training import build_scorer
     from tunescope.train.distributed import current
     from tunescope.train.session import fit
 
@@ -148,7 +164,8 @@ def _train_stage(cfg: RunConfig, loaded, prep: Prepared, enc: EncodedData, run_p
     setup = {"train_examples": len(train_set), "val_examples": len(val_set),
              "truncated": train_stats.truncated + val_stats.truncated,
              "dropped": train_stats.dropped + val_stats.dropped, "overflow": p.overflow}
-    model, summary = fit(cfg, loaded, train_set, val_set, run_path, resume=resume, setup=setup,
+    scorer = build_scorer(cfg, scored, loaded.tokenizer, run_path) if scored else None
+    model, summary = fit(cfg, loaded, train_set, val_set, run_path, resume=resume, setup=setup, scorer=scorer,
                          progress=lambda done, total: progress.advance("train", done, total))
     if current().is_main:  # under a distributed launch, only rank 0 writes the run folder
         _record_example_losses(model, prep, train_set, train_stats.dropped_rows, cfg, loaded, run_path)
@@ -244,6 +261,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, progress: ProgressSink | Non
     progress.stage("prepare data")
     prep = prepare_data(cfg)
     tasks, groups = build_tasks(cfg, prep.heldout_rows) if cfg.eval.tasks else ([], [])
+    scored = training_tasks(cfg, prep)
     progress.stage("load model")
     # QLoRA: the base is loaded in 4-bit NF4 (CUDA only; elsewhere a UserError naming the alternative).
     quantization = quantization_config_for(cfg.training, pick_device(cfg.device))
@@ -255,7 +273,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, progress: ProgressSink | Non
                         gguf_file=cfg.model.gguf_file, quantization_config=quantization, tokenizer=tokenizer)
     if not dist.is_main:
         # The other processes of a distributed launch only train; rank 0 writes, evaluates and reports.
-        _train_stage(cfg, loaded, prep, enc, rd.path, progress, resume=resuming)
+        _train_stage(cfg, loaded, prep, enc, rd.path, progress, resume=resuming, scored=scored)
         return None
     if not resuming:
         rd.begin(overwrite)
@@ -278,7 +296,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, progress: ProgressSink | Non
             write_json(rd.path / rr.MANIFEST, manifest)
             timings["eval_base_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        model, _ = _train_stage(cfg, loaded, prep, enc, rd.path, progress, resume=resuming)
+        model, _ = _train_stage(cfg, loaded, prep, enc, rd.path, progress, resume=resuming, scored=scored)
         timings["train_s"] = time.perf_counter() - t0
         if tasks:
             t0 = time.perf_counter()

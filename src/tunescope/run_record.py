@@ -33,9 +33,12 @@ TRAIN_EXAMPLES = "train_examples.jsonl"
 REPORT_JSON = "report.json"
 ADAPTER = "adapter"
 CHECKPOINTS = "checkpoints"
+STEPS_DIR = "steps"  # eval/steps/<step>/<task>.jsonl: tasks scored during training
 LABELS = ("base", "tuned")
 # The records the training stage writes (a resumed run rewrites them from its checkpoint on).
-TRAINING_KINDS = ("setup", "train", "val", "summary")
+TRAINING_KINDS = ("setup", "train", "val", "task_eval", "summary")
+# The records of one optimizer step; a resumed run keeps those up to its checkpoint's step.
+STEP_KINDS = ("train", "val", "task_eval")
 
 # int | float keeps each number as the file has it, so a record dumped back is the record that was read.
 Number = int | float
@@ -110,6 +113,24 @@ class ValRecord(_Open):
     val_token_accuracy: Number | None = None
 
 
+class TaskEvalRecord(_Open):
+    """One task × metric scored on the weights of `step` during training (eval.during_training)."""
+
+    kind: Literal["task_eval"] = "task_eval"
+    step: int
+    task: str
+    metric: str  # results.json's "<metric>,<filter>" key, e.g. "exact_match,flexible-extract", "acc,none"
+    value: Number | None = None
+    stderr: Number | None = None
+    n: int | None = None
+    seconds: Number | None = None  # time to score the task at this step
+
+    @property
+    def criterion(self) -> str:
+        """The name `training.select_best_by` gives this score: `<task>:<metric>`."""
+        return f"{self.task}:{self.metric}"
+
+
 class SummaryRecord(_Open):
     # Fields in the order train/loop.py writes them, which is the order they are dumped back in.
     kind: Literal["summary"] = "summary"
@@ -118,6 +139,12 @@ class SummaryRecord(_Open):
     epochs: Number | None = None
     best_step: int | None = None
     best_val_loss: Number | None = None
+    # Runs that score tasks during training: the criterion that chose best_step, early stopping's,
+    # and every criterion's best step ({"val_loss": {"step", "value"}, "<task>:<metric>": ...}).
+    selected_by: str | None = None
+    early_stopping_on: str | None = None
+    best_by: dict[str, dict[str, Number]] | None = None
+    task_eval_s: Number | None = None  # scoring tasks during training: inside wall_s, not in train_s
     stopped_early: bool | None = None
     resumed_from_step: int | None = None
     tokens_supervised: int | None = None
@@ -151,9 +178,9 @@ class OtherRecord(_Open):
     kind: str
 
 
-MetricRecord = SetupRecord | TrainRecord | ValRecord | SummaryRecord | OtherRecord
+MetricRecord = SetupRecord | TrainRecord | ValRecord | TaskEvalRecord | SummaryRecord | OtherRecord
 _KINDS: dict[str, type[_Open]] = {"setup": SetupRecord, "train": TrainRecord, "val": ValRecord,
-                                  "summary": SummaryRecord}
+                                  "task_eval": TaskEvalRecord, "summary": SummaryRecord}
 
 
 class TrainExample(_Open):
@@ -237,7 +264,7 @@ def rewind_metrics(run_path: Path, step: int) -> None:
         return
     records = read_jsonl(path)
     write_jsonl(path, [r for r in records if r.get("kind") not in TRAINING_KINDS
-                       or (r["kind"] in ("train", "val") and r.get("step", 0) <= step)])
+                       or (r["kind"] in STEP_KINDS and r.get("step", 0) <= step)])
 
 
 # ---------------------------------------------------------------- evaluations
@@ -331,6 +358,11 @@ class RunRecord:
     @property
     def setup(self) -> SetupRecord | None:
         return next(iter(self.records(SetupRecord)[-1:]), None)
+
+    def task_item_records(self, step: int, task: str) -> list[dict[str, Any]] | None:
+        """eval/steps/<step>/<task>.jsonl: the per-item results of a task scored during training."""
+        path = self.path / EVAL_DIR / STEPS_DIR / str(step) / f"{task}.jsonl"
+        return read_jsonl(path) if path.is_file() else None
 
     @property
     def summary(self) -> SummaryRecord | None:

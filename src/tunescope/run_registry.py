@@ -33,8 +33,9 @@ from tunescope.run_record import Evaluation, RunRecord, open_run
 ENV_VAR = "TUNESCOPE_REGISTRY"
 BUSY_TIMEOUT_S = 30.0
 RETRY_FOR_S = 120.0
-# Version 2 added runs.grid (the experiment grid a run belongs to); older registries are migrated on open.
-SCHEMA_VERSION = 2
+# Version 2 added runs.grid (the experiment grid a run belongs to); version 3 the criterion that chose the
+# shipped step and every criterion's best step. Older registries are migrated on open.
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -61,6 +62,8 @@ CREATE TABLE IF NOT EXISTS runs (
     further_training TEXT,
     overfitting INTEGER,
     forgetting_tasks TEXT,
+    selected_by TEXT,
+    best_by_json TEXT,
     config_json TEXT,
     manifest_json TEXT,
     grid TEXT
@@ -80,7 +83,8 @@ CREATE INDEX IF NOT EXISTS runs_by_name ON runs (name);
 """
 
 # Changes to registries made by earlier versions, by the version that introduced them.
-_MIGRATIONS = {2: ["ALTER TABLE runs ADD COLUMN grid TEXT"]}
+_MIGRATIONS = {2: ["ALTER TABLE runs ADD COLUMN grid TEXT"],
+               3: ["ALTER TABLE runs ADD COLUMN selected_by TEXT", "ALTER TABLE runs ADD COLUMN best_by_json TEXT"]}
 
 T = TypeVar("T")
 
@@ -243,6 +247,10 @@ def record_row(record: RunRecord) -> dict:
         "further_training": (lc.get("further_training") or {}).get("further_training_would_likely_help"),
         "overfitting": None if over is None else int(bool(over)),
         "forgetting_tasks": json.dumps((report.get("evaluation") or {}).get("forgetting_tasks", [])),
+        # Runs that scored tasks during training: the criterion that chose the shipped step, and the
+        # step every criterion (val_loss, <task>:<metric>) would have chosen.
+        "selected_by": from_summary("selected_by"),
+        "best_by_json": json.dumps(from_summary("best_by")) if from_summary("best_by") else None,
         "config_json": json.dumps(record.config.model_dump(mode="json")),
         "manifest_json": json.dumps(manifest.as_dict(), default=str),
         "grid": grid.get("id") if isinstance(grid, dict) else None,
@@ -256,7 +264,7 @@ def record_row(record: RunRecord) -> dict:
 _RUN_COLUMNS = ("path", "name", "model", "dataset", "method", "status", "started", "finished", "registered_at",
                 "wall_s", "train_s", "steps", "epochs", "tokens_supervised", "cost_usd", "device",
                 "train_loss_first", "train_loss_last", "val_loss_first", "val_loss_best", "further_training",
-                "overfitting", "forgetting_tasks", "config_json", "manifest_json", "grid")
+                "overfitting", "forgetting_tasks", "selected_by", "best_by_json", "config_json", "manifest_json", "grid")
 
 
 def insert_record(record: dict, db: str | Path | None = None) -> str:
@@ -340,6 +348,7 @@ def get_run(ref: str, db: str | Path | None = None) -> dict:
     run["config"] = json.loads(run.pop("config_json") or "{}")
     run["manifest"] = json.loads(run.pop("manifest_json") or "{}")
     run["forgetting_tasks"] = json.loads(run["forgetting_tasks"] or "[]")
+    run["best_by"] = json.loads(run.pop("best_by_json") or "null")
     run["exists"] = Path(run["path"]).is_dir()
     return run
 

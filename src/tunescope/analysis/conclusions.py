@@ -106,6 +106,8 @@ def conclusions(d: dict) -> list[dict]:
         say("learning_curve", text, "learning_curve.overfitting.val_increase_since_best_pct",
             "learning_curve.overfitting.best_step")
 
+    _task_curve_conclusions(d.get("task_curves") or {}, say)
+
     er = d["errors"]
     if er.get("available"):
         for ti, t in enumerate(er["tasks"]):
@@ -128,7 +130,53 @@ def conclusions(d: dict) -> list[dict]:
                     *(f"errors.tasks[{ti}].summary.{label}.counts.{c}" for c in tops))
     eff = d.get("efficiency") or {}
     if eff.get("cost_usd") is not None and eff.get("tokens_supervised") is not None:
+        scoring = (f" Scoring tasks during training took {eff['task_eval_s']:.0f} s more "
+                   f"({100 * eff['task_eval_s'] / eff['train_s']:.0f}% of training time), not counted in it."
+                   if eff.get("task_eval_s") is not None and eff.get("train_s") else "")
         say("efficiency", f"Training took {eff['train_s']:.0f} s for {eff['steps']} steps and "
             f"{eff['tokens_supervised']:,} supervised tokens; estimated cost ${eff['cost_usd']:.4f} "
-            f"({eff.get('price_source')}).", "efficiency.cost_usd", "efficiency.tokens_supervised")
+            f"({eff.get('price_source')}).{scoring}", "efficiency.cost_usd", "efficiency.tokens_supervised",
+            *(["efficiency.task_eval_s"] if scoring else []))
     return out
+
+
+def _sentence(text: str) -> str:
+    return text[0].upper() + text[1:] + "."
+
+
+def _task_curve_conclusions(tc: dict, say) -> None:
+    """Verdicts on task accuracy during training, each with its evidence and test."""
+    if not tc.get("available"):
+        return
+    for kind in ("further_training", "overfitting"):
+        for i, v in enumerate(tc[kind]):
+            if v.get("available"):
+                say("task_curves", _sentence(v["summary"]), f"task_curves.{kind}[{i}].summary")
+    div = tc["divergence"]
+    for i, c in enumerate(div.get("checks", [])):
+        if c.get("direction") is None:
+            continue
+        path = f"task_curves.divergence.checks[{i}]"
+        if c["diverged"]:
+            say("task_curves", f"Divergence on {c['task']}: {c['direction']} ({c['evidence']}; Holm-adjusted "
+                f"p{_p(c.get('p_holm'))}).", f"{path}.evidence", f"{path}.p_holm")
+        else:
+            say("task_curves", f"No divergence flagged on {c['task']}: {c['evidence']}, not significant at "
+                f"α={div['alpha']} after Holm correction (p{_p(c.get('p_holm'))}).", f"{path}.p_holm")
+    fg = tc["forgetting"]
+    for task, t in (fg.get("worst") or {}).items():
+        say("task_curves", f"Forgetting during training flagged on {task}: {t['evidence']}, more than the "
+            f"{fg['threshold_points']:g}-point threshold below step 0 and significant after Holm correction "
+            f"(p{_p(t['p_holm'])}).", "task_curves.forgetting.forgetting_tasks")
+    if fg.get("available") and not fg["forgetting_tasks"]:
+        say("task_curves", f"No forgetting during training flagged: no non-target task fell more than "
+            f"{fg['threshold_points']:g} points below step 0 at any scored step with a Holm-significant paired test "
+            f"({len(fg['tests'])} tests).", "task_curves.forgetting.forgetting_tasks")
+    sel = tc["selection"]
+    if sel.get("available"):
+        others = "; ".join(f"{o['criterion']} would have shipped step {o['step']} ({o['value']:.4g})"
+                           for o in sel["others"])
+        value = f" ({sel['shipped_value']:.4g})" if sel.get("shipped_value") is not None else ""
+        say("task_curves", f"The shipped weights are step {sel['shipped_step']}'s, chosen by {sel['selected_by']}"
+            f"{value}" + (f"; {others}." if others else "."), "task_curves.selection.shipped_step",
+            "task_curves.selection.others")

@@ -136,7 +136,7 @@ def holm(pvalues: Sequence[float | None]) -> list[float | None]:
     return out
 
 
-def _metric_values(records: Sequence[Mapping[str, Any]], key: str) -> dict[Any, float]:
+def metric_values(records: Sequence[Mapping[str, Any]], key: str) -> dict[Any, float]:
     """``doc_id -> metric value`` for records carrying that metric (the first record wins on dupes)."""
     out: dict[Any, float] = {}
     for rec in records:
@@ -221,8 +221,8 @@ def compare_tasks(
             skipped.append({"task": task, "reason": f"no {missing} records"})
             continue
         for metric in metric_keys[task]:
-            b_map = _metric_values(base_samples[task], metric)
-            t_map = _metric_values(tuned_samples[task], metric)
+            b_map = metric_values(base_samples[task], metric)
+            t_map = metric_values(tuned_samples[task], metric)
             docs = [d for d in b_map if d in t_map]
             if not docs:
                 skipped.append({"task": task, "metric": metric, "reason": "no doc_id present in both runs"})

@@ -5,7 +5,8 @@ Every number here is read from what the run recorded or computed from it by the 
 saying so. The result is a plain dict: ``report`` renders it, ``report.json`` stores it. Keys starting
 with ``_`` (PNG bytes) are rendered into the HTML but left out of ``report.json``.
 
-Sections: ``overview``, ``training``, ``learning_curve``, ``efficiency``, ``dataset``, ``evaluation``,
+Sections: ``overview``, ``training``, ``learning_curve``, ``task_curves`` (tasks scored during training),
+``efficiency``, ``dataset``, ``evaluation``,
 ``errors``, ``conclusions``. A section that cannot be computed is ``{"available": False, "reason": ...}``.
 """
 
@@ -29,6 +30,7 @@ from tunescope.run_record import Manifest, RunRecord, SetupRecord, SummaryRecord
 from . import curves as curves_mod
 from . import error_taxonomy
 from . import stats as stats_mod
+from . import task_curves as task_curves_mod
 from ._util import unavailable
 from .conclusions import conclusions, primary_rows
 from .dataset_insights import dataset_insights, generation_tasks
@@ -290,6 +292,9 @@ def analyse_run(record: RunRecord) -> dict:
         "overfitting": curves_mod.overfitting_verdict(metrics),
     }
     evaluation = _evaluation(run_eval, cfg, rs, seed)
+    scored_tasks = sorted({m.get("task") for m in metrics if m.get("kind") == "task_eval"})
+    task_curves = task_curves_mod.analyse(metrics, record.task_item_records, target_tasks(cfg, scored_tasks)[0],
+                                          summary.as_dict() if summary else None, c["val_steps"], c["val_loss"], rs)
     dataset, images, cluster_of_eval = dataset_insights(record.train_examples, run_eval, rs, seed)
     cl = dataset.get("clusters", {})
     names = {c_["id"]: c_["name"] for c_ in cl.get("clusters", [])} if cl.get("available") else {}
@@ -304,6 +309,7 @@ def analyse_run(record: RunRecord) -> dict:
         "curves": c,
         "smoothed": _smoothed(c, rs["smoothing"]),
         "learning_curve": learning_curve,
+        "task_curves": task_curves,
         "efficiency": _efficiency(summary, manifest),
         "dataset": dataset,
         "evaluation": evaluation,

@@ -277,12 +277,13 @@ def _model_name(model) -> str:
 def evaluate_native(
     model, tokenizer, tasks: list[Task], *, limit: int | float | None = None, batch_size: int | str = 16,
     max_new_tokens: int | None = None, out_dir: Path | None = None, progress: Progress | None = None,
-    generate: GenerateFn | None = None, engine: str = "auto",
+    generate: GenerateFn | None = None, engine: str = "auto", records_out: dict | None = None,
 ) -> dict[str, Any]:
     """The native engine; `generate` swaps in another generation engine (vLLM) for generation tasks.
 
     `engine` ("auto", "native", "transformers"): "auto" runs the native engine only on model families
-    it is verified on and plain transformers otherwise (`enginepath.engine_path`).
+    it is verified on and plain transformers otherwise (`enginepath.engine_path`). `records_out`, when
+    given, receives each task's per-sample records (task name -> list).
     """
     if not tasks:
         raise UserError("no tasks to evaluate", where="tasks")
@@ -349,6 +350,8 @@ def evaluate_native(
     }
     extras["wall_s"] = round(time.perf_counter() - t_start, 3)
     results["tunescope"] = extras
+    if records_out is not None:
+        records_out.update(all_records)
     if out_dir is not None:
         write_outputs(Path(out_dir), results, all_records)
     return results

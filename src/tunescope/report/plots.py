@@ -56,6 +56,56 @@ def loss_curves_png(curves: dict, smoothed: dict | None = None, learning_curve: 
     return figure_png(fig)
 
 
+def task_curves_png(task_curves: dict) -> bytes | None:
+    """Each scored task's headline metric against step with a ±1 standard-error band; target tasks solid,
+    the others dashed (forgetting curves); the shipped step marked."""
+    if not task_curves.get("available"):
+        return None
+    heads = {(h["task"], h["metric"]) for h in task_curves.get("headline", [])}
+    series = [s for s in task_curves["series"] if (s["task"], s["metric"]) in heads]
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    for i, s in enumerate(series):
+        color = plt.cm.tab10(i % 10)
+        values = [100 * v for v in s["values"]]
+        se = [100 * (e or 0.0) for e in s["stderrs"]]
+        kind = "target" if s["is_target"] else "forgetting probe"
+        ax.plot(s["steps"], values, "o-" if s["is_target"] else "s--", color=color, ms=4, lw=2 if s["is_target"] else 1.5,
+                label=f"{s['task']} {s['label']} ({kind})")
+        ax.fill_between(s["steps"], [v - e for v, e in zip(values, se, strict=True)],
+                        [v + e for v, e in zip(values, se, strict=True)], color=color, alpha=0.15)
+    sel = task_curves.get("selection") or {}
+    if sel.get("available") and sel.get("shipped_step") is not None:
+        ax.axvline(sel["shipped_step"], color="#176b2c", ls=":", lw=1.5,
+                   label=f"shipped step {sel['shipped_step']} ({sel['selected_by']})")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("task score (%) ± 1 SE")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return figure_png(fig)
+
+
+def compare_task_curves_png(entry: dict) -> bytes | None:
+    """One task scored during training, one line (±1 SE band) per run: `tunescope compare`'s overlay."""
+    if not entry.get("runs"):
+        return None
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    for i, s in enumerate(entry["runs"]):
+        color = plt.cm.tab10(i % 10)
+        values = [100 * v for v in s["values"]]
+        se = [100 * (e or 0.0) for e in s["stderrs"]]
+        ax.plot(s["steps"], values, "o-", color=color, ms=4, lw=1.5, label=f"{s['run']}: {s['label']}")
+        ax.fill_between(s["steps"], [v - e for v, e in zip(values, se, strict=True)],
+                        [v + e for v, e in zip(values, se, strict=True)], color=color, alpha=0.15)
+    ax.set_title(f"{entry['task']} during training", fontsize=10)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("task score (%) ± 1 SE")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return figure_png(fig)
+
+
 def token_accuracy_png(curves: dict) -> bytes | None:
     steps = curves.get("train_steps") or []
     acc = curves.get("train_token_accuracy") or []

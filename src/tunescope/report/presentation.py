@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from tunescope.report.formatting import dollars, flops, number, pct, peq, pm, pval, signed
+from tunescope.report.task_curves_view import present_task_curves, task_eval_time
 
 WORD_LISTS = (("question_words", "wordcloud_questions", "Questions"),
               ("answer_words", "wordcloud_answers", "Model answers (tuned)"))
@@ -27,6 +28,7 @@ def present(d: dict[str, Any]) -> dict[str, Any]:
         "overview": _overview(o),
         "training": _training(d.get("training") or {}),
         "curves": _curves(d.get("learning_curve") or {}, d.get("smoothed") or {}),
+        "task_curves": present_task_curves(d.get("task_curves")),
         "efficiency": _efficiency(d.get("efficiency")),
         "dataset": _dataset(d.get("dataset") or {}),
         "evaluation": _evaluation(d.get("evaluation") or {}),
@@ -172,6 +174,7 @@ def _efficiency(e: dict | None) -> dict | None:
         "peak_source": e.get("peak_flops_source"), "measured_peak": bool(e.get("peak_flops")), "mfu_own_dtype": own,
         "dtype_choice": dtype_choice, "peak_rss": number(e.get("peak_rss_mb"), 5),
         "cuda_allocated": number(cuda, 5) if cuda is not None else None, "train_s": number(e.get("train_s")),
+        "task_eval": task_eval_time(e),
         "cost": (f"{dollars(e['cost_usd'])} at ${e.get('price_per_hour')}/h ({e.get('price_source')})"
                  if e.get("cost_usd") is not None else "—"),
     }

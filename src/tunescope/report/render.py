@@ -57,12 +57,19 @@ def template_env(html: bool) -> Environment:
 def images_for(data: dict) -> dict[str, bytes]:
     """PNG bytes: plots made here plus any PNGs the analysis produced (word clouds, the cluster map)."""
     # matplotlib is imported only when drawing, so the CLI's tables (which use the formatters) start fast.
-    from tunescope.report.plots import accuracy_by_png, loss_curves_png, scores_png, token_accuracy_png
+    from tunescope.report.plots import (
+        accuracy_by_png,
+        loss_curves_png,
+        scores_png,
+        task_curves_png,
+        token_accuracy_png,
+    )
 
     images: dict[str, bytes] = {}
     candidates = [
         ("loss_curves", lambda: loss_curves_png(data.get("curves", {}), data.get("smoothed"),
                                                 data.get("learning_curve"))),
+        ("task_curves", lambda: task_curves_png(data.get("task_curves") or {})),
         ("token_accuracy", lambda: token_accuracy_png(data.get("curves", {}))),
     ]
     ev = data.get("evaluation") or {}
@@ -136,6 +143,13 @@ def render_compare(data: dict, out_dir: Path) -> dict[str, Path]:
              "json": out_dir / "comparison.json"}
     plain = jsonable(data)
     write_text_atomic(paths["json"], json.dumps(plain, indent=2, ensure_ascii=False, default=str) + "\n")
-    write_text_atomic(paths["md"], template_env(False).get_template("compare.md.j2").render(d=plain))
-    write_text_atomic(paths["html"], template_env(True).get_template("compare.html.j2").render(d=plain))
+    images = {}
+    if data.get("task_curves"):
+        from tunescope.report.plots import compare_task_curves_png
+
+        images = {f"task_curve_{e['task']}": png for e in data["task_curves"] if (png := compare_task_curves_png(e))}
+    md_links = write_images(out_dir, images) if images else {}
+    write_text_atomic(paths["md"], template_env(False).get_template("compare.md.j2").render(d=plain, images=md_links))
+    uris = {k: "data:image/png;base64," + base64.b64encode(v).decode() for k, v in images.items()}
+    write_text_atomic(paths["html"], template_env(True).get_template("compare.html.j2").render(d=plain, images=uris))
     return paths

@@ -17,11 +17,11 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from tunescope.config import TrainingConfig
+from tunescope.config import VAL_LOSS, TrainingConfig
 from tunescope.errors import UserError
 from tunescope.malloc import RETURN_FREED, malloc_setting
 from tunescope.prompt_format import Encoded
@@ -29,6 +29,7 @@ from tunescope.train.batching import collate, epoch_batches, split_by_tokens, su
 from tunescope.train.checkpoint import Checkpointer
 from tunescope.train.distributed import Distributed, current
 from tunescope.train.loss import SupervisedCausalLM
+from tunescope.train.selection import Selection, StepScorer
 from tunescope.train.throughput import (
     cuda_max_allocated_mb,
     estimate_cost,
@@ -52,11 +53,13 @@ class TrainState:
     tokens_nonpad: int = 0
     tokens_total: int = 0
     best_val_loss: float = math.inf
-    best_step: int | None = None
+    best_step: int | None = None  # the step whose weights ship (training.select_best_by)
+    best_by: dict = field(default_factory=dict)  # criterion -> {"step", "value"}: the best under each
     evals_without_improvement: int = 0
     stopped_early: bool = False
     train_s: float = 0.0  # time inside optimizer steps, summed over resumed segments
     wall_s: float = 0.0  # time inside train(), summed over resumed segments
+    task_eval_s: float = 0.0  # time scoring tasks during training (inside wall_s, outside train_s)
     resumed_from: int | None = None
 
 
@@ -188,18 +191,39 @@ def train(
     checkpointer: Checkpointer | None = None,
     resume: bool = False,
     dist: Distributed | None = None,
+    scorer: StepScorer | None = None,
 ) -> dict:
     """Train `model` in place, leave it holding the best weights, and return the run summary (also
-    logged as the last metrics record). With `resume`, continue from `checkpointer`'s latest."""
+    logged as the last metrics record). With `resume`, continue from `checkpointer`'s latest.
+
+    `scorer` scores tasks on the current weights at the steps it says are due (step 0 included); its
+    scores can choose the shipped step and stop training (training.select_best_by / early_stopping_on)."""
     # Results depend (in the last bits) on the thread count: resume with the same value to be bit-exact.
     # Activations change shape every step: large tensors get mappings of their own (see malloc.py).
     with _cpu_threads(cfg.threads), malloc_setting(RETURN_FREED):
         return _train(model, train_set, val_set, cfg, seed=seed, pad_id=pad_id, device=device, dtype=dtype, log=log,
-                      save_best=save_best, on_step=on_step, checkpointer=checkpointer, resume=resume, dist=dist)
+                      save_best=save_best, on_step=on_step, checkpointer=checkpointer, resume=resume, dist=dist,
+                      scorer=scorer)
+
+
+def score_tasks(scorer: StepScorer, model: torch.nn.Module, step: int, dist: Distributed,
+                log: Callable[[dict], None]) -> dict[str, float]:
+    """Task scores of the current weights at `step`, on every process.
+
+    The main process scores (in place: adapter active, nothing merged) and logs one `task_eval`
+    record per task × metric; the others wait in the sum that hands them its scores, so that all
+    processes take the same shipping and early-stopping decisions."""
+    records = scorer(model, step) if dist.is_main else []
+    for record in records:
+        log(record)
+    measured = {f"{r['task']}:{r['metric']}": float(r["value"]) for r in records}
+    shared = dist.sum([measured.get(name, 0.0) for name in scorer.criteria])
+    dist.barrier()
+    return dict(zip(scorer.criteria, shared, strict=True))
 
 
 def _train(model, train_set, val_set, cfg, *, seed, pad_id, device, dtype, log, save_best, on_step, checkpointer,
-           resume, dist) -> dict:
+           resume, dist, scorer) -> dict:
     from transformers import get_scheduler
 
     segment_start = time.perf_counter()
@@ -234,6 +258,13 @@ def _train(model, train_set, val_set, cfg, *, seed, pad_id, device, dtype, log, 
         state, best = TrainState(**restored["state"]), restored["best"]
         state.resumed_from = state.step
 
+    selection = Selection(cfg, state, params, best)
+
+    def score_now() -> None:
+        started = time.perf_counter()
+        selection.observe(state.step, score_tasks(scorer, model, state.step, dist, log))
+        state.task_eval_s += time.perf_counter() - started
+
     counts = parameter_counts(model)
     peak = machine_peak(device, dtype)
     flops_body, flops_head = flops_per_token(counts)
@@ -244,6 +275,8 @@ def _train(model, train_set, val_set, cfg, *, seed, pad_id, device, dtype, log, 
     supervised = [supervised_count(e) for e in train_set]
     stream = _micro_batches(lengths, cfg.batch_size, seed, state)
     per_step = cfg.gradient_accumulation * dist.world_size
+    if scorer is not None and state.step == 0:
+        score_now()  # the weights before training: the reference of every task curve
     net.train()
     while state.step < total_steps and not state.stopped_early:
         started = time.perf_counter()
@@ -303,25 +336,23 @@ def _train(model, train_set, val_set, cfg, *, seed, pad_id, device, dtype, log, 
             val_loss, val_acc = evaluate_loss(dist.unwrap(net), val_set, cfg.batch_size * 2, pad_id, device, dist,
                                               max_tokens)
             log({"kind": "val", "step": state.step, "val_loss": val_loss, "val_token_accuracy": val_acc})
-            if val_loss < state.best_val_loss:
-                state.best_val_loss, state.best_step, state.evals_without_improvement = val_loss, state.step, 0
-                best = {n: p.detach().to("cpu", copy=True) for n, p in params.items()}
-            else:
-                state.evals_without_improvement += 1
-                if cfg.early_stopping_patience and state.evals_without_improvement >= cfg.early_stopping_patience:
-                    state.stopped_early = True
+            selection.observe(state.step, {VAL_LOSS: val_loss})
+        # The last step is always scored, also when validation has just stopped training early.
+        if scorer is not None and (scorer.due(state.step, total_steps) or state.stopped_early):
+            score_now()
 
         if (checkpointer is not None and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0
                 and state.step < total_steps and not state.stopped_early):
             state.wall_s += time.perf_counter() - segment_start
             segment_start = time.perf_counter()
             if dist.is_main:
-                checkpointer.save(state, params, best, optimizer, scheduler)
+                checkpointer.save(state, params, selection.best, optimizer, scheduler)
             dist.barrier()
         if on_step is not None:
             on_step(state, total_steps)
 
     # --- finish: ship the best weights, summarise ------------------------------------------------
+    best = selection.best
     if best is not None and state.best_step != state.step:
         with torch.no_grad():
             for n, v in best.items():
@@ -339,7 +370,9 @@ def _train(model, train_set, val_set, cfg, *, seed, pad_id, device, dtype, log, 
     summary = {
         "kind": "summary", "steps": state.step, "total_steps_planned": total_steps,
         "epochs": round(state.step / steps_per_epoch, 4), "best_step": state.best_step,
-        "best_val_loss": None if state.best_step is None else state.best_val_loss,
+        "best_val_loss": state.best_val_loss if math.isfinite(state.best_val_loss) else None,
+        # Only runs that score tasks while training say how the shipped step was chosen among criteria.
+        **(selection.summary() | {"task_eval_s": round(state.task_eval_s, 3)} if scorer is not None else {}),
         "stopped_early": state.stopped_early, "resumed_from_step": state.resumed_from,
         "tokens_supervised": state.tokens_supervised, "tokens_nonpad": state.tokens_nonpad,
         "tokens_total": state.tokens_total, "padding_fraction": 1 - state.tokens_nonpad / max(state.tokens_total, 1),

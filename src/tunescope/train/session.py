@@ -21,16 +21,19 @@ from tunescope.train.adapters import build_trainable, count_parameters
 from tunescope.train.checkpoint import Checkpointer
 from tunescope.train.distributed import current
 from tunescope.train.loop import total_steps_for, train
+from tunescope.train.selection import StepScorer
 from tunescope.train.tracking import MetricsLog
 
 FINAL = "final.safetensors"
 
 
 def fit(cfg: RunConfig, loaded, train_set: list[Encoded], val_set: list[Encoded], run_path: Path, *,
-        resume: bool = False, setup: dict | None = None, progress=None) -> tuple[torch.nn.Module, SummaryRecord]:
+        resume: bool = False, setup: dict | None = None, progress=None,
+        scorer: StepScorer | None = None) -> tuple[torch.nn.Module, SummaryRecord]:
     """Train `loaded.model` as `cfg.training` says; returns (trained model, summary record).
 
-    `setup` goes into the first metrics record, with the parameter counts added."""
+    `setup` goes into the first metrics record, with the parameter counts added; `scorer` scores tasks
+    during training (eval.during_training)."""
     dist = current()
     tc = cfg.training
     tok = loaded.tokenizer
@@ -72,7 +75,7 @@ def fit(cfg: RunConfig, loaded, train_set: list[Encoded], val_set: list[Encoded]
     try:
         summary = train(model, train_set, val_set, tc, seed=cfg.seed, pad_id=tok.pad_token_id, device=loaded.device,
                         dtype=loaded.dtype, log=log, save_best=save_best, checkpointer=checkpointer, resume=resume,
-                        on_step=(lambda s, total: progress(s.step, total)) if progress else None)
+                        scorer=scorer, on_step=(lambda s, total: progress(s.step, total)) if progress else None)
     finally:
         log.close()
     if dist.is_main:
