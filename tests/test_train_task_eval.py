@@ -147,8 +147,8 @@ from tunescope.config import load_config
 
 out, name, model, resume, hold_at, marker = sys.argv[1:7]
 
-class Hold(pipeline.Reporter):
-    def progress(self, what, done, total):
+class Hold(pipeline.ProgressSink):
+    def advance(self, what, done, total):
         if what == "train" and done == int(hold_at):
             Path(marker).write_text(str(done))
             time.sleep(600)  # the test SIGKILLs us here
@@ -163,7 +163,7 @@ cfg = load_config(None, [
     "training.checkpoint_every=2", "training.learning_rate=1e-2", "training.threads=1", "eval.heldout_size=6",
     "eval.max_new_tokens=16", "eval.during_training.enabled=true", "eval.during_training.limit=6",
     "training.select_best_by=heldout:exact_match,flexible-extract"])
-pipeline.run(cfg, resume=resume == "1", reporter=Hold())
+pipeline.run(cfg, resume=resume == "1", progress=Hold())
 """
 
 
@@ -223,7 +223,7 @@ def test_compare_overlays_task_curves_and_runs_show_lists_each_criterion(tmp_pat
     import json
 
     from synthetic_run import add_task_curves, build_run
-    from tunescope import registry
+    from tunescope import run_registry as registry
 
     monkeypatch.setenv("TUNESCOPE_REGISTRY", str(tmp_path / "registry.sqlite"))
     a = add_task_curves(build_run(tmp_path, "a", with_train_examples=False),
@@ -264,7 +264,7 @@ def test_a_registry_from_an_older_version_gains_the_new_columns(tmp_path, monkey
     import sqlite3
 
     from synthetic_run import build_run
-    from tunescope import registry
+    from tunescope import run_registry as registry
 
     path = tmp_path / "old.sqlite"
     conn = sqlite3.connect(path)

@@ -11,7 +11,6 @@ import json
 import re
 from pathlib import Path
 
-from tunescope.report.formatting import flops, number, pct, peq
 from tunescope.report.render import jsonable, template_env, write_images
 
 GRID_IMAGE_DIR = "grid_images"
@@ -48,16 +47,6 @@ def _image_key(axis: str) -> str:
     return "axis_" + re.sub(r"[^A-Za-z0-9_]+", "_", axis)
 
 
-# The grid templates format figures with these, besides the filters every template has.
-GRID_FILTERS = {"num": number, "pct": pct, "peq": peq, "flops": flops}
-
-
-def _grid_env(html: bool):
-    env = template_env(html)
-    env.filters.update(GRID_FILTERS)
-    return env
-
-
 def render_grid(data: dict, out_dir: Path) -> dict[str, Path]:
     from tunescope.runio import write_text_atomic
 
@@ -72,8 +61,8 @@ def render_grid(data: dict, out_dir: Path) -> dict[str, Path]:
     paths = {"html": out_dir / "grid.html", "md": out_dir / "grid.md", "json": out_dir / "grid.json"}
     write_text_atomic(paths["json"], json.dumps(plain, indent=2, ensure_ascii=False, default=str) + "\n")
     links = write_images(out_dir, images, GRID_IMAGE_DIR)
-    write_text_atomic(paths["md"], _grid_env(False).get_template("grid.md.j2").render(d=plain, images=links))
+    write_text_atomic(paths["md"], template_env(False).get_template("grid.md.j2").render(d=plain, images=links))
     uris = {k: "data:image/png;base64," + base64.b64encode(v).decode() for k, v in images.items()}
-    write_text_atomic(paths["html"], _grid_env(True).get_template("grid.html.j2").render(d=plain, images=uris))
+    write_text_atomic(paths["html"], template_env(True).get_template("grid.html.j2").render(d=plain, images=uris))
     return paths
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader
 
-from tunescope.report.formatting import missing, pm, pval, signed
+from tunescope.report.formatting import missing, number, pct, peq, pm, pval, signed
 from tunescope.report.presentation import present
 
 IMAGE_DIR = "report_images"
@@ -41,9 +41,10 @@ def mdblock(x, lang: str = "text") -> str:
     return f"{fence}{lang}\n{text}\n{fence}"
 
 
-# Markdown escaping for every template; number formatting for the comparison templates (the run report
-# gets its figures already written by presentation.py).
-FILTERS = {"mdcell": mdcell, "mdblock": mdblock, "pm": pm, "signed": signed, "pval": pval}
+# Markdown escaping for every template; number formatting for the comparison and grid templates (the run
+# report gets its figures already written by presentation.py).
+FILTERS = {"mdcell": mdcell, "mdblock": mdblock, "pm": pm, "signed": signed, "pval": pval, "pct": pct, "num": number,
+           "peq": peq}
 
 
 @functools.lru_cache(maxsize=2)
