@@ -330,26 +330,41 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return parts, value
 
 
+_NO_FIELD = object()
+
+
+def field_annotation(parts: list[str]):
+    """The type annotation of the RunConfig key `a.b.c` (a leaf or a whole section); `_NO_FIELD` when
+    there is no such key."""
+    model: type[BaseModel] = RunConfig
+    ann = _NO_FIELD
+    for i, part in enumerate(parts):
+        field = model.model_fields.get(part)
+        if field is None:
+            return _NO_FIELD
+        ann = field.annotation
+        if i < len(parts) - 1:
+            if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+                return _NO_FIELD
+            model = ann
+    return ann
+
+
+def has_key(parts: list[str]) -> bool:
+    """Whether `a.b.c` names a field of RunConfig (a leaf or a whole section)."""
+    return bool(parts) and field_annotation(parts) is not _NO_FIELD
+
+
 def _is_text_field(parts: list[str]) -> bool:
     """Whether the key holds text (str or str | None) in RunConfig."""
     import types
     import typing
 
-    model: type[BaseModel] = RunConfig
-    for i, part in enumerate(parts):
-        field = model.model_fields.get(part)
-        if field is None:
-            return False
-        ann = field.annotation
-        if i < len(parts) - 1:
-            if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
-                return False
-            model = ann
-            continue
-        if ann is str:
-            return True
-        if isinstance(ann, types.UnionType) or typing.get_origin(ann) is typing.Union:
-            return set(typing.get_args(ann)) == {str, type(None)}
+    ann = field_annotation(parts)
+    if ann is str:
+        return True
+    if isinstance(ann, types.UnionType) or typing.get_origin(ann) is typing.Union:
+        return set(typing.get_args(ann)) == {str, type(None)}
     return False
 
 

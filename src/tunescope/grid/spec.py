@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tunescope.config import RUN_NAME_RE, RunConfig, dump_config
+from tunescope.config import RUN_NAME_RE, RunConfig, dump_config, has_key
 from tunescope.errors import UserError
 
 # Keys the grid itself decides: the run's name and folder come from the cell, its seed from `seeds`.
@@ -106,19 +106,6 @@ class Grid:
                 "runs": [r.name for r in self.runs]}
 
 
-def _has_key(parts: list[str]) -> bool:
-    """Whether `a.b.c` names a field of RunConfig (a leaf or a whole section)."""
-    model: type[BaseModel] = RunConfig
-    for i, part in enumerate(parts):
-        field = model.model_fields.get(part)
-        if field is None:
-            return False
-        ann = field.annotation
-        if i < len(parts) - 1:
-            if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
-                return False
-            model = ann
-    return True
 
 
 def _slug(value: Any) -> str:
@@ -172,12 +159,12 @@ def load_grid(path: str | Path, overrides: list[str] | None = None) -> Grid:
         if key in RESERVED_KEYS:
             raise UserError(f"'{key}' is set by the grid itself (cells name the runs, `seeds` sets the seed)",
                             where=where)
-        if not _has_key(key.split(".")):
+        if not has_key(key.split(".")):
             raise UserError(f"the run config has no key '{key}'", where=where)
         if not values:
             raise UserError("an axis needs at least one value", where=where)
     for key in gf.set:
-        if not _has_key(key.split(".")):
+        if not has_key(key.split(".")):
             raise UserError(f"the run config has no key '{key}'", where=f"{source}: set.{key}")
 
     base_path = (source.parent / gf.base)
