@@ -607,8 +607,14 @@ def wait_for(path_glob: str, root: Path, proc: subprocess.Popen, timeout: float 
     raise AssertionError(f"{path_glob} never appeared")
 
 
+def _default_sigint() -> None:
+    # A shell that starts jobs in the background hands them SIGINT ignored, and Python keeps an ignored
+    # SIGINT ignored: restore the default so Ctrl-C reaches the run whatever launched the tests.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def fault_sigint(tmp: Path, model: Path) -> None:
-    proc = start_run(tmp, model)
+    proc = start_run(tmp, model, preexec=_default_sigint)
     wait_for("runs/.t.partial/checkpoints/step-*", tmp, proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
