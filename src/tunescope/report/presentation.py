@@ -159,7 +159,7 @@ def _efficiency(e: dict | None) -> dict | None:
     dtype_choice = None
     if dc:
         dtype_choice = {"dtype": dc.get("dtype"), "auto": dc.get("requested") == "auto", "reason": dc.get("reason"),
-                        "rule": dc.get("rule"), "threads": dc.get("threads"),
+                        "rule": dc.get("rule"), "threads": (f"{dc['threads']} thread" + ("s" if dc["threads"] != 1 else "")) if dc.get("threads") else None,
                         "shape": "×".join(str(s) for s in dc["shape"]) if dc.get("shape") else None}
     cuda = e.get("cuda_max_allocated_mb")
     return {
