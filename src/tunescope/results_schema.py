@@ -75,6 +75,18 @@ def headline_metric(keys: Iterable[str]) -> str | None:
     return next((m for m in PRIMARY_METRICS if m in available), min(available, key=display_order))
 
 
+def headline_rows(rows: Iterable[Mapping[str, Any]]) -> list:
+    """One row per task, in first-seen order: the row of the task's headline metric. A row is any mapping
+    with "task" and "metric" (a report row, a series of task scores during training)."""
+    rows = list(rows)
+    out = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        task_rows = [r for r in rows if r["task"] == task]
+        pick = headline_metric(r["metric"] for r in task_rows)
+        out.append(next(r for r in task_rows if r["metric"] == pick))
+    return out
+
+
 def task_n(results: Mapping[str, Any], task: str, samples: Sequence | None = None) -> int | None:
     """Items a task was scored on: ``n-samples.<task>.effective``, else the number of per-sample records."""
     n = ((results.get("n-samples") or {}).get(task)) or {}

@@ -5,19 +5,14 @@ Each conclusion lists, in ``basis``, the report.json paths of the figures it sta
 
 from __future__ import annotations
 
-from tunescope.results_schema import headline_metric
+from tunescope.results_schema import headline_rows
 
 from . import error_taxonomy
 
 
 def primary_rows(rows: list[dict]) -> list[dict]:
     """One row per task: its headline metric (``results_schema.headline_metric``)."""
-    out = []
-    for task in dict.fromkeys(r["task"] for r in rows):
-        task_rows = [r for r in rows if r["task"] == task]
-        pick = headline_metric(r["metric"] for r in task_rows)
-        out.append(next(r for r in task_rows if r["metric"] == pick))
-    return out
+    return headline_rows(rows)
 
 
 def _p(p: float | None) -> str:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from tunescope.results_schema import finite_float, headline_metric, metric_label, sample_key
+from tunescope.results_schema import finite_float, headline_rows, metric_label, sample_key
 
 from . import stats as stats_mod
 from ._util import unavailable
@@ -48,11 +48,7 @@ def task_series(records: Sequence[Mapping[str, Any]], targets: set[str]) -> list
 
 def headline_series(series: list[dict]) -> list[dict]:
     """Each task's headline metric only, target tasks first."""
-    out = []
-    for task in dict.fromkeys(s["task"] for s in series):
-        mine = [s for s in series if s["task"] == task]
-        pick = headline_metric(s["metric"] for s in mine)
-        out.append(next(s for s in mine if s["metric"] == pick))
+    out = headline_rows(series)
     return sorted(out, key=lambda s: (not s["is_target"], s["task"]))
 
 

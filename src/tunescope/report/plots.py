@@ -77,6 +77,11 @@ def task_curves_png(task_curves: dict) -> bytes | None:
     if sel.get("available") and sel.get("shipped_step") is not None:
         ax.axvline(sel["shipped_step"], color="#176b2c", ls=":", lw=1.5,
                    label=f"shipped step {sel['shipped_step']} ({sel['selected_by']})")
+    return _task_score_axes_png(fig, ax)
+
+
+def _task_score_axes_png(fig, ax) -> bytes:
+    """The axes every task-score-against-step plot shares (a run's curves, compare's overlay)."""
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("task score (%) ± 1 SE")
     ax.set_ylim(-2, 102)
@@ -98,12 +103,7 @@ def compare_task_curves_png(entry: dict) -> bytes | None:
         ax.fill_between(s["steps"], [v - e for v, e in zip(values, se, strict=True)],
                         [v + e for v, e in zip(values, se, strict=True)], color=color, alpha=0.15)
     ax.set_title(f"{entry['task']} during training", fontsize=10)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("task score (%) ± 1 SE")
-    ax.set_ylim(-2, 102)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return figure_png(fig)
+    return _task_score_axes_png(fig, ax)
 
 
 def token_accuracy_png(curves: dict) -> bytes | None:
