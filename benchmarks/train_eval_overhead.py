@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from tunescope import pipeline
-from tunescope.config import load_config
+from tunescope.config_loading import load_config
 from tunescope.runio import read_jsonl
 
 DEMO = Path(__file__).resolve().parents[1] / "src" / "tunescope" / "configs" / "demo.yaml"

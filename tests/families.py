@@ -524,7 +524,8 @@ def check_merge(family: Family, tmp: Path, method: str = "lora") -> MergeResult:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from tunescope.config import RunConfig, dump_config
+    from tunescope.config import RunConfig
+    from tunescope.config_loading import dump_config
     from tunescope.export import export_run
     from tunescope.runio import write_json, write_text_atomic
     from tunescope.train.adapters import build_trainable

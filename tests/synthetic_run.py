@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from tunescope.config import load_config
+from tunescope.config_loading import load_config
 from tunescope.data.synthetic import generate_problems
 
 

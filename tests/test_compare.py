@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from synthetic_run import build_run
-from tunescope import pipeline
+from tunescope import compare_recipe
 from tunescope.compare import item_fingerprint
 from tunescope.errors import UserError
 
@@ -31,7 +31,7 @@ def runs(tmp_path_factory):
 
 def test_table_cells_best_and_paired_tests(runs):
     root, a, b, _ = runs
-    paths = pipeline.compare([a, b], output=root / "out1", overrides=BOOT_1000)
+    paths = compare_recipe.compare([a, b], output=root / "out1", overrides=BOOT_1000)
     data = json.loads(paths["json"].read_text())
     ids = [c["id"] for c in data["columns"]]
     assert ids == ["alpha (base)", "alpha (tuned)", "beta (base)", "beta (tuned)"]
@@ -56,7 +56,7 @@ def test_table_cells_best_and_paired_tests(runs):
 
 def test_different_items_under_same_doc_ids_are_not_paired(runs):
     root, a, _, c = runs
-    data = json.loads(pipeline.compare([a, c], output=root / "out2", overrides=BOOT_1000)["json"].read_text())
+    data = json.loads(compare_recipe.compare([a, c], output=root / "out2", overrides=BOOT_1000)["json"].read_text())
     held = next(r for r in data["rows"] if r["task"] == "heldout" and r["metric"] == "exact_match,strict-match")
     t = held["tests"]["gamma (base)"]
     assert t["available"] is False and "different items" in t["reason"] and t["n_shared_doc_ids"] == 40
@@ -69,11 +69,11 @@ def test_baseline_choice(runs):
     root, a, b, _ = runs
     for ref, expected in (("beta", "beta (base)"), ("beta:tuned", "beta (tuned)"), ("alpha (tuned)", "alpha (tuned)"),
                           (str(b), "beta (base)")):
-        data = json.loads(pipeline.compare([a, b], baseline=ref, output=root / "out3", overrides=BOOT_200)["json"].read_text())
+        data = json.loads(compare_recipe.compare([a, b], baseline=ref, output=root / "out3", overrides=BOOT_200)["json"].read_text())
         assert data["baseline"] == expected
         assert all(expected not in r["tests"] for r in data["rows"])
     with pytest.raises(UserError, match=r"'delta' is none of the compared runs.*alpha \(base\)"):
-        pipeline.compare([a, b], baseline="delta", output=root / "out3")
+        compare_recipe.compare([a, b], baseline="delta", output=root / "out3")
 
 
 def test_eval_only_folder_is_one_column(runs, tmp_path):
@@ -81,13 +81,13 @@ def test_eval_only_folder_is_one_column(runs, tmp_path):
     ev = tmp_path / "tinyllama-eval"
     shutil.copytree(a / "eval" / "tuned", ev)
     settings = ["report.bootstrap_resamples=200", "report.alpha=0.01"]
-    data = json.loads(pipeline.compare([a, ev], output=tmp_path / "o", overrides=settings)["json"].read_text())
+    data = json.loads(compare_recipe.compare([a, ev], output=tmp_path / "o", overrides=settings)["json"].read_text())
     assert (data["alpha"], data["n_boot"]) == (0.01, 200)  # the report.* settings, as in a run's report
     assert [c["id"] for c in data["columns"]][-1] == "tinyllama-eval"
     row = data["rows"][0]
     assert row["tests"]["tinyllama-eval"]["delta_points"] == row["tests"]["alpha (tuned)"]["delta_points"]
     with pytest.raises(UserError, match="neither a run directory"):
-        pipeline.compare([a, tmp_path / "o"], output=tmp_path / "o2")
+        compare_recipe.compare([a, tmp_path / "o"], output=tmp_path / "o2")
 
 
 def test_fingerprint_ignores_the_model_output():

@@ -1,6 +1,7 @@
 import pytest
 
-from tunescope.config import DEFAULT_TEMPLATE, RunConfig, dump_config, load_config
+from tunescope.config import DEFAULT_TEMPLATE, RunConfig
+from tunescope.config_loading import dump_config, load_config
 from tunescope.errors import UserError
 
 
@@ -87,7 +88,8 @@ def test_eval_batch_size_may_be_auto():
 
 
 def test_options_are_validated_like_config_keys():
-    from tunescope.config import EvalConfig, from_options
+    from tunescope.config import EvalConfig
+    from tunescope.config_loading import from_options
 
     assert from_options(EvalConfig, limit="7", batch_size="auto").limit == 7
     with pytest.raises(UserError, match="^--samples: must be at least 1"):

@@ -97,10 +97,10 @@ def test_gsm8k_local_file_matches_expected_shape(shared_dir):
 
 
 def test_synthetic_heldout_has_the_size_asked_for_when_training_covers_the_first_draws(monkeypatch):
-    from tunescope.config import load_config
+    from tunescope.config_loading import load_config
     from tunescope.data import sources
     from tunescope.data.synthetic import generate_problems
-    from tunescope.pipeline import prepare_data
+    from tunescope.run_inputs import prepare_data
 
     cfg = load_config(None, ["data.synthetic_size=60", "eval.heldout_size=10"])
     heldout_seed = cfg.data_seed + 1_000_003

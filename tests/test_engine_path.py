@@ -221,7 +221,7 @@ def test_moe_model_runs_through_transformers_and_matches_generate_alone(tmp_path
 
 
 def test_run_config_engine_key_reaches_the_evaluation(tmp_path):
-    from tunescope.config import load_config
+    from tunescope.config_loading import load_config
     from tunescope.pipeline import ProgressSink, run_evaluation
 
     assert load_config(None, []).eval.engine == "auto"

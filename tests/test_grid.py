@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 from grid_fixtures import second_tiny_model, write_grid
-from tunescope import pipeline, run_registry
+from tunescope import compare_recipe, pipeline, run_registry
 from tunescope.errors import UserError
 from tunescope.grid.runner import run_grid
 from tunescope.grid.spec import load_grid
@@ -98,7 +98,7 @@ def test_grid_2x2x2_runs_to_report_sharing_each_base_eval(tmp_path, tiny_model_d
     # Re-running skips every finished run; `compare` takes the grid folder as its runs.
     again = run_grid(g, report=False)
     assert all(s.get("skipped") for s in again["statuses"].values())
-    paths = pipeline.compare([g.folder], output=tmp_path / "cmp")
+    paths = compare_recipe.compare([g.folder], output=tmp_path / "cmp")
     assert len(json.loads(paths["json"].read_text())["runs"]) == 8
 
 

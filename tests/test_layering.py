@@ -17,11 +17,10 @@ STAGES = ("data", "models", "train", "evaluate", "analysis")
 # The layer of each module: a subpackage's modules share its layer; top-level modules are listed one by one.
 LAYER_OF = {
     "tunescope": "shared",
-    "tunescope.cli": "cli",
+    **{f"tunescope.{name}": "cli" for name in ("cli", "cli_console", "cli_runs")},
     "tunescope.grid": "grid",
-    "tunescope.pipeline": "pipeline",
-    "tunescope.export": "pipeline",
-    "tunescope.run_registry": "pipeline",
+    **{f"tunescope.{name}": "pipeline" for name in (
+        "pipeline", "run_inputs", "eval_recipe", "compare_recipe", "export", "run_registry")},
     "tunescope.compare": "analysis",
     "tunescope.data": "data",
     "tunescope.models": "models",
@@ -30,8 +29,8 @@ LAYER_OF = {
     "tunescope.analysis": "analysis",
     "tunescope.report": "report",
     **{f"tunescope.{name}": "shared" for name in (
-        "config", "errors", "runio", "records", "malloc", "arith", "run_record", "results_schema", "modelinfo",
-        "prompt_format")},
+        "config", "config_loading", "errors", "runio", "records", "malloc", "arith", "run_record", "run_schema",
+        "results_schema", "modelinfo", "prompt_format")},
 }
 
 # What each layer may import (besides itself).

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from tunescope import pipeline
-from tunescope.config import load_config
+from tunescope.config_loading import load_config
 from tunescope.runio import read_json, read_jsonl
 
 

@@ -10,17 +10,8 @@ import pytest
 from synthetic_run import build_run
 from tunescope.config import RunConfig
 from tunescope.errors import UserError
-from tunescope.run_record import (
-    EvaluationRecord,
-    RunRecord,
-    SetupRecord,
-    SummaryRecord,
-    TrainRecord,
-    ValRecord,
-    last_summary,
-    open_run,
-    open_run_or_evaluation,
-)
+from tunescope.run_record import EvaluationRecord, RunRecord, last_summary, open_run, open_run_or_evaluation
+from tunescope.run_schema import SetupRecord, SummaryRecord, TrainRecord, ValRecord
 
 
 @pytest.fixture(scope="module")

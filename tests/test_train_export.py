@@ -10,7 +10,8 @@ import torch
 from safetensors import safe_open
 from typer.testing import CliRunner
 
-from tunescope.config import ModelConfig, RunConfig, TrainingConfig, dump_config
+from tunescope.config import ModelConfig, RunConfig, TrainingConfig
+from tunescope.config_loading import dump_config
 from tunescope.errors import UserError
 from tunescope.export import base_source, export_run
 from tunescope.runio import write_json, write_text_atomic

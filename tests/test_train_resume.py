@@ -23,7 +23,7 @@ SCRIPT = r"""
 import os, sys, time
 from pathlib import Path
 from tunescope import pipeline
-from tunescope.config import load_config
+from tunescope.config_loading import load_config
 
 out, name, model, resume, hold_at, marker = sys.argv[1:7]
 

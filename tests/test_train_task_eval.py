@@ -6,10 +6,11 @@ import json
 
 import pytest
 
-from tunescope import pipeline
-from tunescope.config import load_config
+from tunescope import compare_recipe, pipeline
+from tunescope.config_loading import load_config
 from tunescope.errors import UserError
-from tunescope.run_record import TaskEvalRecord, open_run
+from tunescope.run_record import open_run
+from tunescope.run_schema import TaskEvalRecord
 from tunescope.runio import read_jsonl
 
 
@@ -143,7 +144,7 @@ RESUME_SCRIPT = r"""
 import os, sys, time
 from pathlib import Path
 from tunescope import pipeline
-from tunescope.config import load_config
+from tunescope.config_loading import load_config
 
 out, name, model, resume, hold_at, marker = sys.argv[1:7]
 
@@ -236,7 +237,7 @@ def test_compare_overlays_task_curves_and_runs_show_lists_each_criterion(tmp_pat
     assert shown["best_by"]["heldout:exact_match,strict-match"] == {"step": 20, "value": 0.5}
     assert shown["best_by"]["val_loss"]["step"] == 20 and shown["best_by"]["hellaswag:acc,none"]["step"] == 0
 
-    paths = pipeline.compare([a, b], output=tmp_path / "cmp")
+    paths = compare_recipe.compare([a, b], output=tmp_path / "cmp")
     data = json.loads(paths["json"].read_text())
     curves = {e["task"]: [(s["run"], s["steps"], s["values"]) for s in e["runs"]] for e in data["task_curves"]}
     assert curves["heldout"] == [("a", [0, 20, 40], [0.1, 0.5, 0.4]), ("b", [0, 20, 40], [0.1, 0.3, 0.45])]

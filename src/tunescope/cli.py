@@ -10,29 +10,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
+from tunescope.cli_console import RichProgress, console, out, print_error
+from tunescope.cli_runs import runs_app
 from tunescope.config import SAMPLING_TEMPERATURE, EvalConfig, ModelConfig
 from tunescope.errors import RunInterrupted, UserError, storage_error
-from tunescope.pipeline import ProgressSink
-
-console = Console(stderr=True)
-out = Console()
-
-
-def _fail(message: str) -> None:
-    from rich.markup import escape
-
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 class _Group(typer.core.TyperGroup):
@@ -44,7 +27,7 @@ class _Group(typer.core.TyperGroup):
         try:
             return super().invoke(ctx)
         except UserError as e:
-            _fail(str(e))
+            print_error(str(e))
             raise typer.Exit(UserError.exit_code) from None
         except RunInterrupted as e:
             hint = f"tunescope {' '.join(_RESUME_ARGS)} --resume" if _RESUME_ARGS else "--resume"
@@ -58,7 +41,7 @@ class _Group(typer.core.TyperGroup):
             err = storage_error(e)
             if err is None:
                 raise
-            _fail(str(err))
+            print_error(str(err))
             raise typer.Exit(UserError.exit_code) from None
 
 
@@ -67,36 +50,10 @@ _RESUME_ARGS: list[str] = []
 
 app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Fine-tune small causal LMs, evaluate base vs tuned, analyse and report — every number labelled.")
+app.add_typer(runs_app, name="runs")
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a config key: --set training.epochs=1")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing run with the same name.")]
-
-
-class RichProgress(ProgressSink):
-    """Progress bars for every long step."""
-
-    def __init__(self) -> None:
-        self.bars = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                             TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
-        self.tasks: dict[str, int] = {}
-
-    def __enter__(self) -> RichProgress:
-        self.bars.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.bars.stop()
-
-    def stage(self, name: str) -> None:
-        self.bars.console.log(f"[cyan]▶ {name}")
-
-    def advance(self, what: str, done: int, total: int) -> None:
-        if what not in self.tasks:
-            self.tasks[what] = self.bars.add_task(what, total=total)
-        self.bars.update(self.tasks[what], completed=done, total=total)
-
-    def message(self, text: str) -> None:
-        self.bars.console.log(text)
 
 
 def _resume_args(command: str, config: Path, overrides: list[str] | None) -> list[str]:
@@ -106,7 +63,7 @@ def _resume_args(command: str, config: Path, overrides: list[str] | None) -> lis
 
 
 def _load(config: Path | None, overrides: list[str] | None):
-    from tunescope.config import load_config
+    from tunescope.config_loading import load_config
 
     return load_config(config, overrides or [])
 
@@ -228,7 +185,7 @@ def eval_(
         EvalConfig, "engine"),
 ) -> None:
     """Evaluate a model on benchmarks; prints lm-evaluation-harness's familiar table."""
-    from tunescope import pipeline
+    from tunescope.eval_recipe import evaluate_model
 
     paths = {}
     for item in data_path or []:
@@ -237,7 +194,7 @@ def eval_(
         k, v = item.split("=", 1)
         paths[k.strip()] = v.strip()
     with RichProgress() as progress:
-        shown = pipeline.evaluate_model(
+        shown = evaluate_model(
             model, [t.strip() for t in tasks.split(",") if t.strip()], data_paths=paths, adapter=adapter,
             output=output, dtype=dtype, backend=backend, progress=progress, limit=None if limit == "all" else limit,
             batch_size=batch_size, max_new_tokens=max_new_tokens, num_fewshot=num_fewshot, samples=samples,
@@ -274,9 +231,9 @@ def compare(
         "--set", "-s", help="Change a test setting: --set report.alpha=0.01, --set report.bootstrap_resamples=2000")] = None,
 ) -> None:
     """Compare runs: models × tasks with score ± stderr, the best per row, paired tests against a baseline."""
-    from tunescope import pipeline
+    from tunescope import compare_recipe
 
-    paths = pipeline.compare(list(runs), baseline=baseline, output=output, overrides=set_)
+    paths = compare_recipe.compare(list(runs), baseline=baseline, output=output, overrides=set_)
     for kind, path in paths.items():
         out.print(f"{kind}: {path}")
 
@@ -314,92 +271,6 @@ def grid(
     for kind, path in result["paths"].items():
         out.print(f"{kind}: {path}")
 
-
-runs_app = typer.Typer(no_args_is_help=True, help="The local run registry ($TUNESCOPE_REGISTRY, default "
-                                                   "~/.cache/tunescope/registry.sqlite).")
-app.add_typer(runs_app, name="runs")
-
-
-def _fmt_score(value, stderr) -> str:
-    from tunescope.report.formatting import pm
-
-    return pm(value, stderr)
-
-
-@runs_app.command("list")
-def runs_list(
-    grid: Annotated[str | None, typer.Option("--grid", help="Only the runs of this grid (its name).")] = None,
-) -> None:
-    """Every registered run, newest first, with its headline scores."""
-    from tunescope import pipeline
-
-    rows = pipeline.runs_list(grid=grid)
-    table = Table(title=f"{len(rows)} registered run(s)")
-    for col in ("run", "model", "method", "data", "finished", "scores (base → tuned)", "path"):
-        table.add_column(col)
-    for r in rows:
-        by_task: dict[str, dict] = {}
-        for s in r["headline"]:
-            by_task.setdefault(s["task"], {})[s["label"]] = s
-        scores = "; ".join(
-            f"{task}: " + " → ".join(_fmt_score(v["value"], v["stderr"]) for v in labels.values())
-            for task, labels in by_task.items())
-        table.add_row(r["name"], r["model"] or "—", r["method"] or "—", r["dataset"] or "—", r["finished"] or "—",
-                      scores or "—", r["path"] + ("" if r["exists"] else " (missing)"))
-    out.print(table)
-
-
-@runs_app.command("show")
-def runs_show(ref: Annotated[str, typer.Argument(metavar="RUN", help="Run name or directory.")]) -> None:
-    """One run: what it was, its training figures and every score."""
-    from tunescope import pipeline
-    from tunescope.report.formatting import number
-
-    r = pipeline.runs_show(ref)
-    info = Table(title=f"run {r['name']}", show_header=False)
-    info.add_column("key")
-    info.add_column("value")
-    for key in ("path", "model", "dataset", "method", "device", "started", "finished", "wall_s", "train_s", "steps",
-                "epochs", "tokens_supervised", "cost_usd", "train_loss_first", "train_loss_last", "val_loss_first",
-                "val_loss_best", "further_training", "registered_at"):
-        info.add_row(key, number(r.get(key)))
-    info.add_row("overfitting", "—" if r.get("overfitting") is None else ("yes" if r["overfitting"] else "no"))
-    info.add_row("forgetting flagged on", ", ".join(r["forgetting_tasks"]) or "none")
-    out.print(info)
-    if r.get("best_by"):
-        best = Table(title="best step under each criterion (adapter/ holds the one marked shipped)")
-        for col in ("criterion", "step", "value", ""):
-            best.add_column(col)
-        for name, point in r["best_by"].items():
-            best.add_row(name, str(point["step"]), number(point["value"]), "shipped" if name == r.get("selected_by") else "")
-        out.print(best)
-    scores = Table(title="scores")
-    for col in ("task", "metric", "label", "score ± stderr", "n"):
-        scores.add_column(col)
-    for s in r["scores"]:
-        scores.add_row(s["task"], s["metric"], s["label"], _fmt_score(s["value"], s["stderr"]), number(s["n"]))
-    out.print(scores)
-
-
-@runs_app.command("leaderboard")
-def runs_leaderboard(
-    task: Annotated[str, typer.Option("--task", "-t", help="Task name, e.g. gsm8k, heldout, hellaswag.")],
-    metric: Annotated[str | None, typer.Option(help="e.g. exact_match,strict-match or acc_norm (default: the "
-                                                    "task's primary metric).")] = None,
-    label: Annotated[str | None, typer.Option(help="Only base or only tuned evaluations.")] = None,
-) -> None:
-    """Registered evaluations on one task, best first (with stderr and n: close scores are not a ranking)."""
-    from tunescope import pipeline
-    from tunescope.report.formatting import number
-
-    board = pipeline.runs_leaderboard(task, metric=metric, label=label)
-    table = Table(title=f"{board['task']} · {board['metric']}")
-    for col in ("#", "run", "eval", "model", "score ± stderr", "n", "path"):
-        table.add_column(col)
-    for r in board["rows"]:
-        table.add_row(str(r["rank"]), r["name"], r["label"], r["model"] or "—", _fmt_score(r["value"], r["stderr"]),
-                      number(r["n"]), r["path"])
-    out.print(table)
 
 
 @app.command()
@@ -449,7 +320,7 @@ def main() -> None:
     try:
         app()
     except UserError as e:  # raised outside a command (the commands handle their own)
-        _fail(str(e))
+        print_error(str(e))
         sys.exit(UserError.exit_code)
     except KeyboardInterrupt:
         console.print("interrupted", markup=False, highlight=False)

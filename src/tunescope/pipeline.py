@@ -1,18 +1,21 @@
-"""Recipes: the whole run (base eval → train → tuned eval → report) and its parts.
+"""The run recipe: base eval → train → tuned eval → report, and the report and registry of a run.
 
-Each recipe reads one `RunConfig` and writes one run directory. The CLI calls these; they call
-the stage modules (data, models, train, evaluate, analysis) and hand plain dictionaries to report.
+`run` reads one `RunConfig` and writes one run directory (`demo` is `run` on the packaged demo
+config). The CLI calls these; they call the stage modules (data, models, train, evaluate, analysis)
+and hand plain dictionaries to report. The other recipes are `eval_recipe` (`tunescope eval`) and
+`compare_recipe` (`tunescope compare`); what a run prepares before its model loads is `run_inputs`.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunescope import run_record as rr
-from tunescope.config import EvalConfig, ModelConfig, RunConfig, dump_config, from_options, load_config
+from tunescope.config import RunConfig
+from tunescope.config_loading import dump_config, load_config, only_report_keys
 from tunescope.errors import RunInterrupted, UserError, check_writable_dir, storage_error
+from tunescope.run_inputs import EncodedData, Prepared, build_tasks, encode_data, prepare_data, training_tasks
 from tunescope.runio import RunDir, git_sha, library_versions, now_iso, write_json, write_text_atomic
 
 # Per-example losses cost one forward pass each; beyond this many the report samples are enough.
@@ -28,71 +31,6 @@ class ProgressSink:
     def advance(self, what: str, done: int, total: int) -> None: ...
 
     def message(self, text: str) -> None: ...
-
-
-@dataclass
-class Prepared:
-    train_rows: list[dict]
-    val_rows: list[dict]
-    heldout_rows: list[dict]
-    info: dict = field(default_factory=dict)
-
-
-def prepare_data(cfg: RunConfig) -> Prepared:
-    """Load the training source, split it, and pick held-out problems the model never trains on."""
-    from tunescope.data.sources import load_rows, rows_hash
-    from tunescope.data.split import train_val_split
-
-    d = cfg.data
-    seed = cfg.data_seed
-    rows = load_rows(d.source, split=d.split, question_field=d.question_field, answer_field=d.answer_field,
-                     limit=d.limit, synthetic_size=d.synthetic_size, seed=seed)
-    train_rows, val_rows, val_idx = train_val_split(rows, d.val_fraction, seed)
-    if d.source == "synthetic-math":
-        from tunescope.data.synthetic import generate_heldout
-
-        # A different seed gives new problems; any question that also appears in training is skipped,
-        # and problems are drawn until there are eval.heldout_size of them.
-        try:
-            heldout = generate_heldout(cfg.eval.heldout_size, seed=seed + 1_000_003,
-                                       exclude={r["question"] for r in rows})
-        except ValueError as e:
-            raise UserError(f"{e}; lower eval.heldout_size", where="eval.heldout_size") from None
-        heldout_from = "synthetic-math (fresh problems, disjoint from training)"
-    elif d.source == "gsm8k":
-        heldout = load_rows("gsm8k", split="test", limit=cfg.eval.heldout_size)
-        heldout_from = "gsm8k test split"
-    else:
-        heldout = val_rows[: cfg.eval.heldout_size]
-        heldout_from = "the validation split (not trained on)"
-    info = {"source": d.source, "rows": len(rows), "train": len(train_rows), "val": len(val_rows),
-            "heldout": len(heldout), "heldout_from": heldout_from, "val_fraction": d.val_fraction,
-            "split_seed": seed, "data_hash": rows_hash(rows), "val_indices_head": val_idx[:20]}
-    return Prepared(train_rows, val_rows, heldout, info)
-
-
-def heldout_task(cfg: RunConfig, heldout_rows: list[dict], samples: int = 1, temperature: float | None = None):
-    """The held-out problems as a task, asked exactly as training formatted them."""
-    from tunescope.evaluate import sampling_overrides, task_from_docs
-    from tunescope.prompt_format import prompt_prefix
-
-    sampling = sampling_overrides(samples, temperature)
-    if cfg.prompt.use_chat_template:
-        return task_from_docs("heldout", heldout_rows, "{question}", apply_chat_template=True, **sampling)
-    return task_from_docs("heldout", heldout_rows, prompt_prefix(cfg.prompt.template), **sampling)
-
-
-def build_tasks(cfg: RunConfig, heldout_rows: list[dict]) -> tuple[list, list[str]]:
-    """(tasks to run, groups to score): the held-out task first, then the built-in tasks and groups."""
-    from tunescope.evaluate import load_tasks
-
-    sampling = {"samples": cfg.eval.samples, "temperature": cfg.eval.temperature}
-    tasks = []
-    if "heldout" in cfg.eval.tasks:
-        tasks.append(heldout_task(cfg, heldout_rows, **sampling))
-    builtin, groups = load_tasks([t for t in cfg.eval.tasks if t != "heldout"], data_paths=cfg.eval.data_path,
-                                 num_fewshot=cfg.eval.num_fewshot, **sampling)
-    return tasks + builtin, groups
 
 
 def run_evaluation(model, tokenizer, tasks, groups: list[str], cfg: RunConfig, out_dir: Path, progress: ProgressSink,
@@ -114,40 +52,6 @@ def _manifest(cfg: RunConfig, data_info: dict, loaded) -> dict:
             "git_sha": git_sha(), "device": str(loaded.device), "dtype": str(loaded.dtype).replace("torch.", ""),
             "dtype_choice": loaded.dtype_choice.record() if getattr(loaded, "dtype_choice", None) else None,
             "model": {"name": cfg.model.name, "source": loaded.source}, "data": data_info}
-
-
-def training_tasks(cfg: RunConfig, prep: Prepared) -> list:
-    """The tasks scored during training with their fixed item subsets ([] when off); checked before the model loads."""
-    from tunescope.evaluate.during_training import load_training_tasks
-
-    if not cfg.eval.during_training.enabled:
-        return []
-    heldout = heldout_task(cfg, prep.heldout_rows) if "heldout" in cfg.eval.during_training.tasks else None
-    return load_training_tasks(cfg, heldout)
-
-
-@dataclass
-class EncodedData:
-    train_set: list
-    train_stats: object
-    val_set: list
-    val_stats: object
-
-
-def encode_data(cfg: RunConfig, tokenizer, prep: Prepared) -> EncodedData:
-    """Tokenise the splits; run before the model loads, so that a template or length that leaves nothing
-    to train on is reported in seconds, not after loading and the base evaluation."""
-    from tunescope.data.prompting import encode_dataset
-
-    p = cfg.prompt
-    kw = dict(template=p.template, use_chat_template=p.use_chat_template, train_on_prompt=p.train_on_prompt,
-              max_length=p.max_length, overflow=p.overflow)
-    train_set, train_stats = encode_dataset(prep.train_rows, tokenizer, **kw)
-    val_set, val_stats = encode_dataset(prep.val_rows, tokenizer, **kw)
-    if not train_set:
-        raise UserError(f"no training examples left after encoding ({train_stats.dropped} dropped as longer than "
-                        f"prompt.max_length={p.max_length})", where="prompt.max_length")
-    return EncodedData(train_set, train_stats, val_set, val_stats)
 
 
 def _train_stage(cfg: RunConfig, loaded, prep: Prepared, enc: EncodedData, run_path: Path, progress: ProgressSink,
@@ -336,20 +240,13 @@ def write_report(run_dir: str | Path, *, register: bool = True, overrides: list[
     # The report is written into the run folder: refuse an unwritable one before the analysis runs.
     check_writable_dir(Path(run_dir), where=str(run_dir))
     if overrides:
-        _only_report_keys(overrides, "when re-reporting")
+        only_report_keys(overrides, "when re-reporting")
         record = record.reconfigured(overrides)
     data = analyse_run(record)
     paths = render_all(data, Path(run_dir))
     if register:
         register_run(Path(run_dir), progress)
     return paths
-
-
-def _only_report_keys(overrides: list[str], when: str) -> None:
-    bad = [o for o in overrides if not o.strip().startswith("report.")]
-    if bad:
-        raise UserError(f"only report.* settings can change {when}, not '{bad[0]}' "
-                        "(the other keys describe how the run was made)", where="--set")
 
 
 def register_run(run_dir: Path, progress: ProgressSink | None = None) -> str | None:
@@ -369,158 +266,7 @@ def register_run(run_dir: Path, progress: ProgressSink | None = None) -> str | N
         return None
 
 
-@dataclass
-class Evaluated:
-    """What `tunescope eval` shows: the results, which engine path ran and why, the dtype and why, the table."""
-
-    results: dict
-    engine_lines: list[str]
-    dtype_line: str
-    table: str
-
-
-def evaluate_model(model: str, tasks: list[str], *, data_paths: dict[str, str] | None = None,
-                   adapter: Path | None = None, output: Path | None = None, dtype: str = "auto",
-                   backend: str = "native", progress: ProgressSink | None = None, **options) -> Evaluated:
-    """Evaluate one model (optionally with a PEFT adapter) on tasks and groups. `options` are `eval.*`
-    keys (limit, batch_size, max_new_tokens, num_fewshot, samples, temperature, engine), validated and
-    meaning exactly what they mean in a run config."""
-    from tunescope.evaluate import evaluate, format_results_table, load_tasks
-    from tunescope.evaluate.enginepath import check_engine, engine_lines
-    from tunescope.models import load_model
-
-    progress = progress or ProgressSink()
-    check_engine(options.get("engine", "auto"), where="--engine")
-    ev = from_options(EvalConfig, tasks=tasks, data_path=data_paths or {}, **options)
-    model_cfg = from_options(ModelConfig, name=model, dtype=dtype)
-    if ev.engine != "auto" and backend != "native":
-        raise UserError(f"applies only to --backend native (backend '{backend}' runs its own engine)", where="--engine")
-    if output is not None:
-        # Checked now: results that cannot be written are otherwise lost after the whole evaluation.
-        if output.exists() and not output.is_dir():
-            raise UserError("is a file, not a folder", where=f"--output {output}")
-        check_writable_dir(output, where=f"--output {output}")
-    if adapter is not None:
-        check_adapter_dir(adapter)
-    task_objs, groups = load_tasks(ev.tasks, data_paths=ev.data_path, num_fewshot=ev.num_fewshot, samples=ev.samples,
-                                   temperature=ev.temperature)
-    loaded = load_model(model_cfg.name, dtype=model_cfg.dtype)
-    m = loaded.model
-    if adapter is not None:
-        from peft import PeftModel
-
-        try:
-            m = PeftModel.from_pretrained(m, adapter)
-        except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
-            first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-            raise UserError(f"cannot apply the adapter to this model ({type(e).__name__}: {first})",
-                            where=str(adapter)) from None
-    results = evaluate(m, loaded.tokenizer, task_objs, limit=ev.limit, batch_size=ev.batch_size,
-                       max_new_tokens=ev.max_new_tokens, out_dir=output, progress=progress.advance, backend=backend,
-                       groups=groups, engine=ev.engine)
-    if loaded.dtype_choice is not None:
-        results.setdefault("tunescope", {})["dtype_choice"] = loaded.dtype_choice.record()
-        if output is not None:  # written by the engine before the choice was added
-            write_json(output / rr.RESULTS, results)
-    return Evaluated(results, engine_lines(results), _dtype_line(loaded.dtype_choice, loaded.dtype),
-                     format_results_table(results))
-
-
-def check_adapter_dir(adapter: Path) -> None:
-    """A PEFT adapter folder whose config reads, checked before the model loads."""
-    import json
-
-    config = adapter / "adapter_config.json"
-    if not config.is_file():
-        raise UserError("not a PEFT adapter directory (no adapter_config.json)", where=str(adapter))
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"not valid JSON ({e})", where=str(config)) from None
-    if not isinstance(data, dict) or not isinstance(data.get("peft_type"), str):
-        raise UserError("not a PEFT adapter config (a JSON object with 'peft_type')", where=str(config))
-    if not any((adapter / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
-        raise UserError("no adapter weights (adapter_model.safetensors)", where=str(adapter))
-
-
-def _dtype_line(choice, dtype) -> str:
-    """The header above the results table: scores depend on the dtype, so say which and why."""
-    name = str(dtype).replace("torch.", "")
-    if choice is None:
-        return f"dtype: {name}"
-    return f"dtype: {name} — {'auto: ' if choice.requested == 'auto' else ''}{choice.reason}"
-
-
 def demo(overrides: list[str] | None = None, *, overwrite: bool = True, progress: ProgressSink | None = None) -> Path:
     """The offline demo: the packaged demo config (configs/demo.yaml) run end to end."""
     cfg = load_config(DEMO_CONFIG, overrides or [])
     return run(cfg, overwrite=overwrite, progress=progress)
-
-
-def compare(run_dirs: list[str | Path], *, baseline: str | None = None, output: str | Path | None = None,
-            overrides: list[str] | None = None) -> dict[str, Path]:
-    """One report comparing the evaluations of several runs (base and tuned columns) with paired tests at
-    `report.alpha` with `report.bootstrap_resamples` (their defaults, or `overrides` such as `report.alpha=0.01`)."""
-    from tunescope.compare import compare_runs
-    from tunescope.report.render import render_compare
-
-    if not run_dirs:
-        raise UserError("name at least one run directory", where="RUNS")
-    run_dirs = _expand_grids(run_dirs)
-    seen: dict[Path, str] = {}
-    for d in run_dirs:
-        resolved = Path(d).resolve()
-        if resolved in seen:
-            # The same evaluation twice would be tested against itself and inflate the Holm correction.
-            raise UserError(f"named twice (also as '{seen[resolved]}'); name each run once", where=str(d))
-        seen[resolved] = str(d)
-    _only_report_keys(overrides or [], "in a comparison")
-    settings = load_config(None, overrides or []).report
-    runs = [rr.open_run_or_evaluation(d) for d in run_dirs]
-    data = compare_runs(runs, baseline, alpha=settings.alpha, n_boot=settings.bootstrap_resamples)
-    if output is None:
-        first = Path(run_dirs[0])
-        slug = "-vs-".join(r.name for r in runs)[:80].strip("-.") or "runs"
-        output = first.parent / f"compare-{slug}"
-    return render_compare(data, Path(output))
-
-
-def _expand_grids(paths: list[str | Path]) -> list[Path]:
-    """A grid folder (it holds grid.yaml) stands for its finished runs, in the grid's order."""
-    import yaml
-
-    out: list[Path] = []
-    for p in map(Path, paths):
-        spec = p / "grid.yaml"
-        if not spec.is_file():
-            out.append(p)
-            continue
-        try:
-            names = (yaml.safe_load(spec.read_text(encoding="utf-8")) or {}).get("runs") or []
-        except yaml.YAMLError:
-            raise UserError("grid.yaml is not valid YAML", where=str(spec)) from None
-        done = [p / n for n in names if (p / n / rr.MANIFEST).is_file()
-                and rr.read_manifest(p / n).status == "complete"]
-        if not done:
-            raise UserError("the grid has no finished run yet", where=str(p))
-        out.extend(done)
-    return out
-
-
-def runs_list(grid: str | None = None) -> list[dict]:
-    """Registered runs (of one grid, if given), newest first (see ``tunescope.run_registry``)."""
-    from tunescope import run_registry
-
-    return run_registry.list_runs(grid=grid)
-
-
-def runs_show(ref: str) -> dict:
-    from tunescope import run_registry
-
-    return run_registry.get_run(ref)
-
-
-def runs_leaderboard(task: str, metric: str | None = None, label: str | None = None) -> dict:
-    from tunescope import run_registry
-
-    return run_registry.leaderboard(task, metric=metric, label=label)

@@ -6,8 +6,7 @@ examples and the report. `open_evaluation(path)` reads a `tunescope eval --outpu
 report, compare, export, the registry and the CLI read runs only through here, so a damaged file
 is reported the same way everywhere: a `UserError` naming the file (and line where known).
 
-The record types are documented in ARCHITECTURE.md; each accepts fields it does not name, so runs
-written by other versions still load. `runio` keeps the low-level writing primitives.
+The record types are in `run_schema`; `runio` keeps the low-level writing primitives.
 """
 
 from __future__ import annotations
@@ -16,12 +15,22 @@ import json
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from tunescope.config import RunConfig, load_config
+from tunescope.config import RunConfig
+from tunescope.config_loading import load_config
 from tunescope.errors import UserError
+from tunescope.run_schema import (
+    RECORD_OF_KIND,
+    Manifest,
+    MetricRecord,
+    OtherRecord,
+    SetupRecord,
+    SummaryRecord,
+    TrainExample,
+)
 from tunescope.runio import iter_jsonl, read_jsonl, write_jsonl
 
 CONFIG = "config.yaml"
@@ -39,157 +48,6 @@ LABELS = ("base", "tuned")
 TRAINING_KINDS = ("setup", "train", "val", "task_eval", "summary")
 # The records of one optimizer step; a resumed run keeps those up to its checkpoint's step.
 STEP_KINDS = ("train", "val", "task_eval")
-
-# int | float keeps each number as the file has it, so a record dumped back is the record that was read.
-Number = int | float
-
-
-class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    def as_dict(self) -> dict[str, Any]:
-        """The fields the file had (defaults not added), extra ones included."""
-        return self.model_dump(exclude_unset=True)
-
-
-# ---------------------------------------------------------------- manifest.json
-
-
-class ManifestModel(_Open):
-    name: str | None = None
-    source: str | None = None  # where the weights were read: a directory or a hub id
-
-
-class Manifest(_Open):
-    name: str | None = None
-    status: str | None = None  # running | complete | failed
-    started: str | None = None
-    finished: str | None = None
-    resumed: list[str] = []
-    seed: int | None = None
-    versions: dict[str, Any] = {}
-    git_sha: str | None = None
-    device: str | None = None
-    dtype: str | None = None
-    dtype_choice: dict[str, Any] | None = None  # how `auto` chose the dtype: figures and reason (models/dtype_choice.py)
-    model: ManifestModel = ManifestModel()
-    data: dict[str, Any] = {}  # source, split sizes and seed, data hash (pipeline.prepare_data)
-    timings: dict[str, Number] = {}
-    wall_s: Number | None = None
-
-
-# ---------------------------------------------------------------- metrics.jsonl
-
-
-class SetupRecord(_Open):
-    kind: Literal["setup"] = "setup"
-    trainable_params: int | None = None
-    total_params: int | None = None
-    train_examples: int | None = None
-    val_examples: int | None = None
-    truncated: int | None = None
-    dropped: int | None = None
-    overflow: str | None = None
-
-
-class TrainRecord(_Open):
-    kind: Literal["train"] = "train"
-    step: int
-    epoch: Number | None = None
-    loss: Number | None = None
-    token_accuracy: Number | None = None
-    lr: Number | None = None
-    grad_norm: Number | None = None
-    tokens_supervised: int | None = None
-    tokens_nonpad: int | None = None
-    tokens_total: int | None = None
-    elapsed_s: Number | None = None
-
-
-class ValRecord(_Open):
-    kind: Literal["val"] = "val"
-    step: int
-    val_loss: Number | None = None
-    val_token_accuracy: Number | None = None
-
-
-class TaskEvalRecord(_Open):
-    """One task × metric scored on the weights of `step` during training (eval.during_training)."""
-
-    kind: Literal["task_eval"] = "task_eval"
-    step: int
-    task: str
-    metric: str  # results.json's "<metric>,<filter>" key, e.g. "exact_match,flexible-extract", "acc,none"
-    value: Number | None = None
-    stderr: Number | None = None
-    n: int | None = None
-    seconds: Number | None = None  # time to score the task at this step
-
-    @property
-    def criterion(self) -> str:
-        """The name `training.select_best_by` gives this score: `<task>:<metric>`."""
-        return f"{self.task}:{self.metric}"
-
-
-class SummaryRecord(_Open):
-    # Fields in the order train/loop.py writes them, which is the order they are dumped back in.
-    kind: Literal["summary"] = "summary"
-    steps: int | None = None
-    total_steps_planned: int | None = None
-    epochs: Number | None = None
-    best_step: int | None = None
-    best_val_loss: Number | None = None
-    # Runs that score tasks during training: the criterion that chose best_step, early stopping's,
-    # and every criterion's best step ({"val_loss": {"step", "value"}, "<task>:<metric>": ...}).
-    selected_by: str | None = None
-    early_stopping_on: str | None = None
-    best_by: dict[str, dict[str, Number]] | None = None
-    task_eval_s: Number | None = None  # scoring tasks during training: inside wall_s, not in train_s
-    stopped_early: bool | None = None
-    resumed_from_step: int | None = None
-    tokens_supervised: int | None = None
-    tokens_nonpad: int | None = None
-    tokens_total: int | None = None
-    padding_fraction: Number | None = None
-    wall_s: Number | None = None
-    train_s: Number | None = None
-    throughput_supervised_tps: Number | None = None
-    throughput_nonpad_tps: Number | None = None
-    flops_per_token: Number | None = None
-    flops_per_supervised_token_head: Number | None = None
-    peak_flops: Number | None = None
-    mfu: Number | None = None
-    peak_rss_mb: Number | None = None
-    cuda_max_allocated_mb: Number | None = None
-    device: str | None = None
-    dtype: str | None = None
-    processes: int | None = None
-    threads: int | None = None
-    micro_batch_tokens: int | None = None
-    trainable_params: int | None = None
-    cost_usd: Number | None = None
-    price_per_hour: Number | None = None
-    price_source: str | None = None
-
-
-class OtherRecord(_Open):
-    """A record of a kind this version does not know; kept as it is."""
-
-    kind: str
-
-
-MetricRecord = SetupRecord | TrainRecord | ValRecord | TaskEvalRecord | SummaryRecord | OtherRecord
-_KINDS: dict[str, type[_Open]] = {"setup": SetupRecord, "train": TrainRecord, "val": ValRecord,
-                                  "task_eval": TaskEvalRecord, "summary": SummaryRecord}
-
-
-class TrainExample(_Open):
-    """A line of train_examples.jsonl: a training example and the final model's loss on it."""
-
-    index: int | None = None
-    question: str | None = None
-    answer: str | None = None
-    loss: Number | None = None
 
 
 # ---------------------------------------------------------------- reading files
@@ -247,7 +105,7 @@ def read_metrics(path: Path) -> list[MetricRecord]:
         kind = rec.get("kind")
         if not isinstance(kind, str):
             raise UserError("a metrics record needs a 'kind' (setup, train, val or summary)", where=where)
-        out.append(_validated(_KINDS.get(kind, OtherRecord), rec, where))
+        out.append(_validated(RECORD_OF_KIND.get(kind, OtherRecord), rec, where))
     return out
 
 

@@ -25,7 +25,8 @@ from tunescope.results_schema import (
     stderr_key,
     task_n,
 )
-from tunescope.run_record import Manifest, RunRecord, SetupRecord, SummaryRecord, TrainRecord, ValRecord
+from tunescope.run_record import RunRecord
+from tunescope.run_schema import Manifest, SetupRecord, SummaryRecord, TrainRecord, ValRecord
 
 from . import curves as curves_mod
 from . import error_taxonomy

@@ -30,7 +30,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tunescope.config import RUN_NAME_RE, RunConfig, dump_config, has_key
+from tunescope.config import RUN_NAME_RE, RunConfig, has_key
+from tunescope.config_loading import dump_config
 from tunescope.errors import UserError
 
 # Keys the grid itself decides: the run's name and folder come from the cell, its seed from `seeds`.
@@ -136,7 +137,7 @@ def _override(key: str, value: Any) -> str:
 
 def load_grid(path: str | Path, overrides: list[str] | None = None) -> Grid:
     """Read, validate and expand a grid file. `overrides` (`key=value`) change the base config of every cell."""
-    from tunescope.config import load_config
+    from tunescope.config_loading import load_config
 
     source = Path(path)
     raw = _read_yaml(source)

@@ -16,7 +16,8 @@ from safetensors.torch import load_file, save_file
 
 from tunescope.config import RunConfig
 from tunescope.prompt_format import Encoded
-from tunescope.run_record import CHECKPOINTS, METRICS, SummaryRecord, last_summary, rewind_metrics
+from tunescope.run_record import CHECKPOINTS, METRICS, last_summary, rewind_metrics
+from tunescope.run_schema import SummaryRecord
 from tunescope.train.adapters import build_trainable, count_parameters
 from tunescope.train.checkpoint import Checkpointer
 from tunescope.train.distributed import current

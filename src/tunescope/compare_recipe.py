@@ -1,0 +1,60 @@
+"""`tunescope compare`: which evaluations to compare (run folders, evaluation folders, the finished
+runs of a grid), with which test settings, written where. The comparison itself is `compare`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tunescope import run_record as rr
+from tunescope.config_loading import load_config, only_report_keys
+from tunescope.errors import UserError
+
+
+def compare(run_dirs: list[str | Path], *, baseline: str | None = None, output: str | Path | None = None,
+            overrides: list[str] | None = None) -> dict[str, Path]:
+    """One report comparing the evaluations of several runs (base and tuned columns) with paired tests at
+    `report.alpha` with `report.bootstrap_resamples` (their defaults, or `overrides` such as `report.alpha=0.01`)."""
+    from tunescope.compare import compare_runs
+    from tunescope.report.render import render_compare
+
+    if not run_dirs:
+        raise UserError("name at least one run directory", where="RUNS")
+    run_dirs = _expand_grids(run_dirs)
+    seen: dict[Path, str] = {}
+    for d in run_dirs:
+        resolved = Path(d).resolve()
+        if resolved in seen:
+            # The same evaluation twice would be tested against itself and inflate the Holm correction.
+            raise UserError(f"named twice (also as '{seen[resolved]}'); name each run once", where=str(d))
+        seen[resolved] = str(d)
+    only_report_keys(overrides or [], "in a comparison")
+    settings = load_config(None, overrides or []).report
+    runs = [rr.open_run_or_evaluation(d) for d in run_dirs]
+    data = compare_runs(runs, baseline, alpha=settings.alpha, n_boot=settings.bootstrap_resamples)
+    if output is None:
+        first = Path(run_dirs[0])
+        slug = "-vs-".join(r.name for r in runs)[:80].strip("-.") or "runs"
+        output = first.parent / f"compare-{slug}"
+    return render_compare(data, Path(output))
+
+
+def _expand_grids(paths: list[str | Path]) -> list[Path]:
+    """A grid folder (it holds grid.yaml) stands for its finished runs, in the grid's order."""
+    import yaml
+
+    out: list[Path] = []
+    for p in map(Path, paths):
+        spec = p / "grid.yaml"
+        if not spec.is_file():
+            out.append(p)
+            continue
+        try:
+            names = (yaml.safe_load(spec.read_text(encoding="utf-8")) or {}).get("runs") or []
+        except yaml.YAMLError:
+            raise UserError("grid.yaml is not valid YAML", where=str(spec)) from None
+        done = [p / n for n in names if (p / n / rr.MANIFEST).is_file()
+                and rr.read_manifest(p / n).status == "complete"]
+        if not done:
+            raise UserError("the grid has no finished run yet", where=str(p))
+        out.extend(done)
+    return out
