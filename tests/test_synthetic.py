@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import re
 from collections import Counter
@@ -67,6 +69,20 @@ def test_at_least_twenty_families_with_unique_names() -> None:
     names = [f.name for f in FAMILIES]
     assert len(names) >= 20
     assert len(set(names)) == len(names)
+
+
+def test_family_order_and_drawn_problems_are_unchanged() -> None:
+    """The registration order decides the random draws, so reordering the families (or the imports of
+    their modules) would silently change every seed's data and the data hashes that runs record. A
+    change meant to alter the data (a new family, say) updates this test."""
+    assert [f.name for f in FAMILIES] == [
+        "shopping_change", "unit_rate", "ages", "fraction_of_group", "percent_discount", "travel_distance",
+        "sharing_equally", "garden_fence", "savings_weeks", "recipe_scaling", "hourly_wages", "dozens",
+        "reading_pages", "fuel_cost", "store_inventory", "ticket_prices", "garden_harvest", "plant_growth",
+        "basketball_points", "school_schedule", "comparison", "test_average", "coin_counting", "bake_sale_profit",
+        "tank_filling", "running_laps"]
+    digest = hashlib.sha256(json.dumps(generate_problems(200, seed=0), sort_keys=True).encode()).hexdigest()
+    assert digest == "ba189db15e1a814a05cc71940f80151336672eec4ec7da9816a4ed0d75862fba"
 
 
 @pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
