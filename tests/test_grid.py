@@ -59,8 +59,33 @@ def test_dry_run_prints_runs_and_estimate(tmp_path, tiny_model_dir):
     res = CliRunner().invoke(app, ["grid", str(path), "--dry-run"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert "lora-s1" in res.output and "dora-s2" in res.output and "estimated total" in res.output
-    assert "grid file estimate.train_tokens_per_s" in res.output and "characters ÷ 4" in res.output
+    assert "grid file estimate.train_tokens_per_s" in res.output and "tokens per example: tokenized" in res.output
     assert not (tmp_path / "out").exists()
+
+
+def test_estimate_counts_encoded_tokens_validation_passes_and_items_scored_during_training(tmp_path, tiny_model_dir):
+    from tunescope.grid.cost import estimate
+    from tunescope.models.loading import prepare_tokenizer
+    from tunescope.run_inputs import encode_data, prepare_data
+
+    path = write_grid(tmp_path, {"training.method": ["lora"]}, seeds=[1],
+                      base_extra={"model.name": str(tiny_model_dir), "training.max_steps": 7, "training.eval_every": 3,
+                                  "eval.during_training.enabled": True, "eval.during_training.limit": 5,
+                                  "eval.during_training.every": 2},
+                      estimate={"train_tokens_per_s": 100.0, "eval_items_per_s": 2.0})
+    g = load_grid(path)
+    (row,) = estimate(g)["runs"]
+    cfg = g.runs[0].config
+    enc = encode_data(cfg, prepare_tokenizer(str(tiny_model_dir)), prepare_data(cfg))
+    train_lengths = [len(e.input_ids) for e in enc.train_set]
+    val_tokens = sum(len(e.input_ids) for e in enc.val_set)
+    assert row["tokens_per_example_from"] == "tokenized"
+    assert row["tokens_per_example"] == pytest.approx(sum(train_lengths) / len(train_lengths))
+    assert row["steps"] == 7 and row["train_tokens"] == pytest.approx(7 * 4 * row["tokens_per_example"])
+    assert row["val_passes"] == 3 and row["val_tokens"] == val_tokens  # steps 3, 6 and the last, 7
+    assert row["during_training_items"] == 5 * 5  # steps 0, 2, 4, 6 and 7
+    assert row["train_s"] == pytest.approx((row["train_tokens"] + 3 * val_tokens / 3) / 100.0)
+    assert row["eval_s"] == pytest.approx((6 + 6 + 25) / 2.0)  # tuned, base, during training
 
 
 def test_grid_2x2x2_runs_to_report_sharing_each_base_eval(tmp_path, tiny_model_dir, tiny_tokenizer, one_torch_thread,

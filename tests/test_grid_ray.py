@@ -45,12 +45,8 @@ def _kill_one_worker_mid_run(folder, killed: dict, stop: threading.Event) -> Non
         time.sleep(0.05)
 
 
-def test_grid_on_local_ray_survives_a_killed_worker(tmp_path, tiny_model_dir, tiny_tokenizer, local_ray):
-    model_b = second_tiny_model(tmp_path, tiny_tokenizer)
-    path = write_grid(tmp_path, {"model.name": [str(tiny_model_dir), str(model_b)],
-                                 "training.method": ["lora", "dora"]}, seeds=[1, 2], max_retries=1,
-                      base_extra={"training.checkpoint_every": 1})
-    g = load_grid(path)
+def _run_on_ray_killing_one_worker(g) -> tuple[dict, dict]:
+    """Run the grid on a local 2-CPU Ray cluster while one worker is SIGKILLed mid-run; (result, {run: pid})."""
     killed: dict = {}
     stop = threading.Event()
     watcher = threading.Thread(target=_kill_one_worker_mid_run, args=(g.folder, killed, stop), daemon=True)
@@ -60,6 +56,16 @@ def test_grid_on_local_ray_survives_a_killed_worker(tmp_path, tiny_model_dir, ti
     finally:
         stop.set()
         watcher.join()
+    return result, killed
+
+
+def test_grid_on_local_ray_survives_a_killed_worker(tmp_path, tiny_model_dir, tiny_tokenizer, local_ray):
+    model_b = second_tiny_model(tmp_path, tiny_tokenizer)
+    path = write_grid(tmp_path, {"model.name": [str(tiny_model_dir), str(model_b)],
+                                 "training.method": ["lora", "dora"]}, seeds=[1, 2], max_retries=1,
+                      base_extra={"training.checkpoint_every": 1})
+    g = load_grid(path)
+    result, killed = _run_on_ray_killing_one_worker(g)
     statuses = result["statuses"]
     assert killed, "no run was caught mid-run"
     (victim, pid), = killed.items()
@@ -80,3 +86,21 @@ def test_a_ray_address_that_does_not_answer_is_a_user_error(tmp_path, tiny_model
         run_grid(g, ray_address="127.0.0.1:9")
     assert err.value.where == "--ray-address"
     assert not g.folder.exists()
+
+
+def test_a_run_whose_retries_are_spent_is_recorded_failed_and_the_others_finish(tmp_path, tiny_model_dir, local_ray):
+    path = write_grid(tmp_path, {"training.method": ["lora"]}, seeds=[1, 2], max_retries=0,
+                      base_extra={"model.name": str(tiny_model_dir), "training.checkpoint_every": 1})
+    g = load_grid(path)
+    result, killed = _run_on_ray_killing_one_worker(g)
+    assert killed, "no run was caught mid-run"
+    (victim,) = killed
+    statuses = result["statuses"]
+    assert statuses[victim]["status"] == "failed"
+    assert "died 1 time(s)" in statuses[victim]["error"]
+    assert [s["status"] for name, s in statuses.items() if name != victim] == ["complete"]
+    data = json.loads((g.folder / "grid.json").read_text())
+    failed = [r for r in data["runs"] if r["status"] == "failed"]
+    assert [r["run"] for r in failed] == [victim] and "died" in failed[0]["error"]
+    assert (g.folder / f".{victim}.partial").is_dir()  # kept: running the grid again resumes it
+    assert (g.folder / "grid.html").is_file()

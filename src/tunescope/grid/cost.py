@@ -1,14 +1,19 @@
 """What a grid will cost before it runs (`tunescope grid --dry-run`), and how that was estimated.
 
 Per run: training time = planned optimizer steps × examples per step × tokens per example ÷ training
-throughput (non-padding tokens/s); evaluation time = items ÷ evaluation speed (items/s), for the tuned
-evaluation of every run plus one base evaluation per model. Cost = time × price per device-hour.
+throughput (non-padding tokens/s); validation loss = its passes × validation tokens ÷ (3 × throughput),
+a forward pass being about a third of a training step's work; evaluation time = items ÷ evaluation
+speed (items/s), for the tuned evaluation of every run, one base evaluation per model, and the items
+scored during training (`eval.during_training`: its points × items per point). Cost = time × price
+per device-hour.
 
 - Steps: `training.max_steps`, else epochs × steps per epoch over the training split (the loop's own
   formula); early stopping can only make a run shorter, so this is an upper bound.
-- Tokens per example: measured by an earlier run of the same model (non-padding tokens per example
-  trained), else the data's characters (template + question + answer) ÷ 4, a typical rate of English
-  text in BPE tokenizers, else, for hub datasets not read here, half of `prompt.max_length`.
+- Tokens per example: the run's own examples, encoded as training will encode them, when the data is
+  local and the model's tokenizer loads here (seconds); else measured by an earlier run of the same
+  model (non-padding tokens per example trained); else the data's characters (template + question +
+  answer) ÷ 4, a typical rate of English text in BPE tokenizers (digits split one per token make it
+  low for arithmetic); else, for hub datasets not read here, half of `prompt.max_length`.
 - Throughput and evaluation speed: the grid file's `estimate:` figures if given, else the median of
   finished runs of the same model (this grid's, then the registry's), else unknown.
 """
@@ -97,8 +102,44 @@ def measured_rates(model: str, folders: list[Path]) -> Rates:
     return rates
 
 
-def _tokens_per_example(run: Run, rows: list[dict] | None, measured: float | None) -> tuple[float, str]:
+def encoded_lengths(cfg, tokenizers: dict) -> tuple[list[int], list[int]] | None:
+    """Token counts of the run's training and validation examples, encoded exactly as training will encode
+    them; None when the data is not local or the tokenizer cannot be loaded here (offline hub id, say)."""
+    from tunescope.errors import UserError
+    from tunescope.models.loading import prepare_tokenizer
+    from tunescope.run_inputs import encode_data, prepare_data
+
+    d, m = cfg.data, cfg.model
+    if not (d.source == "synthetic-math" or Path(d.source).expanduser().exists()):
+        return None
+    key = (m.name, m.revision, m.trust_remote_code)
+    try:
+        if key not in tokenizers:
+            tokenizers[key] = prepare_tokenizer(m.name, revision=m.revision, trust_remote_code=m.trust_remote_code,
+                                                cache_dir=m.cache_dir)
+        enc = encode_data(cfg, tokenizers[key], prepare_data(cfg))
+    except (UserError, OSError, ValueError):
+        return None
+    return [len(e.input_ids) for e in enc.train_set], [len(e.input_ids) for e in enc.val_set]
+
+
+def scored_steps(total_steps: int, every: int, first: int | None) -> int:
+    """How many steps are scored: every `every` steps and the last one, plus `first` (step 0) if given."""
+    return len({*range(every, total_steps + 1, every), total_steps} | ({first} if first is not None else set()))
+
+
+def _during_training_items(cfg, steps: int | None) -> int:
+    dt = cfg.eval.during_training
+    if not dt.enabled or not steps:
+        return 0
+    return scored_steps(steps, dt.every or cfg.training.eval_every, first=0) * dt.limit * len(dt.tasks)
+
+
+def _tokens_per_example(run: Run, rows: list[dict] | None, measured: float | None,
+                        encoded: tuple[list[int], list[int]] | None) -> tuple[float, str]:
     cfg = run.config
+    if encoded and encoded[0]:
+        return statistics.fmean(encoded[0]), "tokenized"
     if measured:
         return measured, "measured"
     if rows:
@@ -115,7 +156,7 @@ def estimate(grid: Grid) -> dict:
 
     est = grid.file.estimate
     by_model: dict[str, Rates] = {}
-    rows_out, base_done = [], set()
+    rows_out, base_done, tokenizers = [], set(), {}
     for run in grid.runs:
         cfg = run.config
         model = cfg.model.name
@@ -124,24 +165,30 @@ def estimate(grid: Grid) -> dict:
         rates = by_model[model]
         train_tps = est.train_tokens_per_s or rates.train_tokens_per_s
         items_ps = est.eval_items_per_s or rates.eval_items_per_s
+        encoded = encoded_lengths(cfg, tokenizers)
         rows, n_rows = _data_rows(cfg)
-        n_train = round(n_rows * (1 - cfg.data.val_fraction)) if n_rows else None
+        n_train = len(encoded[0]) if encoded else round(n_rows * (1 - cfg.data.val_fraction)) if n_rows else None
         steps = total_steps_for(n_train, cfg.training)[0] if n_train else cfg.training.max_steps
-        tpe, tpe_how = _tokens_per_example(run, rows, rates.tokens_per_example)
+        tpe, tpe_how = _tokens_per_example(run, rows, rates.tokens_per_example, encoded)
         per_step = cfg.training.batch_size * cfg.training.gradient_accumulation
         tokens = steps * min(per_step, n_train or per_step) * tpe if steps else None
+        val_tokens = sum(encoded[1]) if encoded else 0
+        val_passes = scored_steps(steps, cfg.training.eval_every, first=None) if steps and val_tokens else 0
         items = _eval_items(cfg) if cfg.eval.tasks else 0
         base_items = items if (model not in base_done and cfg.eval.evaluate_base) else 0
         base_done.add(model)
-        train_s = tokens / train_tps if tokens and train_tps else None
-        eval_s = (items + (base_items or 0)) / items_ps if items is not None and items_ps else None
+        during_items = _during_training_items(cfg, steps)
+        train_s = (tokens + val_passes * val_tokens / 3) / train_tps if tokens and train_tps else None
+        eval_s = ((items + (base_items or 0) + during_items) / items_ps if items is not None and items_ps
+                  else None)
         total_s = train_s + eval_s if train_s is not None and eval_s is not None else None
         price = est.price_per_hour if est.price_per_hour is not None else (
             cfg.training.price_per_hour if cfg.training.price_per_hour is not None
             else PRICE_PER_HOUR["A100" if cfg.device == "cuda" else "cpu"])
         rows_out.append({"run": run.name, "cell": run.cell, "seed": run.seed, "steps": steps, "train_tokens": tokens,
                          "tokens_per_example": tpe, "tokens_per_example_from": tpe_how, "eval_items": items,
-                         "base_eval_items": base_items, "train_s": train_s, "eval_s": eval_s, "total_s": total_s,
+                         "base_eval_items": base_items, "during_training_items": during_items,
+                         "val_passes": val_passes, "val_tokens": val_tokens, "train_s": train_s, "eval_s": eval_s, "total_s": total_s,
                          "cost_usd": total_s / 3600 * price if total_s is not None else None, "price_per_hour": price})
     known = [r["total_s"] for r in rows_out]
     how = [f"training throughput: {'grid file estimate.train_tokens_per_s' if est.train_tokens_per_s else 'measured (see below)'}",

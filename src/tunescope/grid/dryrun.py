@@ -15,7 +15,8 @@ def print_dry_run(g, out: Console) -> None:
     for col in ("run", *g.axes, "seed", "steps", "train tokens", "eval items", "est. time", "est. cost"):
         table.add_column(col, justify="right" if col not in ("run", *g.axes) else "left")
     for run, e in zip(g.runs, est["runs"], strict=True):
-        items = f"{e['eval_items']}" + (f" + {e['base_eval_items']} base" if e["base_eval_items"] else "")
+        items = (f"{e['eval_items']}" + (f" + {e['base_eval_items']} base" if e["base_eval_items"] else "")
+                 + (f" + {e['during_training_items']} during training" if e["during_training_items"] else ""))
         table.add_row(run.name, *(str(run.axes[a]) for a in g.axes), str(run.seed), num(e["steps"]),
                       num(round(e["train_tokens"])) if e["train_tokens"] else "—", items,
                       _duration(e["total_s"]), f"${e['cost_usd']:.3f}" if e["cost_usd"] is not None else "—")
@@ -23,9 +24,9 @@ def print_dry_run(g, out: Console) -> None:
     total = _duration(est["total_s"])
     cost = f"${est['total_cost_usd']:.2f}" if est["total_cost_usd"] is not None else "unknown"
     out.print(f"estimated total: {total} run one after another, {cost}")
-    out.print("how: training time = steps × examples per step × tokens per example ÷ throughput; evaluation "
-              "time = items ÷ items per second (base model once per model); upper bound (early stopping "
-              "shortens runs)")
+    out.print("how: training time = steps × examples per step × tokens per example ÷ throughput, plus validation "
+              "passes at a third of that rate; evaluation time = items ÷ items per second (base model once per "
+              "model, items scored during training included); upper bound (early stopping shortens runs)")
     for line in est["how"]:
         out.print(f"  {line}")
     tpe = sorted({e["tokens_per_example_from"] for e in est["runs"]})
