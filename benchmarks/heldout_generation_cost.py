@@ -1,15 +1,17 @@
-"""Where the time of a held-out scoring point goes, and whether scoring in place costs more than a
-stand-alone evaluation of the same weights.
+"""Where the time of a held-out scoring point goes, and what evaluating a PEFT model costs against a
+stand-alone evaluation of the same weights merged.
 
     .venv/bin/python benchmarks/heldout_generation_cost.py --adapter runs/demo/adapter
 
-Loads SmolLM2-135M-Instruct (float32) with a trained LoRA adapter (default: none, the base model),
-builds the demo's 32 held-out problems (src/tunescope/configs/demo.yaml, up to 128 new tokens) and
-times the same evaluation, on the same items, in one process:
+Loads SmolLM2-135M-Instruct (float32) with a trained LoRA or DoRA adapter (default: none, the base
+model), builds the demo's 32 held-out problems (src/tunescope/configs/demo.yaml, up to 128 new tokens)
+and times the same evaluation, on the same items, in one process:
 
-- `in place`: the PEFT model with its adapter active, nothing merged, as the training loop scores it;
-- `merged`: the same weights merged into plain linear layers, as a stand-alone evaluation of exported
-  weights runs;
+- `unmerged`: the PEFT model with PEFT's own forward (adapter folding switched off);
+- `folded`: the PEFT model as tunescope evaluates it, during training and after: each adapter folded
+  into a temporary copy of its layer's weight for the evaluation (evaluate/folding.py);
+- `merged`: the same weights merged into plain linear layers (`merge_and_unload`), as a stand-alone
+  evaluation of exported weights runs;
 
 each at batch 16 (the demo's) and 32 (every item in one batch), `--repeats` times, in an interleaved
 order so that a slow spell of the machine falls on both sides. It checks that every side writes the
@@ -30,7 +32,7 @@ from pathlib import Path
 import torch
 
 from tunescope.config_loading import load_config
-from tunescope.evaluate import generation
+from tunescope.evaluate import folding, generation
 from tunescope.evaluate.runner import evaluate_native
 from tunescope.models.loading import load_model
 from tunescope.run_inputs import heldout_task, prepare_data
@@ -38,12 +40,17 @@ from tunescope.run_inputs import heldout_task, prepare_data
 DEMO = Path(__file__).resolve().parents[1] / "src" / "tunescope" / "configs" / "demo.yaml"
 
 
-def timed(model, tokenizer, task, batch_size: int, max_new_tokens: int) -> tuple[float, list[str]]:
+def timed(model, tokenizer, task, batch_size: int, max_new_tokens: int, fold: bool = True) -> tuple[float, list[str]]:
     records: dict = {}
-    t0 = time.perf_counter()
-    evaluate_native(model, tokenizer, [task], batch_size=batch_size, max_new_tokens=max_new_tokens,
-                    records_out=records)
-    return time.perf_counter() - t0, [r["response"] for r in records[task.name]]
+    share = folding.MEMORY_SHARE
+    folding.MEMORY_SHARE = share if fold else 0.0  # no room for the copies: PEFT's own forward
+    try:
+        t0 = time.perf_counter()
+        evaluate_native(model, tokenizer, [task], batch_size=batch_size, max_new_tokens=max_new_tokens,
+                        records_out=records)
+        return time.perf_counter() - t0, [r["response"] for r in records[task.name]]
+    finally:
+        folding.MEMORY_SHARE = share
 
 
 def split_of_time(model, tokenizer, task, batch_size: int, max_new_tokens: int) -> dict:
@@ -105,13 +112,13 @@ def main() -> None:
     if args.adapter:
         from peft import PeftModel
 
-        in_place = PeftModel.from_pretrained(loaded.model, str(args.adapter))
-        # A second copy to merge, so both sides stay available for the interleaved timings.
+        peft_model = PeftModel.from_pretrained(loaded.model, str(args.adapter))
+        # A second copy to merge, so every side stays available for the interleaved timings.
         merged = PeftModel.from_pretrained(load_model(cfg.model.name, dtype="float32").model,
                                            str(args.adapter)).merge_and_unload()
     else:
-        in_place = merged = loaded.model
-    sides = {"in place": in_place, "merged": merged}
+        peft_model = merged = loaded.model
+    sides = {"unmerged": (peft_model, False), "folded": (peft_model, True), "merged": (merged, True)}
     print(f"threads {torch.get_num_threads()}, dtype float32, items {len(task.docs)}, max_new_tokens {max_new}, "
           f"adapter {args.adapter or 'none'}", flush=True)
     timed(merged, tok, task, args.batch_sizes[0], max_new)  # warm-up: first-call allocations
@@ -119,8 +126,8 @@ def main() -> None:
     responses: dict = {}
     for _ in range(args.repeats):
         for bs in args.batch_sizes:
-            for side, model in sides.items():
-                s, resp = timed(model, tok, task, bs, max_new)
+            for side, (model, fold) in sides.items():
+                s, resp = timed(model, tok, task, bs, max_new, fold)
                 seconds[(side, bs)].append(s)
                 responses[(side, bs)] = resp
                 print(f"  {side:8s} batch {bs:3d}: {s:6.2f} s", flush=True)
@@ -129,8 +136,10 @@ def main() -> None:
     median = {k: statistics.median(v) for k, v in seconds.items()}
     figures = {"median_s": {f"{side} @ {bs}": round(v, 2) for (side, bs), v in median.items()},
                "same_responses_everywhere": same,
-               "in_place_over_merged": {bs: round(median[("in place", bs)] / median[("merged", bs)], 3)
+               "unmerged_over_folded": {bs: round(median[("unmerged", bs)] / median[("folded", bs)], 3)
                                         for bs in args.batch_sizes},
+               "folded_over_merged": {bs: round(median[("folded", bs)] / median[("merged", bs)], 3)
+                                      for bs in args.batch_sizes},
                "batch_ratio": {side: round(median[(side, args.batch_sizes[-1])] / median[(side, args.batch_sizes[0])], 3)
                                for side in sides},
                "split_merged_at_largest_batch": split_of_time(merged, tok, task, args.batch_sizes[-1], max_new),

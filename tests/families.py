@@ -598,3 +598,37 @@ def check_resume(family: Family, tmp: Path) -> tuple[float, float]:
     weight_diff = max(float((p.detach() - final[n].detach()).abs().max())
                       for n, p in resumed.named_parameters() if p.requires_grad)
     return abs(got[2] - want[2]), weight_diff
+
+
+@dataclass
+class FoldResult:
+    layers_folded: int
+    max_abs_diff: float  # folded forward vs PEFT's unmerged forward, inside the fold
+    logit_scale: float
+    adapter_effect: float  # how far the adapter moves the logits at all
+    restored_exactly: bool  # every parameter bit for bit as before, and the same logits after the fold
+
+
+def check_folding(family: Family, method: str) -> FoldResult:
+    """An adapted model with a non-trivial adapter, evaluated with its adapters folded into the weights
+    (`evaluate.folding`) against PEFT's own unmerged forward, on a prompt crossing the sliding window."""
+    from tunescope.evaluate.folding import folded_adapters
+
+    model, _ = trainable_model(family, method)
+    with torch.no_grad():  # B starts at zero: give the adapter an effect
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    model.eval()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    ids = torch.tensor([Encoder(tokenizer()).encode_prompt(LONG_CONTEXT + " " + QUESTION)])
+    with torch.no_grad():
+        want = model(input_ids=ids).logits
+        with model.disable_adapter():
+            base = model(input_ids=ids).logits
+        with folded_adapters(model) as n_folded:
+            got = model(input_ids=ids).logits
+        after = model(input_ids=ids).logits
+    restored = torch.equal(after, want) and all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    return FoldResult(n_folded, float((got - want).abs().max()), float(want.abs().max()),
+                      float((base - want).abs().max()), restored)

@@ -20,6 +20,7 @@ from families import (
     ALIAS_FAMILIES,
     FAMILIES,
     build_model,
+    check_folding,
     check_generation,
     check_loglikelihood,
     check_merge,
@@ -116,6 +117,16 @@ def test_merged_export_equals_base_plus_adapter(name, method, tmp_path):
     assert result.adapter_effect > 1e-1
     # float32: folding the update into the weights rounds differently from applying it on the side.
     assert result.max_abs_diff <= 1e-5 * max(1.0, result.logit_scale)
+
+
+@pytest.mark.parametrize("method", ["lora", "dora"])
+@pytest.mark.parametrize("name", NAMES)
+def test_evaluation_with_adapters_folded_equals_the_unmerged_forward(name, method):
+    result = check_folding(FAMILIES[name], method)
+    assert result.layers_folded > 0 and result.adapter_effect > 1e-1
+    # float32: the merged weight rounds differently from applying the update on the side, as in export.
+    assert result.max_abs_diff <= 1e-5 * max(1.0, result.logit_scale)
+    assert result.restored_exactly  # training resumes from exactly the weights it left
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -3,9 +3,9 @@
 `eval.during_training` names the tasks, how many items of each (a subset drawn once with a seed, so
 every point scores the same items and two points can be compared item by item) and how often. The
 training loop calls a `StepScorer` at step 0, every N steps and at the last step; it scores the
-model in place with this engine, the adapter active and nothing merged, exactly as the final
-evaluation scores it (same prompts, filters and metrics), and hands back one `task_eval` record per
-task × metric. Per-item results go to `eval/steps/<step>/<task>.jsonl`.
+model as it is with this engine, exactly as the final evaluation scores it (same prompts, filters and
+metrics; adapters folded into temporary copies of their weights, evaluate/folding.py, the trained
+tensors untouched), and hands back one `task_eval` record per task × metric. Per-item results go to `eval/steps/<step>/<task>.jsonl`.
 
 Generation is greedy (one answer per question) whatever `eval.samples` says: a curve needs the
 same, cheap measurement at every point.

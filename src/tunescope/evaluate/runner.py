@@ -28,6 +28,7 @@ from tunescope.evaluate import batchsize, prompts
 from tunescope.evaluate.enginepath import NATIVE, TRANSFORMERS, resolve_engine
 from tunescope.evaluate.fewshot import FewshotSampler
 from tunescope.evaluate.filters import build_pipelines
+from tunescope.evaluate.folding import folded_adapters
 from tunescope.evaluate.generation import Generator, GenRequest, GenResult
 from tunescope.evaluate.layout import column_major_linears
 from tunescope.evaluate.loglikelihood import ChoiceGroup, LoglikelihoodScorer
@@ -303,7 +304,9 @@ def evaluate_native(
     all_records: dict[str, list[dict[str, Any]]] = {}
     t_start = time.perf_counter()
     # Forward passes of similar shapes over and over: keep freed memory for reuse (see malloc.py).
-    with column_major_linears(model), malloc_setting(KEEP_FREED), torch.inference_mode():
+    # Adapters are folded first, so that the column-major copies are made of the weights that run.
+    with (folded_adapters(model) as n_folded, column_major_linears(model), malloc_setting(KEEP_FREED),
+          torch.inference_mode()):
         for task in tasks:
             spec = task.spec
             docs, limit_info = select_docs(task, limit)
@@ -348,6 +351,7 @@ def evaluate_native(
         "dtype": str(param.dtype).replace("torch.", ""), "max_new_tokens": max_new_tokens,
         "fewshot_seed": {t.name: t.spec.fewshot_seed for t in tasks}, "torch_threads": torch.get_num_threads(),
     }
+    extras["adapter_layers_folded"] = n_folded
     extras["wall_s"] = round(time.perf_counter() - t_start, 3)
     results["tunescope"] = extras
     if records_out is not None:

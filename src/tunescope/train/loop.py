@@ -210,7 +210,7 @@ def score_tasks(scorer: StepScorer, model: torch.nn.Module, step: int, dist: Dis
                 log: Callable[[dict], None]) -> dict[str, float]:
     """Task scores of the current weights at `step`, on every process.
 
-    The main process scores (in place: adapter active, nothing merged) and logs one `task_eval`
+    The main process scores (the trained tensors untouched; see evaluate/folding.py) and logs one `task_eval`
     record per task × metric; the others wait in the sum that hands them its scores, so that all
     processes take the same shipping and early-stopping decisions."""
     records = scorer(model, step) if dist.is_main else []

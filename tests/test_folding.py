@@ -1,0 +1,62 @@
+"""Evaluation folds a PEFT adapter into a temporary copy of each adapted weight (evaluate/folding.py):
+the same answers as PEFT's own forward, the trained weights untouched, and PEFT's forward kept where
+folding does not apply."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from conftest import build_tiny_llama
+from tunescope.data.synthetic import generate_problems
+from tunescope.evaluate import folding, task_from_docs
+from tunescope.evaluate.runner import evaluate_native
+from tunescope.prompt_format import prompt_prefix
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TEMPLATE = "Question: {question}\nAnswer: {answer}"
+
+
+def adapted(tokenizer, **lora):
+    torch.manual_seed(0)
+    model = get_peft_model(build_tiny_llama(len(tokenizer)), LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"], **lora))
+    with torch.no_grad():  # B starts at zero: give the adapter an effect
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.2)
+    return model.eval()
+
+
+def evaluate(model, tokenizer) -> dict:
+    task = task_from_docs("heldout", generate_problems(6, seed=2), prompt_prefix(TEMPLATE))
+    records: dict = {}
+    results = evaluate_native(model, tokenizer, [task], batch_size=3, max_new_tokens=12, records_out=records)
+    return {"folded": results["tunescope"]["adapter_layers_folded"], "entry": results["results"]["heldout"],
+            "responses": [r["response"] for r in records["heldout"]]}
+
+
+def test_a_dora_model_scores_the_same_folded_and_unmerged(tiny_tokenizer, monkeypatch):
+    model = adapted(tiny_tokenizer, use_dora=True)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    folded = evaluate(model, tiny_tokenizer)
+    monkeypatch.setattr(folding, "MEMORY_SHARE", 0.0)  # no room for the copies: PEFT's forward
+    unmerged = evaluate(model, tiny_tokenizer)
+    assert (folded["folded"], unmerged["folded"]) == (2 * 3, 0)  # 2 layers × 3 target modules
+    assert folded["responses"] == unmerged["responses"] and folded["entry"] == unmerged["entry"]
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    assert not any(getattr(m, "merged", False) for m in model.modules())
+
+
+def test_an_adapter_with_a_bias_keeps_pefts_forward(tiny_tokenizer):
+    model = adapted(tiny_tokenizer, lora_bias=True)
+    with folding.folded_adapters(model) as n:
+        assert n == 0
+    assert evaluate(model, tiny_tokenizer)["folded"] == 0
+
+
+def test_a_plain_model_has_nothing_to_fold(tiny_tokenizer):
+    with folding.folded_adapters(build_tiny_llama(len(tiny_tokenizer))) as n:
+        assert n == 0
