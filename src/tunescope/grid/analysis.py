@@ -61,13 +61,15 @@ def analyse_grid(folder: Path) -> dict:
 
     # Base evaluations: one per model (the one its cells computed or copied).
     bases: dict[str, object] = {}
+    base_names: dict[str, str] = {}
     for entry in runs:
         rec = records.get(entry["run"])
         if rec is not None and "base" in rec.evaluations:
             model = cells[entry["cell"]].get(model_key, "") if model_key else ""
             if model not in bases or not entry.get("base_eval_reused"):
                 bases.setdefault(model, rec.evaluations["base"])
-    base_cols = [{"id": f"base:{m}", "label": f"base {m}".strip(), "model": m} for m in bases]
+                base_names.setdefault(model, model or rec.model)  # no model axis: the base config's model
+    base_cols = [{"id": f"base:{m}", "label": f"base {base_names[m]}", "model": m} for m in bases]
 
     # Rows: (task, metric) in any tuned evaluation.
     keys: dict[tuple[str, str], bool] = {}
@@ -109,6 +111,9 @@ def analyse_grid(folder: Path) -> dict:
 
     headline = {t: headline_metric(k for tt, k in keys if tt == t) for t in tasks_in_order}
     comparisons = _comparisons(cells, spec["seeds"], records, bases, headline, model_key)
+    labels = {b["id"]: b["label"] for b in base_cols}
+    for c in comparisons:  # what the tables and sentences name: a base column by its model
+        c["a_label"], c["b_label"] = labels.get(c["a"], c["a"]), labels.get(c["b"], c["b"])
     holm_verdicts(comparisons, alpha)
     primary = tasks_in_order[0] if tasks_in_order else None
     data = {

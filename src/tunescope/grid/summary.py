@@ -103,7 +103,7 @@ def conclusions(data: dict) -> list[dict]:
                             f"Holm-adjusted p < {data['alpha']}).", "basis": ["comparisons"]})
     for c in sig[:8]:
         t = c["test"]
-        out.append({"text": f"{c['task']}: {c['b']} vs {c['a']} ({c['why']}): {t['delta_points']:+.1f} points "
+        out.append({"text": f"{c['task']}: {c['b_label']} vs {c['a_label']} ({c['why']}): {t['delta_points']:+.1f} points "
                             f"(mean over seeds), p (Holm) = {t['p_holm']:.3g}: {t['verdict']}.",
                     "basis": ["comparisons"]})
     costs = [c for c in data["costs"] if c["cost_per_point"] is not None]
