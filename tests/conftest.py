@@ -53,6 +53,17 @@ def build_tiny_llama(vocab_size: int, seed: int = 0):
     return LlamaForCausalLM(cfg)
 
 
+def give_adapter_an_effect(model, std: float = 0.05):
+    """LoRA's B matrices start at zero, so a fresh adapter changes nothing: draw them from N(0, std²)."""
+    import torch
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, std)
+    return model
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     return build_tokenizer()

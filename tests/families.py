@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from conftest import build_tokenizer
+from conftest import build_tokenizer, give_adapter_an_effect
 from tunescope.evaluate.generation import Generator, GenRequest, postprocess
 from tunescope.evaluate.loglikelihood import ChoiceGroup, LoglikelihoodScorer
 from tunescope.evaluate.tokenization import Encoder
@@ -533,10 +533,7 @@ def check_merge(family: Family, tmp: Path, method: str = "lora") -> MergeResult:
     base_dir = save_base(family, tmp / "base")
     torch.manual_seed(0)
     model = build_trainable(AutoModelForCausalLM.from_pretrained(base_dir), training_config(method))
-    with torch.no_grad():  # B starts at zero: give the adapter an effect to merge
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.05)
+    give_adapter_an_effect(model)  # B starts at zero: give the adapter an effect to merge
     run = tmp / "run"
     model.save_pretrained(run / "adapter")
     cfg = RunConfig(name="run", model={"name": str(base_dir)}, training={"method": method})
@@ -615,10 +612,7 @@ def check_folding(family: Family, method: str) -> FoldResult:
     from tunescope.evaluate.folding import folded_adapters
 
     model, _ = trainable_model(family, method)
-    with torch.no_grad():  # B starts at zero: give the adapter an effect
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.05)
+    give_adapter_an_effect(model)
     model.eval()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     ids = torch.tensor([Encoder(tokenizer()).encode_prompt(LONG_CONTEXT + " " + QUESTION)])

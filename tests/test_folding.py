@@ -8,7 +8,7 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from conftest import build_tiny_llama
+from conftest import build_tiny_llama, give_adapter_an_effect
 from tunescope.data.synthetic import generate_problems
 from tunescope.evaluate import folding, task_from_docs
 from tunescope.evaluate.runner import evaluate_native
@@ -23,11 +23,7 @@ def adapted(tokenizer, **lora):
     torch.manual_seed(0)
     model = get_peft_model(build_tiny_llama(len(tokenizer)), LoraConfig(
         r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"], **lora))
-    with torch.no_grad():  # B starts at zero: give the adapter an effect
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.2)
-    return model.eval()
+    return give_adapter_an_effect(model, 0.2).eval()
 
 
 def evaluate(model, tokenizer) -> dict:

@@ -10,6 +10,7 @@ import torch
 from safetensors import safe_open
 from typer.testing import CliRunner
 
+from conftest import give_adapter_an_effect
 from tunescope.config import ModelConfig, RunConfig, TrainingConfig
 from tunescope.config_loading import dump_config
 from tunescope.errors import UserError
@@ -29,10 +30,7 @@ def _trained_run(tmp_path: Path, model_dir: Path, source: str | None = None) -> 
 
     torch.manual_seed(0)
     model = build_trainable(AutoModelForCausalLM.from_pretrained(model_dir), TrainingConfig())
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.2)
+    give_adapter_an_effect(model, 0.2)
     run = tmp_path / "run"
     model.save_pretrained(run / "adapter")
     cfg = RunConfig(name="run", model={"name": str(model_dir)})

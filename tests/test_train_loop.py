@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from conftest import give_adapter_an_effect
 from tunescope.config import DEFAULT_TEMPLATE, LoraConfig, TrainingConfig
 from tunescope.data.prompting import encode_dataset
 from tunescope.data.synthetic import generate_problems
@@ -53,10 +54,7 @@ def _grads(model):
 def test_loss_is_a_per_token_mean_over_the_whole_step(tiny_model_dir, tiny_tokenizer):
     examples = _examples(tiny_tokenizer, 7)
     model, _ = _model(tiny_model_dir, dtype=torch.float64)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.05)
+    give_adapter_an_effect(model)
     net = SupervisedCausalLM(model)
     step_tokens = sum(supervised_count(e) for e in examples)
     one = accumulate_gradients(net, [collate(examples, 2)], step_tokens, device=CPU)

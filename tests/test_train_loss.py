@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import give_adapter_an_effect
 from tunescope.config import DEFAULT_TEMPLATE, LoraConfig, TrainingConfig
 from tunescope.data.prompting import encode_dataset
 from tunescope.prompt_format import IGNORE_INDEX
@@ -30,12 +31,8 @@ def _model(tiny_model_dir, method="lora", dropout=0.0, dtype=torch.float64):
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=dtype)
     cfg = TrainingConfig(method=method, lora=LoraConfig(dropout=dropout))
-    model = build_trainable(base, cfg)
-    with torch.no_grad():  # LoRA B starts at zero; give the adapter an effect so gradients are informative
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.05)
-    return model
+    # LoRA B starts at zero; give the adapter an effect so gradients are informative
+    return give_adapter_an_effect(build_trainable(base, cfg))
 
 
 def _batch(tokenizer, train_on_prompt=False):
