@@ -140,69 +140,27 @@ def test_task_metric_ships_its_best_step_and_the_report_flags_the_divergence(tin
     assert "Scoring tasks during training" in md
 
 
-RESUME_SCRIPT = r"""
-import os, sys, time
-from pathlib import Path
-from tunescope import pipeline
-from tunescope.config_loading import load_config
-
-out, name, model, resume, hold_at, marker = sys.argv[1:7]
-
-class Hold(pipeline.ProgressSink):
-    def advance(self, what, done, total):
-        if what == "train" and done == int(hold_at):
-            Path(marker).write_text(str(done))
-            time.sleep(600)  # the test SIGKILLs us here
-
-    def stage(self, name):
-        if name == "report":
-            os._exit(0)
-
-cfg = load_config(None, [
-    f"output_dir={out}", f"name={name}", f"model.name={model}", "data.synthetic_size=60", "eval.tasks=[]",
-    "prompt.max_length=128", "training.max_steps=9", "training.batch_size=4", "training.eval_every=3",
-    "training.checkpoint_every=2", "training.learning_rate=1e-2", "training.threads=1", "eval.heldout_size=6",
-    "eval.max_new_tokens=16", "eval.during_training.enabled=true", "eval.during_training.limit=6",
-    "training.select_best_by=heldout:exact_match,flexible-extract"])
-pipeline.run(cfg, resume=resume == "1", progress=Hold())
-"""
+RESUME_OVERRIDES = [
+    "data.synthetic_size=60", "eval.tasks=[]", "prompt.max_length=128", "training.max_steps=9", "training.batch_size=4",
+    "training.eval_every=3", "training.checkpoint_every=2", "training.learning_rate=1e-2", "training.threads=1",
+    "eval.heldout_size=6", "eval.max_new_tokens=16", "eval.during_training.enabled=true",
+    "eval.during_training.limit=6", "training.select_best_by=heldout:exact_match,flexible-extract"]
 
 
 def test_a_killed_and_resumed_run_scores_like_an_uninterrupted_one(tmp_path, tiny_model_dir):
-    import os
     import shutil
-    import signal
-    import subprocess
-    import sys
-    import time
 
-    script = tmp_path / "run.py"
-    script.write_text(RESUME_SCRIPT)
-    out = tmp_path / "runs"
+    from kill_resume import KillResume
 
-    def start(name, *, resume=False, hold_at=-1):
-        env = {**os.environ, "TUNESCOPE_REGISTRY": str(tmp_path / "registry.sqlite"), "OMP_NUM_THREADS": "1"}
-        args = [sys.executable, str(script), str(out), name, str(tiny_model_dir), "1" if resume else "0", str(hold_at),
-                str(tmp_path / "held")]
-        return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-    def finish(proc):
-        _, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err[-3000:]
-
-    straight = start("straight")
-    killed = start("killed", hold_at=6)
-    deadline = time.monotonic() + 300
-    while not (tmp_path / "held").exists():
-        assert killed.poll() is None, killed.stderr.read()[-3000:]
-        assert time.monotonic() < deadline, "the run never reached step 6"
-        time.sleep(0.2)
-    os.kill(killed.pid, signal.SIGKILL)
-    killed.wait()
+    runs = KillResume(tmp_path, tiny_model_dir, RESUME_OVERRIDES)
+    out = runs.out
+    straight = runs.start("straight", report=False)
+    killed = runs.start("killed", hold_at=6, report=False)
+    runs.kill_when_held(killed)
     # The kill lands between checkpoints: steps 5-6, and the step-6 scores, are done again.
     shutil.rmtree(out / ".killed.partial" / "checkpoints" / "step-00000006")
-    finish(start("killed", resume=True))
-    finish(straight)
+    runs.finish(runs.start("killed", resume=True, report=False))
+    runs.finish(straight)
 
     def scored(run):
         records = read_jsonl(out / f".{run}.partial" / "metrics.jsonl")
