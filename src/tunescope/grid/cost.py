@@ -38,13 +38,17 @@ class Rates:
     source: list[str] = field(default_factory=list)
 
 
+def _local_data(cfg) -> bool:
+    """Whether the training rows are cheap to read here: built in, or a local file."""
+    return cfg.data.source == "synthetic-math" or Path(cfg.data.source).expanduser().exists()
+
+
 def _data_rows(cfg) -> tuple[list[dict] | None, int | None]:
     """(rows when cheap to read, their number)."""
     from tunescope.data.sources import load_rows
 
     d = cfg.data
-    local = d.source == "synthetic-math" or Path(d.source).expanduser().exists()
-    if local:
+    if _local_data(cfg):
         rows = load_rows(d.source, split=d.split, question_field=d.question_field, answer_field=d.answer_field,
                          limit=d.limit, synthetic_size=d.synthetic_size, seed=cfg.data_seed)
         return rows, len(rows)
@@ -109,8 +113,8 @@ def encoded_lengths(cfg, tokenizers: dict) -> tuple[list[int], list[int]] | None
     from tunescope.models.loading import prepare_tokenizer
     from tunescope.run_inputs import encode_data, prepare_data
 
-    d, m = cfg.data, cfg.model
-    if not (d.source == "synthetic-math" or Path(d.source).expanduser().exists()):
+    m = cfg.model
+    if not _local_data(cfg):
         return None
     key = (m.name, m.revision, m.trust_remote_code)
     try:
@@ -166,7 +170,8 @@ def estimate(grid: Grid) -> dict:
         train_tps = est.train_tokens_per_s or rates.train_tokens_per_s
         items_ps = est.eval_items_per_s or rates.eval_items_per_s
         encoded = encoded_lengths(cfg, tokenizers)
-        rows, n_rows = _data_rows(cfg)
+        # Encoded examples give the counts exactly; reading the rows again is only for the fallbacks.
+        rows, n_rows = (None, None) if encoded else _data_rows(cfg)
         n_train = len(encoded[0]) if encoded else round(n_rows * (1 - cfg.data.val_fraction)) if n_rows else None
         steps = total_steps_for(n_train, cfg.training)[0] if n_train else cfg.training.max_steps
         tpe, tpe_how = _tokens_per_example(run, rows, rates.tokens_per_example, encoded)
