@@ -24,6 +24,7 @@ from tunescope.config_loading import dump_config, load_config
 from tunescope.run_inputs import prepare_data
 
 ROOT = Path(__file__).resolve().parents[1]
+RUN_SETTINGS = ("limit", "batch_size", "max_new_tokens", "num_fewshot", "samples", "temperature", "engine")
 ROWS = [{"question": f"What is {a} plus {a + 1}?", "answer": f"{a} + {a + 1} = {2 * a + 1}\n#### {2 * a + 1}"}
         for a in range(1, 25)]
 
@@ -51,7 +52,6 @@ def test_the_exported_adapter_scored_in_a_fresh_process_gives_the_runs_responses
         "name": "scored", "output_dir": str(tmp_path / "runs"), "seed": 3,
         "model": {"name": str(tiny_model_dir), "dtype": "float32"},
         "data": {"source": "synthetic-math", "synthetic_size": 24},
-        "prompt": {"max_length": 64},
         "training": {"max_steps": 4, "batch_size": 4, "eval_every": 2, "threads": 1, "learning_rate": 0.02,
                      "warmup_ratio": 0},
         "eval": {"tasks": ["heldout"], "heldout_size": 8, "limit": 6, "max_new_tokens": 10, "batch_size": 3,
@@ -208,3 +208,25 @@ def test_bad_input_is_one_line_before_the_model_loads(case: Case, tmp_path, tiny
     assert [line for line in output.splitlines() if line.startswith("error:")] == [output.strip()], output
     for word in case.words:
         assert word in output, f"{word!r} not in:\n{output}"
+
+
+def test_with_a_run_only_the_options_given_reach_the_recipe(monkeypatch, tmp_path):
+    from tunescope import eval_recipe
+    from tunescope.cli import app
+
+    seen = []
+
+    def record(model, tasks, **kw):
+        seen.append((model, tasks, kw))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(eval_recipe, "evaluate_model", record)
+    CliRunner().invoke(app, ["eval", "--heldout-from", str(tmp_path), "--limit", "3", "--samples", "1"])
+    CliRunner().invoke(app, ["eval", "-m", "m", "-t", "gsm8k"])
+    (model, tasks, with_run), (_, _, without) = seen
+    assert model is None and tasks is None and with_run["heldout_from"] == tmp_path
+    assert with_run["dtype"] is None
+    assert {k: with_run[k] for k in with_run if k in RUN_SETTINGS} == {"limit": "3", "samples": 1}
+    # Without a run every option has its default, as in a run config.
+    assert without["dtype"] == "auto" and without["limit"] == "50" and without["samples"] == 1
+    assert set(RUN_SETTINGS) <= set(without) and without["heldout_from"] is None

@@ -155,11 +155,10 @@ _RUN_SETTINGS = ("limit", "batch_size", "max_new_tokens", "num_fewshot", "sample
 
 
 def _given_options(ctx: typer.Context, names: tuple[str, ...]) -> set[str]:
-    """The options typed on the command line (not left at their defaults)."""
-    from click.core import ParameterSource
-
-    return {n for n in names if ctx.get_parameter_source(n) not in (None, ParameterSource.DEFAULT,
-                                                                    ParameterSource.DEFAULT_MAP)}
+    """The options typed on the command line (not left at their defaults). Compared by name: the
+    enum is click's, and typer may bring its own copy of click."""
+    sources = {n: ctx.get_parameter_source(n) for n in names}
+    return {n for n, source in sources.items() if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")}
 
 
 @app.command("eval")
