@@ -1,7 +1,8 @@
 """`tunescope eval --heldout-from RUN`: a run's held-out problems scored from outside the run.
 
 The end-to-end test trains a tiny run that scores during training, exports its adapter and scores it
-in a fresh process: the responses must be the run's own tuned evaluation, item for item. The table
+in a fresh process with `tunescope eval`: the responses must be the run's own tuned evaluation, item
+for item. The table
 below is the bad input: one line, exit code 2, before any model weights are read.
 """
 
@@ -44,7 +45,15 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def test_the_exported_adapter_scored_in_a_fresh_process_gives_the_runs_responses(tmp_path, tiny_model_dir):
+def in_process(*argv: str) -> None:
+    from tunescope.cli import app
+
+    result = CliRunner().invoke(app, list(argv))
+    assert result.exit_code == 0 and result.exception is None, result.output
+
+
+def test_the_exported_adapter_scored_in_a_fresh_process_gives_the_runs_responses(tmp_path, tiny_model_dir,
+                                                                                monkeypatch, one_torch_thread):
     # The run scores during training (the folding of adapters runs mid-training) and uses eval settings
     # that differ from `tunescope eval`'s defaults (limit, max_new_tokens, batch size): the check below
     # gives none of them, so it sees the run's responses only if it takes them from the run.
@@ -59,10 +68,13 @@ def test_the_exported_adapter_scored_in_a_fresh_process_gives_the_runs_responses
         "report": {"embedding_backend": "tfidf", "bootstrap_resamples": 100},
     }
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    cli(tmp_path, "run", str(tmp_path / "run.yaml"))
+    # The run and the export in this process (the suite has their libraries loaded already); the
+    # check in a process of its own, which knows nothing but the folders.
+    monkeypatch.setenv("TUNESCOPE_REGISTRY", str(tmp_path / "registry.sqlite"))
+    in_process("run", str(tmp_path / "run.yaml"))
     run = tmp_path / "runs" / "scored"
     assert (run / "eval" / "steps").is_dir()  # it did score during training
-    cli(tmp_path, "export", str(run))
+    in_process("export", str(run))
     shown = cli(tmp_path, "eval", "--model", str(tiny_model_dir), "--adapter", str(run / "export" / "adapter"),
                 "--heldout-from", str(run), "--output", str(tmp_path / "check"))
     assert "heldout" in shown.stdout and "dtype: float32" in shown.stdout
