@@ -201,7 +201,7 @@ def eval_(
                                              "(model.generate and unbatched forwards: slower, any model).")] = _default(
         EvalConfig, "engine"),
 ) -> None:
-    """Evaluate a model on benchmarks; prints lm-evaluation-harness's familiar table."""
+    """Evaluate a model on benchmarks, or on a run's held-out problems (--heldout-from); prints lm-evaluation-harness's familiar table."""
     from tunescope.eval_recipe import evaluate_model
 
     paths = {}
