@@ -150,11 +150,28 @@ def _default(section, key: str):
     return section.model_fields[key].default
 
 
+# The `tunescope eval` options that --heldout-from takes from the run unless they are given.
+_RUN_SETTINGS = ("limit", "batch_size", "max_new_tokens", "num_fewshot", "samples", "temperature", "engine")
+
+
+def _given_options(ctx: typer.Context, names: tuple[str, ...]) -> set[str]:
+    """The options typed on the command line (not left at their defaults). Compared by name: the
+    enum is click's, and typer may bring its own copy of click."""
+    sources = {n: ctx.get_parameter_source(n) for n in names}
+    return {n for n, source in sources.items() if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")}
+
+
 @app.command("eval")
 def eval_(
-    model: Annotated[str, typer.Option("--model", "-m", help="Alias, hub id or local directory.")],
-    tasks: Annotated[str, typer.Option("--tasks", "-t", help="Comma-separated tasks or groups, e.g. gsm8k,hellaswag,mmlu_high_school_computer_science "
-                                                 "or mmlu (all 57 subjects).")],
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Alias, hub id or local directory (with "
+                                              "--heldout-from: default the base the run trained on).")] = None,
+    tasks: Annotated[str | None, typer.Option("--tasks", "-t", help="Comma-separated tasks or groups, e.g. gsm8k,hellaswag,mmlu_high_school_computer_science "
+                                                 "or mmlu (all 57 subjects); heldout with --heldout-from (its default).")] = None,
+    heldout_from: Annotated[Path | None, typer.Option(
+        "--heldout-from", metavar="RUN", help="Score a finished run's held-out problems as the task 'heldout', as the "
+                                              "run scored them: same problems, prompt format, dtype and eval settings "
+                                              "(an option given here replaces the run's).")] = None,
     limit: Annotated[str, typer.Option(help="Items per task, or 'all' (eval.limit).")] = str(_default(EvalConfig, "limit")),
     batch_size: Annotated[str, typer.Option(help="Batch size or 'auto' (eval.batch_size).")] = str(
         _default(EvalConfig, "batch_size")),
@@ -184,7 +201,7 @@ def eval_(
                                              "(model.generate and unbatched forwards: slower, any model).")] = _default(
         EvalConfig, "engine"),
 ) -> None:
-    """Evaluate a model on benchmarks; prints lm-evaluation-harness's familiar table."""
+    """Evaluate a model on benchmarks, or on a run's held-out problems (--heldout-from); prints lm-evaluation-harness's familiar table."""
     from tunescope.eval_recipe import evaluate_model
 
     paths = {}
@@ -193,12 +210,18 @@ def eval_(
             raise UserError(f"'{item}' must look like task=PATH", where="--data-path")
         k, v = item.split("=", 1)
         paths[k.strip()] = v.strip()
+    settings = dict(limit=None if limit == "all" else limit, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                    num_fewshot=num_fewshot, samples=samples, temperature=temperature, engine=engine)
+    chosen_dtype: str | None = dtype
+    if heldout_from is not None:
+        # The run's own settings and dtype stand where no option is given: its responses, item for item.
+        given = _given_options(ctx, (*_RUN_SETTINGS, "dtype"))
+        settings = {k: v for k, v in settings.items() if k in given}
+        chosen_dtype = dtype if "dtype" in given else None
+    names = None if tasks is None else [t.strip() for t in tasks.split(",") if t.strip()]
     with RichProgress() as progress:
-        shown = evaluate_model(
-            model, [t.strip() for t in tasks.split(",") if t.strip()], data_paths=paths, adapter=adapter,
-            output=output, dtype=dtype, backend=backend, progress=progress, limit=None if limit == "all" else limit,
-            batch_size=batch_size, max_new_tokens=max_new_tokens, num_fewshot=num_fewshot, samples=samples,
-            temperature=temperature, engine=engine)
+        shown = evaluate_model(model, names, data_paths=paths, adapter=adapter, output=output, dtype=chosen_dtype,
+                               backend=backend, progress=progress, heldout_from=heldout_from, **settings)
     for line in shown.engine_lines:
         console.print(line, markup=False, highlight=False, soft_wrap=True)  # stderr: stdout is the table
     out.print(shown.dtype_line, markup=False, highlight=False, soft_wrap=True)
