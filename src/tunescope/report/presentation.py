@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tunescope.report.formatting import dollars, flops, number, pct, peq, pm, pval, signed
+from tunescope.report.formatting import dollars, flops, number, pct, peq, pm, pval, setting, signed
 from tunescope.report.task_curves_view import present_task_curves, task_eval_time
 
 WORD_LISTS = (("question_words", "wordcloud_questions", "Questions"),
@@ -34,7 +34,7 @@ def present(d: dict[str, Any]) -> dict[str, Any]:
         "evaluation": _evaluation(d.get("evaluation") or {}),
         "errors": _errors(d.get("errors") or {}),
         "conclusions": [{"text": c["text"], "basis": ", ".join(c["basis"])} for c in d.get("conclusions") or []],
-        "settings": [f"report.{k}={v}" for k, v in (d.get("settings") or {}).items()],
+        "settings": [f"report.{k} = {setting(v)}" for k, v in (d.get("settings") or {}).items()],
     }
 
 
@@ -65,7 +65,7 @@ def _overview(o: dict) -> dict:
         "params": (f"{number(o['trainable_params'])} trainable of {number(o.get('total_params'))} parameters"
                    if o.get("trainable_params") else None),
         "dataset": o.get("dataset"), "data_hash": split.get("data_hash"), "method": o.get("method"),
-        "hyperparameters": [f"{k}={v}" for k, v in (o.get("hyperparameters") or {}).items()],
+        "hyperparameters": [f"{k} = {setting(v)}" for k, v in (o.get("hyperparameters") or {}).items()],
         "prompt_template": o.get("prompt_template"),
         "prompt_note": (f"loss on prompt tokens: {'yes' if o['train_on_prompt'] else 'no'}; max length "
                         f"{o.get('max_length')} tokens" if o.get("train_on_prompt") is not None else None),
@@ -76,7 +76,8 @@ def _overview(o: dict) -> dict:
         "heldout_from": split.get("heldout_from"),
         "epochs_completed": number(o.get("epochs_completed")),
         "steps": number(o["steps"]) if o.get("steps") is not None else None,
-        "epochs_planned": number(o.get("epochs_planned")), "max_steps": o.get("max_steps"),
+        "epochs_planned": number(o.get("epochs_planned")),
+        "max_steps": number(o["max_steps"]) if o.get("max_steps") is not None else None,
         "stopped_early": o.get("stopped_early"),
         "eval_tasks": ", ".join(o.get("eval_tasks") or []) or "none", "eval_limit": o.get("eval_limit"),
         "framework": o.get("framework") or "—",
