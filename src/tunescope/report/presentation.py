@@ -263,7 +263,8 @@ def _errors(er: dict) -> dict:
             examples = [{"label": label, "doc_id": x["doc_id"], "gold": x["gold"], "question": x["question"],
                          "response": x["response"],
                          "final_answer": x["final_answer"] if x.get("final_answer") is not None else "none",
-                         "evidence": list((x.get("evidence") or {}).items())}
+                         "evidence": [(k, "none" if v is None else setting(v))
+                                      for k, v in (x.get("evidence") or {}).items()]}
                         for label in labels for x in c[label]["examples"]]
             kinds = None
             if c["category"] == "format_failure":

@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
+from jinja2 import Environment, PackageLoader, StrictUndefined, Undefined
 
 from tunescope.report.formatting import missing, number, pct, peq, pm, pval, signed
 from tunescope.report.presentation import present
@@ -63,7 +63,7 @@ class ReportEnvironment(Environment):
 
 
 def no_callables(value):
-    if callable(value):
+    if callable(value) and not isinstance(value, Undefined):  # Undefined fails by itself when printed
         raise TypeError(f"a template printed a callable ({value!r}), not a value")
     return value
 
