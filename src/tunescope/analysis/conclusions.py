@@ -85,16 +85,9 @@ def conclusions(d: dict) -> list[dict]:
             f"learning_curve.further_training.{ft['basis']}.slope_per_step")
     of = lc.get("overfitting", {})
     if of.get("available"):
-        if of["overfitting"]:
-            text = (f"Overfitting: validation loss rose {of['val_increase_since_best_pct']:.1f}% from its minimum "
-                    f"{of['best_val_loss']:.4f} at step {of['best_step']} to {of['last_val_loss']:.4f} at step "
-                    f"{of['last_step']} (threshold {of['rise_threshold_pct']:g}%).")
-        else:
-            rise = of["val_increase_since_best_pct"]
-            text = (f"No evidence of overfitting: validation loss at the last step ({of['last_val_loss']:.4f}, step "
-                    f"{of['last_step']}) is within {of['rise_threshold_pct']:g}% of its minimum "
-                    f"({of['best_val_loss']:.4f} at step {of['best_step']}"
-                    + (f"; +{rise:.2f}%)." if rise is not None else ")."))
+        text = (f"{_sentence(of['verdict'])} Validation loss: minimum {of['best_val_loss']:.4f} at step "
+                f"{of['best_step']}, last {of['last_val_loss']:.4f} at step {of['last_step']} (threshold "
+                f"{of['rise_threshold_pct']:g}%).")
         gap = of.get("gap_at_last", {})
         if gap.get("available") and gap.get("gap") is not None:
             text += f" Generalization gap (validation − train loss) at step {gap['val_step']}: {gap['gap']:+.4f}."

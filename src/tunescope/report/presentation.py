@@ -48,13 +48,23 @@ def _glance(d: dict) -> dict:
     for i in ev.get("headline", []) if ev.get("available") else []:
         r = ev["rows"][i]
         tested = r.get("p_holm") is not None
+        n = number(r.get("n_paired") if r.get("n_paired") is not None else r.get("n"))
         rows.append({"task": r["task"], "label": r["label"], "base": score(r, "base"), "tuned": score(r, "tuned"),
                      "change": f"{signed(r.get('delta_points'), 1)} points, Holm p{peq(r.get('p_holm'))}" if tested else None,
+                     "significance": ((f"significant at α = {ev.get('alpha')}, n = {n}" if r.get("significant")
+                                       else f"not significant at n = {n}") if tested else None),
                      "is_target": r.get("is_target"), "forgetting": r.get("forgetting")})
     ft, of = lc.get("further_training") or {}, lc.get("overfitting") or {}
-    return {"evaluated": bool(ev.get("available")), "rows": rows,
-            "further_training": ft.get("further_training_would_likely_help") if ft.get("available") else None,
-            "overfitting": ("yes" if of.get("overfitting") else "no evidence") if of.get("available") else None}
+    further = None
+    if ft.get("available"):
+        fit = ft[ft["basis"]]
+        further = (f"{ft['further_training_would_likely_help']} ({'validation' if ft['basis'] == 'val' else 'train'} "
+                   f"loss slope p{peq(fit['p_value'])}, {fit['n_points']} points)")
+    overfitting = None
+    if of.get("available"):
+        overfitting = f"{of['outcome']} (slope since the minimum p{peq(of['fit']['p_value'])}, {of['fit']['n_points']} points)"
+    return {"evaluated": bool(ev.get("available")), "rows": rows, "further_training": further,
+            "overfitting": overfitting}
 
 
 def _overview(o: dict) -> dict:
@@ -124,6 +134,7 @@ def _curves(lc: dict, smoothed: dict) -> dict:
         fit, verdict = ft[ft["basis"]], ft["further_training_would_likely_help"]
         further.update(
             verdict=verdict, verdict_upper=str(verdict).upper(), badge="good" if verdict == "yes" else "neutral",
+            p_not_enough=pval(fit.get("p_not_falling_enough")),
             basis="validation" if ft["basis"] == "val" else "train", criterion=ft.get("criterion"),
             tail_percent=int(round(ft["tail_fraction"] * 100, 0)), start=fit["window_start_step"],
             end=fit["window_end_step"], n_points=fit["n_points"], widened=fit.get("window_extended"),
@@ -140,8 +151,13 @@ def _curves(lc: dict, smoothed: dict) -> dict:
                          "detail": (f"val {number(g['val_loss'])} − train {number(g['train_loss'])} at step "
                                     f"{g['train_step']}" if g.get("available") else None)})
         overfit.update(
-            verdict=of["verdict"], overfitting=of.get("overfitting"), badge="bad" if of.get("overfitting") else "good",
-            badge_text="overfitting" if of.get("overfitting") else "ok",
+            verdict=of["outcome"][0].upper() + of["outcome"][1:], summary=of["verdict"], criterion=of.get("criterion"),
+            overfitting=of.get("overfitting"),
+            badge={True: "bad", False: "good", None: "neutral"}[of.get("overfitting")],
+            badge_text={True: "overfitting", False: "ok", None: "inconclusive"}[of.get("overfitting")],
+            window=f"steps {of['fit']['window_start_step']}–{of['fit']['window_end_step']} ({of['fit']['n_points']} points)",
+            slope=f"{number(of['fit']['slope_per_step'], 3)} ± {number(of['fit']['slope_stderr'], 2)}",
+            p=pval(of["fit"]["p_value"]), p_small=pval(of["fit"]["p_rise_below_threshold"]),
             best=f"{number(of['best_val_loss'])} at step {of['best_step']}",
             last=f"{number(of['last_val_loss'])} at step {of['last_step']}", steps_after_best=of["steps_after_best"],
             rise=signed(of.get("val_increase_since_best"), 4), rise_pct=f"{signed(of['val_increase_since_best_pct'], 2)}%",

@@ -29,10 +29,14 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
     if ta:
         rows.append(("final train token accuracy (teacher-forced)", pct(ta["final"])))
     lc = data.get("learning_curve", {})
-    if lc.get("further_training", {}).get("available"):
-        rows.append(("further training would likely help", lc["further_training"]["further_training_would_likely_help"]))
-    if lc.get("overfitting", {}).get("available"):
-        rows.append(("overfitting", lc["overfitting"]["verdict"]))
+    ft, of = lc.get("further_training", {}), lc.get("overfitting", {})
+    if ft.get("available"):
+        fit = ft[ft["basis"]]
+        rows.append(("further training would likely help", f"{ft['further_training_would_likely_help']} "
+                     f"(loss slope p={pval(fit['p_value'])}, {fit['n_points']} points)"))
+    if of.get("available"):
+        rows.append(("overfitting", f"{of['outcome']} (slope since the minimum p={pval(of['fit']['p_value'])}, "
+                     f"{of['fit']['n_points']} points)"))
     eff = data.get("efficiency") or {}
     if eff:
         rows.append(("tokens: supervised / non-padding / total",
