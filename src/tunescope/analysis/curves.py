@@ -199,7 +199,7 @@ def further_training_verdict(
 
     Returns ``{"available", "further_training_would_likely_help": "yes"|"no"|"inconclusive", "basis":
     "val"|"train", "alpha", "criterion", "tail_fraction", "smoothing", "min_rel_decrease_pct", "train": fit,
-    "val": fit, "summary"}``; each fit is `_tail_fit`'s.
+    "val": fit, "summary", "short"}`` (``short``: the answer with the p-value it rests on); each fit is `_tail_fit`'s.
     """
     if not 0.0 < tail_fraction <= 1.0:
         raise ValueError(f"tail_fraction must be in (0, 1], got {tail_fraction}")
@@ -235,8 +235,11 @@ def further_training_verdict(
         answer, why = "inconclusive", ""
     name = "validation" if basis == "val" else "train"
     summary = f"further training would likely help: {answer} — {why}{_figures(fit, name)}"
+    p = fit["p_not_falling_enough"] if answer == "no" else fit["p_value"]
+    short = (f"{answer} ({'one-sided ' if answer == 'no' else ''}{trend.p_text(p)}, {fit['n_points']} {name} "
+             "points)")
     return {"available": True, "further_training_would_likely_help": answer, "basis": basis,
-            "train": train, "val": val, "summary": summary, **info}
+            "train": train, "val": val, "summary": summary, "short": short, **info}
 
 
 def _fmt(x: float | None, spec: str) -> str:
@@ -279,7 +282,7 @@ def overfitting_verdict(
     The generalisation gap (val − train loss, train taken at the same step or the closest earlier logged
     step) is given at the last validation step and at the best one.
 
-    Returns ``{"available", "outcome", "verdict", "overfitting": True|False|None (inconclusive),
+    Returns ``{"available", "outcome", "short", "verdict", "overfitting": True|False|None (inconclusive),
     "n_val_points", "best_step", "best_val_loss", "last_step", "last_val_loss", "val_increase_since_best",
     "val_increase_since_best_pct", "steps_after_best", "rise_threshold_pct", "alpha", "criterion", "fit",
     "gap_at_last", "gap_at_best"}``.
@@ -317,9 +320,12 @@ def overfitting_verdict(
     else:
         outcome, over = "inconclusive", None
         verdict = f"inconclusive: {figures}"
+    p = p_small if outcome == "no overfitting" else fit["p_value"]
+    short = f"{outcome} ({'one-sided ' if outcome == 'no overfitting' else ''}{trend.p_text(p)}, {x.size} validation points)"
     return {
         "available": True,
         "outcome": outcome,
+        "short": short,
         "verdict": verdict,
         "overfitting": over,
         "n_val_points": int(vv.size),

@@ -55,14 +55,8 @@ def _glance(d: dict) -> dict:
                                        else f"not significant at n = {n}") if tested else None),
                      "is_target": r.get("is_target"), "forgetting": r.get("forgetting")})
     ft, of = lc.get("further_training") or {}, lc.get("overfitting") or {}
-    further = None
-    if ft.get("available"):
-        fit = ft[ft["basis"]]
-        further = (f"{ft['further_training_would_likely_help']} ({'validation' if ft['basis'] == 'val' else 'train'} "
-                   f"loss slope p{peq(fit['p_value'])}, {fit['n_points']} points)")
-    overfitting = None
-    if of.get("available"):
-        overfitting = f"{of['outcome']} (slope since the minimum p{peq(of['fit']['p_value'])}, {of['fit']['n_points']} points)"
+    further = ft.get("short") if ft.get("available") else None
+    overfitting = of.get("short") if of.get("available") else None
     return {"evaluated": bool(ev.get("available")), "rows": rows, "further_training": further,
             "overfitting": overfitting}
 

@@ -31,12 +31,9 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
     lc = data.get("learning_curve", {})
     ft, of = lc.get("further_training", {}), lc.get("overfitting", {})
     if ft.get("available"):
-        fit = ft[ft["basis"]]
-        rows.append(("further training would likely help", f"{ft['further_training_would_likely_help']} "
-                     f"(loss slope p={pval(fit['p_value'])}, {fit['n_points']} points)"))
+        rows.append(("further training would likely help", ft["short"]))
     if of.get("available"):
-        rows.append(("overfitting", f"{of['outcome']} (slope since the minimum p={pval(of['fit']['p_value'])}, "
-                     f"{of['fit']['n_points']} points)"))
+        rows.append(("overfitting", of["short"]))
     eff = data.get("efficiency") or {}
     if eff:
         rows.append(("tokens: supervised / non-padding / total",
