@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 from jinja2 import Environment
 from rich.console import Console
 from rich.table import Table
 
+from grid_fixtures import synthetic_grid
 from readable import assert_files_readable, assert_readable, unreadable
 from synthetic_run import add_task_curves, build_run
 from tunescope import compare_recipe, pipeline
@@ -103,23 +103,10 @@ def test_comparison_pages(runs):
     assert "| 0.0% → 65.0% | 65.0% (step 40) |" in md
 
 
-def _synthetic_grid(folder, root):
-    """A grid folder as `tunescope grid` leaves it, with run folders from build_run (no model)."""
-    cells = {"lora": {"training.method": "lora"}, "dora": {"training.method": "dora"}}
-    for i, cell in enumerate(cells):
-        for seed in (1, 2):
-            build_run(folder, f"{cell}-s{seed}", n_train=10, n_heldout=30, n_mc=30, seed=seed,
-                      heldout_tuned_acc=0.3 + 0.3 * i)
-    grid = {"name": "pages", "file": {"axes": {"training.method": ["lora", "dora"]}, "alpha": 0.05},
-            "cells": cells, "seeds": [1, 2], "runs": [f"{c}-s{s}" for c in cells for s in (1, 2)]}
-    (folder / "grid.yaml").write_text(yaml.safe_dump(grid, sort_keys=False))
-    return folder
-
-
 def test_grid_pages(runs, tmp_path):
     from tunescope.grid.analysis import analyse_grid
     from tunescope.report.grid import render_grid
 
-    folder = _synthetic_grid(tmp_path / "grid", runs[0])
+    folder = synthetic_grid(tmp_path / "grid")
     paths = render_grid(analyse_grid(folder), folder)
     assert_files_readable(paths["html"], paths["md"])

@@ -128,7 +128,7 @@ def _curves(lc: dict, smoothed: dict) -> dict:
         fit, verdict = ft[ft["basis"]], ft["further_training_would_likely_help"]
         further.update(
             verdict=verdict, verdict_upper=str(verdict).upper(), badge="good" if verdict == "yes" else "neutral",
-            p_not_enough=pval(fit.get("p_not_falling_enough")),
+            p_not_enough=pval(fit.get("p_not_falling_enough")), min_fall_pct=number(ft.get("min_rel_decrease_pct")),
             basis="validation" if ft["basis"] == "val" else "train", criterion=ft.get("criterion"),
             tail_percent=int(round(ft["tail_fraction"] * 100, 0)), start=fit["window_start_step"],
             end=fit["window_end_step"], n_points=fit["n_points"], widened=fit.get("window_extended"),
