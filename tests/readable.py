@@ -75,3 +75,60 @@ def assert_files_readable(*paths: Path) -> None:
     for path in paths:
         path = Path(path)
         assert_readable(path.read_text(encoding="utf-8"), html=path.suffix == ".html", where=str(path))
+
+
+def summary_table_text(data: dict) -> str:
+    """The run's summary table as the CLI prints it (rich), from report.json's data."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from tunescope.report.summary_table import summary_rows
+
+    table = Table()
+    table.add_column("measure")
+    table.add_column("value")
+    for name, value in summary_rows(data):
+        table.add_row(name, value)
+    console = Console(record=True, width=200)
+    console.print(table)
+    return console.export_text()
+
+
+def assert_run_pages_readable(run_dir: Path) -> None:
+    """report.html, report.md and the CLI summary table of a run directory pass `assert_readable`."""
+    import json
+
+    run_dir = Path(run_dir)
+    assert_files_readable(run_dir / "report.html", run_dir / "report.md")
+    data = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
+    assert_readable(summary_table_text(data), where=f"summary table of {run_dir}")
+
+
+def assert_no_verdict_stronger_than_its_test(data: dict) -> None:
+    """Every yes/no verdict in report.json rests on a test that rejected at the report's alpha."""
+    lc = data.get("learning_curve") or {}
+    ft, of = lc.get("further_training") or {}, lc.get("overfitting") or {}
+    if ft.get("available"):
+        fit, answer = ft[ft["basis"]], ft["further_training_would_likely_help"]
+        assert answer in ("yes", "no", "inconclusive"), answer
+        if answer == "yes":
+            assert fit["p_value"] < ft["alpha"] and fit["slope_per_step"] < 0, fit
+        if answer == "no":
+            assert fit["p_not_falling_enough"] < ft["alpha"], fit
+    if of.get("available"):
+        assert of["outcome"] in ("overfitting", "no overfitting", "inconclusive"), of["outcome"]
+        if of["outcome"] == "overfitting":
+            assert of["fit"]["p_value"] < of["alpha"], of["fit"]
+        if of["outcome"] == "no overfitting":
+            assert of["fit"]["p_rise_below_threshold"] < of["alpha"], of["fit"]
+    tc = data.get("task_curves") or {}
+    for v in [*(tc.get("further_training") or []), *(tc.get("overfitting") or [])]:
+        if v.get("outcome") in ("improving", "falling"):
+            assert v["test"]["p_value"] < data["settings"]["alpha"], v
+        if v.get("outcome") == "flat":
+            low, high = v["interval_points"]
+            assert -data["settings"]["flat_margin_points"] < low and high < data["settings"]["flat_margin_points"], v
+    ev = data.get("evaluation") or {}
+    for r in ev.get("rows") or []:
+        if r.get("significant"):
+            assert r["p_holm"] < ev["alpha"], r

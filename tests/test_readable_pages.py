@@ -7,11 +7,14 @@ import json
 
 import pytest
 from jinja2 import Environment
-from rich.console import Console
-from rich.table import Table
 
 from grid_fixtures import synthetic_grid
-from readable import assert_files_readable, assert_readable, unreadable
+from readable import (
+    assert_files_readable,
+    assert_no_verdict_stronger_than_its_test,
+    assert_run_pages_readable,
+    unreadable,
+)
 from synthetic_run import add_task_curves, build_run
 from tunescope import compare_recipe, pipeline
 from tunescope.report.render import template_env
@@ -79,19 +82,11 @@ def test_run_reports_html_and_markdown(runs):
     assert "max_steps = not set" in md or "max_steps = " in md
 
 
-def test_cli_summary_table(runs):
-    from tunescope.report.summary_table import summary_rows
-
+def test_cli_summary_table_and_verdicts(runs):
     for run in runs[1:]:
-        data = json.loads(pipeline.write_report(run, register=False)["json"].read_text())
-        table = Table()
-        table.add_column("measure")
-        table.add_column("value")
-        for name, value in summary_rows(data):
-            table.add_row(name, value)
-        console = Console(record=True, width=200)
-        console.print(table)
-        assert_readable(console.export_text(), where=f"summary table of {run.name}")
+        pipeline.write_report(run, register=False)
+        assert_run_pages_readable(run)
+        assert_no_verdict_stronger_than_its_test(json.loads((run / "report.json").read_text()))
 
 
 def test_comparison_pages(runs):
