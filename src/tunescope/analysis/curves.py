@@ -261,6 +261,22 @@ def _gap(ts: np.ndarray, tv: np.ndarray, step: float, val_loss: float) -> dict[s
             "train_loss": train_loss, "gap": finite_float(val_loss - train_loss)}
 
 
+def _rise_fit(vs: np.ndarray, vv: np.ndarray, best: int, rise_threshold_pct: float) -> dict[str, Any]:
+    """Line through the validation points from the minimum (index ``best``) to the end, widened back to three
+    points, with the one-sided p of "it rises by less than ``rise_threshold_pct``% of the minimum"."""
+    mask, extended = _window(vs, float(vs[best]))
+    x, y = vs[mask], vv[mask]
+    line = trend.line_fit(x, y)
+    span, best_loss = float(x[-1] - x[0]), float(vv[best])
+    margin = abs(best_loss) * rise_threshold_pct / 100.0 / span if span > 0 else 0.0
+    return {"n_points": int(x.size), "window_start_step": int(x[0]), "window_end_step": int(x[-1]),
+            "window_extended": extended, "slope_per_step": finite_float(line["slope"]),
+            "slope_stderr": finite_float(line["se"]), "p_value": line["p_value"],
+            "relative_change_pct": finite_float(100.0 * line["slope"] * span / best_loss) if best_loss else None,
+            "margin_slope_per_step": finite_float(margin),
+            "p_rise_below_threshold": finite_float(trend.p_below(line, margin))}
+
+
 def overfitting_verdict(
     records: Sequence[Mapping[str, Any]],
     min_val_points: int = 3,
@@ -296,19 +312,10 @@ def overfitting_verdict(
     best_loss, last_loss = float(vv[best]), float(vv[-1])
     rise = last_loss - best_loss
     rise_pct = None if best_loss == 0 else finite_float(100.0 * rise / best_loss)
-    mask, extended = _window(vs, float(vs[best]))
-    x, y = vs[mask], vv[mask]
-    line = trend.line_fit(x, y)
-    span = float(x[-1] - x[0])
-    margin = abs(best_loss) * rise_threshold_pct / 100.0 / span if span > 0 else 0.0
-    p_small = trend.p_below(line, margin)
-    rising = bool(line["slope"] > 0 and line["p_value"] is not None and line["p_value"] < alpha
+    fit = _rise_fit(vs, vv, best, rise_threshold_pct)
+    p_small = fit["p_rise_below_threshold"]
+    rising = bool(fit["slope_per_step"] > 0 and fit["p_value"] is not None and fit["p_value"] < alpha
                   and rise_pct is not None and rise_pct > rise_threshold_pct)
-    fit = {"n_points": int(x.size), "window_start_step": int(x[0]), "window_end_step": int(x[-1]),
-           "window_extended": extended, "slope_per_step": finite_float(line["slope"]),
-           "slope_stderr": finite_float(line["se"]), "p_value": line["p_value"],
-           "relative_change_pct": finite_float(100.0 * line["slope"] * span / best_loss) if best_loss else None,
-           "margin_slope_per_step": finite_float(margin), "p_rise_below_threshold": finite_float(p_small)}
     figures = _figures(fit, "validation")
     if rising:
         outcome, over = "overfitting", True
@@ -321,7 +328,8 @@ def overfitting_verdict(
         outcome, over = "inconclusive", None
         verdict = f"inconclusive: {figures}"
     p = p_small if outcome == "no overfitting" else fit["p_value"]
-    short = f"{outcome} ({'one-sided ' if outcome == 'no overfitting' else ''}{trend.p_text(p)}, {x.size} validation points)"
+    short = (f"{outcome} ({'one-sided ' if outcome == 'no overfitting' else ''}{trend.p_text(p)}, "
+             f"{fit['n_points']} validation points)")
     return {
         "available": True,
         "outcome": outcome,
