@@ -115,7 +115,9 @@ def task_curves(runs: Sequence[Compared]) -> list[dict]:
         targets, _ = target_tasks(run.config, sorted({r["task"] for r in records}))
         for s in headline_series(task_series(records, targets)):
             entry = by_task.setdefault(s["task"], {"task": s["task"], "runs": []})
-            entry["runs"].append({"run": run.name, **s})
+            best = max(range(len(s["values"])), key=lambda i: s["values"][i])  # the earliest on ties
+            entry["runs"].append({"run": run.name, **s, "first": s["values"][0], "last": s["values"][-1],
+                                  "best": s["values"][best], "best_step": s["steps"][best]})
     return [by_task[t] for t in sorted(by_task)]
 
 

@@ -183,6 +183,9 @@ class ReportConfig(_Strict):
         2.0, ge=0, description="A non-target task is flagged as forgetting when it drops by more than this many "
                                "points AND the drop is significant after Holm correction.")
     alpha: float = Field(0.05, gt=0, lt=1, description="Significance level (after Holm correction).")
+    flat_margin_points: float = Field(
+        2.0, gt=0, description="A task's accuracy is 'flat' between two steps when the (1 − 2·alpha) confidence "
+                               "interval of the paired change lies within ± this many points.")
     bootstrap_resamples: int = Field(10000, ge=100, description="Paired bootstrap resamples for the 95% CI.")
     smoothing: float = Field(0.6, ge=0, lt=1, description="EMA weight for the smoothed loss curves (TensorBoard-style).")
     tail_fraction: float = Field(0.15, gt=0, le=1, description="Share of the last steps whose slope decides "

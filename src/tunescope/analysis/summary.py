@@ -289,8 +289,9 @@ def analyse_run(record: RunRecord) -> dict:
     learning_curve = {
         "available": bool(train),
         "smoothing": rs["smoothing"],
-        "further_training": curves_mod.further_training_verdict(metrics, tail_fraction=rs["tail_fraction"]),
-        "overfitting": curves_mod.overfitting_verdict(metrics),
+        "further_training": curves_mod.further_training_verdict(metrics, tail_fraction=rs["tail_fraction"],
+                                                             alpha=rs["alpha"]),
+        "overfitting": curves_mod.overfitting_verdict(metrics, alpha=rs["alpha"]),
     }
     evaluation = _evaluation(run_eval, cfg, rs, seed)
     scored_tasks = sorted({m.get("task") for m in metrics if m.get("kind") == "task_eval"})

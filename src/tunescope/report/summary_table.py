@@ -29,10 +29,11 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
     if ta:
         rows.append(("final train token accuracy (teacher-forced)", pct(ta["final"])))
     lc = data.get("learning_curve", {})
-    if lc.get("further_training", {}).get("available"):
-        rows.append(("further training would likely help", lc["further_training"]["further_training_would_likely_help"]))
-    if lc.get("overfitting", {}).get("available"):
-        rows.append(("overfitting", lc["overfitting"]["verdict"]))
+    ft, of = lc.get("further_training", {}), lc.get("overfitting", {})
+    if ft.get("available"):
+        rows.append(("further training would likely help", ft["short"]))
+    if of.get("available"):
+        rows.append(("overfitting", of["short"]))
     eff = data.get("efficiency") or {}
     if eff:
         rows.append(("tokens: supervised / non-padding / total",
