@@ -1,0 +1,73 @@
+"""Run folders and a registry for the dashboard tests: finished runs (from synthetic_run, one with its
+report), and an unfinished run whose metrics.jsonl the test writes step by step as training would."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import yaml
+
+from synthetic_run import build_run
+from tunescope import pipeline, run_registry
+from tunescope.config_loading import load_config
+
+XSS_NAME = "<img src=x onerror=alert(1)>"
+
+
+def finished_runs(root: Path, registry: Path, *, with_report: bool = True) -> list[Path]:
+    """Three registered runs under root/runs: `alpha` (with its report), `beta` (another model, lora) and
+    `gamma` (dora, a grid cell of grid `g`)."""
+    runs = root / "runs"
+    alpha = build_run(runs, "alpha", n_train=30, n_heldout=20, n_mc=40)
+    beta = build_run(runs, "beta", n_train=30, n_heldout=20, n_mc=40, heldout_tuned_acc=0.15,
+                     model="tiny-other", seed=3)
+    gamma = build_run(runs / "g", "gamma-s1", n_train=30, n_heldout=20, n_mc=40, seed=5,
+                      extra_overrides=("training.method=dora",))
+    manifest = json.loads((gamma / "manifest.json").read_text())
+    manifest["grid"] = {"id": "g", "folder": str(runs / "g"), "cell": "gamma", "seed": 1, "axes": {}}
+    (gamma / "manifest.json").write_text(json.dumps(manifest))
+    (runs / "g" / "grid.yaml").write_text(yaml.safe_dump({"runs": ["gamma-s1"]}))
+    (runs / "g" / "grid.html").write_text("<!DOCTYPE html><html><head><title>grid g</title></head>"
+                                          "<body><h1>Grid g report</h1></body></html>")
+    if with_report:
+        pipeline.write_report(alpha, register=False)
+    for run in (alpha, beta, gamma):
+        run_registry.register_run(run, db=registry)
+    return [alpha, beta, gamma]
+
+
+def running_run(runs: Path, name: str, *, total_steps: int = 40, pid: int | None = None) -> Path:
+    """`.<name>.partial` as a run writes it when training starts: config, manifest (status running, this
+    host and `pid`, default this process) and the setup record."""
+    folder = runs / f".{name}.partial"
+    folder.mkdir(parents=True)
+    cfg = load_config(None, [f"name={name}", "model.name=tiny-live", "data.source=synthetic-math",
+                             f"training.max_steps={total_steps}"])
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    manifest = {"name": name, "status": "running", "started": "2026-01-01T00:00:00+00:00",
+                "model": {"name": "tiny-live"}, "data": {"source": "synthetic-math"},
+                "process": {"host": socket.gethostname(), "pid": pid or os.getpid()}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    append(folder, {"kind": "setup", "trainable_params": 1000, "total_params": 10000, "train_examples": 80,
+                    "total_steps_planned": total_steps})
+    return folder
+
+
+def append(folder: Path, record: dict) -> None:
+    with (folder / "metrics.jsonl").open("a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def train_step(folder: Path, step: int, *, task: bool = False) -> None:
+    """The records of one optimizer step (a validation loss every 5 steps, a task score every 10 with `task`)."""
+    append(folder, {"kind": "train", "step": step, "epoch": step / 10, "loss": 2.0 / (1 + 0.1 * step),
+                    "token_accuracy": 0.5, "lr": 1e-4, "grad_norm": 1.0, "tokens_supervised": 100 * step,
+                    "tokens_nonpad": 200 * step, "tokens_total": 250 * step, "elapsed_s": 0.5 * step})
+    if step % 5 == 0:
+        append(folder, {"kind": "val", "step": step, "val_loss": 2.2 / (1 + 0.08 * step), "val_token_accuracy": 0.5})
+    if task and step % 10 == 0:
+        append(folder, {"kind": "task_eval", "step": step, "task": "heldout", "metric": "exact_match,strict-match",
+                        "value": min(0.9, 0.1 + 0.02 * step), "stderr": 0.05, "n": 40, "seconds": 0.5})
