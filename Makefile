@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) -e '.[test,analysis,gemma]' $(TORCH)
+	$(PIP) -e '.[test,analysis,gemma,serve]' $(TORCH)
 	touch $@
 
 install: $(VENV)/.installed

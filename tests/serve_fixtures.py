@@ -71,3 +71,48 @@ def train_step(folder: Path, step: int, *, task: bool = False) -> None:
     if task and step % 10 == 0:
         append(folder, {"kind": "task_eval", "step": step, "task": "heldout", "metric": "exact_match,strict-match",
                         "value": min(0.9, 0.1 + 0.02 * step), "stderr": 0.05, "n": 40, "seconds": 0.5})
+
+
+class Served:
+    """The dashboard on a free local port, in a thread of the test process."""
+
+    def __init__(self, index, *, token: str | None = None, host: str = "127.0.0.1"):
+        import threading
+
+        import uvicorn
+
+        from tunescope.serve.app import build_app
+        from tunescope.serve.server import address_of, bind
+
+        self.sock = bind(host, 0)
+        self.url = address_of(self.sock, host).rstrip("/")
+        self.app = build_app(index, token=token, local_only=host == "127.0.0.1")
+        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.thread.start()
+        import time
+
+        while not self.server.started:
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.sock.close()
+
+
+def http_get(base: str, path: str, headers: dict | None = None) -> tuple[int, dict, str]:
+    """GET `path` exactly as written (no normalisation of `..` or percent escapes): status, headers, body."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read().decode("utf-8",
+                                                                                                         "replace")
+    finally:
+        conn.close()

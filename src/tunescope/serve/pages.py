@@ -18,7 +18,16 @@ from tunescope.errors import UserError
 from tunescope.serve import live
 from tunescope.serve.app import error_page, page, url
 from tunescope.serve.config_diff import config_diff
-from tunescope.serve.run_index import FILTERS, PER_PAGE, SORT_KEYS, STATUSES, Query, RunEntry, RunIndex, run_id
+from tunescope.serve.run_index import (
+    FILTERS,
+    PER_PAGE,
+    SORT_KEYS,
+    STATUSES,
+    Query,
+    RunEntry,
+    RunIndex,
+    run_id,
+)
 from tunescope.serve.security import FILE_POLICY, file_inside, media_type
 
 RUN_FILES = ("report.html", "report.md", "report.json", "config.yaml", "manifest.json", "metrics.jsonl")

@@ -118,9 +118,9 @@ class PartialScanner:
         self._found: list[PartialRun] = []
         self._described: dict[Path, tuple[float, PartialRun]] = {}
 
-    def scan(self, roots: list[Path]) -> list[PartialRun]:
+    def scan(self, roots: list[Path], fresh: bool = False) -> list[PartialRun]:
         with self._lock:
-            if roots == self._roots and time.monotonic() - self._at < SCAN_EVERY_S:
+            if not fresh and roots == self._roots and time.monotonic() - self._at < SCAN_EVERY_S:
                 return self._found
             folders = {f.resolve() for root in roots for f in partial_folders(root)}
             found = []

@@ -166,11 +166,12 @@ class RunIndex:
             self._signature = sig
             self.loaded_at = time.time()
 
-    def partial_entries(self) -> list[RunEntry]:
-        """The unfinished run folders under the runs folders and beside every registered run."""
+    def partial_entries(self, fresh: bool = False) -> list[RunEntry]:
+        """The unfinished run folders under the runs folders and beside every registered run (`fresh`: scan
+        now rather than reuse a scan of the last second)."""
         with self._lock:
             roots = sorted(set(self.runs_dirs) | self._parents)
-        found = self._partials.scan(roots)
+        found = self._partials.scan(roots, fresh=fresh)
         with self._lock:
             for p in found:
                 self._seen[run_id(p.path)] = p.path
@@ -195,7 +196,11 @@ class RunIndex:
             found = self._by_id.get(rid)
         if found is not None:
             return found
-        return next((e for e in self.partial_entries() if e.id == rid), None)
+        for fresh in (False, True):  # a folder made in the last second is not in the last scan
+            found = next((e for e in self.partial_entries(fresh) if e.id == rid), None)
+            if found is not None:
+                return found
+        return None
 
     def known_path(self, rid: str) -> Path | None:
         """The folder of a run listed now or of an unfinished run listed earlier (which may be gone)."""

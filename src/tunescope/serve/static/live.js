@@ -102,7 +102,9 @@
     var step = last ? last.step : 0;
     setText("live-step", String(step));
     setText("live-total", state.total ? String(state.total) : "?");
-    var elapsed = d.started ? (Date.parse(d.now) - Date.parse(d.started)) / 1000 : null;
+    // Running: time since the run started. Stopped: the training time its last record gives.
+    var elapsed = d.status === "running" && d.started ? (Date.parse(d.now) - Date.parse(d.started)) / 1000
+      : (last ? last.elapsed_s : null);
     setText("live-elapsed", duration(elapsed));
     var eta = (last && state.total && last.elapsed_s !== null && step > 0)
       ? last.elapsed_s / step * (state.total - step) : null;
