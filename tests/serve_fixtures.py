@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import yaml
@@ -47,7 +48,8 @@ def running_run(runs: Path, name: str, *, total_steps: int = 40, pid: int | None
     cfg = load_config(None, [f"name={name}", "model.name=tiny-live", "data.source=synthetic-math",
                              f"training.max_steps={total_steps}"])
     (folder / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    manifest = {"name": name, "status": "running", "started": "2026-01-01T00:00:00+00:00",
+    started = (datetime.now(UTC) - timedelta(seconds=95)).isoformat(timespec="seconds")
+    manifest = {"name": name, "status": "running", "started": started,
                 "model": {"name": "tiny-live"}, "data": {"source": "synthetic-math"},
                 "process": {"host": socket.gethostname(), "pid": pid or os.getpid()}}
     (folder / "manifest.json").write_text(json.dumps(manifest))

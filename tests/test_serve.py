@@ -236,3 +236,24 @@ def test_registry_records_the_headline_comparison(site):
     first = report["evaluation"]["rows"][report["evaluation"]["headline"][0]]
     assert json.loads(run["headline_json"]) == {k: first.get(k) for k in run_registry.HEADLINE_FIELDS}
     assert json.loads(run["headline_json"])["task"] == "heldout"
+
+
+def test_runs_registered_by_an_earlier_version_show_their_scores_without_a_test(tmp_path):
+    import sqlite3
+
+    from tunescope.serve.run_index import Query
+
+    registry = tmp_path / "registry.sqlite"
+    alpha, _, _ = finished_runs(tmp_path, registry, with_report=False)
+    with sqlite3.connect(registry) as conn:  # the layout before the headline comparison was stored
+        conn.execute("ALTER TABLE runs DROP COLUMN headline_json")
+        conn.execute("PRAGMA user_version = 3")
+    index = RunIndex(registry, [tmp_path / "runs"])
+    page = index.query(Query(sort="delta", filters={"task": "heldout"}))
+    by_name = {e.name: e.headline for e in page.rows}
+    assert by_name["alpha"]["task"] == "heldout" and by_name["alpha"]["metric"] == "exact_match,strict-match"
+    assert by_name["alpha"]["base"] == pytest.approx(0.1) and by_name["alpha"]["delta_points"] == pytest.approx(50)
+    assert by_name["alpha"]["p_holm"] is None
+    assert [e.name for e in page.rows][-1] == "beta"
+    assert registry.stat().st_size > 0 and run_registry.connect_read_only(registry).execute(
+        "PRAGMA user_version").fetchone()[0] == 3  # read, never migrated

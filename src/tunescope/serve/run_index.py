@@ -9,8 +9,10 @@ whether the registry lists ten runs or ten thousand.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import math
+import os
 import threading
 import time
 from contextlib import closing
@@ -34,10 +36,19 @@ def run_id(path: str | Path) -> str:
     return hashlib.sha256(str(path).encode("utf-8")).hexdigest()[:16]
 
 
-@dataclass
+# The entry field each sort key reads.
+SORT_FIELDS = {"name": "name_key", "status": "status", "model": "model", "method": "method", "data": "dataset",
+               "grid": "grid", "date": "date", "task": "h_task", "base": "h_base", "tuned": "h_tuned",
+               "delta": "h_delta", "p": "h_p"}
+
+
+@dataclass(eq=False)
 class RunEntry:
+    """One run as the runs table shows it. The headline's sortable figures are read by SQLite; the rest of
+    the headline is parsed only when the run is on the page shown."""
+
     id: str
-    path: Path
+    location: str
     name: str
     status: str
     model: str | None = None
@@ -47,14 +58,38 @@ class RunEntry:
     date: str | None = None
     registered: bool = True
     tasks: tuple[str, ...] = ()
-    headline: dict[str, Any] | None = None
+    headline_json: str | None = None
+    h_task: str | None = None
+    h_base: float | None = None
+    h_tuned: float | None = None
+    h_delta: float | None = None
+    h_p: float | None = None
+    parsed: dict[str, Any] | None = None
+    name_key: str = ""
+
+    def __post_init__(self) -> None:
+        self.name_key = self.name.lower()
+
+    @property
+    def path(self) -> Path:
+        return Path(self.location)
+
+    @property
+    def headline(self) -> dict[str, Any] | None:
+        if self.parsed is None and self.headline_json:
+            self.parsed = json.loads(self.headline_json)
+        return self.parsed
+
+    def use_headline(self, h: dict[str, Any] | None) -> RunEntry:
+        """Set the headline from a dictionary (runs registered before it was stored)."""
+        if h:
+            self.parsed = h
+            self.h_task, self.h_base, self.h_tuned = h.get("task"), h.get("base"), h.get("tuned")
+            self.h_delta, self.h_p = h.get("delta_points"), h.get("p_holm")
+        return self
 
     def sort_value(self, key: str) -> Any:
-        h = self.headline or {}
-        return {"name": self.name.lower(), "status": self.status, "model": self.model, "method": self.method,
-                "data": self.dataset, "grid": self.grid, "date": self.date, "task": h.get("task"),
-                "base": h.get("base"), "tuned": h.get("tuned"), "delta": h.get("delta_points"),
-                "p": h.get("p_holm")}[key]
+        return getattr(self, SORT_FIELDS[key])
 
 
 @dataclass
@@ -77,13 +112,9 @@ class Page:
     facets: dict[str, list[str]]
 
 
-def headline_from(stored: str | None, scores: list[dict]) -> dict[str, Any] | None:
-    """The run's headline comparison: as registered (with its paired test) or, for runs registered by an
-    earlier version, the primary metric of the target task from the score rows (no test)."""
-    if stored:
-        h = json.loads(stored)
-        if h.get("task"):
-            return h
+def headline_from_scores(scores: list[dict]) -> dict[str, Any] | None:
+    """For runs registered before the headline comparison was stored: the primary metric of the target
+    task from the score rows (no paired test)."""
     if not scores:
         return None
     tasks = sorted({s["task"] for s in scores}, key=lambda t: (t != "heldout", not t.startswith("gsm8k"), t))
@@ -112,6 +143,7 @@ class RunIndex:
         self._by_id: dict[str, RunEntry] = {}
         self._parents: set[Path] = set()
         self._facets: dict[str, list[str]] = {}
+        self._orders: dict[tuple[str, bool], tuple[list[RunEntry], list[RunEntry]]] = {}
         # Unfinished folders seen since the start: their progress can still say "finished" or "gone".
         self._seen: dict[str, Path] = {}
         self._partials = PartialScanner()
@@ -120,12 +152,14 @@ class RunIndex:
     # ------------------------------------------------------------ loading
 
     def _registry_signature(self) -> tuple:
+        """Changes when a write reaches the registry: its file, or its write-ahead log (which a reader may
+        create empty, and which is not a change then)."""
         sig = []
         for suffix in ("", "-wal"):
             p = Path(str(self.registry) + suffix)
             try:
                 st = p.stat()
-                sig.append((st.st_mtime_ns, st.st_size))
+                sig.append((st.st_mtime_ns, st.st_size) if st.st_size else None)
             except FileNotFoundError:
                 sig.append(None)
         return tuple(sig)
@@ -133,10 +167,15 @@ class RunIndex:
     def _load_registered(self) -> list[RunEntry]:
         with closing(run_registry.connect_read_only(self.registry)) as conn:
             columns = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
-            headline_col = "headline_json" if "headline_json" in columns else "NULL AS headline_json"
-            grid_col = "grid" if "grid" in columns else "NULL AS grid"
-            rows = conn.execute("SELECT path, name, model, dataset, method, finished, registered_at, "
-                                f"{grid_col}, {headline_col} FROM runs").fetchall()
+            grid_col = "grid" if "grid" in columns else "NULL"
+            if "headline_json" in columns:
+                headline_cols = "headline_json, " + ", ".join(
+                    f"CASE WHEN json_valid(headline_json) THEN json_extract(headline_json, '$.{k}') END"
+                    for k in ("task", "base", "tuned", "delta_points", "p_holm"))
+            else:
+                headline_cols = "NULL, NULL, NULL, NULL, NULL, NULL"
+            rows = conn.execute("SELECT path, name, model, dataset, method, COALESCE(finished, registered_at), "
+                                f"{grid_col}, {headline_cols} FROM runs").fetchall()
             tasks: dict[str, tuple[str, ...]] = {}
             for path, joined in conn.execute("SELECT path, group_concat(DISTINCT task) FROM scores GROUP BY path"):
                 tasks[path] = tuple(sorted((joined or "").split(","))) if joined else ()
@@ -146,11 +185,14 @@ class RunIndex:
             for s in conn.execute("SELECT s.path, s.label, s.task, s.metric, s.value, s.stderr FROM scores s "
                                   "JOIN runs r ON r.path = s.path" + without_headline):
                 fallback.setdefault(s["path"], []).append(dict(s))
-        return [RunEntry(id=run_id(r["path"]), path=Path(r["path"]), name=r["name"], status="finished",
-                         model=r["model"], method=r["method"], dataset=r["dataset"], grid=r["grid"],
-                         date=r["finished"] or r["registered_at"], tasks=tasks.get(r["path"], ()),
-                         headline=headline_from(r["headline_json"], fallback.get(r["path"], [])))
-                for r in rows]
+        entries = [RunEntry(run_id(path), path, name, "finished", model, method, dataset, grid, date, True,
+                            tasks.get(path, ()), stored, h_task, h_base, h_tuned, h_delta, h_p)
+                   for (path, name, model, dataset, method, date, grid, stored, h_task, h_base, h_tuned, h_delta,
+                        h_p) in rows]
+        for e in entries:
+            if e.h_task is None and e.location in fallback:
+                e.use_headline(headline_from_scores(fallback[e.location]))
+        return entries
 
     def refresh(self) -> None:
         """Reload the registered runs if the registry changed since the last load."""
@@ -161,7 +203,8 @@ class RunIndex:
             registered = self._load_registered()
             self._registered = registered
             self._by_id = {e.id: e for e in registered}
-            self._parents = {e.path.parent for e in registered}
+            self._parents = {Path(folder) for folder in {os.path.dirname(e.location) for e in registered}}
+            self._orders = {}
             self._facets = facets_of(registered)
             self._signature = sig
             self.loaded_at = time.time()
@@ -175,7 +218,7 @@ class RunIndex:
         with self._lock:
             for p in found:
                 self._seen[run_id(p.path)] = p.path
-        return [RunEntry(id=run_id(p.path), path=p.path, name=p.name, status=p.status, model=p.model,
+        return [RunEntry(id=run_id(p.path), location=str(p.path), name=p.name, status=p.status, model=p.model,
                          method=p.method, dataset=p.dataset, grid=p.grid, date=p.started, registered=False)
                 for p in found]
 
@@ -217,24 +260,46 @@ class RunIndex:
 
     # ------------------------------------------------------------ querying
 
+    def _registered_order(self, key: str, descending: bool) -> tuple[list[RunEntry], list[RunEntry]]:
+        """The registered runs sorted by `key` (those with a value, then those without), kept until the
+        registry changes."""
+        with self._lock:
+            order = self._orders.get((key, descending))
+            if order is None:
+                present = [e for e in self._registered if e.sort_value(key) is not None]
+                present.sort(key=lambda e: e.sort_value(key), reverse=descending)
+                order = (present, [e for e in self._registered if e.sort_value(key) is None])
+                self._orders[(key, descending)] = order
+            return order
+
     def query(self, query: Query) -> Page:
-        entries, facets = self.entries()
-        needle = query.q.strip().lower()
-        picked = [e for e in entries if matches(e, needle, query.filters)]
+        self.refresh()
+        partial = self.partial_entries()
+        with self._lock:
+            facets, total = self._facets, len(self._registered) + len(partial)
+        if partial:
+            extra = facets_of(partial)
+            facets = {k: sorted(set(v) | set(extra[k])) for k, v in facets.items()}
         key = query.sort if query.sort in SORT_KEYS else "date"
-        present = [e for e in picked if e.sort_value(key) is not None]
-        absent = [e for e in picked if e.sort_value(key) is None]
-        present.sort(key=lambda e: e.sort_value(key), reverse=query.descending)
+        present, absent = self._registered_order(key, query.descending)
+        if partial:  # a few unfinished runs merged into the kept order
+            own = sorted((e for e in partial if e.sort_value(key) is not None), key=lambda e: e.sort_value(key),
+                         reverse=query.descending)
+            present = list(heapq.merge(own, present, key=lambda e: e.sort_value(key), reverse=query.descending))
+            absent = [e for e in partial if e.sort_value(key) is None] + absent
         ordered = present + absent  # a run without the value sorts last either way
+        needle = query.q.strip().lower()
+        if needle or any(query.filters.values()):
+            ordered = [e for e in ordered if matches(e, needle, query.filters)]
         per = max(1, min(query.per_page, MAX_PER_PAGE))
         pages = max(1, math.ceil(len(ordered) / per))
         page = max(1, min(query.page, pages))
         rows = ordered[(page - 1) * per: page * per]
-        return Page(rows=rows, total=len(entries), matching=len(ordered), page=page, pages=pages, facets=facets)
+        return Page(rows=rows, total=total, matching=len(ordered), page=page, pages=pages, facets=facets)
 
 
 def matches(e: RunEntry, needle: str, filters: dict[str, str]) -> bool:
-    if needle and needle not in e.name.lower():
+    if needle and needle not in e.name_key:
         return False
     for key, want in filters.items():
         if not want:
