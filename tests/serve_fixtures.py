@@ -18,9 +18,9 @@ from tunescope.config_loading import load_config
 XSS_NAME = "<img src=x onerror=alert(1)>"
 
 
-def finished_runs(root: Path, registry: Path, *, with_report: bool = True) -> list[Path]:
+def finished_runs(root: Path, registry: Path, *, with_report: bool = True, all_reports: bool = False) -> list[Path]:
     """Three registered runs under root/runs: `alpha` (with its report), `beta` (another model, lora) and
-    `gamma` (dora, a grid cell of grid `g`)."""
+    `gamma` (dora, a grid cell of grid `g`); `all_reports` writes the reports of beta and gamma too."""
     runs = root / "runs"
     alpha = build_run(runs, "alpha", n_train=30, n_heldout=20, n_mc=40)
     beta = build_run(runs, "beta", n_train=30, n_heldout=20, n_mc=40, heldout_tuned_acc=0.15,
@@ -33,8 +33,8 @@ def finished_runs(root: Path, registry: Path, *, with_report: bool = True) -> li
     (runs / "g" / "grid.yaml").write_text(yaml.safe_dump({"runs": ["gamma-s1"]}))
     (runs / "g" / "grid.html").write_text("<!DOCTYPE html><html><head><title>grid g</title></head>"
                                           "<body><h1>Grid g report</h1></body></html>")
-    if with_report:
-        pipeline.write_report(alpha, register=False)
+    for run in (alpha, beta, gamma) if all_reports else (alpha,) if with_report else ():
+        pipeline.write_report(run, register=False)
     for run in (alpha, beta, gamma):
         run_registry.register_run(run, db=registry)
     return [alpha, beta, gamma]

@@ -45,13 +45,17 @@ def browser():
         chromium.close()
 
 
-@pytest.fixture(scope="module")
-def artifacts(request) -> Path:
+ANNOUNCED: set[Path] = set()
+
+
+@pytest.fixture
+def artifacts(capsys) -> Path:
     folder = Path(os.environ.get("TUNESCOPE_TEST_ARTIFACTS") or REPO / "test-artifacts" / "serve")
     folder.mkdir(parents=True, exist_ok=True)
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"dashboard screenshots: {folder}")
+    if folder not in ANNOUNCED:
+        ANNOUNCED.add(folder)
+        with capsys.disabled():
+            print(f"\n  dashboard screenshots: {folder}")
     return folder
 
 
@@ -59,7 +63,7 @@ def artifacts(request) -> Path:
 def site(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve-browser")
     registry = root / "registry.sqlite"
-    alpha, beta, gamma = finished_runs(root, registry)
+    alpha, beta, gamma = finished_runs(root, registry, all_reports=True)
     live = running_run(root / "runs", "live-demo", total_steps=40)
     for step in range(1, 4):
         train_step(live, step, task=True)
