@@ -10,7 +10,8 @@ registers them) and `--live` unfinished run folders whose process (this one) is 
 1. startup: from the process start to the address printed, and to the first runs page served;
 2. the runs page (server time, as the client sees it on the loopback): the first request (which loads the
    registry), then each query `--repeats` times: the default page, each filter, a name search, sorts on a
-   text and a score column, the last page;
+   text and a score column, the last page; then a run registers: how long until it is listed, and the
+   pages' time meanwhile (the table is read again in the background);
 3. live updates: one writer thread per live run appends a training record every `--step-seconds` (and a
    validation record every 5 steps), as the training loop does; one poller per run asks for the records
    after its offset as the run page's script does (one second after each answer). For every record, the
@@ -132,6 +133,23 @@ def ms(x: float) -> str:
     return f"{x * 1000:.0f} ms"
 
 
+def after_change(port: int, db: Path, runs_root: Path) -> None:
+    """A run registers while the dashboard serves: the next pages' time, and how long until it is listed."""
+    run_registry.insert_record({"path": str(runs_root / "late-run"), "name": "late-run", "status": "complete",
+                                "scores": []}, db)
+    changed = time.perf_counter()
+    times = []
+    while True:
+        status, body, elapsed = get(port, "/?q=late-run")
+        times.append(elapsed)
+        if b'data-run="' in body:
+            break
+        time.sleep(0.05)
+    print(f"a run registered while serving: listed after {time.perf_counter() - changed:.2f} s; the "
+          f"{len(times)} runs pages asked for meanwhile took median {ms(statistics.median(times))}, max "
+          f"{ms(max(times))}")
+
+
 def live_phase(port: int, folders: list[Path], seconds: float, step_s: float) -> tuple[list[float], dict]:
     """Writers append records; pollers read them as live.js does. Returns every record's delay."""
     from tunescope.serve.run_index import run_id
@@ -218,6 +236,7 @@ def main() -> None:
                 worst_median = max(worst_median, statistics.median(times))
                 print(f"runs page, {label}: median {ms(statistics.median(times))}, max {ms(max(times))} "
                       f"({len(times)} requests)")
+            after_change(port, root / "registry.sqlite", runs_root)
             delays, during = live_phase(port, folders, args.live_seconds, args.step_seconds)
             pages = during["runs page during live phase"]
             print(f"live: {args.live} runs training, a record every ~{args.step_seconds} s each, {len(delays)} "

@@ -257,3 +257,25 @@ def test_runs_registered_by_an_earlier_version_show_their_scores_without_a_test(
     assert [e.name for e in page.rows][-1] == "beta"
     assert registry.stat().st_size > 0 and run_registry.connect_read_only(registry).execute(
         "PRAGMA user_version").fetchone()[0] == 3  # read, never migrated
+
+
+def test_a_run_registered_while_serving_appears(tmp_path):
+    import time
+
+    from synthetic_run import build_run
+
+    registry = tmp_path / "registry.sqlite"
+    finished_runs(tmp_path, registry, with_report=False)
+    served = Served(RunIndex(registry, [tmp_path / "runs"]))
+    try:
+        assert len(rows(http_get(served.url, "/")[2])) == 3
+        late = build_run(tmp_path / "runs", "late", n_train=20, n_heldout=10, n_mc=20)
+        run_registry.register_run(late, db=registry)
+        status, _, body = http_get(served.url, f"/runs/{rid(late)}")  # asked for by id: waits for the reload
+        assert status == 200 and "late" in body
+        deadline = time.monotonic() + 30
+        while len(rows(http_get(served.url, "/")[2])) != 4 and time.monotonic() < deadline:
+            time.sleep(0.1)  # the table reloads in the background
+        assert rid(late) in rows(http_get(served.url, "/")[2])
+    finally:
+        served.stop()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tunescope import run_registry
+from tunescope.errors import UserError
 from tunescope.results_schema import finite_float, headline_metric, metric_label
 from tunescope.serve.partial_runs import PartialScanner
 
@@ -138,6 +139,7 @@ class RunIndex:
         self.registry = Path(registry)
         self.runs_dirs = [Path(d) for d in runs_dirs]
         self._lock = threading.Lock()
+        self._reloading = threading.Lock()
         self._signature: tuple | None = None
         self._registered: list[RunEntry] = []
         self._by_id: dict[str, RunEntry] = {}
@@ -194,20 +196,42 @@ class RunIndex:
                 e.use_headline(headline_from_scores(fallback[e.location]))
         return entries
 
-    def refresh(self) -> None:
-        """Reload the registered runs if the registry changed since the last load."""
+    def refresh(self, wait: bool = False) -> None:
+        """Reload the registered runs if the registry changed since the last load. Once a first table is
+        loaded, a reload runs in the background and requests keep the previous table until it is done,
+        unless `wait` (a run asked for by its id that the previous table lacks)."""
         sig = self._registry_signature()
         with self._lock:
             if sig == self._signature:
                 return
+            loaded = self._signature is not None
+        if loaded and not wait:
+            if not self._reloading.locked():
+                threading.Thread(target=self._reload_quietly, daemon=True).start()
+            return
+        self._reload()
+
+    def _reload(self) -> None:
+        with self._reloading:  # one reload at a time; readers use the previous table meanwhile
+            sig = self._registry_signature()  # read before the rows: a write during the load is seen next time
+            with self._lock:
+                if sig == self._signature:
+                    return
             registered = self._load_registered()
-            self._registered = registered
-            self._by_id = {e.id: e for e in registered}
-            self._parents = {Path(folder) for folder in {os.path.dirname(e.location) for e in registered}}
-            self._orders = {}
-            self._facets = facets_of(registered)
-            self._signature = sig
-            self.loaded_at = time.time()
+            facets = facets_of(registered)
+            parents = {Path(folder) for folder in {os.path.dirname(e.location) for e in registered}}
+            with self._lock:
+                self._registered, self._facets, self._parents = registered, facets, parents
+                self._by_id = {e.id: e for e in registered}
+                self._orders = {}
+                self._signature = sig
+                self.loaded_at = time.time()
+
+    def _reload_quietly(self) -> None:
+        try:
+            self._reload()
+        except UserError:  # the registry went away: the next request that must wait for it says so
+            pass
 
     def partial_entries(self, fresh: bool = False) -> list[RunEntry]:
         """The unfinished run folders under the runs folders and beside every registered run (`fresh`: scan
@@ -234,11 +258,12 @@ class RunIndex:
         return partial + registered, facets
 
     def get(self, rid: str) -> RunEntry | None:
-        self.refresh()
-        with self._lock:
-            found = self._by_id.get(rid)
-        if found is not None:
-            return found
+        for wait in (False, True):
+            self.refresh(wait)
+            with self._lock:
+                found = self._by_id.get(rid)
+            if found is not None:
+                return found
         for fresh in (False, True):  # a folder made in the last second is not in the last scan
             found = next((e for e in self.partial_entries(fresh) if e.id == rid), None)
             if found is not None:
