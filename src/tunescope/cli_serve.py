@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from tunescope.errors import UserError
+
 
 def serve(
     port: Annotated[str, typer.Option("--port", metavar="PORT", help="Port to listen on (0: any free port).")] = "8765",
@@ -21,6 +23,9 @@ def serve(
 ) -> None:
     """A local, read-only web dashboard of every run: the runs table, each run's report and config, live
     progress while a run trains, comparisons, grids and the leaderboard."""
-    from tunescope.serve.server import serve as start
-
+    try:
+        from tunescope.serve.server import serve as start
+    except ImportError as e:
+        raise UserError(f"the dashboard needs the serve extra ({e.name} is not installed): "
+                        "pip install 'tunescope[serve]'", where="serve") from None
     start(host=host, port=port, token=token, runs_dir=runs_dir)
