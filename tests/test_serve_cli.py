@@ -83,3 +83,11 @@ def test_serve_prints_its_address_and_serves(env, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_without_the_serve_extra_it_is_one_line(env, tmp_path):
+    code = ("import sys; sys.modules['starlette'] = None; sys.modules['uvicorn'] = None; "
+            "sys.argv = ['tunescope', 'serve']; from tunescope.cli import main; main()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=60)
+    one_line_exit_2(proc, "serve extra", "pip install 'tunescope[serve]'")
