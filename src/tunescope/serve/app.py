@@ -97,20 +97,20 @@ def build_app(index: RunIndex, *, token: str | None = None, local_only: bool = T
     """The dashboard over `index`. `local_only` accepts only requests addressed to this machine by a
     local name (a page elsewhere cannot reach the dashboard by rebinding its own name to 127.0.0.1);
     `token`, when set, is required of every request."""
-    from tunescope.serve import pages, pages_more
+    from tunescope.serve import cross_run_pages, run_pages
 
     routes = [
-        Route("/", pages.runs_page),
-        Route("/runs/{rid}", pages.run_page),
-        Route("/runs/{rid}/files/{relative:path}", pages.run_file),
-        Route("/api/runs/{rid}/progress", pages.run_progress),
-        Route("/diff", pages.diff_redirect),
-        Route("/compare", pages_more.compare_page),
-        Route("/compare/report", pages_more.compare_report),
-        Route("/grids", pages_more.grids_page),
-        Route("/grids/{gid}", pages_more.grid_page),
-        Route("/grids/{gid}/report", pages_more.grid_report),
-        Route("/leaderboard", pages_more.leaderboard_page),
+        Route("/", run_pages.runs_page),
+        Route("/runs/{rid}", run_pages.run_page),
+        Route("/runs/{rid}/files/{relative:path}", run_pages.run_file),
+        Route("/api/runs/{rid}/progress", run_pages.run_progress),
+        Route("/diff", run_pages.diff_redirect),
+        Route("/compare", cross_run_pages.compare_page),
+        Route("/compare/report", cross_run_pages.compare_report),
+        Route("/grids", cross_run_pages.grids_page),
+        Route("/grids/{gid}", cross_run_pages.grid_page),
+        Route("/grids/{gid}/report", cross_run_pages.grid_report),
+        Route("/leaderboard", cross_run_pages.leaderboard_page),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     middleware = [Middleware(SecurityHeaders)]

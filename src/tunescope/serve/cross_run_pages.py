@@ -18,8 +18,8 @@ from tunescope import run_record as rr
 from tunescope import run_registry
 from tunescope.errors import UserError
 from tunescope.serve.app import error_page, page, url
-from tunescope.serve.pages import index_of, positive_int, view_row
 from tunescope.serve.run_index import RunEntry, run_id
+from tunescope.serve.run_pages import index_of, positive_int, view_row
 from tunescope.serve.security import FILE_POLICY
 
 COMPARE_CACHE_SIZE = 16

@@ -1,4 +1,4 @@
-"""The runs table, a run's page (its report, config, config diff and live progress) and its files."""
+"""The runs table, a run's page (its report, config, config diff and live progress), its files and the progress API."""
 
 from __future__ import annotations
 
