@@ -11,6 +11,6 @@ compile() {
   $TOOLS/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
     --no-emit-find-links --custom-compile-command "make lock" -c requirements/constraints.txt "$@"
 }
-compile pyproject.toml --extra test --extra analysis --extra gemma -o requirements/test.lock
+compile pyproject.toml --extra test --extra analysis --extra gemma --extra serve -o requirements/test.lock
 compile pyproject.toml -c requirements/test.lock -o requirements/demo.lock
 echo "locked: $(grep -c '==' requirements/test.lock) packages for make test, $(grep -c '==' requirements/demo.lock) for make demo"

@@ -17,7 +17,7 @@ venv=.venv-$mode
 pins=$venv.txt
 # find-links: where this machine keeps the CPU torch wheel (pip's own configuration), if it has one.
 links=$(python3 -m pip config get global.find-links 2>/dev/null || true)
-$TOOLS/bin/uv pip compile -q pyproject.toml --extra test --extra analysis --extra gemma --extra bench \
+$TOOLS/bin/uv pip compile -q pyproject.toml --extra test --extra analysis --extra gemma --extra serve --extra bench \
   --resolution $resolution --python-version 3.11 --index-strategy unsafe-best-match \
   ${links:+--find-links "$links"} -c requirements/constraints.txt -o "$pins"
 python3 -m venv --clear $venv

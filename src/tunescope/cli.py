@@ -14,6 +14,7 @@ from rich.table import Table
 
 from tunescope.cli_console import RichProgress, console, out, print_error
 from tunescope.cli_runs import runs_app
+from tunescope.cli_serve import serve as serve_command
 from tunescope.config import SAMPLING_TEMPERATURE, EvalConfig, ModelConfig
 from tunescope.errors import RunInterrupted, UserError, storage_error
 
@@ -51,6 +52,7 @@ _RESUME_ARGS: list[str] = []
 app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Fine-tune small causal LMs, evaluate base vs tuned, analyse and report — every number labelled.")
 app.add_typer(runs_app, name="runs")
+app.command("serve")(serve_command)
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a config key: --set training.epochs=1")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing run with the same name.")]

@@ -8,6 +8,8 @@ and hand plain dictionaries to report. The other recipes are `eval_recipe` (`tun
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from pathlib import Path
 
@@ -51,7 +53,9 @@ def _manifest(cfg: RunConfig, data_info: dict, loaded) -> dict:
     return {"name": cfg.name, "status": "running", "started": now_iso(), "seed": cfg.seed, "versions": library_versions(),
             "git_sha": git_sha(), "device": str(loaded.device), "dtype": str(loaded.dtype).replace("torch.", ""),
             "dtype_choice": loaded.dtype_choice.record() if getattr(loaded, "dtype_choice", None) else None,
-            "model": {"name": cfg.model.name, "source": loaded.source}, "data": data_info}
+            "model": {"name": cfg.model.name, "source": loaded.source}, "data": data_info,
+            # Who writes the folder: `tunescope serve` tells a run still training from one whose process is gone.
+            "process": {"host": socket.gethostname(), "pid": os.getpid()}}
 
 
 def _train_stage(cfg: RunConfig, loaded, prep: Prepared, enc: EncodedData, run_path: Path, progress: ProgressSink,
@@ -212,7 +216,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, progress: ProgressSink | Non
         progress.stage("report")
         write_report(rd.path, register=False)
     except BaseException as e:
-        rd.abandon()
+        rd.abandon("interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
         if isinstance(e, KeyboardInterrupt) and not isinstance(e, RunInterrupted):
             raise RunInterrupted(rd.path) from None
         if isinstance(e, Exception) and (err := storage_error(e, rd.path)) is not None:

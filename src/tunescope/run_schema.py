@@ -34,7 +34,7 @@ class ManifestModel(_Open):
 
 class Manifest(_Open):
     name: str | None = None
-    status: str | None = None  # running | complete | failed
+    status: str | None = None  # running | complete | failed | interrupted
     started: str | None = None
     finished: str | None = None
     resumed: list[str] = []
@@ -62,6 +62,7 @@ class SetupRecord(_Open):
     truncated: int | None = None
     dropped: int | None = None
     overflow: str | None = None
+    total_steps_planned: int | None = None  # optimizer steps the schedule is built for (absent in older runs)
 
 
 class TrainRecord(_Open):

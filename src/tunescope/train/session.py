@@ -66,7 +66,8 @@ def fit(cfg: RunConfig, loaded, train_set: list[Encoded], val_set: list[Encoded]
                              "batch_size": tc.batch_size, "seed": cfg.seed})
     n_trainable, n_total = count_parameters(model)
     if dist.is_main:
-        log({"kind": "setup", "trainable_params": n_trainable, "total_params": n_total, **(setup or {})})
+        log({"kind": "setup", "trainable_params": n_trainable, "total_params": n_total,
+             "total_steps_planned": total_steps, **(setup or {})})
 
     def save_best(m) -> None:
         m.save_pretrained(run_path / "adapter")
