@@ -1,0 +1,56 @@
+"""Time the contamination check on GSM8K: its 7,473 training problems (question and answer, as trained)
+against its 1,319 test questions, and print the overlap it finds.
+
+    PYTHONPATH=src python benchmarks/contamination_speed.py [--shared ../shared] [--ngram 13] [--repeat 3]
+
+Reads the local copies in shared/data/gsm8k; prints the timing of each repeat and the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+from tunescope.analysis.contamination import OverlapSettings, check
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared"))
+    ap.add_argument("--ngram", type=int, default=13)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    folder = Path(args.shared) / "data" / "gsm8k"
+    train = [[r["question"], r["answer"]] for r in read_jsonl(folder / "train.jsonl")]
+    test = [[r["question"]] for r in read_jsonl(folder / "test.jsonl")]
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible; "
+          f"{len(train)} train vs {len(test)} test, n={args.ngram}")
+    times = []
+    for _ in range(args.repeat):
+        t0 = time.perf_counter()
+        result = check(train, {"gsm8k": test}, OverlapSettings(ngram=args.ngram))
+        times.append(time.perf_counter() - t0)
+    s = result["sets"]["gsm8k"]
+    print("seconds per check:", ", ".join(f"{t:.2f}" for t in times))
+    print(f"test items sharing a {args.ngram}-gram with training: {s['n_flagged']} / {s['n']} "
+          f"({100 * s['share']:.2f} %)")
+    spans = sorted((f["span_words"] for f in s["flagged"]), reverse=True)
+    print("longest spans (words):", spans[:10])
+    d = s["duplicates"]
+    print(f"test items duplicating a training problem: exact {d['exact']}, near {d['near']}")
+    w = result["within_train"]
+    print(f"within training: exact repeats {w['exact']}, near copies {w['near']}")
+    for f in s["flagged"][:5]:
+        print(f"- test {f['doc_id']} ~ train {f['train_index']} ({f['span_words']} words): «{f['item']['span']}»")
+
+
+if __name__ == "__main__":
+    main()
