@@ -20,7 +20,7 @@ LAYER_OF = {
     **{f"tunescope.{name}": "cli" for name in ("cli", "cli_console", "cli_runs")},
     "tunescope.grid": "grid",
     **{f"tunescope.{name}": "pipeline" for name in (
-        "pipeline", "run_inputs", "eval_recipe", "compare_recipe", "export", "run_registry")},
+        "pipeline", "run_inputs", "eval_recipe", "compare_recipe", "contamination_recipe", "export", "run_registry")},
     "tunescope.compare": "analysis",
     "tunescope.data": "data",
     "tunescope.models": "models",
