@@ -70,23 +70,24 @@ def test_check_finds_planted_items_exact_and_near_duplicates():
     train = [[random_text(rng, 45), random_text(rng, 20)] for _ in range(100)]
     train += [[test[i][0], "the answer is 4"] for i in planted]
     near_copy = train[0][0].split()
-    near_copy[20] = "changed"
+    near_copy[-1] = "changed"
     train.append([" ".join(near_copy), train[0][1]])  # a near copy of training example 0
     train.append(list(train[1]))  # an exact repeat of training example 1
-    val = [[train[2][0] + " " + train[2][1]]] + [[random_text(rng, 45)] for _ in range(5)]
+    val = [[train[2][0] + " " + train[2][1], "x"]] + [[random_text(rng, 45), "y"] for _ in range(5)]
     result = check(train, {"task": test, "validation": val}, OverlapSettings(), doc_ids={"task": range(100, 160)})
     task = result["sets"]["task"]
     assert task["flagged_doc_ids"] == [100 + i for i in planted]
     assert [f["train_index"] for f in task["flagged"]] == [100, 101, 102]
     assert task["n"] == 60 and task["n_flagged"] == 3 and abs(task["share"] - 3 / 60) < 1e-12
     assert task["flagged"][0]["span_words"] == 45
-    # Question + a short answer nearly copies the question alone (Jaccard of 5-word shingles 41/45).
-    assert task["duplicates"]["exact"] == 0 and task["duplicates"]["near"] == 3
+    # Duplicates compare questions: the planted items are asked again in training.
+    assert task["duplicates"]["exact"] == 3 and task["duplicates"]["near"] == 0
     assert task["duplicates"]["doc_ids"] == [100 + i for i in planted]
     within = result["within_train"]
     assert within["exact"] == 1 and within["examples"][0]["train_index"] == 1
     assert within["near"] == 1 and within["examples"][1]["train_index"] == 0
     assert result["sets"]["validation"]["flagged_doc_ids"] == [0]
+    assert result["sets"]["validation"]["duplicates"]["near"] == 0  # question + answer is not the question
     json.dumps(result)  # plain data for report.json
 
 

@@ -54,6 +54,7 @@ def test_contaminated_run_flags_exactly_the_planted_items(tiny_model_dir, tmp_pa
     task = check["tasks"]["gsm8k"]
     assert task["flagged_doc_ids"] == planted and task["n"] == N_TEST
     assert all(f["span_words"] == 24 for f in task["flagged"])  # the whole question, nothing more
+    assert task["duplicates"]["exact"] == PLANTED and task["duplicates"]["doc_ids"] == planted
     assert check["splits"]["validation split"]["n_flagged"] == 0
     results = read_json(run_dir / "eval/tuned/results.json")
     assert results["tunescope"]["contamination"]["tasks"]["gsm8k"]["flagged_doc_ids"] == planted

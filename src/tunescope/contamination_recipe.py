@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tunescope.config import ContaminationConfig, RunConfig
+from tunescope.config import ContaminationConfig, EvalConfig, RunConfig
 from tunescope.errors import UserError
 
 # The other splits a run compares with its training examples; their names cannot be task names.
@@ -76,20 +76,22 @@ def annotate_results(results_path: Path, result: dict[str, Any]) -> None:
 
 
 def check_file(data: str, tasks: list[str], *, data_paths: dict[str, str] | None = None,
-               limit: int | float | None = None, question_field: str = "question", answer_field: str = "answer",
-               settings: ContaminationConfig | None = None) -> dict[str, Any]:
-    """`tunescope contamination DATA --tasks ...`: a training file against tasks, with no model at all."""
+               limit: str | int | float | None = None, ngram: int | None = None,
+               question_field: str = "question", answer_field: str = "answer") -> dict[str, Any]:
+    """`tunescope contamination DATA --tasks ...`: a training file against tasks' items, with no model at all.
+    `limit` and `ngram` mean what `eval.limit` and `report.contamination.ngram` mean in a run config."""
+    from tunescope.config_loading import from_options
     from tunescope.data.sources import load_rows
     from tunescope.evaluate import load_tasks
 
-    if not tasks:
+    ev = from_options(EvalConfig, tasks=tasks, data_path=data_paths or {}, limit=limit)
+    settings = from_options(ContaminationConfig, **({"ngram": ngram} if ngram is not None else {}))
+    if not ev.tasks:
         raise UserError("name at least one task", where="--tasks")
     if data != "synthetic-math" and not Path(data).expanduser().exists():
         raise UserError("training data file not found", where=data)
     rows = load_rows(data, question_field=question_field, answer_field=answer_field)
-    if not rows:
-        raise UserError("no training rows in the file", where=data)
-    loaded, _ = load_tasks(tasks, data_paths=data_paths or {}, num_fewshot=0)
-    result = check(rows, loaded, limit, settings or ContaminationConfig())
+    loaded, _ = load_tasks(ev.tasks, data_paths=ev.data_path, num_fewshot=0)
+    result = check(rows, loaded, ev.limit, settings)
     result["data"] = data
     return result

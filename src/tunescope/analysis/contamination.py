@@ -8,9 +8,10 @@ normalisation of lm-evaluation-harness's decontamination):
   training example sharing the most n-grams with it and the longest word span the two have in common.
   N-grams never cross the parts of a document (question / answer, context / each ending), so two texts
   are not joined into a span that neither contains.
-- **duplicates**: identical normalised texts (exact) and near copies: candidates from MinHash signatures
-  and locality-sensitive hashing (``datasketch``) on word shingles, kept when the Jaccard similarity of
-  their shingles reaches the threshold (0.8). Within the training data and between the training data and each
+- **duplicates**: the same question asked twice, compared on the first part of each document (a training
+  question, a GSM8K or MMLU question, a HellaSwag context): identical normalised texts (exact) and near
+  copies, whose candidates come from MinHash signatures and locality-sensitive hashing (``datasketch``)
+  on word shingles and are kept when the Jaccard similarity of their shingles reaches the threshold (0.8). Within the training data and between the training data and each
   other split.
 
 A document is a list of text parts (``item_parts`` picks them from an evaluation document). The n-gram
@@ -169,7 +170,7 @@ def _shingles(words: list[str], k: int) -> set[bytes]:
 def _signatures(docs: Sequence[Words], s: OverlapSettings) -> tuple[list[str], list]:
     from datasketch import MinHash
 
-    texts = [" ".join(w for words in parts for w in words) for parts in docs]
+    texts = [" ".join(parts[0]) if parts else "" for parts in docs]
     # CRC-32 hashes a shingle ~50× faster than datasketch's default SHA-1 and is as stable across processes;
     # MinHash's random permutations do the mixing.
     sigs = MinHash.bulk([_shingles(t.split(), s.shingle) for t in texts], num_perm=s.num_perm, seed=1,
@@ -178,7 +179,7 @@ def _signatures(docs: Sequence[Words], s: OverlapSettings) -> tuple[list[str], l
 
 
 class DuplicateIndex:
-    """Exact and near duplicates of the training documents (MinHash LSH from datasketch)."""
+    """Exact and near duplicates of the training questions (MinHash LSH from datasketch)."""
 
     def __init__(self, train_docs: Sequence[Words], settings: OverlapSettings = OverlapSettings()):
         from datasketch import MinHashLSH

@@ -65,3 +65,31 @@ def present_contamination(c: dict[str, Any] | None) -> dict[str, Any]:
                     "detailed": bool(s["n_flagged"] or s["duplicates"]["examples"]), "top": _pairs(s["top"]), "duplicates": _duplicates(s["duplicates"])} for s in c["splits"]],
         "within_train": {"n": w["n"], **_duplicates(w)},
     }
+
+
+CHECK_COLUMNS = ("evaluated", "items", "flagged", "share", "exact duplicates", "near duplicates")
+
+
+def check_table(result: dict[str, Any]) -> list[tuple[str, ...]]:
+    """The rows `tunescope contamination` prints: each task (and split), its items, how many are flagged."""
+    rows = []
+    for kind, sets in (("task ", result["tasks"]), ("", result.get("splits", {}))):
+        for name, s in sets.items():
+            d = s["duplicates"]
+            rows.append((f"{kind}{name}", str(s["n"]), str(s["n_flagged"]), pct(s["share"], 1), str(d["exact"]),
+                         str(d["near"])))
+    w = result["within_train"]
+    rows.append((f"within the training data ({w['n']} examples)", "—", "—", "—", str(w["exact"]), str(w["near"])))
+    return rows
+
+
+def flagged_lines(result: dict[str, Any], per_task: int) -> list[str]:
+    """One line per flagged item (up to `per_task` per task, longest spans first): item, neighbour, span."""
+    lines = []
+    for name, s in result["tasks"].items():
+        for f in sorted(s["flagged"], key=lambda f: -f["span_words"])[:per_task]:
+            lines.append(f"{name} item {f['doc_id']} ~ training example {f['train_index']} "
+                         f"({f['span_words']} words): {f['item']['span']}")
+        if s["n_flagged"] > per_task:
+            lines.append(f"{name}: {s['n_flagged'] - per_task} more flagged item(s)")
+    return lines
