@@ -139,12 +139,12 @@ def contamination_section(check: Mapping[str, Any] | None, run_eval: Mapping[str
             "settings_note": note}
 
 
-def contamination_share(section: Mapping[str, Any] | None) -> float | None:
-    """The share of all scored task items that overlap the training data (for compare and the grid)."""
-    if not section or not section.get("available") or not section["tasks"]:
-        return None
-    n = sum(t["n"] for t in section["tasks"])
-    return sum(t["n_flagged"] for t in section["tasks"]) / n if n else None
+def contamination_share(check: Mapping[str, Any] | None) -> float | None:
+    """The share of all scored task items that overlap the training data, from a run's contamination.json
+    (for compare and the grid); None for runs without a check or without tasks."""
+    tasks = list((check or {}).get("tasks", {}).values())
+    n = sum(t["n"] for t in tasks)
+    return sum(t["n_flagged"] for t in tasks) / n if n else None
 
 
 def _pc(x: float | None) -> str:
