@@ -91,3 +91,62 @@ def test_clean_run_mentions_no_contamination(tiny_model_dir, tmp_path):
     assert c["available"] and not c["found"] and c["tasks"][0]["n"] == 10 and c["tasks"][0]["n_flagged"] == 0
     assert not any(x["section"] == "contamination" for x in report["conclusions"])
     assert not any(name.startswith("WARNING") for name, _ in summary_rows(report))
+
+
+class NoImages(dict):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def strict_render(data: dict) -> dict[str, str]:
+    """Both report templates rendered with undefined names as errors (images may be absent, as they are
+    for a run without plots)."""
+    from jinja2 import Environment, PackageLoader, StrictUndefined
+
+    from tunescope.report.presentation import present
+    from tunescope.report.render import FILTERS
+
+    out = {}
+    for name, html in (("report.md.j2", False), ("report.html.j2", True)):
+        env = Environment(loader=PackageLoader("tunescope.report", "templates"), autoescape=html, trim_blocks=True,
+                          lstrip_blocks=True, undefined=StrictUndefined)
+        env.filters.update(FILTERS)
+        out[name] = env.get_template(name).render(p=present(data), images=NoImages())
+    return out
+
+
+def test_report_section_from_a_recorded_run(tmp_path):
+    from synthetic_run import add_contamination, build_run
+    from tunescope.analysis.summary import analyse_run
+    from tunescope.run_record import open_run
+
+    run = build_run(tmp_path, "planted", n_heldout=40, heldout_base_acc=0.1, heldout_tuned_acc=0.6)
+    add_contamination(run, {})
+    natural = set(read_json(run / "contamination.json")["tasks"]["heldout"]["flagged_doc_ids"])
+    planted = add_contamination(run, {i: "" for i in range(0, 20, 2)})
+    data = analyse_run(open_run(run))
+    task = next(t for t in data["contamination"]["tasks"] if t["task"] == "heldout")
+    # Synthetic questions share template phrases, so a planted question may also overlap other held-out items.
+    flagged = set(read_json(run / "contamination.json")["tasks"]["heldout"]["flagged_doc_ids"])
+    assert natural | set(planted) <= flagged and task["n_flagged"] == len(flagged)
+    assert {f["doc_id"] for f in task["top"]} <= flagged
+    tuned = task["scores"]["by_label"]["tuned"]
+    right = {i for i in range(40) if i < 24}  # build_run: the tuned model answers items 0..23
+    clean = [i for i in range(40) if i not in flagged]
+    assert tuned["clean"]["n"] == len(clean)
+    assert abs(tuned["clean"]["value"] - sum(i in right for i in clean) / len(clean)) < 1e-12
+    assert task["scores"]["test"]["p_holm"] is not None
+    assert next(t for t in data["contamination"]["tasks"] if t["task"] == "hellaswag")["n_flagged"] == 0
+    rendered = strict_render(data)
+    assert "<mark>" in rendered["report.html.j2"] and "Clean subset" in rendered["report.md.j2"]
+
+
+def test_report_section_of_a_run_without_a_check_says_so(tmp_path):
+    from synthetic_run import build_run
+    from tunescope.analysis.summary import analyse_run
+    from tunescope.run_record import open_run
+
+    data = analyse_run(open_run(build_run(tmp_path, "old")))
+    assert not data["contamination"]["available"] and "contamination.json" in data["contamination"]["reason"]
+    assert not any(c["section"] == "contamination" for c in data["conclusions"])
+    assert "Not available: this run has no contamination check" in strict_render(data)["report.md.j2"]

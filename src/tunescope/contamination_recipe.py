@@ -34,19 +34,28 @@ def task_items(tasks: list, limit: int | float | None) -> dict[str, list[list[st
     return {task.name: [item_parts(doc) for doc in select_docs(task, limit)[0]] for task in tasks}
 
 
-def check(train_rows: list[dict], tasks: list, limit: int | float | None, settings: ContaminationConfig,
-          splits: dict[str, list[list[str]]] | None = None) -> dict[str, Any]:
-    """Training rows against the tasks' items (and other splits): `{"tasks", "splits", "within_train", ...}`."""
+def check_texts(train_docs: list[list[str]], items: dict[str, list[list[str]]], settings: ContaminationConfig,
+                splits: dict[str, list[list[str]]] | None = None) -> dict[str, Any]:
+    """Training documents against tasks' items and other splits, each a list of text parts:
+    `{"tasks", "splits", "within_train", "ngram", ..., "seconds"}` (the layout of contamination.json)."""
     from tunescope.analysis import contamination
 
     t0 = time.perf_counter()
-    items = task_items(tasks, limit)
-    evaluated = {**items, **(splits or {})}
-    train_docs = [[str(r["question"]), str(r["answer"])] for r in train_rows]
-    result = contamination.check(train_docs, evaluated, _settings(settings))
+    result = contamination.check(train_docs, {**items, **(splits or {})}, _settings(settings))
     sets = result.pop("sets")
     result["tasks"] = {name: sets[name] for name in items}
     result["splits"] = {name: sets[name] for name in splits or {}}
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    return result
+
+
+def check(train_rows: list[dict], tasks: list, limit: int | float | None, settings: ContaminationConfig,
+          splits: dict[str, list[list[str]]] | None = None) -> dict[str, Any]:
+    """Training rows (question and answer, as trained) against the items the tasks score (and other splits)."""
+    t0 = time.perf_counter()
+    items = task_items(tasks, limit)
+    train_docs = [[str(r["question"]), str(r["answer"])] for r in train_rows]
+    result = check_texts(train_docs, items, settings, splits)
     result["seconds"] = round(time.perf_counter() - t0, 3)
     return result
 
