@@ -70,7 +70,7 @@ def test_contaminated_run_flags_exactly_the_planted_items(tiny_model_dir, tmp_pa
     assert tuned["clean"]["n"] == N_TEST - PLANTED and tuned["flagged"]["n"] == PLANTED
     assert abs(tuned["clean"]["value"] - sum(clean_values) / len(clean_values)) < 1e-12
     assert any(x["section"] == "contamination" for x in report["conclusions"])
-    assert any(name.startswith("WARNING: trained on gsm8k") for name, _ in summary_rows(report))
+    assert any(name.startswith("WARNING: gsm8k items overlap") for name, _ in summary_rows(report))
     for name in ("report.md", "report.html"):
         text = (run_dir / name).read_text()
         assert "8. Contamination" in text and "20 of 40 (50.0%)" in text

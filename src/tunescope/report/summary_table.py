@@ -54,7 +54,7 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def contamination_rows(c: dict[str, Any]) -> list[tuple[str, str]]:
-    """A warning line for each task whose scored items the run trained on, with its clean-subset score."""
+    """A warning line for each task whose scored items overlap the training data, with its clean-subset score."""
     rows = []
     for t in c.get("tasks", []) if c.get("available") else []:
         if not t["n_flagged"]:
@@ -65,5 +65,5 @@ def contamination_rows(c: dict[str, Any]) -> list[tuple[str, str]]:
             b = s["by_label"][s["label"]]
             value += (f"; {s['label']} clean subset {pm(b['clean']['value'], b['clean']['stderr'])} "
                       f"(n={b['clean']['n']}) vs full {pm(b['full']['value'], b['full']['stderr'])}")
-        rows.append((f"WARNING: trained on {t['task']} test items", value))
+        rows.append((f"WARNING: {t['task']} items overlap the training data", value))
     return rows
