@@ -11,8 +11,8 @@ normalisation of lm-evaluation-harness's decontamination):
 - **duplicates**: the same question asked twice, compared on the first part of each document (a training
   question, a GSM8K or MMLU question, a HellaSwag context): identical normalised texts (exact) and near
   copies, whose candidates come from MinHash signatures and locality-sensitive hashing (``datasketch``)
-  on word shingles and are kept when the Jaccard similarity of their shingles reaches the threshold (0.8). Within the training data and between the training data and each
-  other split.
+  on word shingles and are kept when the Jaccard similarity of their shingles reaches the threshold
+  (0.8). Within the training data, and between the training data and each other split.
 
 A document is a list of text parts (``item_parts`` picks them from an evaluation document). The n-gram
 index hashes every training n-gram to one 64-bit number (numpy, vectorised) and keeps the sorted hashes,
@@ -219,6 +219,8 @@ class DuplicateIndex:
         """Training documents that repeat an earlier one exactly, or nearly copy another."""
         found = []
         for i, (t, sig) in enumerate(zip(self.texts, self.sigs, strict=True)):
+            if not t:  # no question text: nothing to compare
+                continue
             if self.first_of[t] != i:
                 found.append({"kind": "exact", "index": i, "train_index": self.first_of[t], "similarity": 1.0,
                               "text": t, "train_text": t})
@@ -232,6 +234,8 @@ class DuplicateIndex:
         texts, sigs = _signatures(docs, self.s)
         found = []
         for i, (t, sig) in enumerate(zip(texts, sigs, strict=True)):
+            if not t:
+                continue
             if t in self.first_of:
                 found.append({"kind": "exact", "index": i, "train_index": self.first_of[t], "similarity": 1.0,
                               "text": t, "train_text": t})

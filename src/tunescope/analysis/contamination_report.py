@@ -49,7 +49,8 @@ def _paired_test(gain_dirty: list[float], gain_clean: list[float], n_resamples: 
     if not gain_dirty or not gain_clean:
         return unavailable("needs both flagged and clean items scored by base and tuned")
     out = {"available": True, "method": "permutation test on each item's base → tuned change, flagged vs clean",
-           "gain_flagged_points": 100 * float(np.mean(gain_dirty)), "gain_clean_points": 100 * float(np.mean(gain_clean))}
+           "gain_flagged_points": 100 * float(np.mean(gain_dirty)),
+           "gain_clean_points": 100 * float(np.mean(gain_clean))}
     if len(set(gain_dirty + gain_clean)) == 1:
         return {**out, "p_value": 1.0}  # every item changed alike: no evidence of a difference
     # scipy < 1.15 names the generator argument random_state (as in stats.paired_bootstrap_ci).

@@ -47,6 +47,13 @@ def _scores(s: dict[str, Any]) -> dict[str, Any]:
             "badge": "bad" if verdict == "significant" else "neutral"}
 
 
+def _evaluated(name: str, s: dict[str, Any]) -> dict[str, Any]:
+    """A task's or split's row and details: flagged share, top items, duplicates."""
+    return {"name": name, "share": _share(s["n_flagged"], s["n"], s["share"]), "n_flagged": s["n_flagged"],
+            "detailed": bool(s["n_flagged"] or s["duplicates"]["examples"]), "top": _pairs(s["top"]),
+            "duplicates": _duplicates(s["duplicates"])}
+
+
 def present_contamination(c: dict[str, Any] | None) -> dict[str, Any]:
     if not c or not c.get("available"):
         return {"available": False, "reason": (c or {}).get("reason", "no contamination check in this report")}
@@ -58,11 +65,8 @@ def present_contamination(c: dict[str, Any] | None) -> dict[str, Any]:
                    f"{c['near_duplicate_threshold']:g} on {c['shingle_words']}-word shingles (MinHash LSH)"),
         "seconds": f"{c['seconds']:.2f} s" if c.get("seconds") is not None else "—",
         "note": c.get("settings_note"),
-        "tasks": [{"name": t["task"], "share": _share(t["n_flagged"], t["n"], t["share"]), "n_flagged": t["n_flagged"],
-                   "detailed": bool(t["n_flagged"] or t["duplicates"]["examples"]), "top": _pairs(t["top"]), "duplicates": _duplicates(t["duplicates"]),
-                   "scores": _scores(t["scores"])} for t in c["tasks"]],
-        "splits": [{"name": s["split"], "share": _share(s["n_flagged"], s["n"], s["share"]), "n_flagged": s["n_flagged"],
-                    "detailed": bool(s["n_flagged"] or s["duplicates"]["examples"]), "top": _pairs(s["top"]), "duplicates": _duplicates(s["duplicates"])} for s in c["splits"]],
+        "tasks": [{**_evaluated(t["task"], t), "scores": _scores(t["scores"])} for t in c["tasks"]],
+        "splits": [_evaluated(s["split"], s) for s in c["splits"]],
         "within_train": {"n": w["n"], **_duplicates(w)},
     }
 
