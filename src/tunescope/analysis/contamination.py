@@ -78,22 +78,16 @@ class _Corpus:
     """Documents as one array of word ids, with the document and part of every position."""
 
     def __init__(self, words_per_doc: Sequence[Words], vocab: dict[str, int], grow: bool):
-        ids, part_of, doc_of = [], [], []
-        part = 0
-        for d, parts in enumerate(words_per_doc):
-            for words in parts:
-                for w in words:
-                    wid = vocab.get(w)
-                    if wid is None and grow:
-                        wid = vocab[w] = len(vocab)
-                    ids.append(-1 if wid is None else wid)
-                part_of.extend([part] * len(words))
-                doc_of.extend([d] * len(words))
-                part += 1
+        flat = [w for parts in words_per_doc for words in parts for w in words]
+        # Unknown words of a corpus that does not grow the vocabulary are -1: no n-gram holding one can match.
+        ids = [vocab.setdefault(w, len(vocab)) for w in flat] if grow else [vocab.get(w, -1) for w in flat]
+        part_lengths = [len(words) for parts in words_per_doc for words in parts]
+        parts_per_doc = [len(parts) for parts in words_per_doc]
         self.words = words_per_doc
         self.ids = np.asarray(ids, dtype=np.int64)
-        self.part_of = np.asarray(part_of, dtype=np.int64)
-        self.doc_of = np.asarray(doc_of, dtype=np.int64)
+        self.part_of = np.repeat(np.arange(len(part_lengths)), part_lengths)
+        doc_of_part = np.repeat(np.arange(len(words_per_doc)), parts_per_doc)
+        self.doc_of = doc_of_part[self.part_of] if len(part_lengths) else np.empty(0, np.int64)
 
     def ngram_hashes(self, n: int, multipliers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(hash, document) of every n-gram inside one part whose words are all known."""
