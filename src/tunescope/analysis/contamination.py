@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-NORMALISATION = "lowercase, punctuation removed, whitespace folded (lm-eval's decontamination normalisation)"
+NORMALISATION = "lowercase, punctuation removed, whitespace folded, as lm-eval's decontamination normalises"
 _PUNCTUATION = re.compile(r"[^\w\s]|_")
 # Between two parts of a document; the two sides use different marks so a span never runs across one.
 ITEM_BREAK, TRAIN_BREAK = "|", "¦"
