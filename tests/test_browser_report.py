@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from synthetic_run import build_run
+from synthetic_run import add_contamination, build_run
 from tunescope import pipeline
 
 pytestmark = pytest.mark.browser
@@ -54,6 +54,8 @@ def browse(chromium: str, url: str, *args: str) -> subprocess.CompletedProcess:
 def report(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("browser")
     run = build_run(root, "browser", n_train=30, n_heldout=20, n_mc=40, inject_response=INJECTED)
+    # Two held-out questions trained on, one of them with the payload in its training text.
+    add_contamination(run, {2: INJECTED, 5: "and more"})
     return pipeline.write_report(run, register=False)["html"]
 
 
@@ -86,6 +88,15 @@ def test_model_text_shows_as_text_and_runs_nothing(chromium, report):
     assert "&lt;script&gt;document.title='pwned'&lt;/script&gt;&lt;img src=x" in dom
     assert '<img src="x"' not in dom and "<script>document.title" not in dom
     assert CONSOLE.findall(proc.stderr) == []
+
+
+def test_contamination_section_shows_items_beside_their_training_text(chromium, report):
+    proc = browse(chromium, report.as_uri(), "--virtual-time-budget=3000", "--dump-dom")
+    dom = proc.stdout
+    section = dom[dom.index('id="contamination"'):dom.index('id="conclusions"')]
+    assert "task heldout" in section and "Clean subset" in section
+    assert section.count("<mark>") >= 4  # each flagged item and its training neighbour, span highlighted
+    assert "<script>" not in section and CONSOLE.findall(proc.stderr) == []
 
 
 def test_escaping_alone_stops_the_payload_and_the_detector_works(chromium, report, tmp_path):

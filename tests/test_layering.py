@@ -21,7 +21,7 @@ LAYER_OF = {
     "tunescope.serve": "serve",
     "tunescope.grid": "grid",
     **{f"tunescope.{name}": "pipeline" for name in (
-        "pipeline", "run_inputs", "run_heldout", "eval_recipe", "compare_recipe", "export", "run_registry")},
+        "pipeline", "run_inputs", "run_heldout", "eval_recipe", "compare_recipe", "contamination_recipe", "export", "run_registry")},
     "tunescope.compare": "analysis",
     "tunescope.data": "data",
     "tunescope.models": "models",

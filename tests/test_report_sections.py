@@ -64,7 +64,7 @@ def test_all_sections_present_and_numbers_labelled(forgetting_run):
     html = paths["html"].read_text()
     assert "teacher-forced" in md and "teacher-forced" in html
     for heading in ("1. Overview", "2. Key training metrics", "3. Learning curve analysis", "4. Computational efficiency",
-                    "5. Dataset insights", "6. Evaluation", "7. Error analysis", "8. Conclusions"):
+                    "5. Dataset insights", "6. Evaluation", "7. Error analysis", "8. Contamination", "9. Conclusions"):
         assert heading in md and heading in html
     # No image or number is lost: images inline in the HTML, as files beside the Markdown.
     assert html.count("data:image/png;base64,") >= 6

@@ -15,7 +15,7 @@ from rich.table import Table
 from tunescope.cli_console import RichProgress, console, out, print_error
 from tunescope.cli_runs import runs_app
 from tunescope.cli_serve import serve as serve_command
-from tunescope.config import SAMPLING_TEMPERATURE, EvalConfig, ModelConfig
+from tunescope.config import SAMPLING_TEMPERATURE, ContaminationConfig, EvalConfig, ModelConfig
 from tunescope.errors import RunInterrupted, UserError, storage_error
 
 
@@ -206,12 +206,7 @@ def eval_(
     """Evaluate a model on benchmarks, or on a run's held-out problems (--heldout-from); prints lm-evaluation-harness's familiar table."""
     from tunescope.eval_recipe import evaluate_model
 
-    paths = {}
-    for item in data_path or []:
-        if "=" not in item:
-            raise UserError(f"'{item}' must look like task=PATH", where="--data-path")
-        k, v = item.split("=", 1)
-        paths[k.strip()] = v.strip()
+    paths = _data_paths(data_path)
     settings = dict(limit=None if limit == "all" else limit, batch_size=batch_size, max_new_tokens=max_new_tokens,
                     num_fewshot=num_fewshot, samples=samples, temperature=temperature, engine=engine)
     chosen_dtype: str | None = dtype
@@ -228,6 +223,50 @@ def eval_(
         console.print(line, markup=False, highlight=False, soft_wrap=True)  # stderr: stdout is the table
     out.print(shown.dtype_line, markup=False, highlight=False, soft_wrap=True)
     out.print(shown.table, markup=False, highlight=False)
+
+
+def _data_paths(items: list[str] | None) -> dict[str, str]:
+    paths = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UserError(f"'{item}' must look like task=PATH", where="--data-path")
+        k, v = item.split("=", 1)
+        paths[k.strip()] = v.strip()
+    return paths
+
+
+@app.command()
+def contamination(
+    data: Annotated[str, typer.Argument(help="Training data: a jsonl/json/csv/parquet file with question and answer "
+                                             "fields (or a folder holding a *train* file).")],
+    tasks: Annotated[str, typer.Option("--tasks", "-t", help="Comma-separated tasks or groups, as for `tunescope eval`.")],
+    data_path: Annotated[list[str] | None, typer.Option("--data-path", help="task=PATH: read a task's data locally (a "
+                                                                           "group, e.g. mmlu=DIR, serves all its subjects).")] = None,
+    limit: Annotated[str, typer.Option(help="Items per task, or 'all'.")] = "all",
+    ngram: Annotated[int, typer.Option(help="Words per n-gram (report.contamination.ngram).")] = _default(
+        ContaminationConfig, "ngram"),
+    show: Annotated[int, typer.Option(help="Flagged items listed per task (longest overlap first).")] = _default(
+        ContaminationConfig, "top_items"),
+    question_field: Annotated[str, typer.Option(help="The training file's question field.")] = "question",
+    answer_field: Annotated[str, typer.Option(help="The training file's answer field.")] = "answer",
+) -> None:
+    """Check training data against tasks' items before training: n-gram overlap and duplicates. No model loads."""
+    from tunescope.contamination_recipe import check_file
+    from tunescope.report.contamination_view import CHECK_COLUMNS, check_table, flagged_lines
+
+    result = check_file(data, [t.strip() for t in tasks.split(",") if t.strip()], data_paths=_data_paths(data_path),
+                        limit=None if limit == "all" else limit, ngram=ngram, question_field=question_field,
+                        answer_field=answer_field)
+    table = Table(title=f"{result['ngram']}-gram overlap of {data} ({result['train_examples']} training examples)")
+    for i, col in enumerate(CHECK_COLUMNS):
+        table.add_column(col, justify="left" if i == 0 else "right")
+    for row in check_table(result):
+        table.add_row(*row)
+    out.print(table)
+    for line in flagged_lines(result, show):
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+    console.print(f"checked in {result['seconds']:.2f} s; text normalised: {result['normalisation']}",
+                  markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

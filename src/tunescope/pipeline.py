@@ -16,6 +16,7 @@ from pathlib import Path
 from tunescope import run_record as rr
 from tunescope.config import RunConfig
 from tunescope.config_loading import dump_config, load_config, only_report_keys
+from tunescope.contamination_recipe import annotate_results, check_run
 from tunescope.errors import RunInterrupted, UserError, check_writable_dir, storage_error
 from tunescope.run_inputs import EncodedData, Prepared, build_tasks, encode_data, prepare_data, training_tasks
 from tunescope.runio import RunDir, git_sha, library_versions, now_iso, write_json, write_text_atomic
@@ -170,6 +171,8 @@ def run(cfg: RunConfig, *, overwrite: bool = False, progress: ProgressSink | Non
     prep = prepare_data(cfg)
     tasks, groups = build_tasks(cfg, prep.heldout_rows) if cfg.eval.tasks else ([], [])
     scored = training_tasks(cfg, prep)
+    progress.stage("check contamination")
+    contamination = check_run(cfg, prep, tasks)
     progress.stage("load model")
     # QLoRA: the base is loaded in 4-bit NF4 (CUDA only; elsewhere a UserError naming the alternative).
     quantization = quantization_config_for(cfg.training, pick_device(cfg.device))
@@ -194,7 +197,8 @@ def run(cfg: RunConfig, *, overwrite: bool = False, progress: ProgressSink | Non
             if "base_eval" in before.as_dict():
                 manifest["base_eval"] = before.as_dict()["base_eval"]
         write_json(rd.path / rr.MANIFEST, manifest)
-        timings = {}
+        write_json(rd.path / rr.CONTAMINATION, contamination)
+        timings = {"contamination_s": contamination["seconds"]}
         eval_dir = rd.path / rr.EVAL_DIR
         base_done = resuming and (eval_dir / "base" / rr.RESULTS).is_file()
         if tasks and cfg.eval.evaluate_base and not base_done:
@@ -209,6 +213,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, progress: ProgressSink | Non
         if tasks:
             t0 = time.perf_counter()
             run_evaluation(model, loaded.tokenizer, tasks, groups, cfg, eval_dir / "tuned", progress, "tuned")
+            annotate_results(eval_dir / "tuned" / rr.RESULTS, contamination)
             timings["eval_tuned_s"] = time.perf_counter() - t0
         manifest.update(status="complete", finished=now_iso(), timings=timings,
                         wall_s=round(time.perf_counter() - started, 2))

@@ -40,6 +40,7 @@ EVAL_DIR = "eval"
 RESULTS = "results.json"
 TRAIN_EXAMPLES = "train_examples.jsonl"
 REPORT_JSON = "report.json"
+CONTAMINATION = "contamination.json"  # training text against the evaluated items (contamination_recipe)
 ADAPTER = "adapter"
 CHECKPOINTS = "checkpoints"
 STEPS_DIR = "steps"  # eval/steps/<step>/<task>.jsonl: tasks scored during training
@@ -233,6 +234,12 @@ class RunRecord:
         if not path.is_file():
             return None
         return [_validated(TrainExample, rec, where) for where, rec in _jsonl_objects(path)]
+
+    @cached_property
+    def contamination(self) -> dict[str, Any] | None:
+        """contamination.json, or None for runs made before the check was written."""
+        path = self.path / CONTAMINATION
+        return read_json_object(path) if path.is_file() else None
 
     @cached_property
     def report(self) -> dict[str, Any] | None:

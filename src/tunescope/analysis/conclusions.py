@@ -8,6 +8,7 @@ from __future__ import annotations
 from tunescope.results_schema import headline_rows
 
 from . import error_taxonomy
+from .contamination_report import contamination_conclusions
 
 
 def primary_rows(rows: list[dict]) -> list[dict]:
@@ -117,6 +118,7 @@ def conclusions(d: dict) -> list[dict]:
                     f"{'are' if len(tops) > 1 else 'is'} {names} ({most} of {s['n_wrong']} wrong answers"
                     f"{' each' if len(tops) > 1 else ''}).",
                     *(f"errors.tasks[{ti}].summary.{label}.counts.{c}" for c in tops))
+    contamination_conclusions(d.get("contamination"), say)
     eff = d.get("efficiency") or {}
     if eff.get("cost_usd") is not None and eff.get("tokens_supervised") is not None:
         scoring = (f" Scoring tasks during training took {eff['task_eval_s']:.0f} s more "

@@ -7,7 +7,7 @@ with ``_`` (PNG bytes) are rendered into the HTML but left out of ``report.json`
 
 Sections: ``overview``, ``training``, ``learning_curve``, ``task_curves`` (tasks scored during training),
 ``efficiency``, ``dataset``, ``evaluation``,
-``errors``, ``conclusions``. A section that cannot be computed is ``{"available": False, "reason": ...}``.
+``errors``, ``contamination`` (training text against the scored items), ``conclusions``. A section that cannot be computed is ``{"available": False, "reason": ...}``.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from . import stats as stats_mod
 from . import task_curves as task_curves_mod
 from ._util import unavailable
 from .conclusions import conclusions, primary_rows
+from .contamination_report import contamination_section
 from .dataset_insights import dataset_insights, generation_tasks
 
 TOKEN_ACCURACY_NOTE = ("teacher-forced next-token accuracy on response tokens, weighted by tokens; "
@@ -316,6 +317,7 @@ def analyse_run(record: RunRecord) -> dict:
         "dataset": dataset,
         "evaluation": evaluation,
         "errors": _errors(run_eval, cluster_of_eval, names),
+        "contamination": contamination_section(record.contamination, run_eval, rs, seed),
     }
     data["conclusions"] = conclusions(data)
     data["_images"] = images

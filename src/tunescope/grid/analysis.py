@@ -11,6 +11,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from tunescope.analysis.contamination_report import contamination_share
 from tunescope.grid.comparisons import compare_pair, holm_verdicts, item_outcomes, pairs_to_compare
 from tunescope.grid.engine import read_status
 from tunescope.grid.runner import read_grid_file
@@ -43,7 +44,8 @@ def analyse_grid(folder: Path) -> dict:
             status = read_status(folder, name) or {}
             entry = {"run": name, "cell": cell, "seed": seed, "status": status.get("status", "not run"),
                      "error": status.get("error"), "attempts": status.get("attempt"), "host": status.get("host"),
-                     "base_eval_reused": None, "base_eval_key": None, "wall_s": None, "cost_usd": None, "train_s": None}
+                     "base_eval_reused": None, "base_eval_key": None, "wall_s": None, "cost_usd": None, "train_s": None,
+                     "contamination_share": None}
             if (folder / name / "manifest.json").is_file():
                 try:
                     rec = open_run(folder / name)
@@ -56,7 +58,8 @@ def analyse_grid(folder: Path) -> dict:
                     entry.update(status="complete", base_eval_reused=base_eval.get("reused"),
                                  base_eval_key=base_eval.get("key"), wall_s=finite_float(rec.manifest.wall_s),
                                  cost_usd=finite_float(summary.cost_usd) if summary else None,
-                                 train_s=finite_float(summary.train_s) if summary else None)
+                                 train_s=finite_float(summary.train_s) if summary else None,
+                                 contamination_share=contamination_share(rec.contamination))
             runs.append(entry)
 
     # Base evaluations: one per model (the one its cells computed or copied).

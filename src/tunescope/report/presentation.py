@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tunescope.report.contamination_view import present_contamination
 from tunescope.report.formatting import dollars, flops, number, pct, peq, pm, pval, setting, signed
 from tunescope.report.task_curves_view import present_task_curves, task_eval_time
 
@@ -33,6 +34,7 @@ def present(d: dict[str, Any]) -> dict[str, Any]:
         "dataset": _dataset(d.get("dataset") or {}),
         "evaluation": _evaluation(d.get("evaluation") or {}),
         "errors": _errors(d.get("errors") or {}),
+        "contamination": present_contamination(d.get("contamination")),
         "conclusions": [{"text": c["text"], "basis": ", ".join(c["basis"])} for c in d.get("conclusions") or []],
         "settings": [f"report.{k} = {setting(v)}" for k, v in (d.get("settings") or {}).items()],
     }
