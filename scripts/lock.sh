@@ -7,9 +7,11 @@ cd "$(dirname "$0")/.."
 TOOLS=.venv-lock
 PIP_TOOLS=pip-tools==7.7.0
 test -x $TOOLS/bin/pip-compile || { python3 -m venv --clear $TOOLS && $TOOLS/bin/pip install -q $PIP_TOOLS; }
+# CUSTOM_COMPILE_COMMAND: what the locks' header says regenerates them.
+export CUSTOM_COMPILE_COMMAND="make lock"
 compile() {
   $TOOLS/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
-    --no-emit-find-links --custom-compile-command "make lock" -c requirements/constraints.txt "$@"
+    --no-emit-find-links -c requirements/constraints.txt "$@"
 }
 compile pyproject.toml --extra test --extra analysis --extra gemma --extra serve -o requirements/test.lock
 compile pyproject.toml -c requirements/test.lock -o requirements/demo.lock
