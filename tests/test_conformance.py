@@ -134,3 +134,28 @@ def test_resume_continues_the_uninterrupted_run(name, tmp_path):
     loss_diff, weight_diff = check_resume(FAMILIES[name], tmp_path)
     # Bit for bit on CPU with the same thread count (train/checkpoint.py).
     assert loss_diff == 0.0 and weight_diff == 0.0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_model_that_declares_the_attention_interface_calls_a_registered_function_in_every_layer(name):
+    """The engine swaps attention through transformers' AttentionInterface on models whose public
+    `is_backend_compatible()` says they route through it; this checks the promise behind that flag."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    from tunescope.modelinfo import num_layers, routes_attention_through_interface
+
+    model = build_model(FAMILIES[name])
+    assert routes_attention_through_interface(model)
+    calls = []
+
+    def counting(module, query, *args, **kwargs):  # the values do not matter here, only who calls
+        calls.append(module.layer_idx)
+        return torch.zeros_like(query).transpose(1, 2).contiguous(), None
+
+    AttentionInterface.register("conformance_counting", counting)
+    AttentionMaskInterface.register("conformance_counting", sdpa_mask)
+    model.set_attn_implementation("conformance_counting")
+    with torch.no_grad():
+        model(input_ids=torch.tensor([tokenizer()("Tom has 3 apples.")["input_ids"]]), use_cache=False)
+    assert sorted(calls) == list(range(num_layers(model)))

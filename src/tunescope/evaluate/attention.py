@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from tunescope.modelinfo import text_config
+from tunescope.modelinfo import routes_attention_through_interface, text_config
 
 SEGMENTS = "tunescope_segments"
 GROUPED = "tunescope_grouped"
@@ -114,7 +114,7 @@ def supports_own_attention(model) -> bool:
     """Models whose attention layers dispatch through transformers' AttentionInterface and take no
     logit soft-capping inside attention. Sliding windows are not applied by segment attention:
     callers keep every segment, with what it reads, within the window."""
-    if not getattr(model, "_supports_attention_backend", False):
+    if not routes_attention_through_interface(model):
         return False
     return not getattr(text_config(model), "attn_logit_softcapping", None)
 
