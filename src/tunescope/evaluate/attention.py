@@ -58,8 +58,12 @@ def _segment_attention(module, query, key, value, attention_mask, scaling=None, 
     """query [1, heads, N, dim], key/value [1, kv_heads, N, dim]; attention_mask is ignored."""
     if segment_plan is None:
         raise RuntimeError(f"attention '{SEGMENTS}' needs segment_plan= in the forward call")
+    layer = getattr(module, "layer_idx", None)
+    if not isinstance(layer, int):
+        # Each layer reads its own slice of the shared prefix; a default would hand every layer layer 0's.
+        raise RuntimeError(f"attention '{SEGMENTS}' needs the attention module's layer_idx; "
+                           f"{type(module).__name__} has none")
     out = torch.empty_like(query)
-    layer = getattr(module, "layer_idx", 0)
     prefix = segment_plan.prefix_kv[layer] if segment_plan.prefix_kv else None
     for seg in segment_plan.segments:
         keys, values = [], []
