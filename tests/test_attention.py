@@ -92,3 +92,10 @@ def test_segment_attention_refuses_a_layer_that_does_not_say_which_it_is():
     with pytest.raises(RuntimeError, match="layer_idx; LlamaAttention has none"), use_attention(model, SEGMENTS):
         decoder(input_ids=torch.tensor([[11, 12]]), position_ids=torch.tensor([[3, 4]]), use_cache=False,
                 segment_plan=plan)
+
+
+def test_a_model_that_does_not_switch_attention_is_refused(monkeypatch):
+    model = gqa_model()
+    monkeypatch.setattr(model, "set_attn_implementation", lambda name: None)  # as transformers does, with a warning
+    with pytest.raises(RuntimeError, match=f"did not switch to attention '{GROUPED}'"), use_attention(model, GROUPED):
+        pass

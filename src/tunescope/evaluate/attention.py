@@ -128,8 +128,14 @@ def use_attention(model, name: str):
     """Run `model` with attention `name` (SEGMENTS or GROUPED) inside the block; its previous
     attention is restored after."""
     _register()
+    # transformers has no public getter for the attention in use; its config keeps it here.
     previous = model.config._attn_implementation
     model.set_attn_implementation(name)
+    if model.config._attn_implementation != name:
+        # set_attn_implementation only logs a warning where it cannot switch: the model would silently
+        # run its own attention with inputs prepared for ours.
+        model.set_attn_implementation(previous)
+        raise RuntimeError(f"{type(model).__name__} did not switch to attention '{name}'")
     try:
         yield
     finally:
