@@ -139,6 +139,8 @@ def build_run(
                     "throughput_supervised_tps": 900 * steps / 300, "throughput_nonpad_tps": 2000 * steps / 300,
                     "flops_per_token": 8.1e8, "peak_flops": 2.0e11, "mfu": 0.021, "peak_rss_mb": 1834.5,
                     "cuda_max_allocated_mb": None, "device": "cpu", "dtype": "float32",
+                    "loss_path": "supervised rows",
+                    "loss_path_reason": "the output layer applied by hand matched the model's own loss",
                     "trainable_params": 921_600, "cost_usd": 0.0042, "price_per_hour": 0.05,
                     "price_source": "table: cpu"})
     write_jsonl(run / "metrics.jsonl", metrics)

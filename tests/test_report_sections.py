@@ -63,6 +63,8 @@ def test_all_sections_present_and_numbers_labelled(forgetting_run):
     md = paths["md"].read_text()
     html = paths["html"].read_text()
     assert "teacher-forced" in md and "teacher-forced" in html
+    assert data["efficiency"]["loss_path"] == "supervised rows"
+    assert "Loss computed by" in md and "matched the model&#39;s own loss" in html
     for heading in ("1. Overview", "2. Key training metrics", "3. Learning curve analysis", "4. Computational efficiency",
                     "5. Dataset insights", "6. Evaluation", "7. Error analysis", "8. Contamination", "9. Conclusions"):
         assert heading in md and heading in html

@@ -139,6 +139,9 @@ class SummaryRecord(_Open):
     processes: int | None = None
     threads: int | None = None
     micro_batch_tokens: int | None = None
+    # How the loss applied the output layer: train/head_check.py's BY_HAND or MODEL_FORWARD, and why.
+    loss_path: str | None = None
+    loss_path_reason: str | None = None
     trainable_params: int | None = None
     cost_usd: Number | None = None
     price_per_hour: Number | None = None

@@ -188,6 +188,7 @@ def _efficiency(e: dict | None) -> dict | None:
         "dtype_choice": dtype_choice, "peak_rss": number(e.get("peak_rss_mb"), 5),
         "cuda_allocated": number(cuda, 5) if cuda is not None else None, "train_s": number(e.get("train_s")),
         "task_eval": task_eval_time(e),
+        "loss_path": {"path": e["loss_path"], "reason": e.get("loss_path_reason")} if e.get("loss_path") else None,
         "cost": (f"{dollars(e['cost_usd'])} at ${e.get('price_per_hour')}/h ({e.get('price_source')})"
                  if e.get("cost_usd") is not None else "—"),
     }

@@ -28,7 +28,7 @@ from tunescope.prompt_format import Encoded
 from tunescope.train.batching import collate, epoch_batches, split_by_tokens, supervised_count
 from tunescope.train.checkpoint import Checkpointer
 from tunescope.train.distributed import Distributed, current
-from tunescope.train.loss import SupervisedCausalLM
+from tunescope.train.loss import SupervisedCausalLM, loss_path
 from tunescope.train.selection import Selection, StepScorer
 from tunescope.train.throughput import (
     cuda_max_allocated_mb,
@@ -241,6 +241,7 @@ def _train(model, train_set, val_set, cfg, *, seed, pad_id, device, dtype, log, 
             model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    head_path, head_reason = loss_path(model)  # checked once, before any step or wrapping
     net = SupervisedCausalLM(model)
     if cfg.compile:
         net = torch.compile(net, dynamic=True)
@@ -385,7 +386,8 @@ def _train(model, train_set, val_set, cfg, *, seed, pad_id, device, dtype, log, 
         "peak_rss_mb": peak_rss_mb(), "cuda_max_allocated_mb": cuda_max_allocated_mb(device),
         "device": str(device), "dtype": str(dtype).replace("torch.", ""), "processes": dist.world_size,
         "threads": torch.get_num_threads() if device.type == "cpu" else None,
-        "micro_batch_tokens": max_tokens, "trainable_params": counts["trainable"],
+        "micro_batch_tokens": max_tokens, "loss_path": head_path, "loss_path_reason": head_reason,
+        "trainable_params": counts["trainable"],
         "cost_usd": cost, "price_per_hour": price, "price_source": price_source,
     }
     log(summary)
