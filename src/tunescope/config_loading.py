@@ -7,6 +7,7 @@ in the file. A problem is one `UserError` naming its place: file:line of the key
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,10 @@ def _format_validation_error(err: ValidationError, source: str, lines: dict[tupl
     for e in err.errors():
         loc = tuple(str(p) for p in e["loc"])
         key = ".".join(loc)
-        if not key:  # a check across sections names its keys itself
+        if not key:  # a check across sections names its keys itself, and is placed by the key it names
             text = e["msg"].removeprefix("Value error, ")
+            named = re.search(r"key '([\w.]+)'", text)
+            loc = tuple(named.group(1).split(".")) if named else loc
         elif e["type"] == "extra_forbidden":
             allowed = _allowed_keys(e["loc"][:-1])
             text = f"unknown key '{key}' (allowed: {', '.join(allowed)})"
@@ -40,6 +43,8 @@ def _format_validation_error(err: ValidationError, source: str, lines: dict[tupl
 
 
 def _place(loc: tuple, source: str, lines: dict[tuple, int], overridden: list[tuple]) -> str:
+    if not loc:
+        return source
     for key in overridden:
         n = min(len(key), len(loc))
         if key[:n] == loc[:n]:

@@ -135,6 +135,18 @@ def _read_yaml(path: Path) -> dict:
     return raw
 
 
+# Axis keys whose values may name a file or folder: like `base`, a relative one is read beside the grid file.
+PATH_KEYS = ("data.source", "model.name", "model.cache_dir")
+
+
+def _beside(source: Path, key: str, value: Any) -> Any:
+    """An axis value naming a path relative to the grid file, as that path (other values as they are)."""
+    if key not in PATH_KEYS or not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
+        return value
+    candidate = source.parent / value
+    return os.path.normpath(candidate) if candidate.exists() else value
+
+
 def _override(key: str, value: Any) -> str:
     return f"{key}={yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix('...').strip()}"
 
@@ -194,9 +206,10 @@ def load_grid(path: str | Path, overrides: list[str] | None = None) -> Grid:
             raise UserError(f"cells {seen[cell]} and {axes} both resolve to the run name '{cell}'; give the "
                             "values distinct last parts", where=f"{source}: axes")
         seen[cell] = axes
+        values = {k: _beside(source, k, v) for k, v in axes.items()}
         for seed in gf.seeds:
             run_name = f"{cell}-s{seed}"
-            sets = fixed + pinned + [_override(k, v) for k, v in axes.items()] + [
+            sets = fixed + pinned + [_override(k, v) for k, v in values.items()] + [
                 f"name={run_name}", f"seed={seed}", f"output_dir={folder}"]
             try:
                 cfg = load_config(base_path, sets)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from tunescope.errors import UserError
+from tunescope.errors import UserError, check_writable_dir, one_line
 from tunescope.models import dtype_choice
 from tunescope.models.dtype_choice import DtypeChoice, Shape, requested
 from tunescope.models.registry import ALIASES, ModelAlias, resolve_alias
@@ -94,9 +94,17 @@ def _dequantize_to_directory(gguf: Path, target: Path) -> None:
     """Dequantize a GGUF file into a plain transformers directory, atomically."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    # The cache must take the result: refused now, not after the minutes a conversion can take.
+    check_writable_dir(target.parent, where="the model cache (model.cache_dir, else TUNESCOPE_CACHE)")
     log.info("dequantizing %s (first load only, cached at %s)", gguf, target)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except (ImportError, UserError):
+        raise
+    except Exception as e:  # the GGUF reader raises many types (ValueError, KeyError, struct.error, ...)
+        raise UserError(f"not a readable GGUF model file ({type(e).__name__}: {one_line(e, 200)})",
+                        where=str(gguf)) from None
     # transformers marks GGUF-loaded models as quantized and refuses to save them; the weights are
     # already dequantized to fp32, so clearing the marker is correct.
     model.hf_quantizer = None
