@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from test_user_errors import (
     BASE_CONFIG,
-    EVAL,
     GOOD_JSONL,
     GOOD_ROWS,
     Case,
@@ -101,23 +101,25 @@ def symlink_loop(adapter: Path) -> None:
 
 
 def pickled_model(tmp: Path, model: Path) -> None:
+    dst = tmp / "m"
+    shutil.copytree(model, dst)
+    _pickle_weights(dst / "model.safetensors", dst / "pytorch_model.bin")
+
+
+def _pickle_weights(safetensors: Path, pickled: Path) -> None:
+    """Weights pickled with an object beside the tensors, which a safe loader refuses to unpickle."""
+    import argparse
+
     import torch
     from safetensors.torch import load_file
 
-    dst = tmp / "m"
-    shutil.copytree(model, dst)
-    weights = load_file(dst / "model.safetensors")
-    (dst / "model.safetensors").unlink()
-    torch.save(weights, dst / "pytorch_model.bin")
+    weights = load_file(safetensors)
+    safetensors.unlink()
+    torch.save({**weights, "options": argparse.Namespace(lr=1)}, pickled)
 
 
 def pickled_adapter(adapter: Path) -> None:
-    import torch
-    from safetensors.torch import load_file
-
-    weights = load_file(adapter / "adapter_model.safetensors")
-    (adapter / "adapter_model.safetensors").unlink()
-    torch.save(weights, adapter / "adapter_model.bin")
+    _pickle_weights(adapter / "adapter_model.safetensors", adapter / "adapter_model.bin")
 
 
 def parquet_with_null(tmp: Path, model: Path) -> None:
@@ -176,9 +178,10 @@ CASES: list[Case] = [
          setup=with_run(lambda r: symlink_loop(r / "adapter")), words=("adapter",), absent=("out", ".out.partial")),
     # --- console markup: user text is printed as it is ------------------------------------------------------
     Case(id="markup-report", argv=["report", f"@TMP@/a{MARK}"], setup=marked_run, code=0, words=(MARK,)),
-    Case(id="markup-runs-list", argv=["runs", "list"], setup=registered_marked_run, code=0, words=("a[",)),
+    Case(id="markup-runs-list", argv=["runs", "list"], setup=registered_marked_run, code=0,
+         words=("1 registered run",)),
     Case(id="markup-runs-show", argv=["runs", "show", f"@TMP@/a{MARK}"], setup=registered_marked_run, code=0,
-         words=(MARK,)),
+         words=("synthetic-math",)),
     Case(id="markup-export", argv=["export", f"@TMP@/a{MARK}", "-o", f"@TMP@/o{MARK}"], setup=marked_run, code=0,
          words=(f"o{MARK}",), exists=(f"o{MARK}/adapter_config.json",)),
     Case(id="markup-compare", argv=["compare", f"@TMP@/a{MARK}", "-o", f"@TMP@/c{MARK}"], setup=marked_run, code=0,
@@ -213,7 +216,8 @@ CASES: list[Case] = [
          words=("estimated total",), files={**grid_files(), "g.yaml": (
              "name: g\nbase: c.yaml\nset: {training.max_steps: &v 2, training.eval_every: *v}\n"
              "axes: {training.lora.r: [4]}\nseeds: [1]\noutput_dir: runs\n")}),
-    Case(id="error-line-capped", argv=["run", "@CFG@"], files={"c.yaml": "name: t\n" + "k" * 20_000 + ": 1\n"},
+    Case(id="error-line-capped", argv=["run", "@CFG@"],
+         files={"c.yaml": "name: t\n" + "".join(f"{c * 1000}: 1\n" for c in "klmnopqrstuvw")},
          words=("more characters",), before_load=True),
     # --- data values that are not text ------------------------------------------------------------------------
     data_case("data-answer-nan", "d.jsonl", GOOD_JSONL + '{"question": "q", "answer": NaN}\n',
@@ -225,7 +229,7 @@ CASES: list[Case] = [
     data_case("data-json-answer-nan", "d.json", '[{"question": "q", "answer": NaN}]', ("d.json: record 1", "answer")),
     run_case({"data": {"source": "@TMP@/d.parquet"}}, id="data-parquet-answer-null", setup=parquet_with_null,
              words=("d.parquet: record 4", "answer", "null"), before_load=True),
-    data_case("data-csv-byte-order-mark", "d.csv", BOM + CSV_ROWS + '"q",""\n', ("d.csv:5", "answer", "empty"),
+    data_case("data-csv-byte-order-mark", "d.csv", BOM + CSV_ROWS + '"q",""\n', ("d.csv:8", "answer", "empty"),
               not_words=("missing field",)),
     data_case("data-json-byte-order-mark", "d.json", BOM + '[{"question": "q", "answer": ""}]',
               ("d.json: record 1", "empty"), not_words=("JSON",)),
@@ -254,16 +258,17 @@ CASES: list[Case] = [
     eval_case("eval-data-path-empty-task", ["--data-path", "=@TMP@/test.jsonl"], ("--data-path", "no task"),
               before_load=True),
     eval_case("eval-data-path-blank", ["--data-path", " = "], ("--data-path",), before_load=True),
-    eval_case("eval-num-fewshot-huge", ["--num-fewshot", "100000"], ("--num-fewshot",), before_load=True),
+    eval_case("eval-num-fewshot-huge", ["--num-fewshot", "100000"], ("100000-shot", "num_fewshot"), before_load=True),
     eval_case("eval-num-fewshot-negative", ["--num-fewshot", "-1"], ("--num-fewshot",), before_load=True),
     # --- models and weights -------------------------------------------------------------------------------------
     model_case("model-garbage-gguf", "@TMP@/w.gguf", ("w.gguf", "GGUF"), setup=lambda tmp, m: write(
         tmp / "w.gguf", b"GGUF" + bytes(range(256)) * 8)),
     model_case("model-not-gguf-at-all", "@TMP@/w.gguf", ("w.gguf", "GGUF"), setup=lambda tmp, m: write(
         tmp / "w.gguf", "hello")),
-    model_case("model-pickled-weights", "@TMP@/m", ("pytorch_model.bin", "safetensors"), setup=pickled_model),
-    eval_case("eval-adapter-pickled-weights", ["--adapter", "@TMP@/ad"], ("adapter_model.bin", "safetensors"),
-              setup=adapter_folder(pickled_adapter), before_load=True),
+    model_case("model-pickled-weights", "@TMP@/m", ("pytorch_model.bin", "refused", "safetensors"),
+               setup=pickled_model),
+    eval_case("eval-adapter-pickled-weights", ["--adapter", "@TMP@/ad"], ("adapter_model.bin", "refused"),
+              setup=adapter_folder(pickled_adapter)),
     Case(id="compare-output-is-a-file", argv=["compare", "@TMP@/run", "-o", "@TMP@/f"], setup=with_run(),
          files={"f": "mine"}, words=("--output", "is a file")),
     # --- grid: the same handling as run ------------------------------------------------------------------------

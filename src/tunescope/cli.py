@@ -16,7 +16,7 @@ from rich.text import Text
 from tunescope.cli_console import RichProgress, console, out, print_error
 from tunescope.cli_runs import runs_app
 from tunescope.config import SAMPLING_TEMPERATURE, EvalConfig, ModelConfig
-from tunescope.errors import RunInterrupted, UserError, storage_error
+from tunescope.errors import RunInterrupted, UserError, check_writable_dir, storage_error
 from tunescope.termination import handle_sigterm, interrupt_exit_code, interrupt_word
 
 
@@ -259,6 +259,7 @@ def grid(
     from tunescope.grid.spec import load_grid
 
     g = load_grid(grid_file, set_ or [])
+    check_writable_dir(g.folder, where="output_dir")
     if dry_run:
         from tunescope.grid.dryrun import print_dry_run
 

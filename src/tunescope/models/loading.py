@@ -12,6 +12,7 @@ import importlib.util
 import json
 import logging
 import os
+import pickle
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -160,6 +161,15 @@ def materialize(name: str, cache_dir: str | None = None) -> Path:
                         where="model.name")
     _dequantize_to_directory(gguf, target)
     return target
+
+
+def pickled_weights_refused(folder: str | Path) -> UserError:
+    """The error for pickled weights (`*.bin`) that hold more than tensors: torch refuses to run the code
+    a pickle can carry, and so does tunescope."""
+    files = sorted(p.name for p in Path(folder).glob("*.bin")) if Path(folder).is_dir() else []
+    return UserError(f"refused to load pickled weights{' (' + ', '.join(files) + ')' if files else ''} holding "
+                     "objects other than tensors (a pickle can run code); save the weights as safetensors from a "
+                     "source you trust", where=str(folder))
 
 
 def _looks_local(name: str) -> bool:
@@ -323,6 +333,8 @@ def load_model(
             quantization_config=quantization_config,
             device_map={"": dev} if quantization_config is not None else None,
         )
+    except pickle.UnpicklingError:
+        raise pickled_weights_refused(source) from None
     except (OSError, ValueError, KeyError) as e:
         first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         if local:  # checked above, so this is the loader's own complaint about the folder's content
