@@ -15,6 +15,7 @@ it while it writes its report through the same code path as `tunescope report`.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -70,10 +71,7 @@ def _read_record(fd: int) -> dict:
 def _open_locked(path: Path, what: str) -> tuple[int, dict]:
     """Open and lock `path`; (fd, the stale holder's record or {}). Refuses when another process holds it."""
     while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise UserError(f"cannot create the lock file ({e.strerror or e})", where=str(path)) from None
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # an OSError here is the caller's to judge
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -104,10 +102,15 @@ def run_lock(folder: str | Path, *, on_stale: Callable[[str], None] | None = Non
     does not exist is not locked: the command's own check names the missing folder, and no lock file
     is left in a place the user only mistyped."""
     path = lock_path(folder)
-    key = str(path.resolve()) if path.parent.exists() else str(path.absolute())
     if fcntl is None or (existing_only and not Path(folder).is_dir()):
         yield path
         return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the folder ({e.strerror or e})", where=str(path.parent)) from None
+    # Resolved once the folder exists, so every name of one folder (relative, through a link) is one key.
+    key = str(path.resolve())
     if key in _HELD:  # this process already holds it (run → its report)
         _HELD[key][1] += 1
         try:
@@ -115,8 +118,15 @@ def run_lock(folder: str | Path, *, on_stale: Callable[[str], None] | None = Non
         finally:
             _HELD[key][1] -= 1
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, stale = _open_locked(path, lock_path_name_of(folder))
+    try:
+        fd, stale = _open_locked(path, lock_path_name_of(folder))
+    except OSError as e:
+        if existing_only and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            # A finished run on a read-only place: this process cannot write it either, so exporting
+            # from it (which writes elsewhere) needs no lock; a report fails on its own writes.
+            yield path
+            return
+        raise UserError(f"cannot create the lock file ({e.strerror or e})", where=str(path)) from None
     if stale and stale.get("pid") != os.getpid():
         message = (f"taking over the stale lock {path} left by {_describe(stale)}, which ended without "
                    "releasing it")
