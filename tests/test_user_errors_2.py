@@ -453,7 +453,7 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path: Path, tiny_model_dir: Path):
     code, output = finished(proc, timeout=120)
     assert code == 143, output
     assert "SIGTERM" in output and ".t.partial" in output and "--resume" in output, output
-    assert json.loads((tmp_path / "runs" / ".t.partial" / "manifest.json").read_text())["status"] == "failed"
+    assert json.loads((tmp_path / "runs" / ".t.partial" / "manifest.json").read_text())["status"] == "interrupted"
     assert not (tmp_path / "runs" / ".t.lock").exists()
 
 

@@ -226,7 +226,7 @@ def _run_locked(cfg: RunConfig, rd: RunDir, dist, *, overwrite: bool, progress: 
         progress.stage("report")
         write_report(rd.path, register=False)
     except BaseException as e:
-        rd.abandon()
+        rd.abandon("interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
         if isinstance(e, KeyboardInterrupt) and not isinstance(e, RunInterrupted):
             raise RunInterrupted(rd.path) from None
         if isinstance(e, Exception) and (err := storage_error(e, rd.path)) is not None:
