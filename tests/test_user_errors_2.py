@@ -265,6 +265,10 @@ CASES: list[Case] = [
         tmp / "w.gguf", b"GGUF" + bytes(range(256)) * 8)),
     model_case("model-not-gguf-at-all", "@TMP@/w.gguf", ("w.gguf", "GGUF"), setup=lambda tmp, m: write(
         tmp / "w.gguf", "hello")),
+    model_case("model-cache-is-a-file", "@TMP@/w.gguf", ("model cache", "is a file"), setup=lambda tmp, m: (
+        write(tmp / "w.gguf", b"GGUF" + bytes(8)), write(tmp / "cache", "not a folder"))),
+    run_case({"eval": {"data_path": {"gsm8k": ""}}}, id="cfg-data-path-empty", words=("eval.data_path",),
+             before_load=True),
     model_case("model-pickled-weights", "@TMP@/m", ("pytorch_model.bin", "refused", "safetensors"),
                setup=pickled_model),
     eval_case("eval-adapter-pickled-weights", ["--adapter", "@TMP@/ad"], ("adapter_model.bin", "refused"),

@@ -186,6 +186,15 @@ class EvalConfig(_Strict):
                             "(model.generate, unbatched forwards: slower, any model) otherwise; or force one.")
     during_training: DuringTrainingConfig = DuringTrainingConfig()
 
+    @field_validator("data_path")
+    @classmethod
+    def _paths_named(cls, v: dict[str, str]) -> dict[str, str]:
+        # An empty path would read the current folder; an empty task name would be ignored.
+        for task, path in v.items():
+            if not str(task).strip() or not str(path).strip():
+                raise ValueError(f"'{task}: {path}' needs both a task and a path")
+        return v
+
     @field_validator("temperature")
     @classmethod
     def _only_when_sampling(cls, v: float | None, info) -> float | None:
