@@ -394,6 +394,7 @@ def held(request):
             p.communicate()
 
 
+@pytest.mark.slow
 def test_two_train_processes_on_one_run_name(tmp_path: Path, tiny_model_dir: Path, held):
     cfg = long_config(tmp_path, tiny_model_dir)
     first = tunescope(tmp_path, "train", str(cfg))
@@ -414,6 +415,7 @@ def test_two_train_processes_on_one_run_name(tmp_path: Path, tiny_model_dir: Pat
     assert not (tmp_path / "runs" / ".t.lock").exists()
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_takes_over_the_stale_lock(tmp_path: Path, tiny_model_dir: Path):
     cfg = long_config(tmp_path, tiny_model_dir, steps=400)
     first = tunescope(tmp_path, "train", str(cfg))
@@ -428,6 +430,7 @@ def test_kill_9_then_rerun_takes_over_the_stale_lock(tmp_path: Path, tiny_model_
     assert not (tmp_path / "runs" / ".t.lock").exists()
 
 
+@pytest.mark.slow
 def test_two_grids_on_one_folder(tmp_path: Path, tiny_model_dir: Path, held):
     long_config(tmp_path, tiny_model_dir)
     write(tmp_path / "g.yaml", yaml.safe_dump(GRID))
@@ -449,6 +452,7 @@ def test_two_grids_on_one_folder(tmp_path: Path, tiny_model_dir: Path, held):
     assert json.loads((tmp_path / "runs" / "g" / "_cells" / "4-s1.json").read_text())["status"] == "complete"
 
 
+@pytest.mark.slow
 def test_sigterm_is_handled_like_ctrl_c(tmp_path: Path, tiny_model_dir: Path):
     cfg = long_config(tmp_path, tiny_model_dir, steps=2000)
     proc = tunescope(tmp_path, "run", str(cfg))
@@ -461,6 +465,7 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path: Path, tiny_model_dir: Path):
     assert not (tmp_path / "runs" / ".t.lock").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_a_grid_marks_the_cell_and_names_the_grid_command(tmp_path: Path, tiny_model_dir: Path):
     long_config(tmp_path, tiny_model_dir, steps=2000)
     write(tmp_path / "g.yaml", yaml.safe_dump(GRID))
@@ -474,6 +479,7 @@ def test_ctrl_c_in_a_grid_marks_the_cell_and_names_the_grid_command(tmp_path: Pa
     assert status["status"] == "interrupted"
 
 
+@pytest.mark.slow
 def test_a_resumed_run_keeps_its_first_setup_record(tmp_path: Path, tiny_model_dir: Path):
     cfg = long_config(tmp_path, tiny_model_dir, steps=400)
     proc = tunescope(tmp_path, "train", str(cfg))
