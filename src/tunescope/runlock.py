@@ -52,6 +52,8 @@ def _holder_text() -> str:
 
 
 def _describe(record: dict) -> str:
+    if not record:  # the holder has the lock but has not written its details yet (a moment after it started)
+        return "a process that has just started (no PID recorded yet)"
     pid = record.get("pid", "?")
     host = record.get("host", "?")
     command = record.get("command")
