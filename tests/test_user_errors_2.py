@@ -328,6 +328,16 @@ def test_ray_address_from_the_environment_is_checked(isolated: Path, tiny_model_
     check(case, code, output, isolated)
 
 
+def test_ray_address_auto_without_a_cluster(isolated: Path, tiny_model_dir: Path, monkeypatch):  # noqa: F811
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
+        pytest.skip("a Ray cluster is already joined in this process")
+    case = grid_case("grid-ray-address-auto", ["--ray-address", "auto"], ("--ray-address", "ray start --head"),
+                     before_load=True, absent=("runs/g",))
+    code, output = invoke(prepare(case, isolated, tiny_model_dir), before_load=True, monkeypatch=monkeypatch)
+    check(case, code, output, isolated)
+
+
 def test_the_table_has_sixty_cases():
     assert len(CASES) >= 60 and len({c.id for c in CASES}) == len(CASES)
 
