@@ -30,7 +30,7 @@ LAYER_OF = {
     "tunescope.analysis": "analysis",
     "tunescope.report": "report",
     **{f"tunescope.{name}": "shared" for name in (
-        "config", "config_loading", "errors", "runio", "records", "malloc", "arith", "run_record", "run_schema",
+        "config", "config_loading", "errors", "runio", "runlock", "replace_guard", "safe_yaml", "termination", "records", "malloc", "arith", "run_record", "run_schema",
         "results_schema", "modelinfo", "prompt_format")},
 }
 

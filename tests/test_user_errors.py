@@ -645,7 +645,7 @@ def fault_sigint(tmp: Path, model: Path) -> None:
     assert proc.returncode == 130, err
     assert "Traceback" not in out + err, err
     assert "interrupted" in err and ".t.partial" in err and "--resume" in err and "c.yaml" in err, err
-    assert json.loads((tmp / "runs" / ".t.partial" / "manifest.json").read_text())["status"] == "failed"
+    assert json.loads((tmp / "runs" / ".t.partial" / "manifest.json").read_text())["status"] == "interrupted"
     assert not (tmp / "runs" / "t").exists()
 
 

@@ -11,12 +11,14 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from tunescope.cli_console import RichProgress, console, out, print_error
 from tunescope.cli_runs import runs_app
 from tunescope.cli_serve import serve as serve_command
 from tunescope.config import SAMPLING_TEMPERATURE, ContaminationConfig, EvalConfig, ModelConfig
-from tunescope.errors import RunInterrupted, UserError, storage_error
+from tunescope.errors import RunInterrupted, UserError, check_writable_dir, storage_error
+from tunescope.termination import handle_sigterm, interrupt_exit_code, interrupt_word
 
 
 class _Group(typer.core.TyperGroup):
@@ -32,12 +34,12 @@ class _Group(typer.core.TyperGroup):
             raise typer.Exit(UserError.exit_code) from None
         except RunInterrupted as e:
             hint = f"tunescope {' '.join(_RESUME_ARGS)} --resume" if _RESUME_ARGS else "--resume"
-            console.print(f"interrupted: the partial run is in {e.partial}; continue it with `{hint}`",
+            console.print(f"{interrupt_word()}: the partial run is in {e.partial}; continue it with `{hint}`",
                           markup=False, highlight=False, soft_wrap=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(interrupt_exit_code()) from None
         except KeyboardInterrupt:
-            console.print("interrupted", markup=False, highlight=False)
-            raise typer.Exit(130) from None
+            console.print(interrupt_word(), markup=False, highlight=False)
+            raise typer.Exit(interrupt_exit_code()) from None
         except Exception as e:  # a full disk or unwritable place reached outside a recipe's own handling
             err = storage_error(e)
             if err is None:
@@ -74,13 +76,13 @@ def _print_summary(run_dir: Path) -> None:
     from tunescope.report.summary_table import summary_rows
     from tunescope.run_record import open_run
 
-    table = Table(title=f"tunescope run: {run_dir}")
+    table = Table(title=Text(f"tunescope run: {run_dir}"))
     table.add_column("measure")
     table.add_column("value", justify="right")
     for name, value in summary_rows(open_run(run_dir).report or {}):
-        table.add_row(name, value)
+        table.add_row(Text(str(name)), Text(str(value)))
     out.print(table)
-    out.print(f"report: [bold]{run_dir / 'report.html'}[/]  (also report.md, report.json)")
+    out.print(f"report: {run_dir / 'report.html'}  (also report.md, report.json)")
 
 
 Resume = Annotated[bool, typer.Option(
@@ -230,8 +232,10 @@ def _data_paths(items: list[str] | None) -> dict[str, str]:
     for item in items or []:
         if "=" not in item:
             raise UserError(f"'{item}' must look like task=PATH", where="--data-path")
-        k, v = item.split("=", 1)
-        paths[k.strip()] = v.strip()
+        k, v = (part.strip() for part in item.split("=", 1))
+        if not k or not v:
+            raise UserError(f"'{item}' has no {'task' if not k else 'path'}; write task=PATH", where="--data-path")
+        paths[k] = v
     return paths
 
 
@@ -319,6 +323,7 @@ def grid(
     from tunescope.grid.spec import load_grid
 
     g = load_grid(grid_file, set_ or [])
+    check_writable_dir(g.folder, where="output_dir")
     if dry_run:
         from tunescope.grid.dryrun import print_dry_run
 
@@ -326,14 +331,26 @@ def grid(
         return
     from tunescope.grid.runner import run_grid
 
-    with RichProgress() as progress:
-        result = run_grid(g, use_ray=use_ray, ray_address=ray_address, progress=progress)
+    try:
+        with RichProgress() as progress:
+            result = run_grid(g, use_ray=use_ray, ray_address=ray_address, progress=progress)
+    except KeyboardInterrupt:
+        import shlex
+
+        again = " ".join(["tunescope grid", shlex.quote(str(grid_file)),
+                          *(f"--set {shlex.quote(o)}" for o in set_ or [])])
+        console.print(f"{interrupt_word()}: the grid's runs are kept in {g.folder} (the running one marked "
+                      f"interrupted); continue with `{again}`: finished runs are skipped and the interrupted one "
+                      "resumes from its latest checkpoint", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(interrupt_exit_code()) from None
     statuses = result["statuses"].values()
     failed = [s for s in statuses if s.get("status") != "complete"]
     out.print(f"grid {g.name}: {len(statuses) - len(failed)} of {len(statuses)} runs complete"
               + (f", {len(failed)} failed (see the grid report)" if failed else ""))
     for kind, path in result["paths"].items():
         out.print(f"{kind}: {path}")
+    if failed:  # a script that runs the grid must see that it is not done
+        raise typer.Exit(1)
 
 
 
@@ -381,14 +398,15 @@ def main() -> None:
     # Library deprecation notices are for library authors, not for someone running a fine-tune.
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    handle_sigterm()
     try:
         app()
     except UserError as e:  # raised outside a command (the commands handle their own)
         print_error(str(e))
         sys.exit(UserError.exit_code)
     except KeyboardInterrupt:
-        console.print("interrupted", markup=False, highlight=False)
-        sys.exit(130)
+        console.print(interrupt_word(), markup=False, highlight=False)
+        sys.exit(interrupt_exit_code())
 
 
 if __name__ == "__main__":

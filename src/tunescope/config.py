@@ -149,6 +149,23 @@ class DuringTrainingConfig(_Strict):
         None, description="Engine batch size (None = eval.batch_size; auto = the largest that fits).")
     max_new_tokens: int | None = Field(None, ge=1, description="Generation cap (None = eval.max_new_tokens).")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _settings_enable(cls, data):
+        # A block that sets anything (tasks, limit, ...) but says nothing of `enabled` asks for scoring
+        # during training; only an explicit `enabled: false` keeps it off.
+        if isinstance(data, dict) and data and "enabled" not in data:
+            return {**data, "enabled": True}
+        return data
+
+    @field_validator("tasks")
+    @classmethod
+    def _distinct_tasks(cls, v: list[str]) -> list[str]:
+        repeated = sorted({t for t in v if v.count(t) > 1})
+        if repeated:
+            raise ValueError(f"lists {', '.join(repeated)} more than once")
+        return v
+
 
 class EvalConfig(_Strict):
     tasks: list[str] = Field(default_factory=lambda: ["heldout"])
@@ -168,6 +185,15 @@ class EvalConfig(_Strict):
         "auto", description="auto = the native engine on the model families it is verified on, plain transformers "
                             "(model.generate, unbatched forwards: slower, any model) otherwise; or force one.")
     during_training: DuringTrainingConfig = DuringTrainingConfig()
+
+    @field_validator("data_path")
+    @classmethod
+    def _paths_named(cls, v: dict[str, str]) -> dict[str, str]:
+        # An empty path would read the current folder; an empty task name would be ignored.
+        for task, path in v.items():
+            if not str(task).strip() or not str(path).strip():
+                raise ValueError(f"'{task}: {path}' needs both a task and a path")
+        return v
 
     @field_validator("temperature")
     @classmethod

@@ -72,10 +72,16 @@ def evaluate_model(model: str | None, tasks: list[str] | None, *, data_paths: di
     loaded = load_model(model_cfg.name, dtype=model_cfg.dtype)
     m = loaded.model
     if adapter is not None:
+        import pickle
+
         from peft import PeftModel
+
+        from tunescope.models.loading import pickled_weights_refused
 
         try:
             m = PeftModel.from_pretrained(m, adapter)
+        except pickle.UnpicklingError:
+            raise pickled_weights_refused(adapter) from None
         except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
             first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
             raise UserError(f"cannot apply the adapter to this model ({type(e).__name__}: {first})",

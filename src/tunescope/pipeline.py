@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from tunescope import run_record as rr
@@ -18,8 +19,10 @@ from tunescope.config import RunConfig
 from tunescope.config_loading import dump_config, load_config, only_report_keys
 from tunescope.contamination_recipe import annotate_results, check_run
 from tunescope.errors import RunInterrupted, UserError, check_writable_dir, storage_error
+from tunescope.replace_guard import check_replaceable_run
 from tunescope.run_inputs import EncodedData, Prepared, build_tasks, encode_data, prepare_data, training_tasks
 from tunescope.runio import RunDir, git_sha, library_versions, now_iso, write_json, write_text_atomic
+from tunescope.runlock import run_lock
 
 # Per-example losses cost one forward pass each; beyond this many the report samples are enough.
 MAX_EXAMPLE_LOSSES = 512
@@ -151,9 +154,6 @@ def run(cfg: RunConfig, *, overwrite: bool = False, progress: ProgressSink | Non
     `manifest_extra` adds fields to manifest.json (a grid run records its grid and cell there).
     `register=False` leaves the registry to the caller (a grid registers its cells from the driver).
     """
-    from tunescope.models import load_model, pick_device
-    from tunescope.models.loading import prepare_tokenizer
-    from tunescope.train.adapters import quantization_config_for
     from tunescope.train.distributed import current
 
     progress = progress or ProgressSink()
@@ -163,8 +163,22 @@ def run(cfg: RunConfig, *, overwrite: bool = False, progress: ProgressSink | Non
     # Everything that can be checked without the model is checked before it loads: where the run is
     # written, the data, the tasks, the tokenised examples.
     check_writable_dir(rd.root, where="output_dir")
-    if not resume and rd.final.exists() and not overwrite:
-        rd.begin(overwrite)  # refuses, naming the existing run
+    # One writer per run folder: held from here until the run is renamed into place and registered.
+    with run_lock(rd.final, on_stale=progress.message) if dist.is_main else nullcontext():
+        return _run_locked(cfg, rd, dist, overwrite=overwrite, progress=progress, resume=resume,
+                           base_eval_cache=base_eval_cache, manifest_extra=manifest_extra, register=register)
+
+
+def _run_locked(cfg: RunConfig, rd: RunDir, dist, *, overwrite: bool, progress: ProgressSink, resume: bool,
+                base_eval_cache: BaseEvalCache | None, manifest_extra: dict | None, register: bool) -> Path | None:
+    from tunescope.models import load_model, pick_device
+    from tunescope.models.loading import prepare_tokenizer
+    from tunescope.train.adapters import quantization_config_for
+
+    if rd.final.exists() and not overwrite and not (resume and not rd.path.is_dir()):
+        rd.begin(overwrite)  # refuses, naming the existing run (a resume never replaces a finished run silently)
+    if overwrite and rd.final.exists():
+        check_replaceable_run(rd.final)
     resuming = resume and _resumable(rd, cfg, progress)
     started = time.perf_counter()
     progress.stage("prepare data")
@@ -242,6 +256,13 @@ def write_report(run_dir: str | Path, *, register: bool = True, overrides: list[
                  progress: ProgressSink | None = None) -> dict[str, Path]:
     """(Re)build a run's report; ``overrides`` (``report.key=value``) change only the report settings.
     With ``register``, the run is also added to (or refreshed in) the run registry."""
+    # One writer per run folder: a report is not rebuilt while the run (or another report) writes it.
+    with run_lock(run_dir, existing_only=True, on_stale=progress.message if progress else None):
+        return _write_report_locked(Path(run_dir), register=register, overrides=overrides, progress=progress)
+
+
+def _write_report_locked(run_dir: Path, *, register: bool, overrides: list[str] | None,
+                         progress: ProgressSink | None) -> dict[str, Path]:
     from tunescope.analysis.summary import analyse_run
     from tunescope.report import render_all
 

@@ -34,7 +34,7 @@ class ManifestModel(_Open):
 
 class Manifest(_Open):
     name: str | None = None
-    status: str | None = None  # running | complete | failed | interrupted
+    status: str | None = None  # running | complete | failed | interrupted (Ctrl-C, SIGTERM)
     started: str | None = None
     finished: str | None = None
     resumed: list[str] = []

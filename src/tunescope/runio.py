@@ -71,6 +71,8 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
     try:
         with path.open(encoding="utf-8") as f:
             for lineno, line in enumerate(f, start=1):
+                if lineno == 1:
+                    line = line.removeprefix("\ufeff")  # a byte-order mark is not part of the first record
                 if not line.strip():
                     continue
                 try:
@@ -142,7 +144,8 @@ class RunDir:
         return self.final
 
     def abandon(self, status: str = "failed") -> None:
-        """Leave a failed (or interrupted) run's folder for inspection, marked so, never at the final name."""
+        """Leave a failed (or `interrupted`) run's folder for inspection and --resume, marked so, never at
+        the final name."""
         manifest = self.path / "manifest.json"
         if not manifest.is_file():
             return

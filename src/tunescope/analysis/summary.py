@@ -36,6 +36,7 @@ from ._util import unavailable
 from .conclusions import conclusions, primary_rows
 from .contamination_report import contamination_section
 from .dataset_insights import dataset_insights, generation_tasks
+from .divergence import first_divergence
 
 TOKEN_ACCURACY_NOTE = ("teacher-forced next-token accuracy on response tokens, weighted by tokens; "
                        "NOT task accuracy")
@@ -264,6 +265,21 @@ def _efficiency(summary, manifest) -> dict | None:
 # ---------------------------------------------------------------- entry point
 
 
+def _say_divergence(data: dict, diverged: dict | None) -> None:
+    """A diverged run says so, with its step, first among the conclusions and in every curve verdict that
+    its missing (non-finite) points left without figures."""
+    data["training"]["diverged"] = diverged
+    if diverged is None:
+        return
+    lc = data["learning_curve"]
+    for section in (data["training"]["loss_improvement"], lc["further_training"], lc["overfitting"]):
+        if isinstance(section, dict) and section.get("available") is False:
+            section["reason"] = f"{diverged['text']}; {section.get('reason') or 'no figures'}"
+    data["conclusions"].insert(0, {"section": "training", "text": f"{diverged['text'][0].upper()}"
+                                   f"{diverged['text'][1:]}; later points of that curve are not shown.",
+                                   "basis": ["training.diverged"]})
+
+
 def analyse_run(record: RunRecord) -> dict:
     cfg, manifest = record.config, record.manifest
     rs = cfg.report.model_dump()
@@ -320,5 +336,6 @@ def analyse_run(record: RunRecord) -> dict:
         "contamination": contamination_section(record.contamination, run_eval, rs, seed),
     }
     data["conclusions"] = conclusions(data)
+    _say_divergence(data, first_divergence(metrics))
     data["_images"] = images
     return data

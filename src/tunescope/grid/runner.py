@@ -16,9 +16,11 @@ from pathlib import Path
 
 import yaml
 
+from tunescope.errors import check_writable_dir
 from tunescope.grid.engine import Job, read_status, run_on_ray, run_sequential, start_ray
 from tunescope.grid.spec import Grid, Run
 from tunescope.runio import write_text_atomic
+from tunescope.runlock import run_lock
 
 GRID_FILE = "grid.yaml"
 
@@ -55,11 +57,18 @@ def _job(grid: Grid, run: Run) -> Job:
 def run_grid(grid: Grid, *, use_ray: bool = False, ray_address: str | None = None, ray_num_cpus: int | None = None,
              progress=None, report: bool = True) -> dict:
     """Run every unfinished run of the grid; returns {"statuses": {run: status}, "paths": report files}."""
-    from tunescope import pipeline
-
+    folder = grid.folder
+    check_writable_dir(folder, where="output_dir")
     if use_ray or ray_address:
         start_ray(ray_address, ray_num_cpus)  # before anything is written: a dead address is the user's to fix
-    folder = grid.folder
+    # One grid process per grid folder (each cell is locked too, against a `tunescope run` of the same name).
+    with run_lock(folder, on_stale=progress.message if progress is not None else None):
+        return _run_grid_locked(grid, folder, use_ray=use_ray or bool(ray_address), progress=progress, report=report)
+
+
+def _run_grid_locked(grid: Grid, folder: Path, *, use_ray: bool, progress, report: bool) -> dict:
+    from tunescope import pipeline
+
     folder.mkdir(parents=True, exist_ok=True)
     write_text_atomic(folder / GRID_FILE, yaml.safe_dump(grid.describe(), sort_keys=False, allow_unicode=True))
 
@@ -90,7 +99,7 @@ def run_grid(grid: Grid, *, use_ray: bool = False, ray_address: str | None = Non
         jobs = [_job(grid, r) for r in wave]
         if not jobs:
             continue
-        if use_ray or ray_address:
+        if use_ray:
             run_on_ray(jobs, folder, on_done, grid.file.max_retries)
         else:
             run_sequential(jobs, folder, on_done, progress)
