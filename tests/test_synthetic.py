@@ -15,6 +15,7 @@ from tunescope.arith import evaluate_expression, parse_annotations
 from tunescope.data.synthetic import (
     FAMILIES,
     IMPLIED_CONSTANTS,
+    TWO_STEP_FAMILIES,
     generate_heldout,
     generate_problem,
     generate_problems,
@@ -189,3 +190,36 @@ def test_answer_format_matches_gsm8k_example() -> None:
     first_line = problem["answer"].split("\n")[0]
     # e.g. "Natalia sold 48/2 = <<48/2=24>>24 clips in May."
     assert re.search(r"\S+ = \$?<<[^=<>]+=\d+>>\d+", first_line)
+
+
+# --- the two-step set ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("family", TWO_STEP_FAMILIES, ids=lambda f: f.name)
+def test_each_two_step_family_generates_valid_two_step_problems(family) -> None:
+    rng = random.Random(f"two-step-{family.name}")
+    problems = [generate_problem(rng, family.name) for _ in range(40)]
+    for problem in problems:
+        assert problem["family"] == family.name and problem["steps"] == 2
+        _check_problem(problem)
+        # Small numbers: nothing in the question or the answer above 200.
+        assert max(map(int, re.findall(r"\d+", problem["question"] + problem["answer"]))) <= 200
+    assert len({p["question"] for p in problems}) >= 36
+
+
+def test_two_step_set_is_its_own_stream_and_leaves_grade_school_draws_alone() -> None:
+    names = {f.name for f in TWO_STEP_FAMILIES}
+    assert len(names) == len(TWO_STEP_FAMILIES) >= 6 and not names & {f.name for f in FAMILIES}
+    drawn = generate_problems(4 * len(TWO_STEP_FAMILIES), seed=3, families="two-step")
+    assert set(Counter(p["family"] for p in drawn).values()) == {4}
+    assert drawn == generate_problems(len(drawn), seed=3, families="two-step")
+    assert generate_problems(30, seed=3, families="grade-school") == generate_problems(30, seed=3)
+    with pytest.raises(ValueError, match="unknown synthetic-math family set 'easy'"):
+        generate_problems(3, seed=3, families="easy")
+
+
+def test_two_step_heldout_is_disjoint_from_two_step_training() -> None:
+    train = generate_problems(400, seed=1234, families="two-step")
+    seen = {p["question"] for p in train}
+    heldout = generate_heldout(128, seed=1234 + 1_000_003, exclude=seen, families="two-step")
+    assert len(heldout) == 128 and not seen & {p["question"] for p in heldout}
+    assert {p["family"] for p in heldout} == {f.name for f in TWO_STEP_FAMILIES}

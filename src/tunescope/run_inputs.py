@@ -27,7 +27,8 @@ def prepare_data(cfg: RunConfig) -> Prepared:
     d = cfg.data
     seed = cfg.data_seed
     rows = load_rows(d.source, split=d.split, question_field=d.question_field, answer_field=d.answer_field,
-                     limit=d.limit, synthetic_size=d.synthetic_size, seed=seed)
+                     limit=d.limit, synthetic_size=d.synthetic_size, seed=seed,
+                     synthetic_families=d.synthetic_families)
     train_rows, val_rows, val_idx = train_val_split(rows, d.val_fraction, seed)
     if d.source == "synthetic-math":
         from tunescope.data.synthetic import generate_heldout
@@ -36,7 +37,8 @@ def prepare_data(cfg: RunConfig) -> Prepared:
         # and problems are drawn until there are eval.heldout_size of them.
         try:
             heldout = generate_heldout(cfg.eval.heldout_size, seed=seed + 1_000_003,
-                                       exclude={r["question"] for r in rows})
+                                       exclude={r["question"] for r in rows},
+                                       families=d.synthetic_families)
         except ValueError as e:
             raise UserError(f"{e}; lower eval.heldout_size", where="eval.heldout_size") from None
         heldout_from = "synthetic-math (fresh problems, disjoint from training)"

@@ -59,12 +59,13 @@ def load_rows(
     limit: int | None = None,
     synthetic_size: int = 400,
     seed: int = 0,
+    synthetic_families: str = "grade-school",
 ) -> list[dict]:
     """Load and validate rows from any supported source."""
     if source == "synthetic-math":
         from tunescope.data.synthetic import generate_problems
 
-        rows = generate_problems(synthetic_size, seed=seed)
+        rows = generate_problems(synthetic_size, seed=seed, families=synthetic_families)
         return rows[:limit] if limit else rows
     path = Path(source).expanduser()
     if path.suffix.lower() in SUFFIXES or path.exists():

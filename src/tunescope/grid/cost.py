@@ -50,7 +50,8 @@ def _data_rows(cfg) -> tuple[list[dict] | None, int | None]:
     d = cfg.data
     if _local_data(cfg):
         rows = load_rows(d.source, split=d.split, question_field=d.question_field, answer_field=d.answer_field,
-                         limit=d.limit, synthetic_size=d.synthetic_size, seed=cfg.data_seed)
+                         limit=d.limit, synthetic_size=d.synthetic_size, seed=cfg.data_seed,
+                         synthetic_families=d.synthetic_families)
         return rows, len(rows)
     known = KNOWN_SPLIT_ROWS.get(d.source)
     n = min(d.limit, known) if d.limit and known else (d.limit or known)

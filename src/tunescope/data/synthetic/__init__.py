@@ -9,16 +9,20 @@ modules register the kinds of problem when imported.
 """
 
 # The family modules register their families on import, in this order; the order decides the random
-# draws and so the generated data, so these imports must stay in this order.
-from tunescope.data.synthetic import families_1, families_2, families_3  # noqa: F401
+# draws and so the generated data, so these imports must stay in this order. `families_two_step`
+# registers into its own list, TWO_STEP_FAMILIES, and so leaves FAMILIES alone.
+from tunescope.data.synthetic import families_1, families_2, families_3, families_two_step  # noqa: F401
 from tunescope.data.synthetic.core import (
     CALC,
     FAMILIES,
     IMPLIED_CONSTANTS,
+    TWO_STEP_FAMILIES,
     Family,
+    family_set,
     generate_heldout,
     generate_problem,
     generate_problems,
 )
 
-__all__ = ["CALC", "FAMILIES", "IMPLIED_CONSTANTS", "Family", "generate_heldout", "generate_problem", "generate_problems"]
+__all__ = ["CALC", "FAMILIES", "IMPLIED_CONSTANTS", "TWO_STEP_FAMILIES", "Family", "family_set", "generate_heldout",
+           "generate_problem", "generate_problems"]

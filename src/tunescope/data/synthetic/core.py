@@ -64,13 +64,16 @@ class Family:
 # In registration order. The random draws depend on this list's order (and on its length), so
 # reordering it changes every seed's generated data and the data hashes that runs record.
 FAMILIES: list[Family] = []
+# The two-step set (`families_two_step`): short problems with small numbers, each solved by two
+# operations. Kept apart from `FAMILIES` so that adding it changes no seed's grade-school data.
+TWO_STEP_FAMILIES: list[Family] = []
 
 
-def register_family(name: str) -> Callable[[Callable[[random.Random, Solution], str]], Callable]:
-    """Decorator: add the decorated `build` function to `FAMILIES` as the family `name`."""
+def register_family(name: str, registry: list[Family] = FAMILIES) -> Callable[[Callable[[random.Random, Solution], str]], Callable]:
+    """Decorator: add the decorated `build` function to `registry` (`FAMILIES` by default) as the family `name`."""
 
     def register(build: Callable[[random.Random, Solution], str]) -> Callable:
-        FAMILIES.append(Family(name, build))
+        registry.append(Family(name, build))
         return build
 
     return register
@@ -127,10 +130,10 @@ def proper_fraction(rng: random.Random, denominators: tuple[int, ...]) -> tuple[
 # --- drawing problems -----------------------------------------------------------------------------
 
 def _family_named(name: str) -> Family:
-    for fam in FAMILIES:
+    for fam in FAMILIES + TWO_STEP_FAMILIES:
         if fam.name == name:
             return fam
-    raise ValueError(f"unknown synthetic-math family {name!r}; known: {', '.join(f.name for f in FAMILIES)}")
+    raise ValueError(f"unknown synthetic-math family {name!r}; known: {', '.join(f.name for f in FAMILIES + TWO_STEP_FAMILIES)}")
 
 
 def generate_problem(rng: random.Random, family: Family | str | None = None) -> dict:
@@ -144,10 +147,10 @@ def generate_problem(rng: random.Random, family: Family | str | None = None) -> 
     return {"question": question, "answer": sol.answer(), "family": fam.name, "steps": len(sol.lines)}
 
 
-def _stream(rng: random.Random) -> Iterator[dict]:
+def _stream(rng: random.Random, families: list[Family]) -> Iterator[dict]:
     """Endless problems; each round uses every family once, in a shuffled order."""
     while True:
-        order = list(FAMILIES)
+        order = list(families)
         rng.shuffle(order)
         for fam in order:
             yield generate_problem(rng, fam)
@@ -170,18 +173,28 @@ def _take_unique(stream: Iterator[dict], n: int, exclude: set[str] | frozenset[s
     return out
 
 
-def generate_problems(n: int, seed: int) -> list[dict]:
-    """n distinct problems, fully determined by `seed`; every family appears once n >= len(FAMILIES)."""
+def family_set(name: str) -> list[Family]:
+    """The families of a named set: "grade-school" (`FAMILIES`) or "two-step" (`TWO_STEP_FAMILIES`)."""
+    sets = {"grade-school": FAMILIES, "two-step": TWO_STEP_FAMILIES}
+    if name not in sets:
+        raise ValueError(f"unknown synthetic-math family set {name!r}; known: {', '.join(sets)}")
+    return sets[name]
+
+
+def generate_problems(n: int, seed: int, families: str = "grade-school") -> list[dict]:
+    """n distinct problems from the family set `families`, fully determined by `seed`; every family of
+    the set appears once n >= its number of families."""
     if n < 0:
         raise ValueError("n must be >= 0")
-    return _take_unique(_stream(random.Random(seed)), n)
+    return _take_unique(_stream(random.Random(seed), family_set(families)), n)
 
 
-def generate_heldout(n: int, seed: int, exclude: set[str] | frozenset[str] = frozenset()) -> list[dict]:
+def generate_heldout(n: int, seed: int, exclude: set[str] | frozenset[str] = frozenset(),
+                     families: str = "grade-school") -> list[dict]:
     """n distinct problems from `seed`'s stream whose questions are not in `exclude` (the training set).
 
     Problems are drawn until there are n of them, so the held-out set always has the size asked
     for; a ValueError says when the families cannot produce that many new questions."""
     if n < 0:
         raise ValueError("n must be >= 0")
-    return _take_unique(_stream(random.Random(seed)), n, exclude=exclude)
+    return _take_unique(_stream(random.Random(seed), family_set(families)), n, exclude=exclude)
