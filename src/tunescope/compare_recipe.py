@@ -8,6 +8,7 @@ from pathlib import Path
 from tunescope import run_record as rr
 from tunescope.config_loading import load_config, only_report_keys
 from tunescope.errors import UserError
+from tunescope.grid_folder import is_grid_folder, read_grid_file, run_complete, run_names
 
 
 def compare(run_dirs: list[str | Path], *, baseline: str | None = None, output: str | Path | None = None,
@@ -40,20 +41,12 @@ def compare(run_dirs: list[str | Path], *, baseline: str | None = None, output: 
 
 def _expand_grids(paths: list[str | Path]) -> list[Path]:
     """A grid folder (it holds grid.yaml) stands for its finished runs, in the grid's order."""
-    import yaml
-
     out: list[Path] = []
     for p in map(Path, paths):
-        spec = p / "grid.yaml"
-        if not spec.is_file():
+        if not is_grid_folder(p):
             out.append(p)
             continue
-        try:
-            names = (yaml.safe_load(spec.read_text(encoding="utf-8")) or {}).get("runs") or []
-        except yaml.YAMLError:
-            raise UserError("grid.yaml is not valid YAML", where=str(spec)) from None
-        done = [p / n for n in names if (p / n / rr.MANIFEST).is_file()
-                and rr.read_manifest(p / n).status == "complete"]
+        done = [p / n for n in run_names(read_grid_file(p)) if run_complete(p / n)]
         if not done:
             raise UserError("the grid has no finished run yet", where=str(p))
         out.extend(done)

@@ -12,10 +12,9 @@ import statistics
 from pathlib import Path
 
 from tunescope.grid.comparisons import compare_pair, holm_verdicts, item_outcomes, pairs_to_compare
-from tunescope.grid.engine import read_status
-from tunescope.grid.runner import read_grid_file
+from tunescope.grid_folder import read_grid_file, read_status, run_name
 from tunescope.results_schema import display_order, finite_float, headline_metric, metric_keys, stderr_key
-from tunescope.run_record import open_run
+from tunescope.run_record import MANIFEST, open_run
 
 
 def _spread(values: list[float]) -> dict:
@@ -39,12 +38,12 @@ def analyse_grid(folder: Path) -> dict:
     runs, records = [], {}
     for cell in cells:
         for seed in spec["seeds"]:
-            name = f"{cell}-s{seed}"
+            name = run_name(cell, seed)
             status = read_status(folder, name) or {}
             entry = {"run": name, "cell": cell, "seed": seed, "status": status.get("status", "not run"),
                      "error": status.get("error"), "attempts": status.get("attempt"), "host": status.get("host"),
                      "base_eval_reused": None, "base_eval_key": None, "wall_s": None, "cost_usd": None, "train_s": None}
-            if (folder / name / "manifest.json").is_file():
+            if (folder / name / MANIFEST).is_file():
                 try:
                     rec = open_run(folder / name)
                 except Exception as e:  # a damaged run is reported, the others still are
@@ -86,7 +85,7 @@ def analyse_grid(folder: Path) -> dict:
             values = []
             stderr = None
             for seed in spec["seeds"]:
-                rec = records.get(f"{cell}-s{seed}")
+                rec = records.get(run_name(cell, seed))
                 ev = rec.evaluations.get("tuned") if rec else None
                 res = ((ev.results.get("results") or {}).get(task) or {}) if ev else {}
                 if finite_float(res.get(key)) is not None:
@@ -141,7 +140,7 @@ def _comparisons(cells, seeds, records, bases, headline, model_key) -> list[dict
         for cell in cells:
             by_seed = {}
             for seed in seeds:
-                rec = records.get(f"{cell}-s{seed}")
+                rec = records.get(run_name(cell, seed))
                 if rec is not None and "tuned" in rec.evaluations:
                     by_seed[seed] = item_outcomes(rec.evaluations["tuned"], task, metric)
             outcomes[cell] = by_seed

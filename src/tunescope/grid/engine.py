@@ -21,21 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tunescope.errors import UserError
-from tunescope.runio import now_iso, read_json, write_json
-
-STATUS_DIR = "_cells"
-
-
-def status_path(folder: Path, run_name: str) -> Path:
-    return Path(folder) / STATUS_DIR / f"{run_name}.json"
-
-
-def read_status(folder: Path, run_name: str) -> dict | None:
-    path = status_path(folder, run_name)
-    try:
-        return read_json(path) if path.is_file() else None
-    except ValueError:
-        return None
+from tunescope.grid_folder import read_status, write_status
+from tunescope.runio import now_iso
 
 
 def _one_line(e: BaseException) -> str:
@@ -54,7 +41,7 @@ def run_one(config: dict, folder: str, manifest_extra: dict, progress=None) -> d
     before = read_status(folder_path, cfg.name) or {}
     status = {"run": cfg.name, "status": "running", "host": socket.gethostname(), "pid": os.getpid(),
               "attempt": int(before.get("attempt", 0)) + 1, "started": now_iso()}
-    write_json(status_path(folder_path, cfg.name), status)
+    write_status(folder_path, cfg.name, status)
     partial = folder_path / f".{cfg.name}.partial"
     t0 = time.perf_counter()
     try:
@@ -64,7 +51,7 @@ def run_one(config: dict, folder: str, manifest_extra: dict, progress=None) -> d
     except Exception as e:  # one run's failure is recorded and the grid goes on
         status.update(status="failed", error=_one_line(e), traceback=traceback.format_exc()[-4000:])
     status.update(finished=now_iso(), wall_s=round(time.perf_counter() - t0, 2))
-    write_json(status_path(folder_path, cfg.name), status)
+    write_status(folder_path, cfg.name, status)
     return status
 
 
@@ -129,5 +116,5 @@ def run_on_ray(jobs: list[Job], folder: Path, on_done: Done, max_retries: int) -
             status = {**(read_status(folder, name) or {"run": name}), "status": "failed",
                       "error": f"the worker running it died {max_retries + 1} time(s): {_one_line(e)}",
                       "finished": now_iso()}
-            write_json(status_path(folder, name), status)
+            write_status(folder, name, status)
         on_done(status)

@@ -1,8 +1,6 @@
 """`tunescope grid`: expand the grid, run what is not finished, register the runs, write the grid report.
 
-The grid folder (`<output_dir>/<grid name>/`) holds `grid.yaml` (the grid as given and its expansion),
-one run folder per cell and seed, `_cells/<run>.json` (each run's status: attempts, host, error),
-`base_evals/` (the shared base evaluations) and `grid.html` / `.md` / `.json`.
+The grid folder's layout (grid file, status records, run names) is `grid_folder`'s.
 
 Re-running a grid skips the runs that are complete, resumes interrupted ones from their checkpoint and
 retries failed ones. The runs go in two waves: first one run per base model (each evaluates its base
@@ -14,28 +12,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import yaml
-
-from tunescope.grid.engine import Job, read_status, run_on_ray, run_sequential, start_ray
+from tunescope.errors import UserError
+from tunescope.grid.engine import Job, run_on_ray, run_sequential, start_ray
 from tunescope.grid.spec import Grid, Run
-from tunescope.runio import write_text_atomic
-
-GRID_FILE = "grid.yaml"
-
-
-def is_grid_folder(path: Path) -> bool:
-    return (Path(path) / GRID_FILE).is_file()
-
-
-def read_grid_file(folder: Path) -> dict:
-    return yaml.safe_load((Path(folder) / GRID_FILE).read_text(encoding="utf-8"))
+from tunescope.grid_folder import read_status, run_complete, write_grid_file
 
 
 def _complete(run: Run) -> bool:
-    manifest = Path(run.config.output_dir) / run.name / "manifest.json"
+    """A damaged run folder is not complete: the run goes again (resuming its checkpoint if any)."""
     try:
-        return manifest.is_file() and json.loads(manifest.read_text(encoding="utf-8")).get("status") == "complete"
-    except ValueError:
+        return run_complete(Path(run.config.output_dir) / run.name)
+    except UserError:
         return False
 
 
@@ -61,7 +48,7 @@ def run_grid(grid: Grid, *, use_ray: bool = False, ray_address: str | None = Non
         start_ray(ray_address, ray_num_cpus)  # before anything is written: a dead address is the user's to fix
     folder = grid.folder
     folder.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(folder / GRID_FILE, yaml.safe_dump(grid.describe(), sort_keys=False, allow_unicode=True))
+    write_grid_file(folder, grid.describe())
 
     statuses: dict[str, dict] = {}
     todo: list[Run] = []

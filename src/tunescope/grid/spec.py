@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tunescope.config import RUN_NAME_RE, RunConfig, has_key
 from tunescope.config_loading import dump_config
 from tunescope.errors import UserError
+from tunescope.grid_folder import run_name
 
 # Keys the grid itself decides: the run's name and folder come from the cell, its seed from `seeds`.
 RESERVED_KEYS = ("name", "output_dir", "seed")
@@ -191,9 +192,8 @@ def load_grid(path: str | Path, overrides: list[str] | None = None) -> Grid:
                             "values distinct last parts", where=f"{source}: axes")
         seen[cell] = axes
         for seed in gf.seeds:
-            run_name = f"{cell}-s{seed}"
             sets = fixed + pinned + [_override(k, v) for k, v in axes.items()] + [
-                f"name={run_name}", f"seed={seed}", f"output_dir={folder}"]
+                f"name={run_name(cell, seed)}", f"seed={seed}", f"output_dir={folder}"]
             try:
                 cfg = load_config(base_path, sets)
             except UserError as e:
