@@ -30,7 +30,7 @@ LAYER_OF = {
     "tunescope.report": "report",
     **{f"tunescope.{name}": "shared" for name in (
         "config", "config_loading", "errors", "runio", "records", "malloc", "arith", "run_record", "run_schema",
-        "results_schema", "modelinfo", "prompt_format", "grid_folder")},
+        "results_schema", "modelinfo", "prompt_format", "grid_folder", "run_layout")},
 }
 
 # What each layer may import (besides itself).

@@ -16,6 +16,7 @@ from tunescope.cli_console import RichProgress, console, out, print_error
 from tunescope.cli_runs import runs_app
 from tunescope.config import SAMPLING_TEMPERATURE, EvalConfig, ModelConfig
 from tunescope.errors import RunInterrupted, UserError, storage_error
+from tunescope.run_layout import REPORT_HTML
 
 
 class _Group(typer.core.TyperGroup):
@@ -78,7 +79,7 @@ def _print_summary(run_dir: Path) -> None:
     for name, value in summary_rows(open_run(run_dir).report or {}):
         table.add_row(name, value)
     out.print(table)
-    out.print(f"report: [bold]{run_dir / 'report.html'}[/]  (also report.md, report.json)")
+    out.print(f"report: [bold]{run_dir / REPORT_HTML}[/]  (also report.md, report.json)")
 
 
 Resume = Annotated[bool, typer.Option(

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from tunescope.config import ModelConfig
 from tunescope.errors import UserError, check_writable_dir, storage_error
-from tunescope.run_record import MANIFEST, RunRecord, open_run
+from tunescope.run_layout import ADAPTER, EXPORT_DIR, MANIFEST, is_partial_name
+from tunescope.run_record import RunRecord, open_run
 from tunescope.runio import write_json
 
 
@@ -28,7 +29,7 @@ def _trained_run(run_dir: Path) -> RunRecord:
     `.<name>.partial` folder) may hold no weights, or half-written ones, and is never exported."""
     record = open_run(run_dir, require_complete=False)
     if record.manifest.status != "complete":
-        partial = run_dir.name.startswith(".") and run_dir.name.endswith(".partial")
+        partial = is_partial_name(run_dir.name)
         raise UserError(f"the run did not complete (status: {record.manifest.status or 'unknown'}"
                         f"{', an unfinished run folder' if partial else ''}); only a complete run is exported "
                         "(continue it with `tunescope run CONFIG --resume`)", where=str(run_dir / MANIFEST))
@@ -87,7 +88,7 @@ def export_run(run_dir: str | Path, output: str | Path | None = None, *, merged:
     run_dir = Path(run_dir)
     record = _trained_run(run_dir)
     method = record.method
-    out = Path(output) if output else run_dir / "export" / ("merged" if merged else "adapter")
+    out = Path(output) if output else run_dir / EXPORT_DIR / ("merged" if merged else ADAPTER)
     if out.exists() and not overwrite:
         raise UserError("the output folder exists; pass --overwrite or another --output", where=str(out))
     if out.exists() and not out.is_dir():

@@ -187,8 +187,8 @@ def run(cfg: RunConfig, *, overwrite: bool = False, progress: ProgressSink | Non
         if resuming and (rd.path / rr.MANIFEST).is_file():
             before = rr.read_manifest(rd.path)
             manifest.update(started=before.started, resumed=[*before.resumed, now_iso()])
-            if "base_eval" in before.as_dict():
-                manifest["base_eval"] = before.as_dict()["base_eval"]
+            if before.base_eval is not None:
+                manifest["base_eval"] = before.base_eval.as_dict()
         write_json(rd.path / rr.MANIFEST, manifest)
         timings = {}
         eval_dir = rd.path / rr.EVAL_DIR

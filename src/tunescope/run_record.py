@@ -6,7 +6,8 @@ examples and the report. `open_evaluation(path)` reads a `tunescope eval --outpu
 report, compare, export, the registry and the CLI read runs only through here, so a damaged file
 is reported the same way everywhere: a `UserError` naming the file (and line where known).
 
-The record types are in `run_schema`; `runio` keeps the low-level writing primitives.
+The file names are in `run_layout`, the record types in `run_schema`; `runio` keeps the low-level writing
+primitives.
 """
 
 from __future__ import annotations
@@ -22,6 +23,21 @@ from pydantic import BaseModel, ValidationError
 from tunescope.config import RunConfig
 from tunescope.config_loading import load_config
 from tunescope.errors import UserError
+
+# The file names are run_layout's; they are imported here too so that a reader of run folders needs one module.
+from tunescope.run_layout import (  # noqa: F401
+    ADAPTER,
+    CHECKPOINTS,
+    CONFIG,
+    EVAL_DIR,
+    LABELS,
+    MANIFEST,
+    METRICS,
+    REPORT_JSON,
+    RESULTS,
+    STEPS_DIR,
+    TRAIN_EXAMPLES,
+)
 from tunescope.run_schema import (
     RECORD_OF_KIND,
     Manifest,
@@ -33,17 +49,6 @@ from tunescope.run_schema import (
 )
 from tunescope.runio import iter_jsonl, read_jsonl, write_jsonl
 
-CONFIG = "config.yaml"
-MANIFEST = "manifest.json"
-METRICS = "metrics.jsonl"
-EVAL_DIR = "eval"
-RESULTS = "results.json"
-TRAIN_EXAMPLES = "train_examples.jsonl"
-REPORT_JSON = "report.json"
-ADAPTER = "adapter"
-CHECKPOINTS = "checkpoints"
-STEPS_DIR = "steps"  # eval/steps/<step>/<task>.jsonl: tasks scored during training
-LABELS = ("base", "tuned")
 # The records the training stage writes (a resumed run rewrites them from its checkpoint on).
 TRAINING_KINDS = ("setup", "train", "val", "task_eval", "summary")
 # The records of one optimizer step; a resumed run keeps those up to its checkpoint's step.

@@ -222,7 +222,6 @@ def record_row(record: RunRecord) -> dict:
         return getattr(summary, key) if summary is not None else None
 
     manifest = record.manifest
-    grid = manifest.as_dict().get("grid")
     over = (lc.get("overfitting") or {}).get("overfitting")
     return {
         "path": str(record.path.resolve()),
@@ -253,7 +252,7 @@ def record_row(record: RunRecord) -> dict:
         "best_by_json": json.dumps(from_summary("best_by")) if from_summary("best_by") else None,
         "config_json": json.dumps(record.config.model_dump(mode="json")),
         "manifest_json": json.dumps(manifest.as_dict(), default=str),
-        "grid": grid.get("id") if isinstance(grid, dict) else None,
+        "grid": manifest.grid.id if manifest.grid else None,
         "scores": [row for ev in record.evaluations.values() for row in scores_from_results(ev)],
     }
 

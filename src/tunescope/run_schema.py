@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 # int | float keeps each number as the file has it, so a record dumped back is the record that was read.
 Number = int | float
@@ -20,8 +20,8 @@ class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     def as_dict(self) -> dict[str, Any]:
-        """The fields the file had (defaults not added), extra ones included."""
-        return self.model_dump(exclude_unset=True)
+        """The fields the file had (defaults not added), extra ones included, under the file's names."""
+        return self.model_dump(exclude_unset=True, by_alias=True)
 
 
 # ---------------------------------------------------------------- manifest.json
@@ -30,6 +30,26 @@ class _Open(BaseModel):
 class ManifestModel(_Open):
     name: str | None = None
     source: str | None = None  # where the weights were read: a directory or a hub id
+
+
+class ManifestGrid(_Open):
+    """`grid`: the grid a grid run belongs to (grid/runner.py writes it)."""
+
+    id: str | None = None
+    folder: str | None = None
+    cell: str | None = None
+    seed: int | None = None
+    axes: dict[str, Any] = {}
+
+
+class ManifestBaseEval(_Open):
+    """`base_eval`: the base evaluation's cache key, and whether it was copied from the cache (`from`: where)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    reused: bool | None = None
+    key: str | None = None
+    copied_from: str | None = Field(None, alias="from")
 
 
 class Manifest(_Open):
@@ -48,6 +68,8 @@ class Manifest(_Open):
     data: dict[str, Any] = {}  # source, split sizes and seed, data hash (run_inputs.prepare_data)
     timings: dict[str, Number] = {}
     wall_s: Number | None = None
+    grid: ManifestGrid | None = None  # a grid run's place in its grid
+    base_eval: ManifestBaseEval | None = None  # runs that evaluated (or copied) the base model
 
 
 # ---------------------------------------------------------------- metrics.jsonl

@@ -1,8 +1,8 @@
-"""The run directory: layout, atomic writes, JSONL, manifest.
+"""Writing a run directory: atomic writes, JSONL, versions for the manifest, the `.partial` folder.
 
 A run is written under `<output_dir>/.<name>.partial/` and renamed to `<output_dir>/<name>/` only
 when it completes, so a crashed or interrupted run never looks finished. The manifest's `status`
-says the same thing from inside the folder.
+says the same thing from inside the folder. The names of the folder's files are `run_layout`'s.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tunescope.errors import UserError
+from tunescope.run_layout import MANIFEST, partial_name
 
 VERSIONED_PACKAGES = ("tunescope", "torch", "transformers", "peft", "accelerate", "datasets", "numpy")
 
@@ -120,7 +121,7 @@ class RunDir:
     def __init__(self, output_dir: str | Path, name: str):
         self.root = Path(output_dir)
         self.final = self.root / name
-        self.path = self.root / f".{name}.partial"
+        self.path = self.root / partial_name(name)
         # The name is validated by the config; this is the second line of defence against escaping.
         if self.final.resolve().parent != self.root.resolve():
             raise UserError(f"run name '{name}' would escape the runs folder", where="name")
@@ -143,7 +144,7 @@ class RunDir:
 
     def abandon(self) -> None:
         """Leave a failed run's folder for inspection, marked failed, never at the final name."""
-        manifest = self.path / "manifest.json"
+        manifest = self.path / MANIFEST
         if not manifest.is_file():
             return
         try:

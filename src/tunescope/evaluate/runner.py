@@ -38,6 +38,7 @@ from tunescope.evaluate.spec import GENERATE
 from tunescope.evaluate.task import Task
 from tunescope.evaluate.tokenization import Encoder, max_length
 from tunescope.malloc import KEEP_FREED, malloc_setting
+from tunescope.run_layout import RESULTS
 from tunescope.runio import write_json, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -267,7 +268,7 @@ def run_choice_task(
 def write_outputs(out_dir: Path, results: dict[str, Any], records: dict[str, list[dict[str, Any]]]) -> None:
     for name, recs in records.items():
         write_jsonl(out_dir / f"{name}.jsonl", recs)
-    write_json(out_dir / "results.json", results)
+    write_json(out_dir / RESULTS, results)
 
 
 def _model_name(model) -> str:

@@ -50,10 +50,10 @@ def analyse_grid(folder: Path) -> dict:
                     entry.update(status="failed", error=f"unreadable run folder: {e}")
                 else:
                     records[name] = rec
-                    base_eval = rec.manifest.as_dict().get("base_eval") or {}
+                    base_eval = rec.manifest.base_eval
                     summary = rec.summary
-                    entry.update(status="complete", base_eval_reused=base_eval.get("reused"),
-                                 base_eval_key=base_eval.get("key"), wall_s=finite_float(rec.manifest.wall_s),
+                    entry.update(status="complete", base_eval_reused=base_eval.reused if base_eval else None,
+                                 base_eval_key=base_eval.key if base_eval else None, wall_s=finite_float(rec.manifest.wall_s),
                                  cost_usd=finite_float(summary.cost_usd) if summary else None,
                                  train_s=finite_float(summary.train_s) if summary else None)
             runs.append(entry)

@@ -71,9 +71,9 @@ def _eval_items(cfg) -> int | None:
 def measured_rates(model: str, folders: list[Path]) -> Rates:
     """Medians over finished runs of `model` in `folders` and in the registry."""
     from tunescope import run_registry
-    from tunescope.run_record import open_run
+    from tunescope.run_record import MANIFEST, open_run
 
-    paths = [p for f in folders if f.is_dir() for p in sorted(f.iterdir()) if (p / "manifest.json").is_file()]
+    paths = [p for f in folders if f.is_dir() for p in sorted(f.iterdir()) if (p / MANIFEST).is_file()]
     try:
         paths += [Path(r["path"]) for r in run_registry.list_runs() if r.get("model") == model and r["exists"]]
     except Exception:  # an unreadable registry only means fewer measurements
