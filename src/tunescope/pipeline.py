@@ -225,7 +225,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, progress: ProgressSink | Non
     except OSError as e:
         raise storage_error(e, rd.path) or e from None
     if register:
-        register_run(final, progress)
+        register_or_warn(final, progress)
     return final
 
 
@@ -245,11 +245,11 @@ def write_report(run_dir: str | Path, *, register: bool = True, overrides: list[
     data = analyse_run(record)
     paths = render_all(data, Path(run_dir))
     if register:
-        register_run(Path(run_dir), progress)
+        register_or_warn(Path(run_dir), progress)
     return paths
 
 
-def register_run(run_dir: Path, progress: ProgressSink | None = None) -> str | None:
+def register_or_warn(run_dir: Path, progress: ProgressSink | None = None) -> str | None:
     """Add a finished run to the local registry. A registry problem is reported, never fatal to the run."""
     import logging
     import sqlite3

@@ -16,7 +16,9 @@ from sklearn.cluster import KMeans
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.metrics import silhouette_score
 
-from ._util import b64, figure_png, new_figure, unavailable
+from tunescope.report.plots import figure_png
+
+from ._util import b64, new_figure, unavailable
 from .embeddings import Backend, Embedding, embed
 from .text import content_words
 
@@ -126,7 +128,7 @@ def _map_png(coords: np.ndarray, labels: np.ndarray, names: list[str], projectio
     ax.set_yticks([])
     ax.legend(fontsize=7, loc="best", markerscale=1.5)
     fig.tight_layout()
-    return figure_png(fig)
+    return figure_png(fig, tight=False)
 
 
 def cluster(

@@ -5,6 +5,7 @@ Each conclusion lists, in ``basis``, the report.json paths of the figures it sta
 
 from __future__ import annotations
 
+from tunescope.report.formatting import pct, peq
 from tunescope.results_schema import headline_rows
 
 from . import error_taxonomy
@@ -13,17 +14,6 @@ from . import error_taxonomy
 def primary_rows(rows: list[dict]) -> list[dict]:
     """One row per task: its headline metric (``results_schema.headline_metric``)."""
     return headline_rows(rows)
-
-
-def _p(p: float | None) -> str:
-    """``=0.012`` or ``<0.001``, to follow a ``p``."""
-    if p is None:
-        return " n/a"
-    return "<0.001" if p < 0.001 else f"={p:.3f}"
-
-
-def _pc(x: float | None, digits: int = 1) -> str:
-    return "n/a" if x is None else f"{100 * x:.{digits}f}%"
 
 
 def conclusions(d: dict) -> list[dict]:
@@ -38,14 +28,14 @@ def conclusions(d: dict) -> list[dict]:
         rows = ev["rows"]
         for r in primary_rows(rows):
             i = rows.index(r)
-            base = f"{_pc(r.get('base'))} ± {_pc(r.get('base_stderr'))}"
-            tuned = f"{_pc(r.get('tuned'))} ± {_pc(r.get('tuned_stderr'))}"
+            base = f"{pct(r.get('base'), 1)} ± {pct(r.get('base_stderr'), 1)}"
+            tuned = f"{pct(r.get('tuned'), 1)} ± {pct(r.get('tuned_stderr'), 1)}"
             name = f"{r['task']} {r['label']}"
             if r.get("p_holm") is None:
                 continue
             ci = (f"; 95% CI of the difference {r['ci_low']:+.1f} to {r['ci_high']:+.1f} points"
                   if r.get("ci_low") is not None else "")
-            test = (f"{r['test']} p{_p(r['p_value'])}, Holm-adjusted p{_p(r['p_holm'])}, n={r['n_paired']} paired "
+            test = (f"{r['test']} p{peq(r['p_value'])}, Holm-adjusted p{peq(r['p_holm'])}, n={r['n_paired']} paired "
                     f"items{ci}")
             paths = [f"evaluation.rows[{i}].base", f"evaluation.rows[{i}].tuned", f"evaluation.rows[{i}].p_holm"]
             if r["significant"]:
@@ -60,8 +50,8 @@ def conclusions(d: dict) -> list[dict]:
             bad = [(i, r) for i, r in enumerate(rows) if r["task"] == task and r.get("forgetting")]
             i, r = bad[0]
             say("evaluation", f"Forgetting flagged on {task}: {r['label']} dropped {-r['delta_points']:.1f} points "
-                f"({_pc(r['base'])} → {_pc(r['tuned'])}), more than the {ev['forgetting_threshold_points']:g}-point "
-                f"threshold and significant after Holm correction (p{_p(r['p_holm'])}).",
+                f"({pct(r['base'], 1)} → {pct(r['tuned'], 1)}), more than the {ev['forgetting_threshold_points']:g}-point "
+                f"threshold and significant after Holm correction (p{peq(r['p_holm'])}).",
                 f"evaluation.rows[{i}].delta_points", f"evaluation.rows[{i}].p_holm")
         if non_target and not ev.get("forgetting_tasks"):
             say("evaluation", f"No forgetting flagged on the non-target task(s) {', '.join(non_target)}: no metric "
@@ -154,15 +144,15 @@ def _task_curve_conclusions(tc: dict, say) -> None:
         path = f"task_curves.divergence.checks[{i}]"
         if c["diverged"]:
             say("task_curves", f"Divergence on {c['task']}: {c['direction']} ({c['evidence']}; Holm-adjusted "
-                f"p{_p(c.get('p_holm'))}).", f"{path}.evidence", f"{path}.p_holm")
+                f"p{peq(c.get('p_holm'))}).", f"{path}.evidence", f"{path}.p_holm")
         else:
             say("task_curves", f"No divergence flagged on {c['task']}: {c['evidence']}, not significant at "
-                f"α={div['alpha']} after Holm correction (p{_p(c.get('p_holm'))}).", f"{path}.p_holm")
+                f"α={div['alpha']} after Holm correction (p{peq(c.get('p_holm'))}).", f"{path}.p_holm")
     fg = tc["forgetting"]
     for task, t in (fg.get("worst") or {}).items():
         say("task_curves", f"Forgetting during training flagged on {task}: {t['evidence']}, more than the "
             f"{fg['threshold_points']:g}-point threshold below step 0 and significant after Holm correction "
-            f"(p{_p(t['p_holm'])}).", "task_curves.forgetting.forgetting_tasks")
+            f"(p{peq(t['p_holm'])}).", "task_curves.forgetting.forgetting_tasks")
     if fg.get("available") and not fg["forgetting_tasks"]:
         say("task_curves", f"No forgetting during training flagged: no non-target task fell more than "
             f"{fg['threshold_points']:g} points below step 0 at any scored step with a Holm-significant paired test "

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
+from tunescope.report.formatting import formatted
 from tunescope.results_schema import finite_float
 
 from ._util import unavailable
@@ -210,16 +211,12 @@ def further_training_verdict(
     rel = fit["relative_change_pct"]
     summary = (
         f"further training would likely help: {answer} ({name} loss slope "
-        f"{_fmt(fit['slope_per_step'], '.3g')} ± {_fmt(fit['slope_stderr'], '.2g')} per step over steps "
+        f"{formatted(fit['slope_per_step'], '.3g')} ± {formatted(fit['slope_stderr'], '.2g')} per step over steps "
         f"{fit['window_start_step']}–{fit['window_end_step']}, "
-        f"{_fmt(rel, '+.2f')}% over the window)"
+        f"{formatted(rel, '+.2f')}% over the window)"
     )
     return {"available": True, "further_training_would_likely_help": answer, "basis": basis,
             "train": train, "val": val, "summary": summary, **info}
-
-
-def _fmt(x: float | None, spec: str) -> str:
-    return "n/a" if x is None else format(x, spec)
 
 
 def _train_loss_at(ts: np.ndarray, tv: np.ndarray, step: float) -> tuple[int, float] | None:

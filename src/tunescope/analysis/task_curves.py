@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from tunescope.report.formatting import peq
 from tunescope.results_schema import finite_float, headline_rows, metric_label, sample_key
 
 from . import stats as stats_mod
@@ -74,12 +75,8 @@ def _evidence(s: dict, a: int, b: int, test: dict) -> str:
     if not test.get("available"):
         return f"{pa:.1f}% at step {a} → {pb:.1f}% at step {b} (no paired test: {test.get('reason')})"
     method = "McNemar exact" if test["method"] == "exact binomial" else "McNemar χ²"
-    return (f"{pa:.1f}% at step {a} → {pb:.1f}% at step {b} ({pb - pa:+.1f} points; {method} p{_p(test['p_value'])}, "
+    return (f"{pa:.1f}% at step {a} → {pb:.1f}% at step {b} ({pb - pa:+.1f} points; {method} p{peq(test['p_value'])}, "
             f"{test['b']} items lost and {test['c']} gained of n={test['n']})")
-
-
-def _p(p: float | None) -> str:
-    return " n/a" if p is None else "<0.001" if p < 0.001 else f"={p:.3f}"
 
 
 def further_training(s: dict, items: Items, tail_fraction: float, alpha: float) -> dict:

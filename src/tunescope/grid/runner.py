@@ -68,7 +68,7 @@ def run_grid(grid: Grid, *, use_ray: bool = False, ray_address: str | None = Non
     def on_done(status: dict) -> None:
         statuses[status["run"]] = status
         if status.get("status") == "complete":
-            pipeline.register_run(folder / status["run"], progress)
+            pipeline.register_or_warn(folder / status["run"], progress)
         if progress is not None:
             progress.message(f"{status['run']}: {status.get('status')}"
                              + (f" — {status['error']}" if status.get("error") else ""))
