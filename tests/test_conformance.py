@@ -31,6 +31,7 @@ from families import (
     train_examples,
     train_one_step,
 )
+from tunescope.evaluate import enginepath
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -51,7 +52,6 @@ def test_every_built_in_alias_has_its_family_here():
 def test_the_native_engine_is_verified_on_exactly_these_families():
     """The evaluation runs the native engine only on the model types it declares verified; this matrix
     is what verifies them, so the two lists must agree."""
-    enginepath = pytest.importorskip("tunescope.evaluate.enginepath")
     tok = tokenizer()
     assert {f.config(tok).model_type for f in FAMILIES.values()} == (
         set(enginepath.VERIFIED_TYPES) | set(enginepath.VERIFIED_COMPOSITES))

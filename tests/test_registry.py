@@ -87,23 +87,37 @@ def test_unfinished_run_is_not_registered(db, tmp_path):
         run_registry.register_run(run)
 
 
-def test_waits_for_a_held_write_lock(db):
+def test_waits_for_a_held_write_lock(db, monkeypatch):
     run_registry.connect().close()
     holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
     holder.execute("BEGIN IMMEDIATE")
     holder.execute("INSERT INTO runs (path, name, registered_at) VALUES ('/x/holder', 'holder', 'then')")
-    events = []
+    events, errors = [], []
+    # The holder commits only once the insert has begun its write transaction, which the held lock blocks.
+    insert_begins = threading.Event()
+    real_connect = run_registry.connect
 
-    def commit() -> None:
-        events.append("holder commits")  # before COMMIT: the lock is still held when this is recorded
-        holder.execute("COMMIT")
+    def traced_connect(*args, **kwargs):
+        conn = real_connect(*args, **kwargs)
+        conn.set_trace_callback(lambda sql: insert_begins.set() if sql.startswith("BEGIN IMMEDIATE") else None)
+        return conn
 
-    release = threading.Timer(0.5, commit)
-    release.start()
-    run_registry.insert_record({"path": "/x/locked", "name": "locked", "scores": []})
-    events.append("insert returns")
-    release.join()
+    def insert() -> None:
+        try:
+            run_registry.insert_record({"path": "/x/locked", "name": "locked", "scores": []})
+            events.append("insert returns")
+        except BaseException as e:  # reported by the main thread
+            errors.append(e)
+
+    monkeypatch.setattr(run_registry, "connect", traced_connect)
+    writer = threading.Thread(target=insert)
+    writer.start()
+    assert insert_begins.wait(timeout=120), "the insert never began its transaction"
+    events.append("holder commits")  # before COMMIT: the lock is still held when this is recorded
+    holder.execute("COMMIT")
+    writer.join()
     holder.close()
+    assert not errors, errors
     # The insert neither failed nor slipped in: it waited for the other transaction, then wrote.
     assert events == ["holder commits", "insert returns"]
     assert sorted(r["name"] for r in run_registry.list_runs()) == ["holder", "locked"]
