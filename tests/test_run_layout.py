@@ -10,7 +10,7 @@ from pathlib import Path
 from tunescope import grid_folder, run_layout
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "tunescope"
-OWNERS = {PACKAGE / "run_layout.py", PACKAGE / "grid_folder.py"}
+OWNERS = {Path(run_layout.__file__).resolve(), Path(grid_folder.__file__).resolve()}
 NAMES = set(run_layout.FILE_NAMES) | {grid_folder.GRID_FILE, grid_folder.STATUS_DIR, grid_folder.BASE_EVALS_DIR}
 # Names that are plain words ("adapter", "eval", "steps", "export") are everyday strings too (a message, a
 # CLI command, a dict key): they count only where they build a path (`folder / "adapter"`).
@@ -35,7 +35,7 @@ def spelled_out(path: Path, label: str) -> list[str]:
 
 
 def test_file_names_are_defined_once():
-    found = [hit for path in sorted(PACKAGE.rglob("*.py")) if path not in OWNERS
+    found = [hit for path in sorted(PACKAGE.rglob("*.py")) if path.resolve() not in OWNERS
              for hit in spelled_out(path, str(path.relative_to(PACKAGE)))]
     assert not found, ("run-folder or grid-folder file names spelled out outside run_layout.py / grid_folder.py "
                        "(import the constant):\n" + "\n".join(found))
