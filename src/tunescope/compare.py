@@ -119,16 +119,8 @@ def task_curves(runs: Sequence[Compared]) -> list[dict]:
     return [by_task[t] for t in sorted(by_task)]
 
 
-def compare_runs(runs: Sequence[Compared], baseline: str | None = None, *, alpha: float,
-                 n_boot: int, seed: int = 0) -> dict:
-    """The comparison report's data, from run directories and evaluation-only folders
-    (``run_record.open_run_or_evaluation``)."""
-    cols = columns_of(runs)
-    if not cols:
-        raise UserError("none of the given runs has an evaluation (eval/<label>/results.json)")
-    base_col = _pick_baseline(cols, baseline)
-
-    # Rows: every (task, metric) any column reports.
+def _score_rows(cols: list[dict]) -> list[dict]:
+    """One row per (task, metric) any column reports: each column's score ± stderr and n, the best."""
     keys: dict[tuple[str, str], None] = {}
     for c in cols:
         for task, res in (c["_eval"]["results"].get("results") or {}).items():
@@ -160,8 +152,13 @@ def compare_runs(runs: Sequence[Compared], baseline: str | None = None, *, alpha
         rows.append({"task": task, "metric": key, "sample_metric": sample_key(key),
                      "label": metric_label(key), "cells": cells, "best": best,
                      "higher_is_better": higher, "n_values": ns, "tests": {}})
+    return rows
 
-    # Paired tests of every other column against the baseline.
+
+def _paired_tests(cols: list[dict], base_col: dict, rows: list[dict], *, alpha: float, n_boot: int,
+                  seed: int) -> tuple[list[tuple[dict, str, dict]], list[dict]]:
+    """Paired tests of every other column against the baseline, on the items both have; fills each
+    row's `tests` and returns (the tests that have a p-value, the pairs that could not be tested)."""
     comparisons: list[tuple[dict, str, dict]] = []
     base_samples = base_col["_eval"].get("samples", {})
     skipped = []
@@ -196,6 +193,20 @@ def compare_runs(runs: Sequence[Compared], baseline: str | None = None, *, alpha
                     "b": comp["test"].get("b"), "c": comp["test"].get("c"), "p_value": comp["p_value"]}
             row["tests"][c["id"]] = test
             comparisons.append((row, c["id"], test))
+    return comparisons, skipped
+
+
+def compare_runs(runs: Sequence[Compared], baseline: str | None = None, *, alpha: float,
+                 n_boot: int, seed: int = 0) -> dict:
+    """The comparison report's data, from run directories and evaluation-only folders
+    (``run_record.open_run_or_evaluation``)."""
+    cols = columns_of(runs)
+    if not cols:
+        raise UserError("none of the given runs has an evaluation (eval/<label>/results.json)")
+    base_col = _pick_baseline(cols, baseline)
+
+    rows = _score_rows(cols)
+    comparisons, skipped = _paired_tests(cols, base_col, rows, alpha=alpha, n_boot=n_boot, seed=seed)
     adjusted = stats.holm([t["p_value"] for _, _, t in comparisons])
     for (_, _, test), p in zip(comparisons, adjusted, strict=True):
         test["p_holm"] = p

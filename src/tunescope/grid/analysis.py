@@ -35,78 +35,12 @@ def analyse_grid(folder: Path) -> dict:
     cells: dict[str, dict] = spec["cells"]
     axes = list((spec.get("file") or {}).get("axes", {}))
     model_key = "model.name" if "model.name" in axes else None
-    runs, records = [], {}
-    for cell in cells:
-        for seed in spec["seeds"]:
-            name = run_name(cell, seed)
-            status = read_status(folder, name) or {}
-            entry = {"run": name, "cell": cell, "seed": seed, "status": status.get("status", "not run"),
-                     "error": status.get("error"), "attempts": status.get("attempt"), "host": status.get("host"),
-                     "base_eval_reused": None, "base_eval_key": None, "wall_s": None, "cost_usd": None, "train_s": None}
-            if (folder / name / MANIFEST).is_file():
-                try:
-                    rec = open_run(folder / name)
-                except Exception as e:  # a damaged run is reported, the others still are
-                    entry.update(status="failed", error=f"unreadable run folder: {e}")
-                else:
-                    records[name] = rec
-                    base_eval = rec.manifest.base_eval
-                    summary = rec.summary
-                    entry.update(status="complete", base_eval_reused=base_eval.reused if base_eval else None,
-                                 base_eval_key=base_eval.key if base_eval else None, wall_s=finite_float(rec.manifest.wall_s),
-                                 cost_usd=finite_float(summary.cost_usd) if summary else None,
-                                 train_s=finite_float(summary.train_s) if summary else None)
-            runs.append(entry)
-
-    # Base evaluations: one per model (the one its cells computed or copied).
-    bases: dict[str, object] = {}
-    base_names: dict[str, str] = {}
-    for entry in runs:
-        rec = records.get(entry["run"])
-        if rec is not None and "base" in rec.evaluations:
-            model = cells[entry["cell"]].get(model_key, "") if model_key else ""
-            if model not in bases or not entry.get("base_eval_reused"):
-                bases.setdefault(model, rec.evaluations["base"])
-                base_names.setdefault(model, model or rec.model)  # no model axis: the base config's model
-    base_cols = [{"id": f"base:{m}", "label": f"base {base_names[m]}", "model": m} for m in bases]
-
-    # Rows: (task, metric) in any tuned evaluation.
-    keys: dict[tuple[str, str], bool] = {}
-    for rec in records.values():
-        ev = rec.evaluations.get("tuned")
-        for task, res in ((ev.results.get("results") or {}) if ev else {}).items():
-            for k in metric_keys(res):
-                keys.setdefault((task, k), _higher_is_better(ev.results, task, k))
+    runs, records = _read_runs(folder, cells, spec["seeds"])
+    bases, base_cols = _base_evaluations(runs, records, cells, model_key)
+    keys = _metric_keys(records)
     tasks_in_order = list(dict.fromkeys(t for t, _ in keys))
-    rows = []
-    for task, key in sorted(keys, key=lambda tk: (tasks_in_order.index(tk[0]), *display_order(tk[1]))):
-        row = {"task": task, "metric": key, "higher_is_better": keys[(task, key)], "cells": {}, "bases": {}}
-        for cell in cells:
-            values = []
-            stderr = None
-            for seed in spec["seeds"]:
-                rec = records.get(run_name(cell, seed))
-                ev = rec.evaluations.get("tuned") if rec else None
-                res = ((ev.results.get("results") or {}).get(task) or {}) if ev else {}
-                if finite_float(res.get(key)) is not None:
-                    values.append(finite_float(res[key]))
-                    stderr = finite_float(res.get(stderr_key(key)))
-            if values:
-                s = _spread(values)
-                s["uncertainty"] = "seeds" if s["se"] is not None else "items"
-                if s["se"] is None:
-                    s["se"] = stderr
-                row["cells"][cell] = s
-        for model, ev in bases.items():
-            res = (ev.results.get("results") or {}).get(task) or {}
-            if finite_float(res.get(key)) is not None:
-                row["bases"][f"base:{model}"] = {"mean": finite_float(res[key]),
-                                                 "se": finite_float(res.get(stderr_key(key)))}
-        means = {c: v["mean"] for c, v in row["cells"].items()}
-        if means:
-            best = (max if row["higher_is_better"] else min)(means.values())
-            row["best"] = [c for c, m in means.items() if abs(m - best) < 1e-12]
-        rows.append(row)
+    rows = [_score_row(task, key, keys[(task, key)], cells, spec["seeds"], records, bases)
+            for task, key in sorted(keys, key=lambda tk: (tasks_in_order.index(tk[0]), *display_order(tk[1])))]
 
     headline = {t: headline_metric(k for tt, k in keys if tt == t) for t in tasks_in_order}
     comparisons = _comparisons(cells, spec["seeds"], records, bases, headline, model_key)
@@ -129,6 +63,90 @@ def analyse_grid(folder: Path) -> dict:
     data["costs"] = cell_costs(data)
     data["conclusions"] = conclusions(data)
     return data
+
+
+def _read_runs(folder: Path, cells: dict, seeds: list[int]) -> tuple[list[dict], dict]:
+    """(one entry per cell and seed: status, cost, base-evaluation reuse; the readable runs by name)."""
+    runs, records = [], {}
+    for cell in cells:
+        for seed in seeds:
+            name = run_name(cell, seed)
+            status = read_status(folder, name) or {}
+            entry = {"run": name, "cell": cell, "seed": seed, "status": status.get("status", "not run"),
+                     "error": status.get("error"), "attempts": status.get("attempt"), "host": status.get("host"),
+                     "base_eval_reused": None, "base_eval_key": None, "wall_s": None, "cost_usd": None, "train_s": None}
+            if (folder / name / MANIFEST).is_file():
+                try:
+                    rec = open_run(folder / name)
+                except Exception as e:  # a damaged run is reported, the others still are
+                    entry.update(status="failed", error=f"unreadable run folder: {e}")
+                else:
+                    records[name] = rec
+                    base_eval = rec.manifest.base_eval
+                    summary = rec.summary
+                    entry.update(status="complete", base_eval_reused=base_eval.reused if base_eval else None,
+                                 base_eval_key=base_eval.key if base_eval else None, wall_s=finite_float(rec.manifest.wall_s),
+                                 cost_usd=finite_float(summary.cost_usd) if summary else None,
+                                 train_s=finite_float(summary.train_s) if summary else None)
+            runs.append(entry)
+    return runs, records
+
+
+def _base_evaluations(runs: list[dict], records: dict, cells: dict, model_key: str | None) -> tuple[dict, list[dict]]:
+    """One base evaluation per model (the one its cells computed or copied), and its report column."""
+    bases: dict[str, object] = {}
+    base_names: dict[str, str] = {}
+    for entry in runs:
+        rec = records.get(entry["run"])
+        if rec is not None and "base" in rec.evaluations:
+            model = cells[entry["cell"]].get(model_key, "") if model_key else ""
+            if model not in bases or not entry.get("base_eval_reused"):
+                bases.setdefault(model, rec.evaluations["base"])
+                base_names.setdefault(model, model or rec.model)  # no model axis: the base config's model
+    return bases, [{"id": f"base:{m}", "label": f"base {base_names[m]}", "model": m} for m in bases]
+
+
+def _metric_keys(records: dict) -> dict[tuple[str, str], bool]:
+    """(task, metric) in any tuned evaluation, with whether higher is better."""
+    keys: dict[tuple[str, str], bool] = {}
+    for rec in records.values():
+        ev = rec.evaluations.get("tuned")
+        for task, res in ((ev.results.get("results") or {}) if ev else {}).items():
+            for k in metric_keys(res):
+                keys.setdefault((task, k), _higher_is_better(ev.results, task, k))
+    return keys
+
+
+def _score_row(task: str, key: str, higher_is_better: bool, cells: dict, seeds: list[int], records: dict,
+               bases: dict) -> dict:
+    """One (task, metric) row: each cell's score across its seeds, each base model's, the best cells."""
+    row = {"task": task, "metric": key, "higher_is_better": higher_is_better, "cells": {}, "bases": {}}
+    for cell in cells:
+        values = []
+        stderr = None
+        for seed in seeds:
+            rec = records.get(run_name(cell, seed))
+            ev = rec.evaluations.get("tuned") if rec else None
+            res = ((ev.results.get("results") or {}).get(task) or {}) if ev else {}
+            if finite_float(res.get(key)) is not None:
+                values.append(finite_float(res[key]))
+                stderr = finite_float(res.get(stderr_key(key)))
+        if values:
+            s = _spread(values)
+            s["uncertainty"] = "seeds" if s["se"] is not None else "items"
+            if s["se"] is None:
+                s["se"] = stderr
+            row["cells"][cell] = s
+    for model, ev in bases.items():
+        res = (ev.results.get("results") or {}).get(task) or {}
+        if finite_float(res.get(key)) is not None:
+            row["bases"][f"base:{model}"] = {"mean": finite_float(res[key]),
+                                             "se": finite_float(res.get(stderr_key(key)))}
+    means = {c: v["mean"] for c, v in row["cells"].items()}
+    if means:
+        best = (max if row["higher_is_better"] else min)(means.values())
+        row["best"] = [c for c, m in means.items() if abs(m - best) < 1e-12]
+    return row
 
 
 def _comparisons(cells, seeds, records, bases, headline, model_key) -> list[dict]:
