@@ -152,3 +152,39 @@ def test_architecture_states_the_layers_the_test_checks():
     shared = sorted(m.removeprefix("tunescope.") for m, lay in LAYER_OF.items() if lay == "shared" and m != "tunescope")
     for name in shared:
         assert f"`{name}`" in text, f"ARCHITECTURE.md does not list the shared module {name}"
+
+
+def import_circles() -> list[list[str]]:
+    """Groups of modules that import each other, directly or through others (function-level imports count)."""
+    graph = {module_name(f): {target for _, target in imported_modules(f)} for f in module_files()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles = []
+
+    def visit(module: str) -> None:  # Tarjan's strongly connected components
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for target in graph[module]:
+            if target not in graph or target == module:
+                continue
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            group = []
+            while (member := stack.pop()) != module:
+                group.append(member)
+            if group:
+                circles.append(sorted([module, *group]))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return circles
+
+
+def test_no_import_circle():
+    assert not import_circles(), f"modules that import each other: {import_circles()}"
