@@ -8,13 +8,13 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "tunescope"
 MAX_LINES = 80
-EXCEPTIONS = {"train/loop.py:_train"}
+EXCEPTIONS = {"tunescope.train.loop._train"}
 # Long functions not split yet. The list only shrinks: a function that is split must leave it.
 NOT_YET_SPLIT = {
-    "pipeline.py:run",
-    "evaluate/generation.py:run",
-    "evaluate/runner.py:run_generation_task",
-    "evaluate/runner.py:evaluate_native",
+    "tunescope.pipeline.run",
+    "tunescope.evaluate.generation.run",
+    "tunescope.evaluate.runner.run_generation_task",
+    "tunescope.evaluate.runner.evaluate_native",
 }
 
 
@@ -23,7 +23,8 @@ def function_lengths() -> dict[str, int]:
     for path in sorted(PACKAGE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                name = f"{path.relative_to(PACKAGE).as_posix()}:{node.name}"
+                module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+                name = f"{module}.{node.name}"  # dotted, like an import: the module layout's move rewrites it
                 lengths[name] = max(lengths.get(name, 0), node.end_lineno - node.lineno + 1)
     return lengths
 
