@@ -13,8 +13,6 @@ EXCEPTIONS = {"tunescope.train.loop._train"}
 NOT_YET_SPLIT = {
     "tunescope.pipeline.run",
     "tunescope.evaluate.generation.run",
-    "tunescope.evaluate.runner.run_generation_task",
-    "tunescope.evaluate.runner.evaluate_native",
 }
 
 
