@@ -12,7 +12,10 @@ tiny random-weight models; the test asserts them, this prints what they measure:
   continuations, a shared description line); "(n packed / m plain)" says which path scored them;
 - greedy responses equal: Generator at batch 1 and 8 vs `model.generate` per prompt (16 responses,
   80-140-token prompts, two identical), with the drafted tokens prompt lookup got confirmed (batch 1 / 8);
-- train-loss difference: |train/loss.py's per-token loss - transformers' loss| on a padded batch;
+- train-loss difference: |train/loss.py's per-token loss - transformers' loss| on a padded batch, with the
+  model in float32 and in bfloat16;
+- fused LoRA vs PEFT, bfloat16: |loss difference| (relative) and the largest adapter-gradient difference
+  (relative to that tensor's largest gradient) of the fused training forward vs PEFT's own, bfloat16 base;
 - training steps: one step each of lora / dora / full through the training loop, loss finite and the
   trainable tensors that must move moved;
 - merge difference: max |logit| difference of the merged export vs PEFT base + adapter (LoRA / DoRA),
@@ -52,6 +55,8 @@ def run_family(family: fam.Family) -> dict:
     ll = fam.check_loglikelihood(model)
     gen = fam.check_generation(model)
     loss = fam.check_train_loss(model)
+    loss_bf16 = fam.check_train_loss(fam.build_model(family, dtype=torch.bfloat16))
+    fused = fam.check_fused_lora(family, torch.bfloat16)
     steps = {}
     for method in ("lora", "dora", "full"):
         step = fam.train_one_step(family, method)
@@ -63,13 +68,15 @@ def run_family(family: fam.Family) -> dict:
             merges[method] = fam.check_merge(family, Path(tmp), method)
     with tempfile.TemporaryDirectory() as tmp:
         resume = fam.check_resume(family, Path(tmp))
-    return {"family": family, "ll": ll, "gen": gen, "loss": loss, "steps": steps, "merges": merges,
+    return {"family": family, "ll": ll, "gen": gen, "loss": loss, "loss_bf16": loss_bf16, "fused": fused,
+            "steps": steps, "merges": merges,
             "resume": resume, "path": engine_path(model), "seconds": time.perf_counter() - start}
 
 
 def table(rows: list[dict]) -> str:
     head = ["family", "max log-likelihood difference", "greedy responses equal (drafts kept, b1 / b8)",
-            "train-loss difference", "training steps (lora / dora / full)", "merge difference (lora / dora)",
+            "train-loss difference (float32 / bfloat16)", "fused LoRA vs PEFT, bfloat16 (loss / gradients)",
+            "training steps (lora / dora / full)", "merge difference (lora / dora)",
             "resume (loss / weights)", "path used"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -79,7 +86,8 @@ def table(rows: list[dict]) -> str:
             f"{r['family'].name}",
             f"{ll.max_abs_diff:.1e} ({ll.packed_documents} packed docs / {ll.plain_pairs} plain pairs{greedy_ok})",
             f"{gen.equal}/{gen.total} ({gen.accepted_drafts.get(1, 0)} / {gen.accepted_drafts.get(8, 0)})",
-            f"{r['loss']:.1e}",
+            f"{r['loss']:.1e} / {r['loss_bf16']:.1e}",
+            f"{r['fused'].loss_diff / r['fused'].loss:.1e} / {r['fused'].max_grad_diff:.1e}",
             " / ".join("ok" if r["steps"][m] else "FAIL" for m in ("lora", "dora", "full")),
             " / ".join(f"{r['merges'][m].max_abs_diff:.1e}" for m in ("lora", "dora"))
             + f" (logits up to {max(m.logit_scale for m in r['merges'].values()):.0f})",
@@ -104,7 +112,7 @@ def main() -> None:
         print(f"{name}: {rows[-1]['seconds']:.1f} s", file=sys.stderr)
     print(table(rows))
     print()
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, float32 on CPU, "
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, float32 on CPU (bfloat16 where the column says), "
           f"{args.threads} thread(s); models: " + "; ".join(f"{r['family'].name} = {r['family'].real_models}"
                                                            for r in rows))
     for r in rows:

@@ -13,6 +13,7 @@ Each check compares the project's code path with a plain transformers reference 
 - `check_loglikelihood`: LoglikelihoodScorer.score_groups vs one unbatched forward per (context, continuation);
 - `check_generation`: Generator (batch 1 and 8, an identical pair of prompts) vs `model.generate`, each prompt alone;
 - `check_train_loss`: train/loss.py's supervised loss vs `model(..., labels=...).loss`;
+- `check_fused_lora`: the fused LoRA training forward vs PEFT's forward, float32 and bfloat16;
 - `train_one_step`: one optimizer step of the training loop for lora / dora / full;
 - `check_merge`: `export_run(..., merged=True)` vs PeftModel(base, adapter);
 - `check_resume`: a run stopped after its step-1 checkpoint and resumed in a fresh model vs an uninterrupted run.
@@ -169,8 +170,8 @@ def tokenizer():
     return build_tokenizer()
 
 
-def build_model(family: Family, seed: int = 0):
-    """A float32 random model of `family`, in eval mode.
+def build_model(family: Family, seed: int = 0, dtype: torch.dtype = torch.float32):
+    """A random model of `family` (drawn in float32, then cast to `dtype`), in eval mode.
 
     The matrices are drawn with a larger spread than transformers' init, so logits are far apart and
     a greedy choice is never decided by float rounding (which legitimately differs between batched
@@ -188,7 +189,7 @@ def build_model(family: Family, seed: int = 0):
                 p.normal_(0, family.embed_std if p is embedding else 0.2)
             elif name.endswith("bias"):
                 p.normal_(0, 0.2)  # transformers starts biases at zero, where a missing bias would go unnoticed
-    return model
+    return model.to(dtype)
 
 
 # -- evaluation: log-likelihoods ------------------------------------------------------------------
@@ -444,6 +445,55 @@ def check_train_loss(model) -> float:
     return abs(float(ours.loss_sum) / ours.tokens - float(theirs))
 
 
+@dataclass
+class FusedResult:
+    loss: float  # the fused model's loss
+    loss_diff: float  # |fused - PEFT's forward|
+    max_grad_diff: float  # over the adapters' gradients, relative to that tensor's largest gradient
+    fused_layers: int
+    adapter_dtype: torch.dtype
+
+
+def check_fused_lora(family: Family, dtype: torch.dtype) -> FusedResult:
+    """One forward and backward of the supervised loss through the project's LoRA model (fused training
+    forwards) vs the same model with PEFT's own forwards, both with `family`'s base in `dtype`, no
+    dropout (so both apply the same function) and an adapter with an effect."""
+    from peft import LoraConfig, get_peft_model
+
+    from tunescope.config import LoraConfig as ProjectLoraConfig
+    from tunescope.train.adapters import build_trainable
+    from tunescope.train.batching import collate
+    from tunescope.train.loss import supervised_loss
+
+    # scaling 20/8 = 2.5: not a power of two, so folding it into A rounds differently from PEFT (as it does
+    # for most configurations), which the tolerances must absorb.
+    cfg = training_config("lora", lora=ProjectLoraConfig(dropout=0.0, alpha=20))
+    batch = collate(train_examples(), tokenizer().pad_token_id)
+    runs = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        base = build_model(family, dtype=dtype)
+        if fused:
+            model = build_trainable(base, cfg)
+        else:
+            model = get_peft_model(base, LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=0.0,
+                                                    target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM"))
+        torch.manual_seed(1)
+        give_adapter_an_effect(model)
+        model.train()
+        out = supervised_loss(model, batch)
+        (out.loss_sum / out.tokens).backward()
+        grads = {n: p.grad.float() for n, p in model.named_parameters() if p.grad is not None}
+        dtypes = {p.dtype for p in model.parameters() if p.requires_grad}
+        layers = sum(1 for m in model.modules() if hasattr(m, "lora_A") and "forward" in vars(m))
+        runs.append((float(out.loss_sum.detach()) / out.tokens, grads, dtypes, layers))
+    (loss, grads, dtypes, layers), (ref_loss, ref_grads, ref_dtypes, _) = runs
+    assert dtypes == ref_dtypes and len(dtypes) == 1 and grads.keys() == ref_grads.keys()
+    grad_diff = max(float((grads[n] - ref_grads[n]).abs().max() / ref_grads[n].abs().max().clamp_min(1e-12))
+                    for n in grads)
+    return FusedResult(loss, abs(loss - ref_loss), grad_diff, layers, dtypes.pop())
+
+
 def training_config(method: str, **overrides):
     from tunescope.config import LoraConfig, TrainingConfig
 
@@ -452,12 +502,12 @@ def training_config(method: str, **overrides):
     return TrainingConfig(**{**settings, **overrides})
 
 
-def trainable_model(family: Family, method: str, seed: int = 0, **overrides):
-    """The base model of `family` wrapped for `method` by the project's own builder."""
+def trainable_model(family: Family, method: str, seed: int = 0, dtype: torch.dtype = torch.float32, **overrides):
+    """The base model of `family` in `dtype`, wrapped for `method` by the project's own builder."""
     from tunescope.train.adapters import build_trainable
 
     cfg = training_config(method, **overrides)
-    model = build_model(family)
+    model = build_model(family, dtype=dtype)
     torch.manual_seed(seed)  # LoRA's A matrices are random
     return build_trainable(model, cfg), cfg
 
@@ -467,8 +517,9 @@ def run_training(model, cfg, **kw) -> list[dict]:
     from tunescope.train.loop import train
 
     records: list[dict] = []
+    dtype = next(model.parameters()).dtype
     train(model, train_examples(), [], cfg, seed=1, pad_id=tokenizer().pad_token_id, device=CPU,
-          dtype=torch.float32, log=records.append, **kw)
+          dtype=dtype, log=records.append, **kw)
     return records
 
 
@@ -480,8 +531,8 @@ class StepResult:
     unchanged: list[str]
 
 
-def train_one_step(family: Family, method: str) -> StepResult:
-    model, cfg = trainable_model(family, method)
+def train_one_step(family: Family, method: str, dtype: torch.dtype = torch.float32) -> StepResult:
+    model, cfg = trainable_model(family, method, dtype=dtype)
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     records = run_training(model, cfg)
     losses = [r["loss"] for r in records if r["kind"] == "train"]

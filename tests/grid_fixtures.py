@@ -38,3 +38,20 @@ def write_grid(folder: Path, axes: dict, seeds=(1, 2), base_extra: dict | None =
     path = folder / "grid.yaml"
     path.write_text(yaml.safe_dump(grid, sort_keys=False))
     return path
+
+
+def synthetic_grid(folder: Path) -> Path:
+    """A grid folder as `tunescope grid` leaves it, with run folders from build_run (no model): two cells
+    (lora, dora) × seeds 1 and 2."""
+    from synthetic_run import build_run
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cells = {"lora": {"training.method": "lora"}, "dora": {"training.method": "dora"}}
+    for i, cell in enumerate(cells):
+        for seed in (1, 2):
+            build_run(folder, f"{cell}-s{seed}", n_train=10, n_heldout=30, n_mc=30, seed=seed,
+                      heldout_tuned_acc=0.3 + 0.3 * i)
+    grid = {"name": "pages", "file": {"axes": {"training.method": ["lora", "dora"]}, "alpha": 0.05},
+            "cells": cells, "seeds": [1, 2], "runs": [f"{c}-s{s}" for c in cells for s in (1, 2)]}
+    (folder / "grid.yaml").write_text(yaml.safe_dump(grid, sort_keys=False))
+    return folder

@@ -139,6 +139,8 @@ def build_run(
                     "throughput_supervised_tps": 900 * steps / 300, "throughput_nonpad_tps": 2000 * steps / 300,
                     "flops_per_token": 8.1e8, "peak_flops": 2.0e11, "mfu": 0.021, "peak_rss_mb": 1834.5,
                     "cuda_max_allocated_mb": None, "device": "cpu", "dtype": "float32",
+                    "loss_path": "supervised rows",
+                    "loss_path_reason": "the output layer applied by hand matched the model's own loss",
                     "trainable_params": 921_600, "cost_usd": 0.0042, "price_per_hour": 0.05,
                     "price_source": "table: cpu"})
     write_jsonl(run / "metrics.jsonl", metrics)
@@ -194,3 +196,21 @@ def add_task_curves(run: Path, accuracy: dict[str, dict[int, float]], *, n: int 
                    task_eval_s=12.0)
     write_jsonl(run / "metrics.jsonl", [*metrics, summary])
     return run
+
+
+def add_contamination(run: Path, planted: dict[int, str]) -> list[int]:
+    """Write the run's contamination.json as a run would: its training examples, plus the held-out
+    questions `planted` names (doc_id -> text added to the question) as extra training examples, against
+    its held-out and HellaSwag items. Returns the planted doc_ids."""
+    from tunescope.config import ContaminationConfig
+    from tunescope.contamination_recipe import check_texts
+    from tunescope.runio import read_jsonl, write_json
+
+    train = [[r["question"], r["answer"]] for r in read_jsonl(run / "train_examples.jsonl")]
+    heldout = read_jsonl(run / "eval" / "tuned" / "heldout.jsonl")
+    train += [[heldout[i]["question"] + " " + extra, "#### 1"] for i, extra in planted.items()]
+    items = {"heldout": [[r["question"]] for r in heldout],
+             "hellaswag": [[f"context number {r['doc_id']}", "an ending", "another ending"]
+                           for r in read_jsonl(run / "eval" / "tuned" / "hellaswag.jsonl")]}
+    write_json(run / "contamination.json", check_texts(train, items, ContaminationConfig()))
+    return sorted(planted)

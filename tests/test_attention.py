@@ -76,3 +76,26 @@ def test_previous_attention_is_restored_after_an_error_and_soft_capping_is_refus
     assert supports_own_attention(model)
     model.config.attn_logit_softcapping = 50.0
     assert not supports_own_attention(model)
+
+
+@torch.inference_mode()
+def test_segment_attention_refuses_a_layer_that_does_not_say_which_it_is():
+    """Each layer reads its own slice of the shared prefix; without layer_idx there is no right slice."""
+    model = gqa_model()
+    decoder = model.get_decoder()
+    from tunescope.evaluate.kvcache import layer_kv_pairs
+
+    prefix_kv = [(k.clone(), v.clone()) for k, v in
+                 layer_kv_pairs(decoder(input_ids=torch.tensor([[5, 6, 7]]), use_cache=True).past_key_values)]
+    del decoder.layers[1].self_attn.layer_idx
+    plan = SegmentPlan([Segment(0, 2)], prefix_kv=prefix_kv)
+    with pytest.raises(RuntimeError, match="layer_idx; LlamaAttention has none"), use_attention(model, SEGMENTS):
+        decoder(input_ids=torch.tensor([[11, 12]]), position_ids=torch.tensor([[3, 4]]), use_cache=False,
+                segment_plan=plan)
+
+
+def test_a_model_that_does_not_switch_attention_is_refused(monkeypatch):
+    model = gqa_model()
+    monkeypatch.setattr(model, "set_attn_implementation", lambda name: None)  # as transformers does, with a warning
+    with pytest.raises(RuntimeError, match=f"did not switch to attention '{GROUPED}'"), use_attention(model, GROUPED):
+        pass

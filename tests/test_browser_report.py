@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from synthetic_run import build_run
+from synthetic_run import add_contamination, build_run
 from tunescope import pipeline
 
 pytestmark = pytest.mark.browser
@@ -54,6 +54,8 @@ def browse(chromium: str, url: str, *args: str) -> subprocess.CompletedProcess:
 def report(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("browser")
     run = build_run(root, "browser", n_train=30, n_heldout=20, n_mc=40, inject_response=INJECTED)
+    # Two held-out questions trained on, one of them with the payload in its training text.
+    add_contamination(run, {2: INJECTED, 5: "and more"})
     return pipeline.write_report(run, register=False)["html"]
 
 
@@ -88,6 +90,15 @@ def test_model_text_shows_as_text_and_runs_nothing(chromium, report):
     assert CONSOLE.findall(proc.stderr) == []
 
 
+def test_contamination_section_shows_items_beside_their_training_text(chromium, report):
+    proc = browse(chromium, report.as_uri(), "--virtual-time-budget=3000", "--dump-dom")
+    dom = proc.stdout
+    section = dom[dom.index('id="contamination"'):dom.index('id="conclusions"')]
+    assert "task heldout" in section and "Clean subset" in section
+    assert section.count("<mark>") >= 4  # each flagged item and its training neighbour, span highlighted
+    assert "<script>" not in section and CONSOLE.findall(proc.stderr) == []
+
+
 def test_escaping_alone_stops_the_payload_and_the_detector_works(chromium, report, tmp_path):
     """Without the CSP safety net the page still runs no model text; a control script proves logging works."""
     html = report.read_text()
@@ -99,3 +110,34 @@ def test_escaping_alone_stops_the_payload_and_the_detector_works(chromium, repor
     assert title_of(proc.stdout) == title_of(html)
     messages = CONSOLE.findall(proc.stderr)
     assert len(messages) == 1 and "control-message" in messages[0], messages
+
+
+@pytest.fixture(scope="module")
+def other_pages(tmp_path_factory, report) -> dict[str, Path]:
+    """comparison.html and grid.html from fixture runs (the report's run and a second one; a built grid)."""
+    from grid_fixtures import synthetic_grid
+    from synthetic_run import add_task_curves
+    from tunescope import compare_recipe
+    from tunescope.grid.analysis import analyse_grid
+    from tunescope.report.grid import render_grid
+
+    root = tmp_path_factory.mktemp("browser-pages")
+    other = add_task_curves(build_run(root, "other", n_train=10, n_heldout=20, n_mc=40),
+                            {"heldout": {0: 0.1, 20: 0.5, 40: 0.4}})
+    compared = compare_recipe.compare([report.parent, other], output=root / "cmp",
+                                      overrides=["report.bootstrap_resamples=200"])
+    grid = render_grid(analyse_grid(synthetic_grid(root / "grid")), root / "grid")
+    return {"comparison": compared["html"], "grid": grid["html"]}
+
+
+@pytest.mark.parametrize("page", ["comparison", "grid"])
+def test_comparison_and_grid_pages_render_readably_with_no_console_messages(chromium, other_pages, page, tmp_path):
+    from readable import assert_readable
+
+    shot = tmp_path / f"{page}.png"
+    proc = browse(chromium, other_pages[page].as_uri(), "--window-size=1280,2400", f"--screenshot={shot}")
+    assert shot.is_file(), proc.stderr[-2000:]
+    assert CONSOLE.findall(proc.stderr) == []
+    dom = browse(chromium, other_pages[page].as_uri(), "--virtual-time-budget=3000", "--dump-dom").stdout
+    assert "<h1>" in dom
+    assert_readable(dom, html=True, where=f"{page}.html as chromium shows it")

@@ -236,3 +236,16 @@ def test_same_answers_and_scores_as_lm_eval(tmp_path):
             assert a["loglikelihoods"] == pytest.approx(b["loglikelihoods"], abs=1e-4)
             for m in b["metrics"]:
                 assert a["metrics"][m] == b["metrics"][m]
+
+
+def test_results_name_the_model_by_the_folder_it_was_loaded_from(tiny_model_dir, tiny_tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    from tunescope.data.synthetic import generate_problems
+    from tunescope.evaluate.runner import evaluate_native
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    assert model.config.name_or_path == str(tiny_model_dir)  # transformers' public record of the source
+    task = task_from_docs("heldout", generate_problems(1, seed=2), "Question: {question}\nAnswer:")
+    results = evaluate_native(model, tiny_tokenizer, [task], batch_size=1, max_new_tokens=2)
+    assert results["config"]["model"] == str(tiny_model_dir)

@@ -56,3 +56,40 @@ def test_an_adapter_with_a_bias_keeps_pefts_forward(tiny_tokenizer):
 def test_a_plain_model_has_nothing_to_fold(tiny_tokenizer):
     with folding.folded_adapters(build_tiny_llama(len(tiny_tokenizer))) as n:
         assert n == 0
+
+
+def test_a_merge_that_writes_into_the_trained_tensors_raises(tiny_tokenizer, monkeypatch):
+    """Whatever the installed PEFT's merge() writes, a trained tensor changed by the fold is an error."""
+    model = adapted(tiny_tokenizer)
+    layer = next(m for m in model.modules() if folding._foldable(m))
+
+    def merge_that_also_writes_the_adapter(self, safe_merge=False, adapter_names=None):
+        self.lora_B["default"].weight.data.add_(1.0)
+
+    monkeypatch.setattr(type(layer), "merge", merge_that_also_writes_the_adapter)
+    with pytest.raises(folding.FoldingError, match="lora_B.default.weight"):
+        with folding.folded_adapters(model):
+            pass
+
+
+def test_a_merge_that_copies_in_place_leaves_the_trained_weight_as_it_was(tiny_tokenizer, monkeypatch):
+    """PEFT 0.22's safe merge copies the merged weight into the layer's tensor in place; 0.21 assigned a new
+    one. Both are simulated here, whichever PEFT is installed: the trained weight keeps its storage and bits."""
+    model = adapted(tiny_tokenizer)
+    layer = next(m for m in model.modules() if folding._foldable(m))
+    base = layer.get_base_layer()
+    original, bits = base.weight.data, base.weight.detach().clone()
+
+    def in_place(self, safe_merge=False, adapter_names=None):
+        self.get_base_layer().weight.data.copy_(self.get_base_layer().weight + self.get_delta_weight("default"))
+        self.merged_adapters.append("default")
+
+    def new_tensor(self, safe_merge=False, adapter_names=None):
+        self.get_base_layer().weight.data = self.get_base_layer().weight + self.get_delta_weight("default")
+        self.merged_adapters.append("default")
+
+    for merge in (in_place, new_tensor):
+        monkeypatch.setattr(type(layer), "merge", merge)
+        with folding.folded_adapters(model) as n:
+            assert n > 0 and not torch.equal(base.weight, bits)  # the fold is in effect
+        assert base.weight.data_ptr() == original.data_ptr() and torch.equal(base.weight, bits)

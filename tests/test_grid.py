@@ -113,6 +113,8 @@ def test_grid_2x2x2_runs_to_report_sharing_each_base_eval(tmp_path, tiny_model_d
     html = (g.folder / "grid.html").read_text()
     assert "Content-Security-Policy" in html and "data:image/png;base64," in html and "<script" not in html
     assert "Cochran–Mantel–Haenszel" in (g.folder / "grid.md").read_text()
+    # Each run's contamination share: its held-out problems against its training examples.
+    assert all(isinstance(r["contamination_share"], float) for r in data["runs"]) and "Contamination" in html
 
     rows = run_registry.list_runs(grid="g")
     assert len({r["path"] for r in rows}) == 8
@@ -124,7 +126,10 @@ def test_grid_2x2x2_runs_to_report_sharing_each_base_eval(tmp_path, tiny_model_d
     again = run_grid(g, report=False)
     assert all(s.get("skipped") for s in again["statuses"].values())
     paths = compare_recipe.compare([g.folder], output=tmp_path / "cmp")
-    assert len(json.loads(paths["json"].read_text())["runs"]) == 8
+    compared = json.loads(paths["json"].read_text())
+    assert len(compared["runs"]) == 8
+    shares = {c["label"]: c["contamination_share"] for c in compared["columns"]}
+    assert shares["base"] is None and isinstance(shares["tuned"], float)
 
 
 def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path, tiny_model_dir, one_torch_thread, monkeypatch):

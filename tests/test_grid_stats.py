@@ -9,6 +9,7 @@ the simulation's own parameters, and with no difference the false-positive rate 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from scipy import stats as sps
 
 from tunescope.analysis.stratified import cmh_paired, discordant_counts, heterogeneity, paired_strata
@@ -89,3 +90,25 @@ def test_items_pair_within_their_seed_only():
     strata, detail = paired_strata(a, b)
     assert strata == [(1, 1), (0, 1)]
     assert detail[1]["n"] == 2 and detail[2]["delta_points"] == 50.0 and 3 not in detail
+
+
+def test_grid_verdicts_are_the_test_at_alpha_and_inconclusive_otherwise():
+    from tunescope.grid.comparisons import holm_verdicts
+    from tunescope.grid.summary import conclusions
+
+    comps = [{"test": {"available": True, "p_value": 0.001, "heterogeneity_p": 0.5}},
+             {"test": {"available": True, "p_value": 0.2, "heterogeneity_p": None}},
+             {"test": {"available": False, "reason": "no seed with the same items in both"}}]
+    holm_verdicts(comps, alpha=0.05)
+    assert [c["test"]["verdict"] for c in comps] == ["exceeds seed noise", "inconclusive", "not tested"]
+    assert comps[0]["test"]["p_holm"] == pytest.approx(0.002) and comps[1]["test"]["p_holm"] == pytest.approx(0.2)
+
+    none_significant = [{"test": {"available": True, "significant": False, "p_holm": p}} for p in (0.3, 0.12)]
+    row = {"task": "heldout", "metric": "exact_match,strict-match", "cells": {"a": {"mean": 0.5, "se": 0.01, "k": 2,
+                                                                                   "uncertainty": "seeds", "sd": 0.01}},
+           "bases": {}, "best": ["a"], "higher_is_better": True}
+    data = {"failed": [], "runs": [], "rows": [row], "primary": {"task": "heldout", "metric": row["metric"]},
+            "comparisons": none_significant, "alpha": 0.05, "costs": []}
+    texts = [c["text"] for c in conclusions(data)]
+    assert ("None of the 2 paired comparisons exceeds seed noise: each is inconclusive (stratified test, "
+            "Holm-adjusted p ≥ 0.05; smallest 0.12).") in texts

@@ -1,6 +1,6 @@
 """The import contract of ARCHITECTURE.md, checked on the source: `cli → pipeline → {data, models, train,
-evaluate, analysis} → report`, stages do not import each other, shared modules import no layer, and
-the module table lists every module file."""
+evaluate, analysis} → report` (with `serve`, the dashboard, beside `grid` under `cli`), stages do not import
+each other, shared modules import no layer, and the module table lists every module file."""
 
 from __future__ import annotations
 
@@ -17,10 +17,12 @@ STAGES = ("data", "models", "train", "evaluate", "analysis")
 # The layer of each module: a subpackage's modules share its layer; top-level modules are listed one by one.
 LAYER_OF = {
     "tunescope": "shared",
-    **{f"tunescope.{name}": "cli" for name in ("cli", "cli_console", "cli_runs")},
+    **{f"tunescope.{name}": "cli" for name in ("cli", "cli_console", "cli_runs", "cli_serve")},
+    "tunescope.serve": "serve",
     "tunescope.grid": "grid",
     **{f"tunescope.{name}": "pipeline" for name in (
-        "pipeline", "run_inputs", "eval_recipe", "compare_recipe", "export", "run_registry")},
+        "pipeline", "run_inputs", "run_heldout", "eval_recipe", "compare_recipe", "contamination_recipe", "export",
+        "run_registry")},
     "tunescope.compare": "analysis",
     "tunescope.data": "data",
     "tunescope.models": "models",
@@ -29,13 +31,15 @@ LAYER_OF = {
     "tunescope.analysis": "analysis",
     "tunescope.report": "report",
     **{f"tunescope.{name}": "shared" for name in (
-        "config", "config_loading", "errors", "runio", "records", "malloc", "arith", "run_record", "run_schema",
-        "results_schema", "modelinfo", "prompt_format", "grid_folder", "run_layout")},
+        "config", "config_loading", "errors", "runio", "runlock", "replace_guard", "safe_yaml", "termination",
+        "records", "malloc", "arith", "run_record", "run_schema", "results_schema", "modelinfo", "prompt_format",
+        "grid_folder", "run_layout")},
 }
 
 # What each layer may import (besides itself).
 ALLOWED = {
-    "cli": {"grid", "pipeline", "report", "shared"},
+    "cli": {"serve", "grid", "pipeline", "report", "shared"},
+    "serve": {"pipeline", "report", "shared"},
     "grid": {"pipeline", *STAGES, "report", "shared"},
     "pipeline": {*STAGES, "report", "shared"},
     **{stage: {"report", "shared"} for stage in STAGES},

@@ -28,7 +28,9 @@ def test_rescaled_logits_are_seen_by_every_key():
 
 def test_packed_scoring_refuses_a_head_with_output_multiplier():
     class Model:
-        _supports_attention_backend = True
+        @classmethod
+        def is_backend_compatible(cls):
+            return True
 
         def __init__(self, **config):
             self.config = SimpleNamespace(**config)
@@ -41,3 +43,20 @@ def test_packed_scoring_refuses_a_head_with_output_multiplier():
 
     assert _supports_packing(Model())
     assert not _supports_packing(Model(output_multiplier=0.25))
+
+
+def test_attention_interface_support_is_read_through_the_public_check(tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tunescope.modelinfo import routes_attention_through_interface
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert routes_attention_through_interface(model)
+    assert routes_attention_through_interface(get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"])))
+
+    class OwnAttention(type(model)):
+        _supports_attention_backend = False  # what is_backend_compatible() reports today
+
+    assert not routes_attention_through_interface(OwnAttention(model.config))
+    assert not routes_attention_through_interface(SimpleNamespace(config=model.config))

@@ -75,6 +75,6 @@ def test_rewind_drops_what_came_after_the_checkpoint(tmp_path):
     for r in [{"kind": "setup"}, {"kind": "train", "step": 1}, {"kind": "val", "step": 2}, {"kind": "train", "step": 2},
               {"kind": "train", "step": 3}, {"kind": "val", "step": 4}, {"kind": "other", "x": 1}]:
         append_jsonl(path, r)
-    rewind_metrics(tmp_path, 2)
-    assert read_jsonl(path) == [{"kind": "train", "step": 1}, {"kind": "val", "step": 2},
+    assert rewind_metrics(tmp_path, 2)  # the setup record stays, first
+    assert read_jsonl(path) == [{"kind": "setup"}, {"kind": "train", "step": 1}, {"kind": "val", "step": 2},
                                 {"kind": "train", "step": 2}, {"kind": "other", "x": 1}]

@@ -75,6 +75,15 @@ def run_case(cfg: dict | None = None, *, sets: tuple[str, ...] = (), **kw) -> Ca
     return Case(argv=argv, cfg=cfg or {}, **kw)
 
 
+def contamination_case(id: str, extra: list[str], words: tuple[str, ...], *, data: str = "@TMP@/train.jsonl",
+                       files: dict | None = None, code: int = 2) -> Case:
+    """`tunescope contamination DATA -t gsm8k` on a local task file holding the training questions (so a
+    3-gram overlap is found), with `extra` options after the defaults (a later option wins)."""
+    argv = ["contamination", data, "-t", "gsm8k", "--data-path", "gsm8k=@TMP@/test.jsonl", "--ngram", "3", *extra]
+    return Case(id=id, argv=argv, words=words, code=code, files={"test.jsonl": GOOD_JSONL, **(files or {})},
+                before_load=True)
+
+
 def data_case(id: str, name: str, content: str | bytes, words: tuple[str, ...], **kw) -> Case:
     return run_case({"data": {"source": f"@TMP@/{name}"}}, id=id, files={name: content}, words=words,
                     before_load=True, **kw)
@@ -282,6 +291,20 @@ CASES: list[Case] = [
     run_case({"prompt": {"max_length": 8, "overflow": "drop"}, "eval": {"tasks": ["heldout"]}},
              id="data-nothing-left-before-base-eval", files={"train.jsonl": GOOD_JSONL},
              words=("prompt.max_length",), before_load=True, absent=("runs/.t.partial",)),
+    # --- tunescope contamination: the training file, the tasks, the options (no model ever loads) -------------
+    contamination_case("contamination-ok", [], ("task gsm8k", "training example"), code=0),
+    contamination_case("contamination-data-missing", [], ("nope.jsonl", "not found"), data="@TMP@/nope.jsonl"),
+    contamination_case("contamination-data-format", [], ("notes.txt", "unsupported file type"),
+                       data="@TMP@/notes.txt", files={"notes.txt": "hello\n"}),
+    contamination_case("contamination-data-bad-json", [], ("bad.jsonl:2",), data="@TMP@/bad.jsonl",
+                       files={"bad.jsonl": GOOD_JSONL.splitlines()[0] + '\n{"question": "a", "answer"\n'}),
+    contamination_case("contamination-data-missing-field", [], ("q.jsonl:1", "question"), data="@TMP@/q.jsonl",
+                       files={"q.jsonl": '{"prompt": "a", "answer": "b"}\n'}),
+    contamination_case("contamination-unknown-task", ["-t", "gsm9k"], ("unknown task 'gsm9k'",)),
+    contamination_case("contamination-task-file-missing", ["--data-path", "gsm8k=@TMP@/none.jsonl"], ("none.jsonl",)),
+    contamination_case("contamination-data-path-form", ["--data-path", "gsm8k"], ("task=PATH", "--data-path")),
+    contamination_case("contamination-limit-zero", ["--limit", "0"], ("--limit", "at least 1")),
+    contamination_case("contamination-ngram-zero", ["--ngram", "0"], ("--ngram", "at least 1")),
     # --- evaluation options -----------------------------------------------------------------------------------
     Case(id="eval-unknown-task", argv=["eval", "-m", "x/y", "-t", "gsm9k"], words=("unknown task 'gsm9k'", "gsm8k"),
          before_load=True),
@@ -577,7 +600,8 @@ def test_user_error(case: Case, isolated: Path, tiny_model_dir: Path, monkeypatc
 
 def test_case_table_covers_every_class():
     prefixes = {c.id.split("-")[0] for c in CASES}
-    assert {"cfg", "set", "data", "eval", "model", "run", "report", "compare", "export", "registry"} <= prefixes
+    assert {"cfg", "set", "data", "eval", "model", "run", "report", "compare", "export", "registry",
+            "contamination"} <= prefixes
     assert len({c.id for c in CASES}) == len(CASES)
     assert len(CASES) + len(FAULTS) >= 100
 
@@ -621,7 +645,7 @@ def fault_sigint(tmp: Path, model: Path) -> None:
     assert proc.returncode == 130, err
     assert "Traceback" not in out + err, err
     assert "interrupted" in err and ".t.partial" in err and "--resume" in err and "c.yaml" in err, err
-    assert json.loads((tmp / "runs" / ".t.partial" / "manifest.json").read_text())["status"] == "failed"
+    assert json.loads((tmp / "runs" / ".t.partial" / "manifest.json").read_text())["status"] == "interrupted"
     assert not (tmp / "runs" / "t").exists()
 
 

@@ -11,12 +11,15 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from tunescope.cli_console import RichProgress, console, out, print_error
 from tunescope.cli_runs import runs_app
-from tunescope.config import SAMPLING_TEMPERATURE, EvalConfig, ModelConfig
-from tunescope.errors import RunInterrupted, UserError, storage_error
+from tunescope.cli_serve import serve as serve_command
+from tunescope.config import SAMPLING_TEMPERATURE, ContaminationConfig, EvalConfig, ModelConfig
+from tunescope.errors import RunInterrupted, UserError, check_writable_dir, storage_error
 from tunescope.run_layout import REPORT_HTML
+from tunescope.termination import handle_sigterm, interrupt_exit_code, interrupt_word
 
 
 class _Group(typer.core.TyperGroup):
@@ -32,12 +35,12 @@ class _Group(typer.core.TyperGroup):
             raise typer.Exit(UserError.exit_code) from None
         except RunInterrupted as e:
             hint = f"tunescope {' '.join(_RESUME_ARGS)} --resume" if _RESUME_ARGS else "--resume"
-            console.print(f"interrupted: the partial run is in {e.partial}; continue it with `{hint}`",
+            console.print(f"{interrupt_word()}: the partial run is in {e.partial}; continue it with `{hint}`",
                           markup=False, highlight=False, soft_wrap=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(interrupt_exit_code()) from None
         except KeyboardInterrupt:
-            console.print("interrupted", markup=False, highlight=False)
-            raise typer.Exit(130) from None
+            console.print(interrupt_word(), markup=False, highlight=False)
+            raise typer.Exit(interrupt_exit_code()) from None
         except Exception as e:  # a full disk or unwritable place reached outside a recipe's own handling
             err = storage_error(e)
             if err is None:
@@ -52,6 +55,7 @@ _RESUME_ARGS: list[str] = []
 app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Fine-tune small causal LMs, evaluate base vs tuned, analyse and report — every number labelled.")
 app.add_typer(runs_app, name="runs")
+app.command("serve")(serve_command)
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a config key: --set training.epochs=1")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing run with the same name.")]
@@ -73,13 +77,13 @@ def _print_summary(run_dir: Path) -> None:
     from tunescope.report.summary_table import summary_rows
     from tunescope.run_record import open_run
 
-    table = Table(title=f"tunescope run: {run_dir}")
+    table = Table(title=Text(f"tunescope run: {run_dir}"))
     table.add_column("measure")
     table.add_column("value", justify="right")
     for name, value in summary_rows(open_run(run_dir).report or {}):
-        table.add_row(name, value)
+        table.add_row(Text(str(name)), Text(str(value)))
     out.print(table)
-    out.print(f"report: [bold]{run_dir / REPORT_HTML}[/]  (also report.md, report.json)")
+    out.print(f"report: {run_dir / REPORT_HTML}  (also report.md, report.json)")
 
 
 Resume = Annotated[bool, typer.Option(
@@ -151,11 +155,28 @@ def _default(section, key: str):
     return section.model_fields[key].default
 
 
+# The `tunescope eval` options that --heldout-from takes from the run unless they are given.
+_RUN_SETTINGS = ("limit", "batch_size", "max_new_tokens", "num_fewshot", "samples", "temperature", "engine")
+
+
+def _given_options(ctx: typer.Context, names: tuple[str, ...]) -> set[str]:
+    """The options typed on the command line (not left at their defaults). Compared by name: the
+    enum is click's, and typer may bring its own copy of click."""
+    sources = {n: ctx.get_parameter_source(n) for n in names}
+    return {n for n, source in sources.items() if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")}
+
+
 @app.command("eval")
 def eval_(
-    model: Annotated[str, typer.Option("--model", "-m", help="Alias, hub id or local directory.")],
-    tasks: Annotated[str, typer.Option("--tasks", "-t", help="Comma-separated tasks or groups, e.g. gsm8k,hellaswag,mmlu_high_school_computer_science "
-                                                 "or mmlu (all 57 subjects).")],
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Alias, hub id or local directory (with "
+                                              "--heldout-from: default the base the run trained on).")] = None,
+    tasks: Annotated[str | None, typer.Option("--tasks", "-t", help="Comma-separated tasks or groups, e.g. gsm8k,hellaswag,mmlu_high_school_computer_science "
+                                                 "or mmlu (all 57 subjects); heldout with --heldout-from (its default).")] = None,
+    heldout_from: Annotated[Path | None, typer.Option(
+        "--heldout-from", metavar="RUN", help="Score a finished run's held-out problems as the task 'heldout', as the "
+                                              "run scored them: same problems, prompt format, dtype and eval settings "
+                                              "(an option given here replaces the run's).")] = None,
     limit: Annotated[str, typer.Option(help="Items per task, or 'all' (eval.limit).")] = str(_default(EvalConfig, "limit")),
     batch_size: Annotated[str, typer.Option(help="Batch size or 'auto' (eval.batch_size).")] = str(
         _default(EvalConfig, "batch_size")),
@@ -185,25 +206,72 @@ def eval_(
                                              "(model.generate and unbatched forwards: slower, any model).")] = _default(
         EvalConfig, "engine"),
 ) -> None:
-    """Evaluate a model on benchmarks; prints lm-evaluation-harness's familiar table."""
+    """Evaluate a model on benchmarks, or on a run's held-out problems (--heldout-from); prints lm-evaluation-harness's familiar table."""
     from tunescope.eval_recipe import evaluate_model
 
-    paths = {}
-    for item in data_path or []:
-        if "=" not in item:
-            raise UserError(f"'{item}' must look like task=PATH", where="--data-path")
-        k, v = item.split("=", 1)
-        paths[k.strip()] = v.strip()
+    paths = _data_paths(data_path)
+    settings = dict(limit=None if limit == "all" else limit, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                    num_fewshot=num_fewshot, samples=samples, temperature=temperature, engine=engine)
+    chosen_dtype: str | None = dtype
+    if heldout_from is not None:
+        # The run's own settings and dtype stand where no option is given: its responses, item for item.
+        given = _given_options(ctx, (*_RUN_SETTINGS, "dtype"))
+        settings = {k: v for k, v in settings.items() if k in given}
+        chosen_dtype = dtype if "dtype" in given else None
+    names = None if tasks is None else [t.strip() for t in tasks.split(",") if t.strip()]
     with RichProgress() as progress:
-        shown = evaluate_model(
-            model, [t.strip() for t in tasks.split(",") if t.strip()], data_paths=paths, adapter=adapter,
-            output=output, dtype=dtype, backend=backend, progress=progress, limit=None if limit == "all" else limit,
-            batch_size=batch_size, max_new_tokens=max_new_tokens, num_fewshot=num_fewshot, samples=samples,
-            temperature=temperature, engine=engine)
+        shown = evaluate_model(model, names, data_paths=paths, adapter=adapter, output=output, dtype=chosen_dtype,
+                               backend=backend, progress=progress, heldout_from=heldout_from, **settings)
     for line in shown.engine_lines:
         console.print(line, markup=False, highlight=False, soft_wrap=True)  # stderr: stdout is the table
     out.print(shown.dtype_line, markup=False, highlight=False, soft_wrap=True)
     out.print(shown.table, markup=False, highlight=False)
+
+
+def _data_paths(items: list[str] | None) -> dict[str, str]:
+    paths = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UserError(f"'{item}' must look like task=PATH", where="--data-path")
+        k, v = (part.strip() for part in item.split("=", 1))
+        if not k or not v:
+            raise UserError(f"'{item}' has no {'task' if not k else 'path'}; write task=PATH", where="--data-path")
+        paths[k] = v
+    return paths
+
+
+@app.command()
+def contamination(
+    data: Annotated[str, typer.Argument(help="Training data: a jsonl/json/csv/parquet file with question and answer "
+                                             "fields (or a folder holding a *train* file).")],
+    tasks: Annotated[str, typer.Option("--tasks", "-t", help="Comma-separated tasks or groups, as for `tunescope eval`.")],
+    data_path: Annotated[list[str] | None, typer.Option("--data-path", help="task=PATH: read a task's data locally (a "
+                                                                           "group, e.g. mmlu=DIR, serves all its subjects).")] = None,
+    limit: Annotated[str, typer.Option(help="Items per task, or 'all'.")] = "all",
+    ngram: Annotated[int, typer.Option(help="Words per n-gram (report.contamination.ngram).")] = _default(
+        ContaminationConfig, "ngram"),
+    show: Annotated[int, typer.Option(help="Flagged items listed per task (longest overlap first).")] = _default(
+        ContaminationConfig, "top_items"),
+    question_field: Annotated[str, typer.Option(help="The training file's question field.")] = "question",
+    answer_field: Annotated[str, typer.Option(help="The training file's answer field.")] = "answer",
+) -> None:
+    """Check training data against tasks' items before training: n-gram overlap and duplicates. No model loads."""
+    from tunescope.contamination_recipe import check_file
+    from tunescope.report.contamination_view import CHECK_COLUMNS, check_table, flagged_lines
+
+    result = check_file(data, [t.strip() for t in tasks.split(",") if t.strip()], data_paths=_data_paths(data_path),
+                        limit=None if limit == "all" else limit, ngram=ngram, question_field=question_field,
+                        answer_field=answer_field)
+    table = Table(title=f"{result['ngram']}-gram overlap of {data} ({result['train_examples']} training examples)")
+    for i, col in enumerate(CHECK_COLUMNS):
+        table.add_column(col, justify="left" if i == 0 else "right")
+    for row in check_table(result):
+        table.add_row(*row)
+    out.print(table)
+    for line in flagged_lines(result, show):
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+    console.print(f"checked in {result['seconds']:.2f} s; text normalised: {result['normalisation']}",
+                  markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -256,6 +324,7 @@ def grid(
     from tunescope.grid.spec import load_grid
 
     g = load_grid(grid_file, set_ or [])
+    check_writable_dir(g.folder, where="output_dir")
     if dry_run:
         from tunescope.grid.dryrun import print_dry_run
 
@@ -263,14 +332,26 @@ def grid(
         return
     from tunescope.grid.runner import run_grid
 
-    with RichProgress() as progress:
-        result = run_grid(g, use_ray=use_ray, ray_address=ray_address, progress=progress)
+    try:
+        with RichProgress() as progress:
+            result = run_grid(g, use_ray=use_ray, ray_address=ray_address, progress=progress)
+    except KeyboardInterrupt:
+        import shlex
+
+        again = " ".join(["tunescope grid", shlex.quote(str(grid_file)),
+                          *(f"--set {shlex.quote(o)}" for o in set_ or [])])
+        console.print(f"{interrupt_word()}: the grid's runs are kept in {g.folder} (the running one marked "
+                      f"interrupted); continue with `{again}`: finished runs are skipped and the interrupted one "
+                      "resumes from its latest checkpoint", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(interrupt_exit_code()) from None
     statuses = result["statuses"].values()
     failed = [s for s in statuses if s.get("status") != "complete"]
     out.print(f"grid {g.name}: {len(statuses) - len(failed)} of {len(statuses)} runs complete"
               + (f", {len(failed)} failed (see the grid report)" if failed else ""))
     for kind, path in result["paths"].items():
         out.print(f"{kind}: {path}")
+    if failed:  # a script that runs the grid must see that it is not done
+        raise typer.Exit(1)
 
 
 
@@ -318,14 +399,15 @@ def main() -> None:
     # Library deprecation notices are for library authors, not for someone running a fine-tune.
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    handle_sigterm()
     try:
         app()
     except UserError as e:  # raised outside a command (the commands handle their own)
         print_error(str(e))
         sys.exit(UserError.exit_code)
     except KeyboardInterrupt:
-        console.print("interrupted", markup=False, highlight=False)
-        sys.exit(130)
+        console.print(interrupt_word(), markup=False, highlight=False)
+        sys.exit(interrupt_exit_code())
 
 
 if __name__ == "__main__":

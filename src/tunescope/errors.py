@@ -20,6 +20,25 @@ class UserError(Exception):
         super().__init__(f"{where}: {message}" if where else message)
 
 
+# An error line longer than this is cut: a message quoting user input (a YAML value, a file's line) must
+# stay one readable line whatever the input.
+MAX_ERROR_CHARS = 600
+
+
+def cap_line(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """`text` on one line, cut to `limit` characters with a note of how much was left out."""
+    flat = " ".join(str(text).split("\n"))
+    if len(flat) <= limit:
+        return flat
+    return f"{flat[:limit]}… ({len(flat) - limit} more characters)"
+
+
+def one_line(e: BaseException, limit: int = 300) -> str:
+    """An exception as one capped line: its first line of text, or its type when it has none."""
+    lines = str(e).strip().splitlines()
+    return cap_line(lines[0] if lines else type(e).__name__, limit)
+
+
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C during a run, after its folder was left (marked failed) at `partial` for `--resume`."""
 

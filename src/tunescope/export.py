@@ -18,10 +18,12 @@ import shutil
 from pathlib import Path
 
 from tunescope.config import ModelConfig
-from tunescope.errors import UserError, check_writable_dir, storage_error
+from tunescope.errors import UserError, check_writable_dir, one_line, storage_error
+from tunescope.replace_guard import check_export_target
 from tunescope.run_layout import ADAPTER, EXPORT_DIR, MANIFEST, is_partial_name
 from tunescope.run_record import RunRecord, open_run
 from tunescope.runio import write_json
+from tunescope.runlock import run_lock
 
 
 def _trained_run(run_dir: Path) -> RunRecord:
@@ -86,6 +88,12 @@ def export_run(run_dir: str | Path, output: str | Path | None = None, *, merged:
                dtype: str = "float32", overwrite: bool = False) -> Path:
     """Write the export and return its folder (default: `<run>/export/merged` or `<run>/export/adapter`)."""
     run_dir = Path(run_dir)
+    # The run stays as it is while it is exported: no `run --overwrite` or `report` writes it meanwhile.
+    with run_lock(run_dir, existing_only=True):
+        return _export_locked(run_dir, output, merged=merged, dtype=dtype, overwrite=overwrite)
+
+
+def _export_locked(run_dir: Path, output: str | Path | None, *, merged: bool, dtype: str, overwrite: bool) -> Path:
     record = _trained_run(run_dir)
     method = record.method
     out = Path(output) if output else run_dir / EXPORT_DIR / ("merged" if merged else ADAPTER)
@@ -93,6 +101,7 @@ def export_run(run_dir: str | Path, output: str | Path | None = None, *, merged:
         raise UserError("the output folder exists; pass --overwrite or another --output", where=str(out))
     if out.exists() and not out.is_dir():
         raise UserError("is a file, not a folder", where=str(out))
+    check_export_target(run_dir, out, overwrite)
     if method == "full" and not merged:
         raise UserError("a full fine-tune has no adapter to export; use --merged for the full model",
                         where="--merged")
@@ -112,6 +121,8 @@ def export_run(run_dir: str | Path, output: str | Path | None = None, *, merged:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, Exception) and (err := storage_error(e, out)) is not None:
             raise err from None
+        if isinstance(e, OSError):  # shutil.Error too: a link loop or an unreadable file in the adapter
+            raise UserError(f"cannot copy the run's files ({one_line(e)})", where=str(record.adapter_dir)) from None
         raise
     return out
 

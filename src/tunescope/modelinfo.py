@@ -21,6 +21,14 @@ def base_model(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def routes_attention_through_interface(model) -> bool:
+    """Whether the model's attention layers dispatch through transformers' AttentionInterface, so that
+    an attention function registered there replaces theirs (transformers' public
+    `PreTrainedModel.is_backend_compatible()`; a PEFT wrapper is judged by its base model)."""
+    check = getattr(base_model(model), "is_backend_compatible", None)
+    return bool(check()) if callable(check) else False
+
+
 def rescales_logits(model) -> bool:
     """Whether the model scales its logits in its head forward, so applying the output layer by hand
     (to selected hidden states only) would miss that scaling."""

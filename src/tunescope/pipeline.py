@@ -8,15 +8,21 @@ and hand plain dictionaries to report. The other recipes are `eval_recipe` (`tun
 
 from __future__ import annotations
 
+import os
+import socket
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from tunescope import run_record as rr
 from tunescope.config import RunConfig
 from tunescope.config_loading import dump_config, load_config, only_report_keys
+from tunescope.contamination_recipe import annotate_results, check_run
 from tunescope.errors import RunInterrupted, UserError, check_writable_dir, storage_error
+from tunescope.replace_guard import check_replaceable_run
 from tunescope.run_inputs import EncodedData, Prepared, build_tasks, encode_data, prepare_data, training_tasks
 from tunescope.runio import RunDir, git_sha, library_versions, now_iso, write_json, write_text_atomic
+from tunescope.runlock import run_lock
 
 # Per-example losses cost one forward pass each; beyond this many the report samples are enough.
 MAX_EXAMPLE_LOSSES = 512
@@ -51,7 +57,9 @@ def _manifest(cfg: RunConfig, data_info: dict, loaded) -> dict:
     return {"name": cfg.name, "status": "running", "started": now_iso(), "seed": cfg.seed, "versions": library_versions(),
             "git_sha": git_sha(), "device": str(loaded.device), "dtype": str(loaded.dtype).replace("torch.", ""),
             "dtype_choice": loaded.dtype_choice.record() if getattr(loaded, "dtype_choice", None) else None,
-            "model": {"name": cfg.model.name, "source": loaded.source}, "data": data_info}
+            "model": {"name": cfg.model.name, "source": loaded.source}, "data": data_info,
+            # Who writes the folder: `tunescope serve` tells a run still training from one whose process is gone.
+            "process": {"host": socket.gethostname(), "pid": os.getpid()}}
 
 
 def _train_stage(cfg: RunConfig, loaded, prep: Prepared, enc: EncodedData, run_path: Path, progress: ProgressSink,
@@ -146,9 +154,6 @@ def run(cfg: RunConfig, *, overwrite: bool = False, progress: ProgressSink | Non
     `manifest_extra` adds fields to manifest.json (a grid run records its grid and cell there).
     `register=False` leaves the registry to the caller (a grid registers its cells from the driver).
     """
-    from tunescope.models import load_model, pick_device
-    from tunescope.models.loading import prepare_tokenizer
-    from tunescope.train.adapters import quantization_config_for
     from tunescope.train.distributed import current
 
     progress = progress or ProgressSink()
@@ -158,15 +163,18 @@ def run(cfg: RunConfig, *, overwrite: bool = False, progress: ProgressSink | Non
     # Everything that can be checked without the model is checked before it loads: where the run is
     # written, the data, the tasks, the tokenised examples.
     check_writable_dir(rd.root, where="output_dir")
-    if not resume and rd.final.exists() and not overwrite:
-        rd.begin(overwrite)  # refuses, naming the existing run
-    resuming = resume and _resumable(rd, cfg, progress)
-    started = time.perf_counter()
-    progress.stage("prepare data")
-    prep = prepare_data(cfg)
-    tasks, groups = build_tasks(cfg, prep.heldout_rows) if cfg.eval.tasks else ([], [])
-    scored = training_tasks(cfg, prep)
-    progress.stage("load model")
+    # One writer per run folder: held from here until the run is renamed into place and registered.
+    with run_lock(rd.final, on_stale=progress.message) if dist.is_main else nullcontext():
+        return _run_locked(cfg, rd, dist, overwrite=overwrite, progress=progress, resume=resume,
+                           base_eval_cache=base_eval_cache, manifest_extra=manifest_extra, register=register)
+
+
+def _load_for_training(cfg: RunConfig, prep):
+    """(the tokenised examples, the loaded model): the tokenizer first, then the model in its dtype."""
+    from tunescope.models import load_model, pick_device
+    from tunescope.models.loading import prepare_tokenizer
+    from tunescope.train.adapters import quantization_config_for
+
     # QLoRA: the base is loaded in 4-bit NF4 (CUDA only; elsewhere a UserError naming the alternative).
     quantization = quantization_config_for(cfg.training, pick_device(cfg.device))
     tokenizer = prepare_tokenizer(cfg.model.name, revision=cfg.model.revision,
@@ -175,6 +183,25 @@ def run(cfg: RunConfig, *, overwrite: bool = False, progress: ProgressSink | Non
     loaded = load_model(cfg.model.name, dtype=cfg.model.dtype, device=cfg.device, revision=cfg.model.revision,
                         trust_remote_code=cfg.model.trust_remote_code, cache_dir=cfg.model.cache_dir,
                         gguf_file=cfg.model.gguf_file, quantization_config=quantization, tokenizer=tokenizer)
+    return enc, loaded
+
+
+def _run_locked(cfg: RunConfig, rd: RunDir, dist, *, overwrite: bool, progress: ProgressSink, resume: bool,
+                base_eval_cache: BaseEvalCache | None, manifest_extra: dict | None, register: bool) -> Path | None:
+    if rd.final.exists() and not overwrite and not (resume and not rd.path.is_dir()):
+        rd.begin(overwrite)  # refuses, naming the existing run (a resume never replaces a finished run silently)
+    if overwrite and rd.final.exists():
+        check_replaceable_run(rd.final)
+    resuming = resume and _resumable(rd, cfg, progress)
+    started = time.perf_counter()
+    progress.stage("prepare data")
+    prep = prepare_data(cfg)
+    tasks, groups = build_tasks(cfg, prep.heldout_rows) if cfg.eval.tasks else ([], [])
+    scored = training_tasks(cfg, prep)
+    progress.stage("check contamination")
+    contamination = check_run(cfg, prep, tasks)
+    progress.stage("load model")
+    enc, loaded = _load_for_training(cfg, prep)
     if not dist.is_main:
         # The other processes of a distributed launch only train; rank 0 writes, evaluates and reports.
         _train_stage(cfg, loaded, prep, enc, rd.path, progress, resume=resuming, scored=scored)
@@ -190,7 +217,8 @@ def run(cfg: RunConfig, *, overwrite: bool = False, progress: ProgressSink | Non
             if before.base_eval is not None:
                 manifest["base_eval"] = before.base_eval.as_dict()
         write_json(rd.path / rr.MANIFEST, manifest)
-        timings = {}
+        write_json(rd.path / rr.CONTAMINATION, contamination)
+        timings = {"contamination_s": contamination["seconds"]}
         eval_dir = rd.path / rr.EVAL_DIR
         base_done = resuming and (eval_dir / "base" / rr.RESULTS).is_file()
         if tasks and cfg.eval.evaluate_base and not base_done:
@@ -205,6 +233,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, progress: ProgressSink | Non
         if tasks:
             t0 = time.perf_counter()
             run_evaluation(model, loaded.tokenizer, tasks, groups, cfg, eval_dir / "tuned", progress, "tuned")
+            annotate_results(eval_dir / "tuned" / rr.RESULTS, contamination)
             timings["eval_tuned_s"] = time.perf_counter() - t0
         manifest.update(status="complete", finished=now_iso(), timings=timings,
                         wall_s=round(time.perf_counter() - started, 2))
@@ -212,7 +241,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, progress: ProgressSink | Non
         progress.stage("report")
         write_report(rd.path, register=False)
     except BaseException as e:
-        rd.abandon()
+        rd.abandon("interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
         if isinstance(e, KeyboardInterrupt) and not isinstance(e, RunInterrupted):
             raise RunInterrupted(rd.path) from None
         if isinstance(e, Exception) and (err := storage_error(e, rd.path)) is not None:
@@ -233,6 +262,13 @@ def write_report(run_dir: str | Path, *, register: bool = True, overrides: list[
                  progress: ProgressSink | None = None) -> dict[str, Path]:
     """(Re)build a run's report; ``overrides`` (``report.key=value``) change only the report settings.
     With ``register``, the run is also added to (or refreshed in) the run registry."""
+    # One writer per run folder: a report is not rebuilt while the run (or another report) writes it.
+    with run_lock(run_dir, existing_only=True, on_stale=progress.message if progress else None):
+        return _write_report_locked(Path(run_dir), register=register, overrides=overrides, progress=progress)
+
+
+def _write_report_locked(run_dir: Path, *, register: bool, overrides: list[str] | None,
+                         progress: ProgressSink | None) -> dict[str, Path]:
     from tunescope.analysis.summary import analyse_run
     from tunescope.report import render_all
 

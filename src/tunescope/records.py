@@ -63,7 +63,7 @@ def _object(obj: Any, where: str) -> dict[str, Any]:
 
 def _read_json(path: Path) -> list[Record]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError:
         raise not_utf8(path) from None
     except json.JSONDecodeError as err:
@@ -89,7 +89,8 @@ def _read_csv(path: Path, header: bool) -> list[Record]:
 
 def _csv_records(path: Path, header: bool) -> list[Record]:
     records: list[Record] = []
-    with path.open(encoding="utf-8", newline="") as fh:
+    # utf-8-sig: a byte-order mark (which spreadsheet programs write) is not part of the first column's name.
+    with path.open(encoding="utf-8-sig", newline="") as fh:
         reader = csv.reader(fh)
         names: list[str] | None = None
         line = 1  # where the next record starts (a quoted field may span lines)

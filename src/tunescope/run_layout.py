@@ -15,6 +15,7 @@ RESULTS = "results.json"
 STEPS_DIR = "steps"  # eval/steps/<step>/<task>.jsonl: tasks scored during training
 TRAIN_EXAMPLES = "train_examples.jsonl"
 REPORT_JSON = "report.json"
+CONTAMINATION = "contamination.json"  # training text against the evaluated items (contamination_recipe)
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 REPORT_IMAGES = "report_images"  # report.md's PNGs
@@ -26,8 +27,9 @@ EXPORT_DIR = "export"  # `tunescope export`'s default place: export/adapter/ or 
 LABELS = ("base", "tuned")
 
 # Every name above, for the test that no other module spells one out.
-FILE_NAMES = (CONFIG, MANIFEST, METRICS, EVAL_DIR, RESULTS, STEPS_DIR, TRAIN_EXAMPLES, REPORT_JSON, REPORT_MD,
-              REPORT_HTML, REPORT_IMAGES, ADAPTER, CHECKPOINTS, CHECKPOINT_PREFIX, FINAL_WEIGHTS, EXPORT_DIR)
+FILE_NAMES = (CONFIG, MANIFEST, METRICS, EVAL_DIR, RESULTS, STEPS_DIR, TRAIN_EXAMPLES, REPORT_JSON, CONTAMINATION,
+              REPORT_MD, REPORT_HTML, REPORT_IMAGES, ADAPTER, CHECKPOINTS, CHECKPOINT_PREFIX, FINAL_WEIGHTS,
+              EXPORT_DIR)
 
 
 def partial_name(name: str) -> str:

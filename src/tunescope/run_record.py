@@ -29,6 +29,7 @@ from tunescope.run_layout import (  # noqa: F401
     ADAPTER,
     CHECKPOINTS,
     CONFIG,
+    CONTAMINATION,
     EVAL_DIR,
     LABELS,
     MANIFEST,
@@ -119,15 +120,18 @@ def last_summary(run_path: Path) -> SummaryRecord | None:
     return next((r for r in reversed(read_metrics(run_path / METRICS)) if isinstance(r, SummaryRecord)), None)
 
 
-def rewind_metrics(run_path: Path, step: int) -> None:
-    """Drop the training records a killed run wrote after its last checkpoint (and its setup record,
-    which the resumed run writes again), so the records follow on without duplicates."""
+def rewind_metrics(run_path: Path, step: int) -> bool:
+    """Drop the training records a killed run wrote after its last checkpoint, so the records follow on
+    without duplicates. The first setup record stays where it was (first): the resumed run trains the
+    same examples. Returns whether it is there, so the resumed run does not write another."""
     path = run_path / METRICS
     if not path.is_file():
-        return
+        return False
     records = read_jsonl(path)
-    write_jsonl(path, [r for r in records if r.get("kind") not in TRAINING_KINDS
+    setup = next((r for r in records if r.get("kind") == "setup"), None)
+    write_jsonl(path, [r for r in records if r is setup or r.get("kind") not in TRAINING_KINDS
                        or (r["kind"] in STEP_KINDS and r.get("step", 0) <= step)])
+    return setup is not None
 
 
 # ---------------------------------------------------------------- evaluations
@@ -238,6 +242,12 @@ class RunRecord:
         if not path.is_file():
             return None
         return [_validated(TrainExample, rec, where) for where, rec in _jsonl_objects(path)]
+
+    @cached_property
+    def contamination(self) -> dict[str, Any] | None:
+        """contamination.json, or None for runs made before the check was written."""
+        path = self.path / CONTAMINATION
+        return read_json_object(path) if path.is_file() else None
 
     @cached_property
     def report(self) -> dict[str, Any] | None:

@@ -21,7 +21,7 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable
-from contextlib import closing
+from contextlib import closing, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,8 +34,9 @@ ENV_VAR = "TUNESCOPE_REGISTRY"
 BUSY_TIMEOUT_S = 30.0
 RETRY_FOR_S = 120.0
 # Version 2 added runs.grid (the experiment grid a run belongs to); version 3 the criterion that chose the
-# shipped step and every criterion's best step. Older registries are migrated on open.
-SCHEMA_VERSION = 3
+# shipped step and every criterion's best step; version 4 the headline comparison of the report (task, scores,
+# the paired test). Older registries are migrated on open.
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -66,7 +67,8 @@ CREATE TABLE IF NOT EXISTS runs (
     best_by_json TEXT,
     config_json TEXT,
     manifest_json TEXT,
-    grid TEXT
+    grid TEXT,
+    headline_json TEXT
 );
 CREATE TABLE IF NOT EXISTS scores (
     path TEXT NOT NULL REFERENCES runs(path) ON DELETE CASCADE,
@@ -84,7 +86,8 @@ CREATE INDEX IF NOT EXISTS runs_by_name ON runs (name);
 
 # Changes to registries made by earlier versions, by the version that introduced them.
 _MIGRATIONS = {2: ["ALTER TABLE runs ADD COLUMN grid TEXT"],
-               3: ["ALTER TABLE runs ADD COLUMN selected_by TEXT", "ALTER TABLE runs ADD COLUMN best_by_json TEXT"]}
+               3: ["ALTER TABLE runs ADD COLUMN selected_by TEXT", "ALTER TABLE runs ADD COLUMN best_by_json TEXT"],
+               4: ["ALTER TABLE runs ADD COLUMN headline_json TEXT"]}
 
 T = TypeVar("T")
 
@@ -173,6 +176,23 @@ def connect(path: str | Path | None = None) -> sqlite3.Connection:
         raise UserError(f"cannot open the run registry ({e})", where=str(p)) from None
 
 
+def connect_read_only(path: str | Path | None = None) -> sqlite3.Connection:
+    """Open an existing registry for reading only (SQLite ``mode=ro``): nothing is created or migrated."""
+    p = registry_path(path)
+    if not p.is_file():
+        raise UserError("no run registry here (it is written when a run finishes; set $TUNESCOPE_REGISTRY "
+                        "to use another)", where=str(p))
+    try:
+        conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S,
+                               isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        conn.execute("SELECT count(*) FROM runs").fetchone()
+    except sqlite3.DatabaseError as e:
+        raise UserError(f"cannot read the run registry ({e})", where=str(p)) from None
+    return conn
+
+
 def _write(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
     """``work`` inside one BEGIN IMMEDIATE transaction, retried as a whole on lock errors."""
 
@@ -222,6 +242,7 @@ def record_row(record: RunRecord) -> dict:
         return getattr(summary, key) if summary is not None else None
 
     manifest = record.manifest
+    headline = headline_comparison(report)
     over = (lc.get("overfitting") or {}).get("overfitting")
     return {
         "path": str(record.path.resolve()),
@@ -253,8 +274,24 @@ def record_row(record: RunRecord) -> dict:
         "config_json": json.dumps(record.config.model_dump(mode="json")),
         "manifest_json": json.dumps(manifest.as_dict(), default=str),
         "grid": manifest.grid.id if manifest.grid else None,
+        "headline_json": json.dumps(headline) if headline else None,
         "scores": [row for ev in record.evaluations.values() for row in scores_from_results(ev)],
     }
+
+
+HEADLINE_FIELDS = ("task", "metric", "label", "is_target", "base", "base_stderr", "tuned", "tuned_stderr", "n",
+                   "delta_points", "n_paired", "test", "p_value", "p_holm", "significant", "ci_low", "ci_high")
+
+
+def headline_comparison(report: dict) -> dict | None:
+    """The report's first headline row (the training target's primary metric when there is one): base and
+    tuned scores with their standard errors, the change in points and its paired test."""
+    ev = report.get("evaluation") or {}
+    rows, headline = ev.get("rows") or [], ev.get("headline") or []
+    if not ev.get("available") or not headline or headline[0] >= len(rows):
+        return None
+    row = rows[headline[0]]
+    return {k: row.get(k) for k in HEADLINE_FIELDS}
 
 
 # ---------------------------------------------------------------- writing
@@ -263,7 +300,8 @@ def record_row(record: RunRecord) -> dict:
 _RUN_COLUMNS = ("path", "name", "model", "dataset", "method", "status", "started", "finished", "registered_at",
                 "wall_s", "train_s", "steps", "epochs", "tokens_supervised", "cost_usd", "device",
                 "train_loss_first", "train_loss_last", "val_loss_first", "val_loss_best", "further_training",
-                "overfitting", "forgetting_tasks", "selected_by", "best_by_json", "config_json", "manifest_json", "grid")
+                "overfitting", "forgetting_tasks", "selected_by", "best_by_json", "config_json", "manifest_json", "grid",
+                "headline_json")
 
 
 def insert_record(record: dict, db: str | Path | None = None) -> str:
@@ -353,15 +391,16 @@ def get_run(ref: str, db: str | Path | None = None) -> dict:
 
 
 def leaderboard(task: str, metric: str | None = None, label: str | None = None,
-                db: str | Path | None = None) -> dict:
+                db: str | Path | None = None, conn: sqlite3.Connection | None = None) -> dict:
     """Every registered evaluation on ``task`` ranked by ``metric`` (default: the task's primary metric).
 
     ``label`` restricts to ``base`` or ``tuned`` evaluations. Scores on different ``n`` are listed with
-    their ``n`` and standard error: a difference smaller than the errors is not a ranking.
+    their ``n`` and standard error: a difference smaller than the errors is not a ranking. ``conn`` reads
+    through an open connection (a read-only one) instead of opening ``db``.
     """
     if label is not None and label not in ("base", "tuned"):
         raise UserError(f"unknown label '{label}' (use base or tuned)", where="--label")
-    with closing(connect(db)) as conn:
+    with closing(connect(db)) if conn is None else nullcontext(conn) as conn:
         metrics = [r[0] for r in conn.execute("SELECT DISTINCT metric FROM scores WHERE task = ?", (task,))]
         if not metrics:
             tasks = [r[0] for r in conn.execute("SELECT DISTINCT task FROM scores ORDER BY task")]

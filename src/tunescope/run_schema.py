@@ -54,7 +54,7 @@ class ManifestBaseEval(_Open):
 
 class Manifest(_Open):
     name: str | None = None
-    status: str | None = None  # running | complete | failed
+    status: str | None = None  # running | complete | failed | interrupted (Ctrl-C, SIGTERM)
     started: str | None = None
     finished: str | None = None
     resumed: list[str] = []
@@ -84,6 +84,7 @@ class SetupRecord(_Open):
     truncated: int | None = None
     dropped: int | None = None
     overflow: str | None = None
+    total_steps_planned: int | None = None  # optimizer steps the schedule is built for (absent in older runs)
 
 
 class TrainRecord(_Open):
@@ -160,6 +161,9 @@ class SummaryRecord(_Open):
     processes: int | None = None
     threads: int | None = None
     micro_batch_tokens: int | None = None
+    # How the loss applied the output layer: train/head_check.py's BY_HAND or MODEL_FORWARD, and why.
+    loss_path: str | None = None
+    loss_path_reason: str | None = None
     trainable_params: int | None = None
     cost_usd: Number | None = None
     price_per_hour: Number | None = None

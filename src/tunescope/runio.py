@@ -72,6 +72,8 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
     try:
         with path.open(encoding="utf-8") as f:
             for lineno, line in enumerate(f, start=1):
+                if lineno == 1:
+                    line = line.removeprefix("\ufeff")  # a byte-order mark is not part of the first record
                 if not line.strip():
                     continue
                 try:
@@ -142,8 +144,9 @@ class RunDir:
         self.path = self.final
         return self.final
 
-    def abandon(self) -> None:
-        """Leave a failed run's folder for inspection, marked failed, never at the final name."""
+    def abandon(self, status: str = "failed") -> None:
+        """Leave a failed (or `interrupted`) run's folder for inspection and --resume, marked so, never at
+        the final name."""
         manifest = self.path / MANIFEST
         if not manifest.is_file():
             return
@@ -152,7 +155,7 @@ class RunDir:
         except ValueError:  # a damaged manifest stays as it is; the run's own error is what matters
             return
         if isinstance(data, dict):
-            data["status"] = "failed"
+            data["status"] = status
             try:
                 write_json(manifest, data)
             except OSError:  # a full disk: the folder is still .partial, so it is never taken as complete

@@ -9,6 +9,7 @@ from tunescope.report.formatting import pct, peq
 from tunescope.results_schema import headline_rows
 
 from . import error_taxonomy
+from .contamination_report import contamination_conclusions
 
 
 def primary_rows(rows: list[dict]) -> list[dict]:
@@ -28,6 +29,7 @@ def conclusions(d: dict) -> list[dict]:
     _learning_curve_conclusions(d["learning_curve"], say)
     _task_curve_conclusions(d.get("task_curves") or {}, say)
     _error_conclusions(d["errors"], say)
+    contamination_conclusions(d.get("contamination"), say)
     _efficiency_conclusions(d.get("efficiency") or {}, say)
     return out
 
@@ -65,9 +67,10 @@ def _evaluation_conclusions(ev: dict, say) -> None:
             f"threshold and significant after Holm correction (p{peq(r['p_holm'])}).",
             f"evaluation.rows[{i}].delta_points", f"evaluation.rows[{i}].p_holm")
     if non_target and not ev.get("forgetting_tasks"):
-        say("evaluation", f"No forgetting flagged on the non-target task(s) {', '.join(non_target)}: no metric "
-            f"dropped by more than {ev['forgetting_threshold_points']:g} points with a Holm-significant "
-            "paired test.", "evaluation.forgetting_tasks", "evaluation.forgetting_threshold_points")
+        say("evaluation", f"Forgetting on the non-target task(s) {', '.join(non_target)}: not flagged — "
+            f"no metric dropped by more than {ev['forgetting_threshold_points']:g} points with a "
+            f"Holm-significant paired test at α={ev['alpha']}.", "evaluation.forgetting_tasks",
+            "evaluation.forgetting_threshold_points")
 
 
 def _loss_conclusions(training: dict, say) -> None:
@@ -92,16 +95,9 @@ def _learning_curve_conclusions(lc: dict, say) -> None:
             f"learning_curve.further_training.{ft['basis']}.slope_per_step")
     of = lc.get("overfitting", {})
     if of.get("available"):
-        if of["overfitting"]:
-            text = (f"Overfitting: validation loss rose {of['val_increase_since_best_pct']:.1f}% from its minimum "
-                    f"{of['best_val_loss']:.4f} at step {of['best_step']} to {of['last_val_loss']:.4f} at step "
-                    f"{of['last_step']} (threshold {of['rise_threshold_pct']:g}%).")
-        else:
-            rise = of["val_increase_since_best_pct"]
-            text = (f"No evidence of overfitting: validation loss at the last step ({of['last_val_loss']:.4f}, step "
-                    f"{of['last_step']}) is within {of['rise_threshold_pct']:g}% of its minimum "
-                    f"({of['best_val_loss']:.4f} at step {of['best_step']}"
-                    + (f"; +{rise:.2f}%)." if rise is not None else ")."))
+        text = (f"{_sentence(of['verdict'])} Validation loss: minimum {of['best_val_loss']:.4f} at step "
+                f"{of['best_step']}, last {of['last_val_loss']:.4f} at step {of['last_step']} (threshold "
+                f"{of['rise_threshold_pct']:g}%).")
         gap = of.get("gap_at_last", {})
         if gap.get("available") and gap.get("gap") is not None:
             text += f" Generalization gap (validation − train loss) at step {gap['val_step']}: {gap['gap']:+.4f}."
@@ -166,7 +162,7 @@ def _task_curve_conclusions(tc: dict, say) -> None:
             say("task_curves", f"Divergence on {c['task']}: {c['direction']} ({c['evidence']}; Holm-adjusted "
                 f"p{peq(c.get('p_holm'))}).", f"{path}.evidence", f"{path}.p_holm")
         else:
-            say("task_curves", f"No divergence flagged on {c['task']}: {c['evidence']}, not significant at "
+            say("task_curves", f"Divergence on {c['task']}: inconclusive — {c['evidence']}; not significant at "
                 f"α={div['alpha']} after Holm correction (p{peq(c.get('p_holm'))}).", f"{path}.p_holm")
     fg = tc["forgetting"]
     for task, t in (fg.get("worst") or {}).items():
@@ -174,9 +170,9 @@ def _task_curve_conclusions(tc: dict, say) -> None:
             f"{fg['threshold_points']:g}-point threshold below step 0 and significant after Holm correction "
             f"(p{peq(t['p_holm'])}).", "task_curves.forgetting.forgetting_tasks")
     if fg.get("available") and not fg["forgetting_tasks"]:
-        say("task_curves", f"No forgetting during training flagged: no non-target task fell more than "
-            f"{fg['threshold_points']:g} points below step 0 at any scored step with a Holm-significant paired test "
-            f"({len(fg['tests'])} tests).", "task_curves.forgetting.forgetting_tasks")
+        say("task_curves", f"Forgetting during training: not flagged — no non-target task fell more "
+            f"than {fg['threshold_points']:g} points below step 0 with a Holm-significant paired test at α="
+            f"{fg['alpha']} ({len(fg['tests'])} tests).", "task_curves.forgetting.forgetting_tasks")
     sel = tc["selection"]
     if sel.get("available"):
         others = "; ".join(f"{o['criterion']} would have shipped step {o['step']} ({o['value']:.4g})"

@@ -7,7 +7,7 @@ with ``_`` (PNG bytes) are rendered into the HTML but left out of ``report.json`
 
 Sections: ``overview``, ``training``, ``learning_curve``, ``task_curves`` (tasks scored during training),
 ``efficiency``, ``dataset``, ``evaluation``,
-``errors``, ``conclusions``. A section that cannot be computed is ``{"available": False, "reason": ...}``.
+``errors``, ``contamination`` (training text against the scored items), ``conclusions``. A section that cannot be computed is ``{"available": False, "reason": ...}``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ from . import stats as stats_mod
 from . import task_curves as task_curves_mod
 from ._util import unavailable
 from .conclusions import conclusions, primary_rows
+from .contamination_report import contamination_section
 from .dataset_insights import dataset_insights, generation_tasks
+from .divergence import first_divergence
 
 TOKEN_ACCURACY_NOTE = ("teacher-forced next-token accuracy on response tokens, weighted by tokens; "
                        "NOT task accuracy")
@@ -263,6 +265,21 @@ def _efficiency(summary, manifest) -> dict | None:
 # ---------------------------------------------------------------- entry point
 
 
+def _say_divergence(data: dict, diverged: dict | None) -> None:
+    """A diverged run says so, with its step, first among the conclusions and in every curve verdict that
+    its missing (non-finite) points left without figures."""
+    data["training"]["diverged"] = diverged
+    if diverged is None:
+        return
+    lc = data["learning_curve"]
+    for section in (data["training"]["loss_improvement"], lc["further_training"], lc["overfitting"]):
+        if isinstance(section, dict) and section.get("available") is False:
+            section["reason"] = f"{diverged['text']}; {section.get('reason') or 'no figures'}"
+    data["conclusions"].insert(0, {"section": "training", "text": f"{diverged['text'][0].upper()}"
+                                   f"{diverged['text'][1:]}; later points of that curve are not shown.",
+                                   "basis": ["training.diverged"]})
+
+
 def analyse_run(record: RunRecord) -> dict:
     cfg, manifest = record.config, record.manifest
     rs = cfg.report.model_dump()
@@ -289,8 +306,9 @@ def analyse_run(record: RunRecord) -> dict:
     learning_curve = {
         "available": bool(train),
         "smoothing": rs["smoothing"],
-        "further_training": curves_mod.further_training_verdict(metrics, tail_fraction=rs["tail_fraction"]),
-        "overfitting": curves_mod.overfitting_verdict(metrics),
+        "further_training": curves_mod.further_training_verdict(metrics, tail_fraction=rs["tail_fraction"],
+                                                             alpha=rs["alpha"]),
+        "overfitting": curves_mod.overfitting_verdict(metrics, alpha=rs["alpha"]),
     }
     evaluation = _evaluation(run_eval, cfg, rs, seed)
     scored_tasks = sorted({m.get("task") for m in metrics if m.get("kind") == "task_eval"})
@@ -315,7 +333,9 @@ def analyse_run(record: RunRecord) -> dict:
         "dataset": dataset,
         "evaluation": evaluation,
         "errors": _errors(run_eval, cluster_of_eval, names),
+        "contamination": contamination_section(record.contamination, run_eval, rs, seed),
     }
     data["conclusions"] = conclusions(data)
+    _say_divergence(data, first_divergence(metrics))
     data["_images"] = images
     return data

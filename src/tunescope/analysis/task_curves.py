@@ -6,9 +6,13 @@ improve while a general one quietly drops. Each verdict here is judged on a task
 paired: both steps scored the same fixed items (``eval/steps/<step>/<task>.jsonl``), so McNemar's test
 on the items whose outcome changed is the right one.
 
-* further training would likely help: the last point is higher than the point where the tail window
-  starts (``report.tail_fraction`` of the steps), significantly;
-* overfitting: the last point is lower than the task's best, significantly;
+Two steps of one task are compared in one of four words (`trend`): improving or falling when McNemar's
+p < ``report.alpha``; flat when the (1 − 2·alpha) confidence interval of the change lies within
+± ``report.flat_margin_points`` (two one-sided tests); inconclusive otherwise.
+
+* at the end of training: the last point against the point where the tail window starts
+  (``report.tail_fraction`` of the steps); "improving" means further training would likely help;
+* since the best point: the last point against the task's best; "falling" is overfitting on the task;
 * divergence: validation loss and task accuracy chose different steps and the accuracy differs
   significantly between them (Holm over the tasks): validation loss improved while accuracy fell, or
   accuracy improved while validation loss worsened;
@@ -19,8 +23,11 @@ on the items whose outcome changed is the right one.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+from scipy import stats as sps
 
 from tunescope.report.formatting import peq
 from tunescope.results_schema import finite_float, headline_rows, metric_label, sample_key
@@ -79,25 +86,63 @@ def _evidence(s: dict, a: int, b: int, test: dict) -> str:
             f"{test['b']} items lost and {test['c']} gained of n={test['n']})")
 
 
-def further_training(s: dict, items: Items, tail_fraction: float, alpha: float) -> dict:
+def change_interval(test: dict, alpha: float) -> tuple[float, float] | None:
+    """(1 − 2·alpha) confidence interval, in points, of the paired change in accuracy (gained − lost) / n.
+
+    Wald's interval for a difference of paired proportions with 0.5 added to each cell of the 2×2 table
+    (Agresti and Min), so an all-unchanged table still has a width. Two one-sided tests at ``alpha`` reject
+    a change of ± the margin exactly when this interval lies inside ± the margin.
+    """
+    if not test.get("available"):
+        return None
+    n, lost, gained = test["n"] + 2.0, test["b"] + 0.5, test["c"] + 0.5
+    diff = (gained - lost) / n
+    se = math.sqrt(max(gained + lost - (gained - lost) ** 2 / n, 0.0)) / n
+    z = float(sps.norm.ppf(1 - alpha))
+    return 100 * (diff - z * se), 100 * (diff + z * se)
+
+
+def trend(s: dict, a: int, b: int, items: Items, alpha: float, margin_points: float) -> dict:
+    """Accuracy from step ``a`` to step ``b``: "improving", "falling", "flat" or "inconclusive".
+
+    improving / falling: McNemar p < ``alpha`` on the items whose outcome changed; flat: the
+    (1 − 2·alpha) interval of the change lies within ± ``margin_points``; inconclusive otherwise.
+    """
+    test = paired_steps(s, a, b, items)
+    interval = change_interval(test, alpha)
+    if test.get("available") and test["p_value"] is not None and test["p_value"] < alpha and test["b"] != test["c"]:
+        outcome = "improving" if test["c"] > test["b"] else "falling"
+    elif interval is not None and -margin_points < interval[0] and interval[1] < margin_points:
+        outcome = "flat"
+    else:
+        outcome = "inconclusive"
+    ci = ("" if interval is None else
+          f"; {100 * (1 - 2 * alpha):g}% CI of the change {interval[0]:+.1f} to {interval[1]:+.1f} points")
+    return {"outcome": outcome, "test": test, "interval_points": list(interval) if interval else None,
+            "evidence": _evidence(s, a, b, test) + ci}
+
+
+def trend_criterion(alpha: float, margin_points: float) -> str:
+    return (f"improving or falling: McNemar p < {alpha:g} between the two steps; flat: the {100 * (1 - 2 * alpha):g}% "
+            f"CI of the change lies within ±{margin_points:g} points (report.flat_margin_points); otherwise inconclusive")
+
+
+def further_training(s: dict, items: Items, tail_fraction: float, alpha: float, margin_points: float) -> dict:
     """Is the task still improving at the end? Last point vs the point where the tail window starts."""
     steps = s["steps"]
     if len(steps) < 2:
         return unavailable(f"{len(steps)} scored step(s) of {s['task']}; need 2")
     start = steps[-1] - tail_fraction * (steps[-1] - steps[0])
     ref = max((x for x in steps[:-1] if x <= start), default=steps[-2])
-    test = paired_steps(s, ref, steps[-1], items)
-    rising = _at(s, steps[-1]) > _at(s, ref)
-    yes = bool(rising and test.get("available") and test["p_value"] < alpha)
-    name = f"{s['task']} {s['label']}"
+    t = trend(s, ref, steps[-1], items, alpha, margin_points)
+    help_ = {"improving": "yes", "flat": "no", "falling": "no", "inconclusive": "inconclusive"}[t["outcome"]]
     return {"available": True, "task": s["task"], "metric": s["metric"], "from_step": ref, "to_step": steps[-1],
-            "test": test, "further_training_would_likely_help": "yes" if yes else "no",
-            "criterion": f"last point higher than at the tail window's start, McNemar p < {alpha}",
-            "summary": f"further training would likely help ({name}): {'yes' if yes else 'no'} — "
-                       f"{_evidence(s, ref, steps[-1], test)}"}
+            "test": t["test"], "outcome": t["outcome"], "interval_points": t["interval_points"],
+            "further_training_would_likely_help": help_, "criterion": trend_criterion(alpha, margin_points),
+            "summary": f"{s['task']} {s['label']} at the end of training: {t['outcome']} — {t['evidence']}"}
 
 
-def overfitting(s: dict, items: Items, alpha: float) -> dict:
+def overfitting(s: dict, items: Items, alpha: float, margin_points: float) -> dict:
     """Did the task fall after its best point? Best (earliest on ties) vs last."""
     steps, values = s["steps"], s["values"]
     if len(steps) < 2:
@@ -106,15 +151,14 @@ def overfitting(s: dict, items: Items, alpha: float) -> dict:
     name = f"{s['task']} {s['label']}"
     if best == steps[-1]:
         return {"available": True, "task": s["task"], "metric": s["metric"], "best_step": best, "overfitting": False,
-                "summary": f"no evidence of overfitting on {name}: its best point is the last "
-                           f"({100 * values[-1]:.1f}% at step {best})"}
-    test = paired_steps(s, best, steps[-1], items)
-    over = bool(values[-1] < max(values) and test.get("available") and test["p_value"] < alpha)
-    verdict = "overfitting" if over else "no evidence of overfitting"
+                "outcome": None, "summary": f"{name} since its best point: the last point is the best "
+                                            f"({100 * values[-1]:.1f}% at step {best}), so there is no fall to test"}
+    t = trend(s, best, steps[-1], items, alpha, margin_points)
+    over = {"falling": True, "flat": False}.get(t["outcome"])
     return {"available": True, "task": s["task"], "metric": s["metric"], "best_step": best, "last_step": steps[-1],
-            "test": test, "overfitting": over,
-            "criterion": f"last point lower than the best, McNemar p < {alpha}",
-            "summary": f"{verdict} on {name}: {_evidence(s, best, steps[-1], test)}"}
+            "test": t["test"], "outcome": t["outcome"], "interval_points": t["interval_points"], "overfitting": over,
+            "criterion": trend_criterion(alpha, margin_points),
+            "summary": f"{name} since its best point: {t['outcome']} — {t['evidence']}"}
 
 
 def divergence(series: list[dict], val_steps: Sequence[int], val_losses: Sequence[float], items: Items,
@@ -187,11 +231,13 @@ def analyse(records: Sequence[Mapping[str, Any]], items: Items, targets: set[str
     if not series:
         return unavailable("no task was scored during training (eval.during_training)")
     heads = headline_series(series)
-    alpha = rs["alpha"]
+    alpha, margin = rs["alpha"], rs.get("flat_margin_points", 2.0)
     return {
         "available": True, "series": series, "headline": [{"task": s["task"], "metric": s["metric"]} for s in heads],
-        "further_training": [further_training(s, items, rs["tail_fraction"], alpha) for s in heads if s["is_target"]],
-        "overfitting": [overfitting(s, items, alpha) for s in heads if s["is_target"]],
+        "flat_margin_points": margin,
+        "further_training": [further_training(s, items, rs["tail_fraction"], alpha, margin)
+                             for s in heads if s["is_target"]],
+        "overfitting": [overfitting(s, items, alpha, margin) for s in heads if s["is_target"]],
         "divergence": divergence(heads, val_steps, val_losses, items, alpha),
         "forgetting": forgetting_during_training(heads, items, rs["forgetting_threshold_points"], alpha),
         "selection": selection(summary),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 from tunescope.errors import UserError
@@ -22,7 +23,12 @@ def _check_row(row: object, where: str, qf: str, af: str) -> dict:
     for field in (qf, af):
         if field not in row:
             raise UserError(f"missing field '{field}' (row has: {', '.join(map(str, row)) or 'nothing'})", where=where)
-        if not isinstance(row[field], str | int | float) or not str(row[field]).strip():
+        value = row[field]
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            # A missing value in a table (null, NaN) would otherwise train on the text "None" or "nan".
+            raise UserError(f"field '{field}' has no value ({'null' if value is None else value}); every row "
+                            "needs text", where=where)
+        if not isinstance(value, str | int | float) or not str(value).strip():
             raise UserError(f"field '{field}' is empty or not text", where=where)
     out = {k: v for k, v in row.items() if k not in (qf, af)}
     out["question"], out["answer"] = str(row[qf]), str(row[af])

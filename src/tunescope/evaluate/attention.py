@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from tunescope.modelinfo import text_config
+from tunescope.modelinfo import routes_attention_through_interface, text_config
 
 SEGMENTS = "tunescope_segments"
 GROUPED = "tunescope_grouped"
@@ -58,8 +58,12 @@ def _segment_attention(module, query, key, value, attention_mask, scaling=None, 
     """query [1, heads, N, dim], key/value [1, kv_heads, N, dim]; attention_mask is ignored."""
     if segment_plan is None:
         raise RuntimeError(f"attention '{SEGMENTS}' needs segment_plan= in the forward call")
+    layer = getattr(module, "layer_idx", None)
+    if not isinstance(layer, int):
+        # Each layer reads its own slice of the shared prefix; a default would hand every layer layer 0's.
+        raise RuntimeError(f"attention '{SEGMENTS}' needs the attention module's layer_idx; "
+                           f"{type(module).__name__} has none")
     out = torch.empty_like(query)
-    layer = getattr(module, "layer_idx", 0)
     prefix = segment_plan.prefix_kv[layer] if segment_plan.prefix_kv else None
     for seg in segment_plan.segments:
         keys, values = [], []
@@ -114,7 +118,7 @@ def supports_own_attention(model) -> bool:
     """Models whose attention layers dispatch through transformers' AttentionInterface and take no
     logit soft-capping inside attention. Sliding windows are not applied by segment attention:
     callers keep every segment, with what it reads, within the window."""
-    if not getattr(model, "_supports_attention_backend", False):
+    if not routes_attention_through_interface(model):
         return False
     return not getattr(text_config(model), "attn_logit_softcapping", None)
 
@@ -124,8 +128,14 @@ def use_attention(model, name: str):
     """Run `model` with attention `name` (SEGMENTS or GROUPED) inside the block; its previous
     attention is restored after."""
     _register()
+    # transformers has no public getter for the attention in use; its config keeps it here.
     previous = model.config._attn_implementation
     model.set_attn_implementation(name)
+    if model.config._attn_implementation != name:
+        # set_attn_implementation only logs a warning where it cannot switch: the model would silently
+        # run its own attention with inputs prepared for ours.
+        model.set_attn_implementation(previous)
+        raise RuntimeError(f"{type(model).__name__} did not switch to attention '{name}'")
     try:
         yield
     finally:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 
 from tunescope.errors import UserError
-from tunescope.modelinfo import base_model, text_config
+from tunescope.modelinfo import base_model, routes_attention_through_interface, text_config
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def _unsupported(model) -> str | None:
     if rope:
         return (f"rotary scaling '{sorted(rope)[0]}' depends on the longest sequence in a batch, which the native "
                 "engine's batching would change")
-    if not getattr(hf, "_supports_attention_backend", False):
+    if not routes_attention_through_interface(hf):
         return f"{type(hf).__name__} does not route its attention through transformers' attention interface"
     if not type(hf).__module__.startswith("transformers."):
         return f"model code from outside transformers, {type(hf).__module__}, is not verified with the native engine"

@@ -41,6 +41,9 @@ class FewshotSampler:
             if n > len(pool):
                 raise UserError(f"{n} few-shot examples requested but only {len(pool)} are available", where="num_fewshot")
             return list(pool[:n])
+        available = len(self.pool) - (exclude is not None and exclude in self.pool)
+        if n > available:
+            raise UserError(f"{n} few-shot examples requested but only {available} are available", where="num_fewshot")
         if exclude is None:
             return self.rnd.sample(self.pool, n)
         drawn = [x for x in self.rnd.sample(self.pool, n + 1) if x != exclude][:n]

@@ -4,10 +4,14 @@ PEFT's forward of an unmerged adapter adds work to every adapted layer at every 
 thin products and an addition, DoRA also the norm of the whole adapted weight, recomputed each time.
 On a 2-core CPU a SmolLM2-135M DoRA run's held-out evaluation took 2.9× as long as its LoRA twin's
 (benchmarks/RESULTS.md). An evaluation does not train, so each adapted layer can use the merged
-weight, computed once per evaluation by PEFT's own safe merge, which writes it into a new tensor.
+weight, computed once per evaluation by PEFT's own safe merge.
 
-The trained weights are never touched: on exit each layer gets its original tensor back (the same
-object, so bit for bit) and its adapter is active again, so training after a scoring point goes on
+The trained weights are never touched. PEFT's merge writes wherever its version chooses: 0.21 assigned a
+new tensor, 0.22 copies the merged weight into the layer's tensor in place. So merge() is handed a copy
+of each weight to work on, whatever it does with it. On exit each layer gets its original tensor back
+(the same object) and its adapter is active again, and a fingerprint of every parameter of the adapted
+layers, taken before the fold, is checked: a difference raises `FoldingError` rather than let training or
+a report go on with weights that are not the trained ones. So training after a scoring point goes on
 from exactly where it was. The folded weight is what `tunescope export --merged` writes, so the
 scores are those of the exported model.
 
@@ -26,6 +30,22 @@ import torch
 
 # The merged copies may take at most this share of the memory that is free now.
 MEMORY_SHARE = 0.5
+
+
+class FoldingError(RuntimeError):
+    """The trained weights were not intact after an evaluation with folded adapters."""
+
+
+def fingerprint(tensor: torch.Tensor) -> torch.Tensor:
+    """A per-row hash of a tensor's bits (xor of each row's elements as 64-bit patterns).
+
+    Any change to the values changes it, unlike the object's identity, which an in-place write keeps."""
+    flat = tensor.detach().reshape(tensor.shape[0], -1) if tensor.dim() > 1 else tensor.detach().reshape(1, -1)
+    return torch.hash_tensor(flat, dim=-1)
+
+
+def _fingerprints(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: fingerprint(p) for name, p in module.named_parameters()}
 
 
 def _foldable(module: torch.nn.Module) -> bool:
@@ -67,23 +87,37 @@ def folded_adapters(model: torch.nn.Module) -> Iterator[int]:
     if needed > MEMORY_SHARE * _free_bytes(weights[0].device):
         yield 0
         return
-    folded: list[tuple[torch.nn.Module, torch.nn.Linear, torch.Tensor]] = []
+    folded: list[tuple[torch.nn.Module, torch.nn.Linear, torch.Tensor, dict]] = []
 
     def unfold() -> None:
         with torch.no_grad():
-            for module, base, original in reversed(folded):
+            for module, base, original, _ in reversed(folded):
                 base.weight.data = original
                 module.merged_adapters.clear()
+        # The base weight must be the very tensor it was (its storage), and every parameter of the layer
+        # (base weight, adapter matrices, DoRA magnitudes) must hold the same bits as before the fold.
+        damaged = [f"{name}" for module, base, original, before in folded
+                   for name, p in module.named_parameters()
+                   if name not in before or not torch.equal(fingerprint(p), before[name])]
+        damaged += [f"{type(m).__name__} base weight storage" for m, base, original, _ in folded
+                    if base.weight.data_ptr() != original.data_ptr()]
         folded.clear()
+        if damaged:
+            raise FoldingError(
+                f"folding adapters for evaluation changed {len(damaged)} trained tensor(s) "
+                f"(first: {damaged[0]}); the installed peft's merge() does not leave its input as it was")
 
     try:
         with torch.no_grad():
             for module in layers:
                 base = module.get_base_layer()
+                before = _fingerprints(module)
                 original = base.weight.data
-                # safe_merge computes the merged weight in a copy and assigns it, leaving `original` as it was.
+                # merge() gets a copy to write into: whether it assigns a new tensor or copies into this one
+                # in place (both seen across PEFT releases), `original` is never written.
+                base.weight.data = original.clone()
+                folded.append((module, base, original, before))
                 module.merge(safe_merge=True, adapter_names=list(module.active_adapters))
-                folded.append((module, base, original))
     except ValueError:  # PEFT found non-finite merged weights: evaluate with its own forward instead
         unfold()
     try:

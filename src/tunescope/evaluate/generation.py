@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import torch
 
 from tunescope.evaluate.attention import GROUPED, supports_own_attention, use_attention
-from tunescope.evaluate.kvcache import SlotCache, layer_kv_pairs
+from tunescope.evaluate.kvcache import SlotCache, prefilled_layers
 from tunescope.evaluate.tokenization import Encoder
 from tunescope.modelinfo import num_layers, sliding_window
 
@@ -276,7 +276,7 @@ class Generator:
         # them at positions 0..window-1; the decoding mask (`_decode_mask`) applies the window instead.
         scratch = DynamicCache()
         out = self.model(input_ids=ids, cache=scratch, use_cache=True, logits_to_keep=1)
-        cache.store_prefill(slot, layer_kv_pairs(scratch))
+        cache.store_prefill(slot, prefilled_layers(scratch, cache.num_layers, len(prompt_ids)))
         return out.logits[0, -1].float()
 
     def _drafts(self, running: list[_Row]) -> list[list[int]]:
@@ -318,6 +318,7 @@ class Generator:
             use_cache=True,
             logits_to_keep=width,
         )
+        cache.check_decoded()
         return out.logits.float()
 
     def _decode_mask(self, positions: torch.Tensor, span: int):

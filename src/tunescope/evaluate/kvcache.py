@@ -10,6 +10,11 @@ attention reads a plain slice of the buffers.
 The cache speaks the small part of the transformers `Cache` protocol that attention layers use:
 `update(key_states, value_states, layer_idx, ...) -> (keys, values)`. The caller passes explicit
 `position_ids` and a 4D attention mask, so no other cache method is consulted.
+
+Both caches reach the attention layers through the forward's `cache=` keyword. A model that took
+that keyword into `**kwargs` and ignored it would run without the cache and give wrong answers
+silently, so every forward that should fill a cache is checked to have written each layer once
+(`prefilled_layers`, `SlotCache.check_decoded`).
 """
 
 from __future__ import annotations
@@ -31,10 +36,12 @@ class SlotCache:
         self._row_index: torch.Tensor | None = None
         self._write_pos: torch.Tensor | None = None
         self._span = 0
+        self._layers_written = 0
 
     # -- the part of the transformers Cache protocol attention layers call -------------------------
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
         """Write the new tokens of each active row at its own positions; return keys/values of the active rows."""
+        self._layers_written += 1
         if self.keys[layer_idx] is None:
             self._allocate(layer_idx, key_states, value_states)
         k_buf, v_buf = self.keys[layer_idx], self.values[layer_idx]
@@ -67,6 +74,13 @@ class SlotCache:
         self._row_index = torch.arange(rows, device=positions.device)[:, None]
         self._write_pos = positions
         self._span = span
+        self._layers_written = 0
+
+    def check_decoded(self) -> None:
+        """Raise unless the forward since `prepare_decode` wrote every layer exactly once."""
+        if self._layers_written != self.num_layers:
+            raise RuntimeError(f"the decoding forward wrote {self._layers_written} cache entries for a model of "
+                               f"{self.num_layers} layers: the model did not use the cache passed as cache=")
 
     def store_prefill(self, slot: int, layer_kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Copy a prompt's keys/values (batch of one, from a regular cache) into `slot`."""
@@ -84,6 +98,17 @@ class SlotCache:
                 continue
             self.keys[layer_idx][dst, :, :length] = self.keys[layer_idx][src, :, :length]
             self.values[layer_idx][dst, :, :length] = self.values[layer_idx][src, :, :length]
+
+
+def prefilled_layers(cache, num_layers: int, length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`layer_kv_pairs` of a cache that a forward over `length` new tokens was given as cache=, after
+    checking that it holds one entry per layer with those `length` positions."""
+    pairs = layer_kv_pairs(cache)
+    lengths = [None if k is None else k.shape[2] for k, _ in pairs]
+    if lengths != [length] * num_layers:
+        raise RuntimeError(f"a prefill of {length} tokens left cache entries of lengths {lengths} for a model of "
+                           f"{num_layers} layers: the model did not fill the cache passed as cache=")
+    return pairs
 
 
 def layer_kv_pairs(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:

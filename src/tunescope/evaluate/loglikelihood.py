@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from tunescope.evaluate.attention import SEGMENTS, Segment, SegmentPlan, supports_own_attention, use_attention
-from tunescope.modelinfo import logit_softcap, rescales_logits, sliding_window
+from tunescope.modelinfo import logit_softcap, num_layers, rescales_logits, sliding_window
 
 # Below this many shared tokens a separate prefix forward costs more than it saves.
 _MIN_SHARED_PREFIX = 8
@@ -159,11 +159,11 @@ class LoglikelihoodScorer:
             return [], []
         from transformers import DynamicCache
 
-        from tunescope.evaluate.kvcache import layer_kv_pairs
+        from tunescope.evaluate.kvcache import prefilled_layers
 
         prefix_cache = DynamicCache()
         _decoder(self.model)(input_ids=torch.tensor([first[:n]], device=self.device), cache=prefix_cache, use_cache=True)
-        return list(first[:n]), [(k.clone(), v.clone()) for k, v in layer_kv_pairs(prefix_cache)]
+        return list(first[:n]), [(k.clone(), v.clone()) for k, v in prefilled_layers(prefix_cache, num_layers(self.model), n)]
 
     @staticmethod
     def _packed_length(g: ChoiceGroup, skip: int = 0) -> int:

@@ -305,7 +305,7 @@ def write_outputs(out_dir: Path, results: dict[str, Any], records: dict[str, lis
 
 def _model_name(model) -> str:
     cfg = getattr(model, "config", None)
-    return getattr(cfg, "_name_or_path", None) or type(model).__name__
+    return getattr(cfg, "name_or_path", None) or type(model).__name__
 
 
 def evaluate_native(

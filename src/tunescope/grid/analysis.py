@@ -11,6 +11,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from tunescope.analysis.contamination_report import contamination_share
 from tunescope.grid.comparisons import compare_pair, holm_verdicts, item_outcomes, pairs_to_compare
 from tunescope.grid_folder import read_grid_file, read_status, run_name
 from tunescope.results_schema import display_order, finite_float, headline_metric, metric_keys, stderr_key
@@ -74,7 +75,8 @@ def _read_runs(folder: Path, cells: dict, seeds: list[int]) -> tuple[list[dict],
             status = read_status(folder, name) or {}
             entry = {"run": name, "cell": cell, "seed": seed, "status": status.get("status", "not run"),
                      "error": status.get("error"), "attempts": status.get("attempt"), "host": status.get("host"),
-                     "base_eval_reused": None, "base_eval_key": None, "wall_s": None, "cost_usd": None, "train_s": None}
+                     "base_eval_reused": None, "base_eval_key": None, "wall_s": None, "cost_usd": None, "train_s": None,
+                     "contamination_share": None}
             if (folder / name / MANIFEST).is_file():
                 try:
                     rec = open_run(folder / name)
@@ -87,7 +89,8 @@ def _read_runs(folder: Path, cells: dict, seeds: list[int]) -> tuple[list[dict],
                     entry.update(status="complete", base_eval_reused=base_eval.reused if base_eval else None,
                                  base_eval_key=base_eval.key if base_eval else None, wall_s=finite_float(rec.manifest.wall_s),
                                  cost_usd=finite_float(summary.cost_usd) if summary else None,
-                                 train_s=finite_float(summary.train_s) if summary else None)
+                                 train_s=finite_float(summary.train_s) if summary else None,
+                                 contamination_share=contamination_share(rec.contamination))
             runs.append(entry)
     return runs, records
 

@@ -3,8 +3,10 @@
 A cached evaluation is reused only when everything that decides its numbers is the same: the model
 (name, revision, GGUF file), the dtype and device type, the evaluation settings (tasks, limit, shots,
 sampling, generation length, engine, local data paths), the prompt format (the held-out task asks in
-the training template) and the items themselves (a hash of every task's documents and spec). So cells
-whose held-out problems differ (another data split) evaluate their own base model.
+the training template), the items themselves (a hash of every task's documents and spec) and the
+versions of the code that computes the scores (torch, transformers, peft, tunescope). So cells whose
+held-out problems differ (another data split) evaluate their own base model, and a grid resumed after
+an upgrade scores the base model again.
 
 The cache is a folder in the grid folder, which every worker of a Ray cluster shares: `<key>/` holds
 the evaluation (results.json and per-item JSONL), `<key>.json` says which run computed it.
@@ -17,17 +19,33 @@ import hashlib
 import json
 import os
 import shutil
+from importlib import metadata
 from pathlib import Path
 
+import tunescope
 from tunescope.config import RunConfig
 from tunescope.grid_folder import BASE_EVALS_DIR
 from tunescope.pipeline import BaseEvalCache
 from tunescope.run_record import RESULTS
 from tunescope.runio import now_iso, write_json
 
+# The libraries whose code computes a base model's scores.
+SCORING_LIBRARIES = ("torch", "transformers", "peft")
+
 
 def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def scoring_versions() -> dict[str, str | None]:
+    """The installed version of each library in SCORING_LIBRARIES (None where absent), and tunescope's."""
+    versions: dict[str, str | None] = {}
+    for name in SCORING_LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {**versions, "tunescope": tunescope.__version__}
 
 
 def eval_key(cfg: RunConfig, tasks: list, dtype: str, device: str) -> tuple[str, dict]:
@@ -38,7 +56,8 @@ def eval_key(cfg: RunConfig, tasks: list, dtype: str, device: str) -> tuple[str,
     parts = {"model": cfg.model.name, "revision": cfg.model.revision, "gguf_file": cfg.model.gguf_file,
              "dtype": dtype, "device": device.split(":")[0],
              "eval": e.model_dump(mode="json", exclude={"heldout_size", "evaluate_base"}),
-             "prompt": {"template": p.template, "use_chat_template": p.use_chat_template}, "items": items}
+             "prompt": {"template": p.template, "use_chat_template": p.use_chat_template}, "items": items,
+             "versions": scoring_versions()}
     return _digest(parts)[:20], parts
 
 

@@ -69,5 +69,5 @@ def holm_verdicts(comparisons: list[dict], alpha: float) -> None:
             t["verdict"] = "not tested"
         elif t["significant"]:
             t["verdict"] = "exceeds seed noise" + (" (but the seeds disagree)" if t["seeds_disagree"] else "")
-        else:
-            t["verdict"] = "within seed noise"
+        else:  # not rejected: the data do not say the columns differ, nor that they are the same
+            t["verdict"] = "inconclusive"

@@ -10,6 +10,7 @@ def print_dry_run(g, out: Console) -> None:
     from tunescope.grid.cost import estimate
     from tunescope.report.formatting import number as num
 
+    check_local_data(g)
     est = estimate(g)
     table = Table(title=f"grid {g.name}: {len(g.cells)} cells × {len(g.seeds)} seeds → {g.folder}")
     for col in ("run", *g.axes, "seed", "steps", "train tokens", "eval items", "est. time", "est. cost"):
@@ -34,6 +35,25 @@ def print_dry_run(g, out: Console) -> None:
     if est["total_s"] is None:
         out.print("  no throughput known for some runs: set estimate.train_tokens_per_s and "
                   "estimate.eval_items_per_s in the grid file, or finish one run of the model first")
+
+
+def check_local_data(g) -> None:
+    """Every local data file of the grid's runs exists and reads, each checked once (a bad row is named
+    by file:line), so a dry run finds what the runs would fail on. Hub datasets are left to the runs."""
+    from pathlib import Path
+
+    from tunescope.data.sources import load_rows
+    from tunescope.records import SUFFIXES
+
+    seen = set()
+    for run in g.runs:
+        d = run.config.data
+        key = (d.source, d.split, d.question_field, d.answer_field)
+        path = Path(d.source).expanduser()
+        if key in seen or d.source == "synthetic-math" or not (path.suffix.lower() in SUFFIXES or path.exists()):
+            continue
+        seen.add(key)
+        load_rows(d.source, split=d.split, question_field=d.question_field, answer_field=d.answer_field)
 
 
 def _duration(seconds: float | None) -> str:

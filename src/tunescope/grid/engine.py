@@ -20,24 +20,34 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from tunescope.errors import UserError
+from tunescope.errors import UserError, one_line
 from tunescope.grid_folder import read_status, write_status
 from tunescope.runio import now_iso
+from tunescope.runlock import run_lock
 
 
 def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}".strip().rstrip(":")
+    return f"{type(e).__name__}: {one_line(e, limit=500)}"
 
 
 def run_one(config: dict, folder: str, manifest_extra: dict, progress=None) -> dict:
     """Run (or resume) one grid run; never raises for a failure of the run itself."""
-    from tunescope import pipeline
     from tunescope.config import RunConfig
-    from tunescope.grid.base_cache import GridBaseEvalCache
 
     cfg = RunConfig.model_validate(config)
     folder_path = Path(folder)
+    try:
+        # The cell's status is written only by the process that holds its folder.
+        with run_lock(folder_path / cfg.name, on_stale=progress.message if progress is not None else None):
+            return _run_one_locked(cfg, folder_path, manifest_extra, progress)
+    except UserError as e:  # another process writes this cell: its status file is left to it
+        return {"run": cfg.name, "status": "failed", "error": one_line(e), "finished": now_iso()}
+
+
+def _run_one_locked(cfg, folder_path: Path, manifest_extra: dict, progress) -> dict:
+    from tunescope import pipeline
+    from tunescope.grid.base_cache import GridBaseEvalCache
+
     before = read_status(folder_path, cfg.name) or {}
     status = {"run": cfg.name, "status": "running", "host": socket.gethostname(), "pid": os.getpid(),
               "attempt": int(before.get("attempt", 0)) + 1, "started": now_iso()}
@@ -48,6 +58,10 @@ def run_one(config: dict, folder: str, manifest_extra: dict, progress=None) -> d
         pipeline.run(cfg, progress=progress, resume=partial.is_dir(), base_eval_cache=GridBaseEvalCache(folder_path),
                      manifest_extra=manifest_extra, register=False)
         status.update(status="complete")
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the cell says so, and re-running the grid resumes it
+        status.update(status="interrupted", finished=now_iso(), wall_s=round(time.perf_counter() - t0, 2))
+        write_status(folder_path, cfg.name, status)
+        raise
     except Exception as e:  # one run's failure is recorded and the grid goes on
         status.update(status="failed", error=_one_line(e), traceback=traceback.format_exc()[-4000:])
     status.update(finished=now_iso(), wall_s=round(time.perf_counter() - t0, 2))
@@ -80,14 +94,27 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> None:
         import ray
     except ImportError:
         raise UserError("Ray is not installed: pip install 'tunescope[ray]'", where="--ray") from None
+    where = "--ray-address"
+    if address is None and os.environ.get("RAY_ADDRESS", "").strip():
+        # Ray itself would wait on an address from the environment for ever: check it like the option.
+        address, where = os.environ["RAY_ADDRESS"].strip(), "RAY_ADDRESS"
     if address is not None and address != "auto":
-        check_ray_address(address)
+        try:
+            check_ray_address(address)
+        except UserError as e:
+            raise UserError(str(e).removeprefix(f"{e.where}: "), where=where) from None
     if ray.is_initialized():
         return
     kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
     if address is None:
         kwargs["num_cpus"] = num_cpus
-    ray.init(address=address, **kwargs)
+    try:
+        ray.init(address=address, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
+        hint = " (start one with `ray start --head`, or leave out --ray-address for a local one)" \
+            if address == "auto" else ""
+        raise UserError(f"cannot join the Ray cluster at {address or 'a new local cluster'}{hint}: {one_line(e)}",
+                        where=where) from None
 
 
 def _resources(config: dict, cluster_gpus: float) -> dict:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tunescope.errors import UserError
+from tunescope.errors import UserError, check_writable_dir
 from tunescope.grid.engine import Job, run_on_ray, run_sequential, start_ray
 from tunescope.grid.spec import Grid, Run
 from tunescope.grid_folder import read_status, run_complete, write_grid_file
+from tunescope.runlock import run_lock
 
 
 def _complete(run: Run) -> bool:
@@ -42,11 +43,18 @@ def _job(grid: Grid, run: Run) -> Job:
 def run_grid(grid: Grid, *, use_ray: bool = False, ray_address: str | None = None, ray_num_cpus: int | None = None,
              progress=None, report: bool = True) -> dict:
     """Run every unfinished run of the grid; returns {"statuses": {run: status}, "paths": report files}."""
-    from tunescope import pipeline
-
+    folder = grid.folder
+    check_writable_dir(folder, where="output_dir")
     if use_ray or ray_address:
         start_ray(ray_address, ray_num_cpus)  # before anything is written: a dead address is the user's to fix
-    folder = grid.folder
+    # One grid process per grid folder (each cell is locked too, against a `tunescope run` of the same name).
+    with run_lock(folder, on_stale=progress.message if progress is not None else None):
+        return _run_grid_locked(grid, folder, use_ray=use_ray or bool(ray_address), progress=progress, report=report)
+
+
+def _run_grid_locked(grid: Grid, folder: Path, *, use_ray: bool, progress, report: bool) -> dict:
+    from tunescope import pipeline
+
     folder.mkdir(parents=True, exist_ok=True)
     write_grid_file(folder, grid.describe())
 
@@ -77,7 +85,7 @@ def run_grid(grid: Grid, *, use_ray: bool = False, ray_address: str | None = Non
         jobs = [_job(grid, r) for r in wave]
         if not jobs:
             continue
-        if use_ray or ray_address:
+        if use_ray:
             run_on_ray(jobs, folder, on_done, grid.file.max_retries)
         else:
             run_sequential(jobs, folder, on_done, progress)

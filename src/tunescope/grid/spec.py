@@ -34,6 +34,8 @@ from tunescope.config import RUN_NAME_RE, RunConfig, has_key
 from tunescope.config_loading import dump_config
 from tunescope.errors import UserError
 from tunescope.grid_folder import run_name
+from tunescope.runio import not_utf8
+from tunescope.safe_yaml import load_yaml
 
 # Keys the grid itself decides: the run's name and folder come from the cell, its seed from `seeds`.
 RESERVED_KEYS = ("name", "output_dir", "seed")
@@ -120,16 +122,30 @@ def _slug(value: Any) -> str:
 
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
-        raise UserError("grid file not found", where=str(path))
+        raise UserError("grid file not found" if not path.is_dir() else "is a folder, not a grid file",
+                        where=str(path))
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise UserError(f"not valid YAML ({getattr(e, 'problem', e)})",
-                        where=f"{path}:{mark.line + 1}" if mark else str(path)) from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
+    except OSError as e:
+        raise UserError(f"cannot read the grid file ({e.strerror or e})", where=str(path)) from None
+    raw = load_yaml(text, str(path))
     if not isinstance(raw, dict):
         raise UserError("a grid file must be a mapping (base, axes, seeds, ...)", where=str(path))
     return raw
+
+
+# Axis keys whose values may name a file or folder: like `base`, a relative one is read beside the grid file.
+PATH_KEYS = ("data.source", "model.name", "model.cache_dir")
+
+
+def _beside(source: Path, key: str, value: Any) -> Any:
+    """An axis value naming a path relative to the grid file, as that path (other values as they are)."""
+    if key not in PATH_KEYS or not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
+        return value
+    candidate = source.parent / value
+    return os.path.normpath(candidate) if candidate.exists() else value
 
 
 def _override(key: str, value: Any) -> str:
@@ -191,8 +207,9 @@ def load_grid(path: str | Path, overrides: list[str] | None = None) -> Grid:
             raise UserError(f"cells {seen[cell]} and {axes} both resolve to the run name '{cell}'; give the "
                             "values distinct last parts", where=f"{source}: axes")
         seen[cell] = axes
+        values = {k: _beside(source, k, v) for k, v in axes.items()}
         for seed in gf.seeds:
-            sets = fixed + pinned + [_override(k, v) for k, v in axes.items()] + [
+            sets = fixed + pinned + [_override(k, v) for k, v in values.items()] + [
                 f"name={run_name(cell, seed)}", f"seed={seed}", f"output_dir={folder}"]
             try:
                 cfg = load_config(base_path, sets)

@@ -97,8 +97,9 @@ def conclusions(data: dict) -> list[dict]:
     comps = [c for c in data["comparisons"] if c["test"].get("available")]
     sig = [c for c in comps if c["test"]["significant"]]
     if comps and not sig:
-        out.append({"text": f"None of the {len(comps)} paired comparisons exceeds seed noise (stratified test, "
-                            f"Holm-adjusted p < {data['alpha']}).", "basis": ["comparisons"]})
+        out.append({"text": f"None of the {len(comps)} paired comparisons exceeds seed noise: each is inconclusive "
+                            f"(stratified test, Holm-adjusted p ≥ {data['alpha']}; smallest "
+                            f"{min(c['test']['p_holm'] for c in comps):.3g}).", "basis": ["comparisons"]})
     for c in sig[:8]:
         t = c["test"]
         out.append({"text": f"{c['task']}: {c['b_label']} vs {c['a_label']} ({c['why']}): {t['delta_points']:+.1f} points "

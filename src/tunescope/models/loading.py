@@ -12,6 +12,7 @@ import importlib.util
 import json
 import logging
 import os
+import pickle
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from tunescope.errors import UserError
+from tunescope.errors import UserError, check_writable_dir, one_line
 from tunescope.models import dtype_choice
 from tunescope.models.dtype_choice import DtypeChoice, Shape, requested
 from tunescope.models.registry import ALIASES, ModelAlias, resolve_alias
@@ -94,9 +95,17 @@ def _dequantize_to_directory(gguf: Path, target: Path) -> None:
     """Dequantize a GGUF file into a plain transformers directory, atomically."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    # The cache must take the result: refused now, not after the minutes a conversion can take.
+    check_writable_dir(target.parent, where="the model cache (model.cache_dir, else TUNESCOPE_CACHE)")
     log.info("dequantizing %s (first load only, cached at %s)", gguf, target)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except (ImportError, UserError):
+        raise
+    except Exception as e:  # the GGUF reader raises many types (ValueError, KeyError, struct.error, ...)
+        raise UserError(f"not a readable GGUF model file ({type(e).__name__}: {one_line(e, 200)})",
+                        where=str(gguf)) from None
     # transformers marks GGUF-loaded models as quantized and refuses to save them; the weights are
     # already dequantized to fp32, so clearing the marker is correct.
     model.hf_quantizer = None
@@ -152,6 +161,15 @@ def materialize(name: str, cache_dir: str | None = None) -> Path:
                         where="model.name")
     _dequantize_to_directory(gguf, target)
     return target
+
+
+def pickled_weights_refused(folder: str | Path) -> UserError:
+    """The error for pickled weights (`*.bin`) that hold more than tensors: torch refuses to run the code
+    a pickle can carry, and so does tunescope."""
+    files = sorted(p.name for p in Path(folder).glob("*.bin")) if Path(folder).is_dir() else []
+    return UserError(f"refused to load pickled weights{' (' + ', '.join(files) + ')' if files else ''} holding "
+                     "objects other than tensors (a pickle can run code); save the weights as safetensors from a "
+                     "source you trust", where=str(folder))
 
 
 def _looks_local(name: str) -> bool:
@@ -315,6 +333,8 @@ def load_model(
             quantization_config=quantization_config,
             device_map={"": dev} if quantization_config is not None else None,
         )
+    except pickle.UnpicklingError:
+        raise pickled_weights_refused(source) from None
     except (OSError, ValueError, KeyError) as e:
         first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         if local:  # checked above, so this is the loader's own complaint about the folder's content

@@ -1,18 +1,17 @@
 """How numbers are written in reports, their generated sentences and on the command line: percentages,
 score ± stderr, p-values. The report, the analysis sentences, the comparison and the grid all use these.
 
-Every formatter writes "—" for a missing value (None, NaN, or a template's undefined value).
+Every formatter writes "—" for a missing value (None, NaN or ±infinity). A template's undefined name is
+not a missing value: the report environments use StrictUndefined, so it fails the render.
 """
 
 from __future__ import annotations
 
 import math
 
-from jinja2 import Undefined
-
 
 def missing(x) -> bool:
-    return x is None or isinstance(x, Undefined) or (isinstance(x, float) and math.isnan(x))
+    return x is None or (isinstance(x, float) and not math.isfinite(x))
 
 
 def pct(x: float | None, digits: int = 2) -> str:
@@ -69,3 +68,18 @@ def flops(x: float | None) -> str:
 
 def dollars(x: float | None) -> str:
     return f"${x:.4f}"
+
+
+def setting(value) -> str:
+    """A configuration value as a person reads it: "not set" for None, lists joined with commas, yes/no."""
+    if value is None:
+        return "not set"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float):
+        return number(value, 6)
+    if isinstance(value, list | tuple | set):
+        return ", ".join(setting(v) for v in value) if value else "none"
+    if isinstance(value, dict):
+        return "; ".join(f"{k} {setting(v)}" for k, v in value.items()) if value else "none"
+    return str(value)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tunescope.report.formatting import dollars, flops, number, pct, peq, pm, pval, signed
+from tunescope.report.contamination_view import present_contamination
+from tunescope.report.formatting import dollars, flops, number, pct, peq, pm, pval, setting, signed
 from tunescope.report.task_curves_view import present_task_curves, task_eval_time
 
 WORD_LISTS = (("question_words", "wordcloud_questions", "Questions"),
@@ -33,8 +34,9 @@ def present(d: dict[str, Any]) -> dict[str, Any]:
         "dataset": _dataset(d.get("dataset") or {}),
         "evaluation": _evaluation(d.get("evaluation") or {}),
         "errors": _errors(d.get("errors") or {}),
+        "contamination": present_contamination(d.get("contamination")),
         "conclusions": [{"text": c["text"], "basis": ", ".join(c["basis"])} for c in d.get("conclusions") or []],
-        "settings": [f"report.{k}={v}" for k, v in (d.get("settings") or {}).items()],
+        "settings": [f"report.{k} = {setting(v)}" for k, v in (d.get("settings") or {}).items()],
     }
 
 
@@ -48,13 +50,17 @@ def _glance(d: dict) -> dict:
     for i in ev.get("headline", []) if ev.get("available") else []:
         r = ev["rows"][i]
         tested = r.get("p_holm") is not None
+        n = number(r.get("n_paired") if r.get("n_paired") is not None else r.get("n"))
         rows.append({"task": r["task"], "label": r["label"], "base": score(r, "base"), "tuned": score(r, "tuned"),
                      "change": f"{signed(r.get('delta_points'), 1)} points, Holm p{peq(r.get('p_holm'))}" if tested else None,
+                     "significance": ((f"significant at α = {ev.get('alpha')}, n = {n}" if r.get("significant")
+                                       else f"not significant at n = {n}") if tested else None),
                      "is_target": r.get("is_target"), "forgetting": r.get("forgetting")})
     ft, of = lc.get("further_training") or {}, lc.get("overfitting") or {}
-    return {"evaluated": bool(ev.get("available")), "rows": rows,
-            "further_training": ft.get("further_training_would_likely_help") if ft.get("available") else None,
-            "overfitting": ("yes" if of.get("overfitting") else "no evidence") if of.get("available") else None}
+    further = ft.get("short") if ft.get("available") else None
+    overfitting = of.get("short") if of.get("available") else None
+    return {"evaluated": bool(ev.get("available")), "rows": rows, "further_training": further,
+            "overfitting": overfitting}
 
 
 def _overview(o: dict) -> dict:
@@ -65,7 +71,7 @@ def _overview(o: dict) -> dict:
         "params": (f"{number(o['trainable_params'])} trainable of {number(o.get('total_params'))} parameters"
                    if o.get("trainable_params") else None),
         "dataset": o.get("dataset"), "data_hash": split.get("data_hash"), "method": o.get("method"),
-        "hyperparameters": [f"{k}={v}" for k, v in (o.get("hyperparameters") or {}).items()],
+        "hyperparameters": [f"{k} = {setting(v)}" for k, v in (o.get("hyperparameters") or {}).items()],
         "prompt_template": o.get("prompt_template"),
         "prompt_note": (f"loss on prompt tokens: {'yes' if o['train_on_prompt'] else 'no'}; max length "
                         f"{o.get('max_length')} tokens" if o.get("train_on_prompt") is not None else None),
@@ -76,7 +82,8 @@ def _overview(o: dict) -> dict:
         "heldout_from": split.get("heldout_from"),
         "epochs_completed": number(o.get("epochs_completed")),
         "steps": number(o["steps"]) if o.get("steps") is not None else None,
-        "epochs_planned": number(o.get("epochs_planned")), "max_steps": o.get("max_steps"),
+        "epochs_planned": number(o.get("epochs_planned")),
+        "max_steps": number(o["max_steps"]) if o.get("max_steps") is not None else None,
         "stopped_early": o.get("stopped_early"),
         "eval_tasks": ", ".join(o.get("eval_tasks") or []) or "none", "eval_limit": o.get("eval_limit"),
         "framework": o.get("framework") or "—",
@@ -123,6 +130,7 @@ def _curves(lc: dict, smoothed: dict) -> dict:
         fit, verdict = ft[ft["basis"]], ft["further_training_would_likely_help"]
         further.update(
             verdict=verdict, verdict_upper=str(verdict).upper(), badge="good" if verdict == "yes" else "neutral",
+            p_not_enough=pval(fit.get("p_not_falling_enough")), min_fall_pct=number(ft.get("min_rel_decrease_pct")),
             basis="validation" if ft["basis"] == "val" else "train", criterion=ft.get("criterion"),
             tail_percent=int(round(ft["tail_fraction"] * 100, 0)), start=fit["window_start_step"],
             end=fit["window_end_step"], n_points=fit["n_points"], widened=fit.get("window_extended"),
@@ -139,8 +147,13 @@ def _curves(lc: dict, smoothed: dict) -> dict:
                          "detail": (f"val {number(g['val_loss'])} − train {number(g['train_loss'])} at step "
                                     f"{g['train_step']}" if g.get("available") else None)})
         overfit.update(
-            verdict=of["verdict"], overfitting=of.get("overfitting"), badge="bad" if of.get("overfitting") else "good",
-            badge_text="overfitting" if of.get("overfitting") else "ok",
+            verdict=of["outcome"][0].upper() + of["outcome"][1:], summary=of["verdict"], criterion=of.get("criterion"),
+            overfitting=of.get("overfitting"),
+            badge={True: "bad", False: "good", None: "neutral"}[of.get("overfitting")],
+            badge_text={True: "overfitting", False: "ok", None: "inconclusive"}[of.get("overfitting")],
+            window=f"steps {of['fit']['window_start_step']}–{of['fit']['window_end_step']} ({of['fit']['n_points']} points)",
+            slope=f"{number(of['fit']['slope_per_step'], 3)} ± {number(of['fit']['slope_stderr'], 2)}",
+            p=pval(of["fit"]["p_value"]), p_small=pval(of["fit"]["p_rise_below_threshold"]),
             best=f"{number(of['best_val_loss'])} at step {of['best_step']}",
             last=f"{number(of['last_val_loss'])} at step {of['last_step']}", steps_after_best=of["steps_after_best"],
             rise=signed(of.get("val_increase_since_best"), 4), rise_pct=f"{signed(of['val_increase_since_best_pct'], 2)}%",
@@ -175,6 +188,7 @@ def _efficiency(e: dict | None) -> dict | None:
         "dtype_choice": dtype_choice, "peak_rss": number(e.get("peak_rss_mb"), 5),
         "cuda_allocated": number(cuda, 5) if cuda is not None else None, "train_s": number(e.get("train_s")),
         "task_eval": task_eval_time(e),
+        "loss_path": {"path": e["loss_path"], "reason": e.get("loss_path_reason")} if e.get("loss_path") else None,
         "cost": (f"{dollars(e['cost_usd'])} at ${e.get('price_per_hour')}/h ({e.get('price_source')})"
                  if e.get("cost_usd") is not None else "—"),
     }
@@ -262,7 +276,8 @@ def _errors(er: dict) -> dict:
             examples = [{"label": label, "doc_id": x["doc_id"], "gold": x["gold"], "question": x["question"],
                          "response": x["response"],
                          "final_answer": x["final_answer"] if x.get("final_answer") is not None else "none",
-                         "evidence": list((x.get("evidence") or {}).items())}
+                         "evidence": [(k, "none" if v is None else setting(v))
+                                      for k, v in (x.get("evidence") or {}).items()]}
                         for label in labels for x in c[label]["examples"]]
             kinds = None
             if c["category"] == "format_failure":

@@ -13,9 +13,10 @@ import base64
 import functools
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
-from jinja2 import Environment, PackageLoader
+from jinja2 import Environment, PackageLoader, StrictUndefined, Undefined
 
 from tunescope.report.formatting import missing, number, pct, peq, pm, pval, signed
 from tunescope.report.presentation import present
@@ -46,10 +47,30 @@ FILTERS = {"mdcell": mdcell, "mdblock": mdblock, "pm": pm, "signed": signed, "pv
            "peq": peq}
 
 
+class ReportEnvironment(Environment):
+    """Jinja's environment with two guards for pages people read.
+
+    ``x.name`` on a dict reads the key ``name`` before any attribute, so a data key such as ``items`` or
+    ``values`` means the data and never the dict method of that name. Names that are neither fail the render
+    (StrictUndefined), and so does printing a callable, so no ``<built-in method ...>`` repr reaches a page.
+    """
+
+    def getattr(self, obj, attribute):  # noqa: A003 - jinja's hook is named getattr
+        if isinstance(obj, Mapping) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
+def no_callables(value):
+    if callable(value) and not isinstance(value, Undefined):  # Undefined fails by itself when printed
+        raise TypeError(f"a template printed a callable ({value!r}), not a value")
+    return value
+
+
 @functools.lru_cache(maxsize=2)
 def template_env(html: bool) -> Environment:
-    env = Environment(loader=PackageLoader("tunescope.report", "templates"), autoescape=html,
-                      trim_blocks=True, lstrip_blocks=True)
+    env = ReportEnvironment(loader=PackageLoader("tunescope.report", "templates"), autoescape=html,
+                            trim_blocks=True, lstrip_blocks=True, undefined=StrictUndefined, finalize=no_callables)
     env.filters.update(FILTERS)
     return env
 

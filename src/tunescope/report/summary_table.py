@@ -29,10 +29,11 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
     if ta:
         rows.append(("final train token accuracy (teacher-forced)", pct(ta["final"])))
     lc = data.get("learning_curve", {})
-    if lc.get("further_training", {}).get("available"):
-        rows.append(("further training would likely help", lc["further_training"]["further_training_would_likely_help"]))
-    if lc.get("overfitting", {}).get("available"):
-        rows.append(("overfitting", lc["overfitting"]["verdict"]))
+    ft, of = lc.get("further_training", {}), lc.get("overfitting", {})
+    if ft.get("available"):
+        rows.append(("further training would likely help", ft["short"]))
+    if of.get("available"):
+        rows.append(("overfitting", of["short"]))
     eff = data.get("efficiency") or {}
     if eff:
         rows.append(("tokens: supervised / non-padding / total",
@@ -46,7 +47,24 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
             rows.append(("peak RSS", f"{eff['peak_rss_mb']:.0f} MB"))
         if eff.get("cost_usd") is not None:
             rows.append(("estimated training cost", f"${eff['cost_usd']:.4f}"))
+    rows += contamination_rows(data.get("contamination") or {})
     wall = data.get("overview", {}).get("wall_s")
     if wall is not None:
         rows.append(("wall time", f"{wall:.1f} s"))
+    return rows
+
+
+def contamination_rows(c: dict[str, Any]) -> list[tuple[str, str]]:
+    """A warning line for each task whose scored items overlap the training data, with its clean-subset score."""
+    rows = []
+    for t in c.get("tasks", []) if c.get("available") else []:
+        if not t["n_flagged"]:
+            continue
+        value = f"{t['n_flagged']} of {t['n']} items ({pct(t['share'], 1)}) share a {c['ngram']}-gram with training"
+        s = t.get("scores") or {}
+        if s.get("available"):
+            b = s["by_label"][s["label"]]
+            value += (f"; {s['label']} clean subset {pm(b['clean']['value'], b['clean']['stderr'])} "
+                      f"(n={b['clean']['n']}) vs full {pm(b['full']['value'], b['full']['stderr'])}")
+        rows.append((f"WARNING: {t['task']} items overlap the training data", value))
     return rows

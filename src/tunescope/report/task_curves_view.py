@@ -38,12 +38,15 @@ def present_task_curves(tc: dict[str, Any] | None) -> dict[str, Any] | None:
                       for task, t in (fg.get("worst") or {}).items()],
         }
     return {
-        "items": series[0]["n"][0] if series and series[0].get("n") else None,
+        # Not "items": a template reading tc.items would find the dict method of that name.
+        "items_per_point": number(series[0]["n"][0]) if series and series[0].get("n") and series[0]["n"][0] else None,
         "selection": selection,
-        "further_training": [{"summary": v.get("summary"), "criterion": v.get("criterion")}
+        "further_training": [{"summary": v.get("summary"), "outcome": v.get("outcome")}
                              for v in tc.get("further_training") or [] if v.get("available")],
-        "overfitting": [{"summary": v.get("summary"), "criterion": v.get("criterion")}
+        "overfitting": [{"summary": v.get("summary"), "outcome": v.get("outcome")}
                         for v in tc.get("overfitting") or [] if v.get("available")],
+        "criterion": next((v["criterion"] for kind in ("further_training", "overfitting")
+                           for v in tc.get(kind) or [] if v.get("criterion")), None),
         "divergence": [{"task": c.get("task"), "flagged": bool(c.get("diverged")), "direction": c.get("direction"),
                         "evidence": c.get("evidence"), "p_holm": peq(c.get("p_holm"))}
                        for c in div.get("checks") or [] if c.get("direction")],

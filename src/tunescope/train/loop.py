@@ -258,7 +258,7 @@ def _train(model, train_set, val_set, cfg, *, seed, pad_id, device, dtype, log, 
 
     # --- model, optimizer, schedule (train/setup.py) ---------------------------------------------
     total_steps, steps_per_epoch = total_steps_for(len(train_set), cfg, dist.world_size)
-    net, params, optimizer, scheduler = prepare_training(model, cfg, dist, total_steps)
+    net, params, optimizer, scheduler, head_path = prepare_training(model, cfg, dist, total_steps)
     state, best = TrainState(), None
     if (restored := restore_checkpoint(checkpointer, resume, optimizer, scheduler, params)) is not None:
         state, best = TrainState(**restored["state"]), restored["best"]
@@ -354,6 +354,7 @@ def _train(model, train_set, val_set, cfg, *, seed, pad_id, device, dtype, log, 
     summary = training_summary(state, selection, scored=scorer is not None, total_steps=total_steps,
                                steps_per_epoch=steps_per_epoch, counts=counts, peak=peak,
                                flops=flops_per_token(counts), max_tokens=max_tokens, device=device, dtype=dtype,
-                               processes=dist.world_size, price_per_hour=cfg.price_per_hour)
+                               processes=dist.world_size, price_per_hour=cfg.price_per_hour,
+                               head_path=head_path)
     log(summary)
     return summary

@@ -10,7 +10,8 @@ the logits, the summed cross-entropy, the argmax hits and the gradient with resp
 all in the forward pass. Because the loss is a scalar, its backward is only a rescaling of that
 gradient, so the full `(rows × vocabulary)` logits, their log-softmax and its gradient are never held
 in memory at once (about 600 MB for a batch of 8 × 200 tokens on SmolLM2). Models whose decoder
-cannot be separated from the head fall back to a full forward and autograd.
+cannot be separated from the head, or whose own loss the by-hand head does not reproduce (checked
+once per model, head_check.py), fall back to a full forward and autograd.
 
 `SupervisedCausalLM` wraps a model so that its `forward` returns these loss pieces; it is the module
 that DDP/FSDP wrap, so gradient synchronisation sees every parameter used in the step.
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 
 from tunescope.modelinfo import base_model, logit_softcap, rescales_logits
 from tunescope.prompt_format import IGNORE_INDEX
+from tunescope.train.head_check import BY_HAND, decide_loss_path
 
 # Rows of logits held at once: 2**25 floats (128 MiB in float32) whatever the vocabulary.
 HEAD_CHUNK_ELEMENTS = 2**25
@@ -99,7 +101,21 @@ def head_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, gold: torch.T
 
 def split_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Linear, float | None] | None:
     """(decoder, output layer, logit soft-cap) when the output layer can be applied by hand to
-    selected hidden states; None when the model's own forward must produce the logits."""
+    selected hidden states, as checked against the model's own loss (head_check.py); None when the
+    model's own forward must produce the logits."""
+    parts = head_parts(model)
+    path, _ = decide_loss_path(model, parts)
+    return parts if path == BY_HAND else None
+
+
+def loss_path(model: torch.nn.Module) -> tuple[str, str]:
+    """(head_check.BY_HAND or head_check.MODEL_FORWARD, why): the path every loss of `model` takes."""
+    return decide_loss_path(model, head_parts(model))
+
+
+def head_parts(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Linear, float | None] | None:
+    """(decoder, output layer, logit soft-cap) where the model's structure and config allow applying
+    the output layer by hand; None where they do not. Not yet checked against the model's loss."""
     base = base_model(model)
     try:
         decoder, head = base.get_decoder(), base.get_output_embeddings()

@@ -12,8 +12,10 @@ from tunescope.train.throughput import cuda_max_allocated_mb, estimate_cost, pea
 
 def training_summary(state, selection, *, scored: bool, total_steps: int, steps_per_epoch: int, counts: dict,
                      peak: dict, flops: tuple[float, float], max_tokens: int | None, device: torch.device,
-                     dtype: torch.dtype, processes: int, price_per_hour: float | None) -> dict:
-    """`state` is the loop's `TrainState` at the end; `scored`: tasks were scored during training."""
+                     dtype: torch.dtype, processes: int, price_per_hour: float | None,
+                     head_path: tuple[str, str]) -> dict:
+    """`state` is the loop's `TrainState` at the end; `scored`: tasks were scored during training;
+    `head_path`: the path every loss took and why (`loss.loss_path`)."""
     flops_body, flops_head = flops
     # Round once, then derive cost from the rounded figure so the logged numbers agree with each other.
     wall_s, train_s = round(state.wall_s, 3), round(state.train_s, 3)
@@ -38,6 +40,7 @@ def training_summary(state, selection, *, scored: bool, total_steps: int, steps_
         "peak_rss_mb": peak_rss_mb(), "cuda_max_allocated_mb": cuda_max_allocated_mb(device),
         "device": str(device), "dtype": str(dtype).replace("torch.", ""), "processes": processes,
         "threads": torch.get_num_threads() if device.type == "cpu" else None,
-        "micro_batch_tokens": max_tokens, "trainable_params": counts["trainable"],
+        "micro_batch_tokens": max_tokens, "loss_path": head_path[0], "loss_path_reason": head_path[1],
+        "trainable_params": counts["trainable"],
         "cost_usd": cost, "price_per_hour": price, "price_source": price_source,
     }

@@ -57,15 +57,17 @@ def fit(cfg: RunConfig, loaded, train_set: list[Encoded], val_set: list[Encoded]
         "method": tc.method, "seed": cfg.seed, "train_examples": len(train_set), "val_examples": len(val_set),
         "batch_size": tc.batch_size, "gradient_accumulation": tc.gradient_accumulation,
         "processes": dist.world_size, "total_steps": total_steps})
+    has_setup = False
     if dist.is_main and resume:
         latest = checkpointer.resume_point()
-        rewind_metrics(run_path, checkpointer.load_state(latest)["step"] if latest else 0)
+        has_setup = rewind_metrics(run_path, checkpointer.load_state(latest)["step"] if latest else 0)
     log = MetricsLog(metrics_path, tc.report_to if dist.is_main else [], run_name=cfg.name,
                      params={"method": tc.method, "model": cfg.model.name, "lr": tc.learning_rate,
                              "batch_size": tc.batch_size, "seed": cfg.seed})
     n_trainable, n_total = count_parameters(model)
-    if dist.is_main:
-        log({"kind": "setup", "trainable_params": n_trainable, "total_params": n_total, **(setup or {})})
+    if dist.is_main and not has_setup:
+        log({"kind": "setup", "trainable_params": n_trainable, "total_params": n_total,
+             "total_steps_planned": total_steps, **(setup or {})})
 
     def save_best(m) -> None:
         m.save_pretrained(run_path / ADAPTER)

@@ -9,12 +9,14 @@ import torch
 from tunescope.config import TrainingConfig
 from tunescope.train.checkpoint import Checkpointer
 from tunescope.train.distributed import Distributed
-from tunescope.train.loss import SupervisedCausalLM
+from tunescope.train.loss import SupervisedCausalLM, loss_path
 
 
 def prepare_training(model: torch.nn.Module, cfg: TrainingConfig, dist: Distributed,
-                     total_steps: int) -> tuple[torch.nn.Module, dict[str, torch.nn.Parameter], object, object]:
-    """(the network the loop calls, the trainable parameters by name, the optimizer, the LR scheduler)."""
+                     total_steps: int) -> tuple[torch.nn.Module, dict[str, torch.nn.Parameter], object, object,
+                                                tuple[str, str]]:
+    """(the network the loop calls, the trainable parameters by name, the optimizer, the LR scheduler, the
+    path every loss takes and why: `loss.loss_path`)."""
     from transformers import get_scheduler
 
     if cfg.gradient_checkpointing:
@@ -24,6 +26,7 @@ def prepare_training(model: torch.nn.Module, cfg: TrainingConfig, dist: Distribu
             model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    head_path = loss_path(model)  # checked once, before any step or wrapping
     net = SupervisedCausalLM(model)
     if cfg.compile:
         net = torch.compile(net, dynamic=True)
@@ -32,7 +35,7 @@ def prepare_training(model: torch.nn.Module, cfg: TrainingConfig, dist: Distribu
     optimizer = torch.optim.AdamW(list(params.values()), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=round(cfg.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
-    return net, params, dist.prepare_optimizer(optimizer), scheduler
+    return net, params, dist.prepare_optimizer(optimizer), scheduler, head_path
 
 
 def restore_checkpoint(checkpointer: Checkpointer | None, resume: bool, optimizer, scheduler,

@@ -18,7 +18,7 @@ from tunescope.evaluate.task import Task
 
 
 def _weights_dir(model, tokenizer, tmp: Path) -> str:
-    name = getattr(model.config, "_name_or_path", "")
+    name = getattr(model.config, "name_or_path", "")
     if Path(name).is_dir() and not hasattr(model, "peft_config"):
         return name
     merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
