@@ -19,8 +19,8 @@ from pathlib import Path
 SCRIPT = r"""
 import json, os, sys, time
 from pathlib import Path
-from tunescope import pipeline
-from tunescope.config_loading import load_config
+from tunescope.recipes import run as pipeline
+from tunescope.config.loading import load_config
 
 out, name, model, resume, hold_at, marker, report, overrides = sys.argv[1:9]
 

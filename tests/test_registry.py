@@ -14,8 +14,9 @@ import time
 import pytest
 
 from synthetic_run import build_run
-from tunescope import pipeline, run_registry
-from tunescope.errors import UserError
+from tunescope.core.errors import UserError
+from tunescope.recipes import run as pipeline
+from tunescope.store import registry as run_registry
 
 
 @pytest.fixture
@@ -126,7 +127,7 @@ def test_waits_for_a_held_write_lock(db, monkeypatch):
 
 WRITER = textwrap.dedent("""
     import sys, time
-    from tunescope import run_registry
+    from tunescope.store import registry as run_registry
     proc, n, start = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
     while time.time() < start:
         time.sleep(0.001)

@@ -1,5 +1,5 @@
-"""Every file name of the run folder and the grid folder is defined once: in `run_layout.py` (the run
-folder) and `grid_folder.py` (the grid folder). Anywhere else in src/ a string literal that spells one out
+"""Every file name of the run folder and the grid folder is defined once: in `store/layout.py` (the run
+folder) and `store/grid_folder.py` (the grid folder). Anywhere else in src/ a string literal that spells one out
 is a second copy that can drift from the first."""
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from tunescope import grid_folder, run_layout
+from tunescope.store import grid_folder
+from tunescope.store import layout as run_layout
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "tunescope"
 OWNERS = {Path(run_layout.__file__).resolve(), Path(grid_folder.__file__).resolve()}

@@ -6,7 +6,7 @@ Each conclusion lists, in ``basis``, the report.json paths of the figures it sta
 from __future__ import annotations
 
 from tunescope.report.formatting import pct, peq
-from tunescope.results_schema import headline_rows
+from tunescope.store.scores import headline_rows
 
 from . import error_taxonomy
 from .contamination_report import contamination_conclusions

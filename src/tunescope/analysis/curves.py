@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from tunescope.report.formatting import formatted
-from tunescope.results_schema import finite_float
+from tunescope.store.scores import finite_float
 
 from . import trend
 from ._util import unavailable

@@ -11,7 +11,7 @@ import base64
 import random
 from typing import Any
 
-from tunescope.run_schema import TrainExample
+from tunescope.store.schema import TrainExample
 
 from ._util import unavailable
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
-from tunescope.results_schema import finite_float
+from tunescope.store.scores import finite_float
 
 from ._util import unavailable
 

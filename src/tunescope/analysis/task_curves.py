@@ -30,7 +30,7 @@ from typing import Any
 from scipy import stats as sps
 
 from tunescope.report.formatting import peq
-from tunescope.results_schema import finite_float, headline_rows, metric_label, sample_key
+from tunescope.store.scores import finite_float, headline_rows, metric_label, sample_key
 
 from . import stats as stats_mod
 from ._util import unavailable

@@ -15,13 +15,13 @@ import pathlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tunescope.errors import UserError
+from tunescope.core.errors import UserError
 from tunescope.evaluate.enginepath import ENGINE_CHOICES, check_engine
 from tunescope.evaluate.groups import add_group_results
 from tunescope.evaluate.results import format_results_table
 from tunescope.evaluate.task import Task, load_task, load_tasks, sampling_overrides, task_from_docs
-from tunescope.run_layout import RESULTS
-from tunescope.runio import write_json
+from tunescope.store.fileio import write_json
+from tunescope.store.layout import RESULTS
 
 BACKENDS = ("native", "lm-eval", "vllm")
 

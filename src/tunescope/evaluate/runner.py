@@ -23,7 +23,8 @@ from typing import Any
 
 import torch
 
-from tunescope.errors import UserError
+from tunescope.core.errors import UserError
+from tunescope.core.malloc import KEEP_FREED, malloc_setting
 from tunescope.evaluate import batchsize, prompts
 from tunescope.evaluate.enginepath import NATIVE, TRANSFORMERS, resolve_engine
 from tunescope.evaluate.fewshot import FewshotSampler
@@ -37,9 +38,8 @@ from tunescope.evaluate.results import prompt_hash, task_entry
 from tunescope.evaluate.spec import GENERATE
 from tunescope.evaluate.task import Task
 from tunescope.evaluate.tokenization import Encoder, max_length
-from tunescope.malloc import KEEP_FREED, malloc_setting
-from tunescope.run_layout import RESULTS
-from tunescope.runio import write_json, write_jsonl
+from tunescope.store.fileio import write_json, write_jsonl
+from tunescope.store.layout import RESULTS
 
 log = logging.getLogger(__name__)
 

@@ -23,11 +23,11 @@ from importlib import metadata
 from pathlib import Path
 
 import tunescope
-from tunescope.config import RunConfig
-from tunescope.grid_folder import BASE_EVALS_DIR
-from tunescope.pipeline import BaseEvalCache
-from tunescope.run_record import RESULTS
-from tunescope.runio import now_iso, write_json
+from tunescope.config.run_config import RunConfig
+from tunescope.recipes.run import BaseEvalCache
+from tunescope.store.fileio import now_iso, write_json
+from tunescope.store.grid_folder import BASE_EVALS_DIR
+from tunescope.store.run_folder import RESULTS
 
 # The libraries whose code computes a base model's scores.
 SCORING_LIBRARIES = ("torch", "transformers", "peft")

@@ -20,7 +20,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, Undefined
 
 from tunescope.report.formatting import missing, number, pct, peq, pm, pval, signed
 from tunescope.report.presentation import present
-from tunescope.run_layout import REPORT_HTML, REPORT_IMAGES, REPORT_JSON, REPORT_MD
+from tunescope.store.layout import REPORT_HTML, REPORT_IMAGES, REPORT_JSON, REPORT_MD
 
 
 def mdcell(x) -> str:
@@ -140,7 +140,7 @@ def render_html(data: dict, images: dict[str, str]) -> str:
 
 
 def render_all(data: dict, out_dir: Path) -> dict[str, Path]:
-    from tunescope.runio import write_text_atomic
+    from tunescope.store.fileio import write_text_atomic
 
     out_dir = Path(out_dir)
     images = images_for(data)
@@ -155,8 +155,8 @@ def render_all(data: dict, out_dir: Path) -> dict[str, Path]:
 
 
 def render_compare(data: dict, out_dir: Path) -> dict[str, Path]:
-    """comparison.html / comparison.md / comparison.json for a multi-run comparison (see tunescope.compare)."""
-    from tunescope.runio import write_text_atomic
+    """comparison.html / comparison.md / comparison.json for a multi-run comparison (see tunescope.analysis.compare)."""
+    from tunescope.store.fileio import write_text_atomic
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

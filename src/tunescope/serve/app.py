@@ -21,7 +21,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tunescope.errors import UserError
+from tunescope.core.errors import UserError
 from tunescope.serve.pages import error_page
 from tunescope.serve.run_index import RunIndex
 from tunescope.serve.security import COMMON_HEADERS, LOCAL_HOSTS, PAGE_POLICY, TokenGate

@@ -12,10 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
-from tunescope import run_record as rr
-from tunescope import run_registry
-from tunescope.errors import UserError
-from tunescope.run_layout import CONFIG, MANIFEST, METRICS, REPORT_HTML, REPORT_JSON, REPORT_MD
+from tunescope.core.errors import UserError
 from tunescope.serve import live
 from tunescope.serve.config_diff import config_diff
 from tunescope.serve.pages import error_page, page, url
@@ -30,6 +27,9 @@ from tunescope.serve.run_index import (
     run_id,
 )
 from tunescope.serve.security import FILE_POLICY, file_inside, media_type
+from tunescope.store import registry as run_registry
+from tunescope.store import run_folder as rr
+from tunescope.store.layout import CONFIG, MANIFEST, METRICS, REPORT_HTML, REPORT_JSON, REPORT_MD
 
 RUN_FILES = (REPORT_HTML, REPORT_MD, REPORT_JSON, CONFIG, MANIFEST, METRICS)
 COLUMNS = (("name", "run"), ("status", "status"), ("model", "model"), ("method", "method"), ("data", "data"),

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from tunescope.errors import UserError
-from tunescope.run_layout import CHECKPOINT_PREFIX
+from tunescope.core.errors import UserError
+from tunescope.store.layout import CHECKPOINT_PREFIX
 
 log = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tunescope.config import VAL_LOSS, TrainingConfig
-from tunescope.errors import UserError
-from tunescope.malloc import RETURN_FREED, malloc_setting
-from tunescope.prompt_format import Encoded
+from tunescope.config.run_config import VAL_LOSS, TrainingConfig
+from tunescope.core.errors import UserError
+from tunescope.core.malloc import RETURN_FREED, malloc_setting
+from tunescope.core.prompt_format import Encoded
 from tunescope.train.batching import collate, epoch_batches, split_by_tokens, supervised_count
 from tunescope.train.checkpoint import Checkpointer
 from tunescope.train.distributed import Distributed, current

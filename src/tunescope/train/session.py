@@ -14,11 +14,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from tunescope.config import RunConfig
-from tunescope.prompt_format import Encoded
-from tunescope.run_layout import ADAPTER, CHECKPOINTS, FINAL_WEIGHTS, METRICS
-from tunescope.run_record import last_summary, rewind_metrics
-from tunescope.run_schema import SummaryRecord
+from tunescope.config.run_config import RunConfig
+from tunescope.core.prompt_format import Encoded
+from tunescope.store.layout import ADAPTER, CHECKPOINTS, FINAL_WEIGHTS, METRICS
+from tunescope.store.run_folder import last_summary, rewind_metrics
+from tunescope.store.schema import SummaryRecord
 from tunescope.train.adapters import build_trainable, count_parameters
 from tunescope.train.checkpoint import Checkpointer
 from tunescope.train.distributed import current

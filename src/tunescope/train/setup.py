@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from tunescope.config import TrainingConfig
+from tunescope.config.run_config import TrainingConfig
 from tunescope.train.checkpoint import Checkpointer
 from tunescope.train.distributed import Distributed
 from tunescope.train.loss import SupervisedCausalLM, loss_path

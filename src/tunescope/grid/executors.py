@@ -20,10 +20,10 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from tunescope.errors import UserError, one_line
-from tunescope.grid_folder import read_status, write_status
-from tunescope.runio import now_iso
-from tunescope.runlock import run_lock
+from tunescope.core.errors import UserError, one_line
+from tunescope.store.fileio import now_iso
+from tunescope.store.grid_folder import read_status, write_status
+from tunescope.store.lock import run_lock
 
 
 def _one_line(e: BaseException) -> str:
@@ -32,7 +32,7 @@ def _one_line(e: BaseException) -> str:
 
 def run_one(config: dict, folder: str, manifest_extra: dict, progress=None) -> dict:
     """Run (or resume) one grid run; never raises for a failure of the run itself."""
-    from tunescope.config import RunConfig
+    from tunescope.config.run_config import RunConfig
 
     cfg = RunConfig.model_validate(config)
     folder_path = Path(folder)
@@ -45,8 +45,8 @@ def run_one(config: dict, folder: str, manifest_extra: dict, progress=None) -> d
 
 
 def _run_one_locked(cfg, folder_path: Path, manifest_extra: dict, progress) -> dict:
-    from tunescope import pipeline
     from tunescope.grid.base_cache import GridBaseEvalCache
+    from tunescope.recipes import run as pipeline
 
     before = read_status(folder_path, cfg.name) or {}
     status = {"run": cfg.name, "status": "running", "host": socket.gethostname(), "pid": os.getpid(),

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tunescope.errors import UserError
-from tunescope.run_layout import CONFIG, EXPORT_DIR, MANIFEST
+from tunescope.core.errors import UserError
+from tunescope.store.layout import CONFIG, EXPORT_DIR, MANIFEST
 
 RUN_MARKERS = (MANIFEST, CONFIG)
 EXPORT_MARKER = "tunescope_export.json"

@@ -13,7 +13,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from tunescope.pipeline import ProgressSink
+from tunescope.recipes.run import ProgressSink
 
 # Paths, run names and values come from the user: no text is read as console markup (a path with
 # "[/x]" in it is printed as it is). The few styled lines ask for markup and escape what they quote.
@@ -24,7 +24,7 @@ out = Console(markup=False)
 def print_error(message: str) -> None:
     from rich.markup import escape
 
-    from tunescope.errors import cap_line
+    from tunescope.core.errors import cap_line
 
     console.print(f"[bold red]error:[/] {escape(cap_line(message))}", markup=True, highlight=False,
                   soft_wrap=True)

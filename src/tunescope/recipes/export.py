@@ -17,13 +17,13 @@ import json
 import shutil
 from pathlib import Path
 
-from tunescope.config import ModelConfig
-from tunescope.errors import UserError, check_writable_dir, one_line, storage_error
-from tunescope.replace_guard import check_export_target
-from tunescope.run_layout import ADAPTER, EXPORT_DIR, MANIFEST, is_partial_name
-from tunescope.run_record import RunRecord, open_run
-from tunescope.runio import write_json
-from tunescope.runlock import run_lock
+from tunescope.config.run_config import ModelConfig
+from tunescope.core.errors import UserError, check_writable_dir, one_line, storage_error
+from tunescope.store.fileio import write_json
+from tunescope.store.layout import ADAPTER, EXPORT_DIR, MANIFEST, is_partial_name
+from tunescope.store.lock import run_lock
+from tunescope.store.replace_guard import check_export_target
+from tunescope.store.run_folder import RunRecord, open_run
 
 
 def _trained_run(run_dir: Path) -> RunRecord:

@@ -19,8 +19,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from tunescope.errors import UserError
-from tunescope.run_layout import MANIFEST, partial_name
+from tunescope.core.errors import UserError
+from tunescope.store.layout import MANIFEST, partial_name
 
 VERSIONED_PACKAGES = ("tunescope", "torch", "transformers", "peft", "accelerate", "datasets", "numpy")
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunescope.errors import UserError
-from tunescope.runio import iter_jsonl, not_utf8
+from tunescope.core.errors import UserError
+from tunescope.store.fileio import iter_jsonl, not_utf8
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 

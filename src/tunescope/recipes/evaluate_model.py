@@ -9,13 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunescope import run_record as rr
-from tunescope.config import EvalConfig, ModelConfig
-from tunescope.config_loading import from_options
-from tunescope.errors import UserError, check_writable_dir
-from tunescope.pipeline import ProgressSink
-from tunescope.run_heldout import HELDOUT, read_run_heldout
-from tunescope.runio import write_json
+from tunescope.config.loading import from_options
+from tunescope.config.run_config import EvalConfig, ModelConfig
+from tunescope.core.errors import UserError, check_writable_dir
+from tunescope.recipes.heldout import HELDOUT, read_run_heldout
+from tunescope.recipes.run import ProgressSink
+from tunescope.store import run_folder as rr
+from tunescope.store.fileio import write_json
 
 
 @dataclass

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tunescope.config import ContaminationConfig, EvalConfig, RunConfig
-from tunescope.errors import UserError
+from tunescope.config.run_config import ContaminationConfig, EvalConfig, RunConfig
+from tunescope.core.errors import UserError
 
 # The other splits a run compares with its training examples; their names cannot be task names.
 VALIDATION_SPLIT = "validation split"
@@ -76,8 +76,8 @@ def results_summary(result: dict[str, Any]) -> dict[str, Any]:
 
 def annotate_results(results_path: Path, result: dict[str, Any]) -> None:
     """Add the check's per-task summary to an evaluation's results.json (under `tunescope.contamination`)."""
-    from tunescope.run_record import read_json_object
-    from tunescope.runio import write_json
+    from tunescope.store.fileio import write_json
+    from tunescope.store.run_folder import read_json_object
 
     results = read_json_object(results_path)
     results.setdefault("tunescope", {})["contamination"] = results_summary(result)
@@ -89,7 +89,7 @@ def check_file(data: str, tasks: list[str], *, data_paths: dict[str, str] | None
                question_field: str = "question", answer_field: str = "answer") -> dict[str, Any]:
     """`tunescope contamination DATA --tasks ...`: a training file against tasks' items, with no model at all.
     `limit` and `ngram` mean what `eval.limit` and `report.contamination.ngram` mean in a run config."""
-    from tunescope.config_loading import from_options
+    from tunescope.config.loading import from_options
     from tunescope.data.sources import load_rows
     from tunescope.evaluate import load_tasks
 

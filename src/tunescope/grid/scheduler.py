@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tunescope.errors import UserError, check_writable_dir
-from tunescope.grid.engine import Job, run_on_ray, run_sequential, start_ray
+from tunescope.core.errors import UserError, check_writable_dir
+from tunescope.grid.executors import Job, run_on_ray, run_sequential, start_ray
 from tunescope.grid.spec import Grid, Run
-from tunescope.grid_folder import read_status, run_complete, write_grid_file
-from tunescope.runlock import run_lock
+from tunescope.store.grid_folder import read_status, run_complete, write_grid_file
+from tunescope.store.lock import run_lock
 
 
 def _complete(run: Run) -> bool:
@@ -53,7 +53,7 @@ def run_grid(grid: Grid, *, use_ray: bool = False, ray_address: str | None = Non
 
 
 def _run_grid_locked(grid: Grid, folder: Path, *, use_ray: bool, progress, report: bool) -> dict:
-    from tunescope import pipeline
+    from tunescope.recipes import run as pipeline
 
     folder.mkdir(parents=True, exist_ok=True)
     write_grid_file(folder, grid.describe())
@@ -94,7 +94,7 @@ def _run_grid_locked(grid: Grid, folder: Path, *, use_ray: bool, progress, repor
 
 
 def write_grid_report(folder: Path) -> dict[str, Path]:
-    from tunescope.grid.analysis import analyse_grid
+    from tunescope.grid.aggregate import analyse_grid
     from tunescope.report.grid import render_grid
 
     return render_grid(analyse_grid(Path(folder)), Path(folder))

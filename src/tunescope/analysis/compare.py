@@ -26,8 +26,9 @@ from tunescope.analysis import stats
 from tunescope.analysis.contamination_report import contamination_share
 from tunescope.analysis.summary import paired_test_name, target_tasks
 from tunescope.analysis.task_curves import headline_series, task_series
-from tunescope.errors import UserError
-from tunescope.results_schema import (
+from tunescope.core.errors import UserError
+from tunescope.store.run_folder import EvaluationRecord, RunRecord
+from tunescope.store.scores import (
     display_order,
     finite_float,
     metric_keys,
@@ -36,7 +37,6 @@ from tunescope.results_schema import (
     stderr_key,
     task_n,
 )
-from tunescope.run_record import EvaluationRecord, RunRecord
 
 
 def item_fingerprint(rec: Mapping[str, Any]) -> str:

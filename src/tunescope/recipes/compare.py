@@ -5,17 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tunescope import run_record as rr
-from tunescope.config_loading import load_config, only_report_keys
-from tunescope.errors import UserError, check_writable_dir
-from tunescope.grid_folder import is_grid_folder, read_grid_file, run_complete, run_names
+from tunescope.config.loading import load_config, only_report_keys
+from tunescope.core.errors import UserError, check_writable_dir
+from tunescope.store import run_folder as rr
+from tunescope.store.grid_folder import is_grid_folder, read_grid_file, run_complete, run_names
 
 
 def compare(run_dirs: list[str | Path], *, baseline: str | None = None, output: str | Path | None = None,
             overrides: list[str] | None = None) -> dict[str, Path]:
     """One report comparing the evaluations of several runs (base and tuned columns) with paired tests at
     `report.alpha` with `report.bootstrap_resamples` (their defaults, or `overrides` such as `report.alpha=0.01`)."""
-    from tunescope.compare import compare_runs
+    from tunescope.analysis.compare import compare_runs
     from tunescope.report.render import render_compare
 
     if not run_dirs:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import yaml
 
-from tunescope.errors import UserError
-from tunescope.run_record import MANIFEST, read_manifest
-from tunescope.runio import read_json, write_json, write_text_atomic
+from tunescope.core.errors import UserError
+from tunescope.store.fileio import read_json, write_json, write_text_atomic
+from tunescope.store.run_folder import MANIFEST, read_manifest
 
 GRID_FILE = "grid.yaml"
 STATUS_DIR = "_cells"

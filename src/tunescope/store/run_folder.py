@@ -20,12 +20,13 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from tunescope.config import RunConfig
-from tunescope.config_loading import load_config
-from tunescope.errors import UserError
+from tunescope.config.loading import load_config
+from tunescope.config.run_config import RunConfig
+from tunescope.core.errors import UserError
+from tunescope.store.fileio import iter_jsonl, read_jsonl, write_jsonl
 
 # The file names are run_layout's; they are imported here too so that a reader of run folders needs one module.
-from tunescope.run_layout import (  # noqa: F401
+from tunescope.store.layout import (  # noqa: F401
     ADAPTER,
     CHECKPOINTS,
     CONFIG,
@@ -39,7 +40,7 @@ from tunescope.run_layout import (  # noqa: F401
     STEPS_DIR,
     TRAIN_EXAMPLES,
 )
-from tunescope.run_schema import (
+from tunescope.store.schema import (
     RECORD_OF_KIND,
     Manifest,
     MetricRecord,
@@ -48,7 +49,6 @@ from tunescope.run_schema import (
     SummaryRecord,
     TrainExample,
 )
-from tunescope.runio import iter_jsonl, read_jsonl, write_jsonl
 
 # The records the training stage writes (a resumed run rewrites them from its checkpoint on).
 TRAINING_KINDS = ("setup", "train", "val", "task_eval", "summary")

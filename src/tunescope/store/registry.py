@@ -26,9 +26,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tunescope.errors import UserError
-from tunescope.results_schema import finite_float, headline_metric, metric_keys, stderr_key, task_n
-from tunescope.run_record import Evaluation, RunRecord, open_run
+from tunescope.core.errors import UserError
+from tunescope.store.run_folder import Evaluation, RunRecord, open_run
+from tunescope.store.scores import finite_float, headline_metric, metric_keys, stderr_key, task_n
 
 ENV_VAR = "TUNESCOPE_REGISTRY"
 BUSY_TIMEOUT_S = 30.0

@@ -14,19 +14,26 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-from tunescope import run_record as rr
-from tunescope.config import RunConfig
-from tunescope.config_loading import dump_config, load_config, only_report_keys
-from tunescope.contamination_recipe import annotate_results, check_run
-from tunescope.errors import RunInterrupted, UserError, check_writable_dir, storage_error
-from tunescope.replace_guard import check_replaceable_run
-from tunescope.run_inputs import EncodedData, Prepared, build_tasks, encode_data, prepare_data, training_tasks
-from tunescope.runio import RunDir, git_sha, library_versions, now_iso, write_json, write_text_atomic
-from tunescope.runlock import run_lock
+from tunescope.config.loading import dump_config, load_config, only_report_keys
+from tunescope.config.run_config import RunConfig
+from tunescope.core.errors import RunInterrupted, UserError, check_writable_dir, storage_error
+from tunescope.recipes.contamination import annotate_results, check_run
+from tunescope.recipes.inputs import (
+    EncodedData,
+    Prepared,
+    build_tasks,
+    encode_data,
+    prepare_data,
+    training_tasks,
+)
+from tunescope.store import run_folder as rr
+from tunescope.store.fileio import RunDir, git_sha, library_versions, now_iso, write_json, write_text_atomic
+from tunescope.store.lock import run_lock
+from tunescope.store.replace_guard import check_replaceable_run
 
 # Per-example losses cost one forward pass each; beyond this many the report samples are enough.
 MAX_EXAMPLE_LOSSES = 512
-DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
+DEMO_CONFIG = Path(__file__).parents[1] / "configs" / "demo.yaml"
 
 
 class ProgressSink:
@@ -86,7 +93,7 @@ def _train_stage(cfg: RunConfig, loaded, prep: Prepared, enc: EncodedData, run_p
 
 def _record_example_losses(model, prep: Prepared, train_set, dropped_rows, cfg: RunConfig, loaded, run_path: Path) -> None:
     """Write train_examples.jsonl: each training example with the final model's loss on it (capped)."""
-    from tunescope.runio import write_jsonl
+    from tunescope.store.fileio import write_jsonl
     from tunescope.train.example_loss import per_example_losses
 
     dropped = set(dropped_rows)
@@ -290,7 +297,7 @@ def register_or_warn(run_dir: Path, progress: ProgressSink | None = None) -> str
     import logging
     import sqlite3
 
-    from tunescope import run_registry
+    from tunescope.store import registry as run_registry
 
     try:
         return run_registry.register_run(run_dir)

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tunescope.errors import UserError
+from tunescope.core.errors import UserError
 
 try:
     import fcntl

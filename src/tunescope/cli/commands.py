@@ -13,13 +13,13 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from tunescope.cli_console import RichProgress, console, out, print_error
-from tunescope.cli_runs import runs_app
-from tunescope.cli_serve import serve as serve_command
-from tunescope.config import SAMPLING_TEMPERATURE, ContaminationConfig, EvalConfig, ModelConfig
-from tunescope.errors import RunInterrupted, UserError, check_writable_dir, storage_error
-from tunescope.run_layout import REPORT_HTML
-from tunescope.termination import handle_sigterm, interrupt_exit_code, interrupt_word
+from tunescope.cli.console import RichProgress, console, out, print_error
+from tunescope.cli.runs import runs_app
+from tunescope.cli.serve import serve as serve_command
+from tunescope.config.run_config import SAMPLING_TEMPERATURE, ContaminationConfig, EvalConfig, ModelConfig
+from tunescope.core.errors import RunInterrupted, UserError, check_writable_dir, storage_error
+from tunescope.core.termination import handle_sigterm, interrupt_exit_code, interrupt_word
+from tunescope.store.layout import REPORT_HTML
 
 
 class _Group(typer.core.TyperGroup):
@@ -68,14 +68,14 @@ def _resume_args(command: str, config: Path, overrides: list[str] | None) -> lis
 
 
 def _load(config: Path | None, overrides: list[str] | None):
-    from tunescope.config_loading import load_config
+    from tunescope.config.loading import load_config
 
     return load_config(config, overrides or [])
 
 
 def _print_summary(run_dir: Path) -> None:
     from tunescope.report.summary_table import summary_rows
-    from tunescope.run_record import open_run
+    from tunescope.store.run_folder import open_run
 
     table = Table(title=Text(f"tunescope run: {run_dir}"))
     table.add_column("measure")
@@ -99,7 +99,7 @@ def run(
     resume: Resume = False,
 ) -> None:
     """Whole pipeline: base evaluation → training → tuned evaluation → report."""
-    from tunescope import pipeline
+    from tunescope.recipes import run as pipeline
 
     _RESUME_ARGS[:] = _resume_args("run", config, set_)
     cfg = _load(config, set_)
@@ -121,7 +121,7 @@ def train(
     Scales out with no change: accelerate launch --config_file configs/accelerate/ddp_cpu.yaml -m tunescope.cli train CFG
     (configs/accelerate/ddp_gpu.yaml on GPUs)
     """
-    from tunescope import pipeline
+    from tunescope.recipes import run as pipeline
 
     _RESUME_ARGS[:] = _resume_args("train", config, set_)
     cfg = _load(config, (set_ or []) + ["eval.tasks=[]"])
@@ -142,7 +142,7 @@ def export(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing export folder.")] = False,
 ) -> None:
     """Export a run's weights: the adapter in PEFT format, or (--merged) a standalone merged model."""
-    from tunescope.export import export_run
+    from tunescope.recipes.export import export_run
 
     if dtype not in {"float32", "bfloat16", "float16"}:
         raise UserError(f"unknown dtype '{dtype}' (use float32, bfloat16, float16)", where="--dtype")
@@ -207,7 +207,7 @@ def eval_(
         EvalConfig, "engine"),
 ) -> None:
     """Evaluate a model on benchmarks, or on a run's held-out problems (--heldout-from); prints lm-evaluation-harness's familiar table."""
-    from tunescope.eval_recipe import evaluate_model
+    from tunescope.recipes.evaluate_model import evaluate_model
 
     paths = _data_paths(data_path)
     settings = dict(limit=None if limit == "all" else limit, batch_size=batch_size, max_new_tokens=max_new_tokens,
@@ -256,7 +256,7 @@ def contamination(
     answer_field: Annotated[str, typer.Option(help="The training file's answer field.")] = "answer",
 ) -> None:
     """Check training data against tasks' items before training: n-gram overlap and duplicates. No model loads."""
-    from tunescope.contamination_recipe import check_file
+    from tunescope.recipes.contamination import check_file
     from tunescope.report.contamination_view import CHECK_COLUMNS, check_table, flagged_lines
 
     result = check_file(data, [t.strip() for t in tasks.split(",") if t.strip()], data_paths=_data_paths(data_path),
@@ -281,7 +281,7 @@ def report(
         "--set", "-s", help="Change a report setting: --set report.forgetting_threshold_points=5")] = None,
 ) -> None:
     """(Re)build report.html, report.md and report.json for a run, and add it to the run registry."""
-    from tunescope.pipeline import write_report
+    from tunescope.recipes.run import write_report
 
     paths = write_report(run_dir, overrides=set_)
     for kind, path in paths.items():
@@ -300,7 +300,7 @@ def compare(
         "--set", "-s", help="Change a test setting: --set report.alpha=0.01, --set report.bootstrap_resamples=2000")] = None,
 ) -> None:
     """Compare runs: models × tasks with score ± stderr, the best per row, paired tests against a baseline."""
-    from tunescope import compare_recipe
+    from tunescope.recipes import compare as compare_recipe
 
     paths = compare_recipe.compare(list(runs), baseline=baseline, output=output, overrides=set_)
     for kind, path in paths.items():
@@ -330,7 +330,7 @@ def grid(
 
         print_dry_run(g, out)
         return
-    from tunescope.grid.runner import run_grid
+    from tunescope.grid.scheduler import run_grid
 
     try:
         with RichProgress() as progress:
@@ -361,7 +361,7 @@ def demo(
     overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite", help="Replace runs/demo if it exists.")] = True,
 ) -> None:
     """Offline demo: LoRA on synthetic grade-school math with SmolLM2-135M-Instruct, then the report."""
-    from tunescope import pipeline
+    from tunescope.recipes import run as pipeline
 
     with RichProgress() as progress:
         run_dir = pipeline.demo(set_, overwrite=overwrite, progress=progress)

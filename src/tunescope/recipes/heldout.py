@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunescope import run_record as rr
-from tunescope.config import RunConfig
-from tunescope.errors import UserError
-from tunescope.run_inputs import heldout_task, prepare_data
-from tunescope.run_schema import TaskEvalRecord
+from tunescope.config.run_config import RunConfig
+from tunescope.core.errors import UserError
+from tunescope.recipes.inputs import heldout_task, prepare_data
+from tunescope.store import run_folder as rr
+from tunescope.store.schema import TaskEvalRecord
 
 HELDOUT = "heldout"
 OPTION = "--heldout-from"
@@ -57,7 +57,7 @@ class RunHeldout:
 
     def base_model(self) -> str:
         """The base weights the run trained on: where it read them, or its configured model."""
-        from tunescope.export import base_source
+        from tunescope.recipes.export import base_source
 
         return base_source(self.config.model, self.record.manifest.model.source)
 

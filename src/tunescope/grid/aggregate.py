@@ -13,9 +13,9 @@ from pathlib import Path
 
 from tunescope.analysis.contamination_report import contamination_share
 from tunescope.grid.comparisons import compare_pair, holm_verdicts, item_outcomes, pairs_to_compare
-from tunescope.grid_folder import read_grid_file, read_status, run_name
-from tunescope.results_schema import display_order, finite_float, headline_metric, metric_keys, stderr_key
-from tunescope.run_record import MANIFEST, open_run
+from tunescope.store.grid_folder import read_grid_file, read_status, run_name
+from tunescope.store.run_folder import MANIFEST, open_run
+from tunescope.store.scores import display_order, finite_float, headline_metric, metric_keys, stderr_key
 
 
 def _spread(values: list[float]) -> dict:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from tunescope.errors import UserError
+from tunescope.core.errors import UserError
 
 
 def serve(

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from tunescope.cli_console import out
+from tunescope.cli.console import out
 
 runs_app = typer.Typer(no_args_is_help=True, help="The local run registry ($TUNESCOPE_REGISTRY, default "
                                                    "~/.cache/tunescope/registry.sqlite).")
@@ -24,7 +24,7 @@ def runs_list(
     grid: Annotated[str | None, typer.Option("--grid", help="Only the runs of this grid (its name).")] = None,
 ) -> None:
     """Every registered run, newest first, with its headline scores."""
-    from tunescope import run_registry
+    from tunescope.store import registry as run_registry
 
     rows = run_registry.list_runs(grid=grid)
     table = Table(title=f"{len(rows)} registered run(s)")
@@ -45,8 +45,8 @@ def runs_list(
 @runs_app.command("show")
 def runs_show(ref: Annotated[str, typer.Argument(metavar="RUN", help="Run name or directory.")]) -> None:
     """One run: what it was, its training figures and every score."""
-    from tunescope import run_registry
     from tunescope.report.formatting import number
+    from tunescope.store import registry as run_registry
 
     r = run_registry.get_run(ref)
     info = Table(title=f"run {r['name']}", show_header=False)
@@ -82,8 +82,8 @@ def runs_leaderboard(
     label: Annotated[str | None, typer.Option(help="Only base or only tuned evaluations.")] = None,
 ) -> None:
     """Registered evaluations on one task, best first (with stderr and n: close scores are not a ranking)."""
-    from tunescope import run_registry
     from tunescope.report.formatting import number
+    from tunescope.store import registry as run_registry
 
     board = run_registry.leaderboard(task, metric=metric, label=label)
     table = Table(title=f"{board['task']} · {board['metric']}")

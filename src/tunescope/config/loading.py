@@ -14,9 +14,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from tunescope.config import RunConfig, field_annotation
-from tunescope.errors import UserError
-from tunescope.safe_yaml import AliasBomb, BoundedSafeLoader, load_yaml
+from tunescope.config.run_config import RunConfig, field_annotation
+from tunescope.config.safe_yaml import AliasBomb, BoundedSafeLoader, load_yaml
+from tunescope.core.errors import UserError
 
 
 def _format_validation_error(err: ValidationError, source: str, lines: dict[tuple, int],

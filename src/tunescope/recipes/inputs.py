@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tunescope.config import RunConfig
-from tunescope.errors import UserError
+from tunescope.config.run_config import RunConfig
+from tunescope.core.errors import UserError
 
 
 @dataclass
@@ -54,8 +54,8 @@ def prepare_data(cfg: RunConfig) -> Prepared:
 
 def heldout_task(cfg: RunConfig, heldout_rows: list[dict], samples: int = 1, temperature: float | None = None):
     """The held-out problems as a task, asked exactly as training formatted them."""
+    from tunescope.core.prompt_format import prompt_prefix
     from tunescope.evaluate import sampling_overrides, task_from_docs
-    from tunescope.prompt_format import prompt_prefix
 
     sampling = sampling_overrides(samples, temperature)
     if cfg.prompt.use_chat_template:

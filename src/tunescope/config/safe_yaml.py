@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, SequenceNode
 
-from tunescope.errors import UserError
+from tunescope.core.errors import UserError
 
 MAX_EXPANDED_NODES = 20_000
 
