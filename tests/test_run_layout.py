@@ -38,7 +38,7 @@ def spelled_out(path: Path, label: str) -> list[str]:
 def test_file_names_are_defined_once():
     found = [hit for path in sorted(PACKAGE.rglob("*.py")) if path.resolve() not in OWNERS
              for hit in spelled_out(path, str(path.relative_to(PACKAGE)))]
-    assert not found, ("run-folder or grid-folder file names spelled out outside run_layout.py / grid_folder.py "
+    assert not found, ("run-folder or grid-folder file names spelled out outside store/layout.py / store/grid_folder.py "
                        "(import the constant):\n" + "\n".join(found))
 
 

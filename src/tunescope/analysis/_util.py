@@ -3,7 +3,7 @@ standalone figure (PNG bytes come from `report.plots.figure_png`).
 
 Every analysis function returns plain dictionaries that go straight into ``report.json``, so numpy
 scalars must become Python numbers and non-finite values ``None`` (JSON has no NaN):
-``results_schema.finite_float`` does that.
+``store.scores.finite_float`` does that.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ fewer than 25 discordant pairs) and a paired bootstrap 95% CI, with Holm's corre
 comparisons in the report.
 
 This module sits beside ``analysis`` in the import order (pipeline → compare → analysis); it receives
-typed run records (``run_record``) and returns a plain dict for ``report.render_compare``.
+typed run records (``store.run_folder``) and returns a plain dict for ``report.render_compare``.
 """
 
 from __future__ import annotations
@@ -205,7 +205,7 @@ def _paired_tests(cols: list[dict], base_col: dict, rows: list[dict], *, alpha: 
 def compare_runs(runs: Sequence[Compared], baseline: str | None = None, *, alpha: float,
                  n_boot: int, seed: int = 0) -> dict:
     """The comparison report's data, from run directories and evaluation-only folders
-    (``run_record.open_run_or_evaluation``)."""
+    (``store.run_folder.open_run_or_evaluation``)."""
     cols = columns_of(runs)
     if not cols:
         raise UserError("none of the given runs has an evaluation (eval/<label>/results.json)")

@@ -13,7 +13,7 @@ from .contamination_report import contamination_conclusions
 
 
 def primary_rows(rows: list[dict]) -> list[dict]:
-    """One row per task: its headline metric (``results_schema.headline_metric``)."""
+    """One row per task: its headline metric (``store.scores.headline_metric``)."""
     return headline_rows(rows)
 
 

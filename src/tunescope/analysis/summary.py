@@ -1,4 +1,4 @@
-"""Turn a run record (config, manifest, metrics, evaluations; see ``run_record``) into the report's data.
+"""Turn a run record (config, manifest, metrics, evaluations; see ``store.run_folder``) into the report's data.
 
 Every number here is read from what the run recorded or computed from it by the analysis modules
 (``curves``, ``stats``, ``errors``, ``text``, ``clusters``, ``outliers``); nothing is estimated without

@@ -2,7 +2,7 @@
 
 Validation loss can keep falling while the task it stands for has peaked, and a target task can
 improve while a general one quietly drops. Each verdict here is judged on a task's headline metric
-(``results_schema.headline_metric``), states the numbers it rests on and its test, and every test is
+(``store.scores.headline_metric``), states the numbers it rests on and its test, and every test is
 paired: both steps scored the same fixed items (``eval/steps/<step>/<task>.jsonl``), so McNemar's test
 on the items whose outcome changed is the right one.
 

@@ -2,7 +2,7 @@
 
 `RunConfig` and its sections (model, data, prompt, training, eval, report) with their defaults and
 checks; unknown keys are rejected. How a config is read from YAML, `--set` overrides and command-line
-options is `config_loading`.
+options is `config.loading`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Reading a task's rows: from a local file or folder, or from the Hugging Face hub.
 
-Every row is a `records.Record` carrying `where` ("file:line") so a processor can name the exact
+Every row is a `core.data_files.Record` carrying `where` ("file:line") so a processor can name the exact
 place a field is missing. Local files may be .jsonl, .json, .csv or .parquet (`core/data_files.py`); a folder
 is searched for a file per split (`test.jsonl`, `<name>_test.csv`, `test/<name>_test.csv`, ...).
 """

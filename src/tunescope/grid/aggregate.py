@@ -1,7 +1,7 @@
 """The grid report's data from a grid folder: scores across seeds, seed noise, tests, plots' data, cost.
 
 Every figure comes from the runs' own files (results.json, per-item JSONL, metrics summary, manifest)
-read through `run_record`. Across seeds a cell's score is the mean of its seeds, its uncertainty the
+read through `store.run_folder`. Across seeds a cell's score is the mean of its seeds, its uncertainty the
 standard error over seeds (SD / √k); with a single seed it is the run's own item standard error. A
 base evaluation has no seeds and shows its item standard error.
 """

@@ -1,6 +1,6 @@
 """`tunescope grid`: expand the grid, run what is not finished, register the runs, write the grid report.
 
-The grid folder's layout (grid file, status records, run names) is `grid_folder`'s.
+The grid folder's layout (grid file, status records, run names) is `store.grid_folder`'s.
 
 Re-running a grid skips the runs that are complete, resumes interrupted ones from their checkpoint and
 retries failed ones. The runs go in two waves: first one run per base model (each evaluates its base

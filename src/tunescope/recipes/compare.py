@@ -1,5 +1,5 @@
 """`tunescope compare`: which evaluations to compare (run folders, evaluation folders, the finished
-runs of a grid), with which test settings, written where. The comparison itself is `compare`."""
+runs of a grid), with which test settings, written where. The comparison itself is `analysis.compare`."""
 
 from __future__ import annotations
 

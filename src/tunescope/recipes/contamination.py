@@ -61,7 +61,7 @@ def check(train_rows: list[dict], tasks: list, limit: int | float | None, settin
 
 
 def check_run(cfg: RunConfig, prep, tasks: list) -> dict[str, Any]:
-    """A run's check (see the module docstring); `prep` is `run_inputs.Prepared`."""
+    """A run's check (see the module docstring); `prep` is `recipes.inputs.Prepared`."""
     splits = {VALIDATION_SPLIT: [[str(r["question"]), str(r["answer"])] for r in prep.val_rows],
               HELDOUT_SPLIT: [[str(r["question"])] for r in prep.heldout_rows]}
     return check(prep.train_rows, tasks, cfg.eval.limit, cfg.report.contamination, splits)

@@ -1,7 +1,7 @@
 """A finished run's held-out task, made again from its folder: `tunescope eval --heldout-from RUN`.
 
-The run's config says how its held-out problems were made (`run_inputs.prepare_data`) and how they
-were asked (the training prompt format, `run_inputs.heldout_task`); its `eval:` settings say how they
+The run's config says how its held-out problems were made (`recipes.inputs.prepare_data`) and how they
+were asked (the training prompt format, `recipes.inputs.heldout_task`); its `eval:` settings say how they
 were scored (items, generation cap, sampling, engine, batch size); its manifest says in which dtype
 the model ran and from which base weights. The problems are made again exactly as the run made them
 and checked against what the run recorded — the training data's hash, the number of held-out

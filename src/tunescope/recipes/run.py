@@ -2,8 +2,8 @@
 
 `run` reads one `RunConfig` and writes one run directory (`demo` is `run` on the packaged demo
 config). The CLI calls these; they call the stage modules (data, models, train, evaluate, analysis)
-and hand plain dictionaries to report. The other recipes are `eval_recipe` (`tunescope eval`) and
-`compare_recipe` (`tunescope compare`); what a run prepares before its model loads is `run_inputs`.
+and hand plain dictionaries to report. The other recipes are `recipes.evaluate_model` (`tunescope eval`) and
+`recipes.compare` (`tunescope compare`); what a run prepares before its model loads is `recipes.inputs`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A run is written under `<output_dir>/.<name>.partial/` and renamed to `<output_dir>/<name>/` only
 when it completes, so a crashed or interrupted run never looks finished. The manifest's `status`
-says the same thing from inside the folder. The names of the folder's files are `run_layout`'s.
+says the same thing from inside the folder. The names of the folder's files are `store.layout`'s.
 """
 
 from __future__ import annotations

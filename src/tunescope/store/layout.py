@@ -1,8 +1,8 @@
 """The run folder's layout: the name of every file and folder a run writes in `runs/<name>/`, defined
-here once. The writers (pipeline, training, evaluation, report) and the one reader (`run_record`) take
+here once. The writers (pipeline, training, evaluation, report) and the one reader (`store.run_folder`) take
 the names from here; `tests/test_run_layout.py` fails on a copy of one anywhere else in `src/`.
 
-The grid folder's own names (grid file, status records, shared base evaluations) are `grid_folder`'s.
+The grid folder's own names (grid file, status records, shared base evaluations) are `store.grid_folder`'s.
 """
 
 from __future__ import annotations

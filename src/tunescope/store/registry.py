@@ -9,7 +9,7 @@ lost: the database runs in WAL mode (readers never block the writer), every conn
 ``BUSY_TIMEOUT_S`` for a lock, and each write is one ``BEGIN IMMEDIATE`` transaction that is retried
 with jittered back-off when SQLite still reports the database as locked or busy.
 
-The registry reads a run through ``run_record`` (config, manifest, evaluations, the training summary
+The registry reads a run through ``store.run_folder`` (config, manifest, evaluations, the training summary
 and, if present, ``report.json``); it imports nothing from the pipeline stages.
 """
 
@@ -351,7 +351,7 @@ def list_runs(db: str | Path | None = None, grid: str | None = None) -> list[dic
 
 
 def _headline(scores: list[dict]) -> list[dict]:
-    """Per (label, task): the headline metric's score (``results_schema.headline_metric``)."""
+    """Per (label, task): the headline metric's score (``store.scores.headline_metric``)."""
     out = []
     keys = sorted({(s["task"], s["label"]) for s in scores}, key=lambda k: (k[0], k[1] != "base"))
     for task, label in keys:

@@ -6,8 +6,8 @@ examples and the report. `open_evaluation(path)` reads a `tunescope eval --outpu
 report, compare, export, the registry and the CLI read runs only through here, so a damaged file
 is reported the same way everywhere: a `UserError` naming the file (and line where known).
 
-The file names are in `run_layout`, the record types in `run_schema`; `runio` keeps the low-level writing
-primitives.
+The file names are in `store.layout`, the record types in `store.schema`; `store.fileio` keeps the low-level
+writing primitives.
 """
 
 from __future__ import annotations

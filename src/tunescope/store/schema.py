@@ -3,7 +3,7 @@
 lines of train_examples.jsonl (`TrainExample`).
 
 The record types are documented in ARCHITECTURE.md; each accepts fields it does not name, so runs
-written by other versions still load. `run_record` reads the files into them.
+written by other versions still load. `store.run_folder` reads the files into them.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class ManifestModel(_Open):
 
 
 class ManifestGrid(_Open):
-    """`grid`: the grid a grid run belongs to (grid/runner.py writes it)."""
+    """`grid`: the grid a grid run belongs to (`grid/scheduler.py` writes it)."""
 
     id: str | None = None
     folder: str | None = None
