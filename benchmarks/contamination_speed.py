@@ -27,10 +27,10 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def demo(repeat: int) -> None:
     t0 = time.perf_counter()
-    from tunescope.config_loading import load_config
-    from tunescope.contamination_recipe import check_run
-    from tunescope.pipeline import DEMO_CONFIG
-    from tunescope.run_inputs import build_tasks, prepare_data
+    from tunescope.config.loading import load_config
+    from tunescope.recipes.contamination import check_run
+    from tunescope.recipes.inputs import build_tasks, prepare_data
+    from tunescope.recipes.run import DEMO_CONFIG
 
     cfg = load_config(DEMO_CONFIG, [])
     prep = prepare_data(cfg)

@@ -1,4 +1,4 @@
-"""Page faults and system time of an evaluation under each glibc malloc setting (`tunescope/malloc.py`).
+"""Page faults and system time of an evaluation under each glibc malloc setting (`tunescope/core/malloc.py`).
 
 Each case runs in a fresh process (glibc's adaptive default cannot be restored once changed), one
 after the other in turn, `--repeats` times, on SmolLM2-135M-Instruct (float32, CPU) and the first N
@@ -49,7 +49,7 @@ def one_case(case: str, task_key: str, n: int) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tunescope import malloc
+    from tunescope.core import malloc
     from tunescope.evaluate import evaluate, load_task, runner
     from tunescope.models.loading import materialize
 

@@ -31,11 +31,11 @@ from pathlib import Path
 
 import torch
 
-from tunescope.config_loading import load_config
+from tunescope.config.loading import load_config
 from tunescope.evaluate import folding, generation
 from tunescope.evaluate.runner import evaluate_native
 from tunescope.models.loading import load_model
-from tunescope.run_inputs import heldout_task, prepare_data
+from tunescope.recipes.inputs import heldout_task, prepare_data
 
 DEMO = Path(__file__).resolve().parents[1] / "src" / "tunescope" / "configs" / "demo.yaml"
 

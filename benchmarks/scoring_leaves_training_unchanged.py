@@ -20,9 +20,9 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-from tunescope import pipeline
-from tunescope.config_loading import load_config
-from tunescope.runio import read_jsonl
+from tunescope.config.loading import load_config
+from tunescope.recipes import run as pipeline
+from tunescope.store.fileio import read_jsonl
 
 DEMO = Path(__file__).resolve().parents[1] / "src" / "tunescope" / "configs" / "demo.yaml"
 TIMING = {"elapsed_s"}

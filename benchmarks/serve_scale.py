@@ -38,8 +38,8 @@ import threading
 import time
 from pathlib import Path
 
-from tunescope import run_registry
-from tunescope.config_loading import load_config
+from tunescope.config.loading import load_config
+from tunescope.store import registry as run_registry
 
 MODELS = ("smollm2-135m-instruct", "smollm2-360m-instruct", "qwen2.5-0.5b-instruct", "gemma-3-270m", "tiny-llama")
 METHODS = ("lora", "dora", "full")

@@ -101,7 +101,7 @@ def wait_turn() -> None:
 def run_tunescope(args) -> dict:
     import torch
 
-    from tunescope.config import LoraConfig, TrainingConfig
+    from tunescope.config.run_config import LoraConfig, TrainingConfig
     from tunescope.data.prompting import encode_dataset
     from tunescope.models import load_model
     from tunescope.train.adapters import build_trainable

@@ -460,7 +460,7 @@ def check_fused_lora(family: Family, dtype: torch.dtype) -> FusedResult:
     dropout (so both apply the same function) and an adapter with an effect."""
     from peft import LoraConfig, get_peft_model
 
-    from tunescope.config import LoraConfig as ProjectLoraConfig
+    from tunescope.config.run_config import LoraConfig as ProjectLoraConfig
     from tunescope.train.adapters import build_trainable
     from tunescope.train.batching import collate
     from tunescope.train.loss import supervised_loss
@@ -495,7 +495,7 @@ def check_fused_lora(family: Family, dtype: torch.dtype) -> FusedResult:
 
 
 def training_config(method: str, **overrides):
-    from tunescope.config import LoraConfig, TrainingConfig
+    from tunescope.config.run_config import LoraConfig, TrainingConfig
 
     settings = dict(method=method, lora=LoraConfig(dropout=0.1), max_steps=1, batch_size=4, learning_rate=1e-2,
                     warmup_ratio=0.0, threads=1)
@@ -575,10 +575,10 @@ def check_merge(family: Family, tmp: Path, method: str = "lora") -> MergeResult:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from tunescope.config import RunConfig
-    from tunescope.config_loading import dump_config
-    from tunescope.export import export_run
-    from tunescope.runio import write_json, write_text_atomic
+    from tunescope.config.loading import dump_config
+    from tunescope.config.run_config import RunConfig
+    from tunescope.recipes.export import export_run
+    from tunescope.store.fileio import write_json, write_text_atomic
     from tunescope.train.adapters import build_trainable
 
     base_dir = save_base(family, tmp / "base")

@@ -1,7 +1,7 @@
 """Runs through the real pipeline in subprocesses, one of them SIGKILLed mid-training and resumed: the
 harness of the resume tests.
 
-`start` runs `pipeline.run` on the tiny model with the given `--set` overrides. A run started with
+`start` runs `recipes.run.run` on the tiny model with the given `--set` overrides. A run started with
 `hold_at=N` writes a marker file when training reaches step N and then sleeps until `kill_when_held`
 SIGKILLs it. With `report=False` a run stops just before its report, its folder still `.<name>.partial/`.
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 SCRIPT = r"""
 import json, os, sys, time
 from pathlib import Path
-from tunescope import pipeline
-from tunescope.config_loading import load_config
+from tunescope.recipes import run as pipeline
+from tunescope.config.loading import load_config
 
 out, name, model, resume, hold_at, marker, report, overrides = sys.argv[1:9]
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import yaml
 
 from synthetic_run import build_run
-from tunescope import pipeline, run_registry
-from tunescope.config_loading import load_config
+from tunescope.config.loading import load_config
+from tunescope.recipes import run as pipeline
+from tunescope.store import registry as run_registry
 
 XSS_NAME = "<img src=x onerror=alert(1)>"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from tunescope.config_loading import load_config
+from tunescope.config.loading import load_config
 from tunescope.data.synthetic import generate_problems
 
 
@@ -202,9 +202,9 @@ def add_contamination(run: Path, planted: dict[int, str]) -> list[int]:
     """Write the run's contamination.json as a run would: its training examples, plus the held-out
     questions `planted` names (doc_id -> text added to the question) as extra training examples, against
     its held-out and HellaSwag items. Returns the planted doc_ids."""
-    from tunescope.config import ContaminationConfig
-    from tunescope.contamination_recipe import check_texts
-    from tunescope.runio import read_jsonl, write_json
+    from tunescope.config.run_config import ContaminationConfig
+    from tunescope.recipes.contamination import check_texts
+    from tunescope.store.fileio import read_jsonl, write_json
 
     train = [[r["question"], r["answer"]] for r in read_jsonl(run / "train_examples.jsonl")]
     heldout = read_jsonl(run / "eval" / "tuned" / "heldout.jsonl")

@@ -1,4 +1,4 @@
-"""Tests for tunescope.arith: the safe evaluator, annotation and equation extraction, number helpers."""
+"""Tests for tunescope.core.arith: the safe evaluator, annotation and equation extraction, number helpers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from fractions import Fraction
 
 import pytest
 
-from tunescope.arith import (
+from tunescope.core.arith import (
     MAX_EXPRESSION_CHARS,
     evaluate_expression,
     find_equations,

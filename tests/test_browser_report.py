@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from synthetic_run import add_contamination, build_run
-from tunescope import pipeline
+from tunescope.recipes import run as pipeline
 
 pytestmark = pytest.mark.browser
 
@@ -117,8 +117,8 @@ def other_pages(tmp_path_factory, report) -> dict[str, Path]:
     """comparison.html and grid.html from fixture runs (the report's run and a second one; a built grid)."""
     from grid_fixtures import synthetic_grid
     from synthetic_run import add_task_curves
-    from tunescope import compare_recipe
-    from tunescope.grid.analysis import analyse_grid
+    from tunescope.grid.aggregate import analyse_grid
+    from tunescope.recipes import compare as compare_recipe
     from tunescope.report.grid import render_grid
 
     root = tmp_path_factory.mktemp("browser-pages")

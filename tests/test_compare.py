@@ -11,9 +11,9 @@ import sys
 import pytest
 
 from synthetic_run import build_run
-from tunescope import compare_recipe
-from tunescope.compare import item_fingerprint
-from tunescope.errors import UserError
+from tunescope.analysis.compare import item_fingerprint
+from tunescope.core.errors import UserError
+from tunescope.recipes import compare as compare_recipe
 
 # Fewer paired-bootstrap resamples than the report default keep these tests fast.
 BOOT_1000 = ["report.bootstrap_resamples=1000"]

@@ -1,8 +1,8 @@
 import pytest
 
-from tunescope.config import DEFAULT_TEMPLATE, RunConfig
-from tunescope.config_loading import dump_config, load_config
-from tunescope.errors import UserError
+from tunescope.config.loading import dump_config, load_config
+from tunescope.config.run_config import DEFAULT_TEMPLATE, RunConfig
+from tunescope.core.errors import UserError
 
 
 def test_defaults_match_reference_hyperparameters():
@@ -67,8 +67,8 @@ def test_dump_roundtrip(tmp_path):
 def test_eval_command_defaults_are_the_config_defaults():
     import inspect
 
-    from tunescope import cli
-    from tunescope.config import EvalConfig, ModelConfig
+    from tunescope.cli import commands as cli
+    from tunescope.config.run_config import EvalConfig, ModelConfig
 
     options = inspect.signature(cli.eval_).parameters
     ev = EvalConfig()
@@ -88,8 +88,8 @@ def test_eval_batch_size_may_be_auto():
 
 
 def test_options_are_validated_like_config_keys():
-    from tunescope.config import EvalConfig
-    from tunescope.config_loading import from_options
+    from tunescope.config.loading import from_options
+    from tunescope.config.run_config import EvalConfig
 
     assert from_options(EvalConfig, limit="7", batch_size="auto").limit == 7
     with pytest.raises(UserError, match="^--samples: must be at least 1"):

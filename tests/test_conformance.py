@@ -173,7 +173,7 @@ def test_a_model_that_declares_the_attention_interface_calls_a_registered_functi
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-    from tunescope.modelinfo import num_layers, routes_attention_through_interface
+    from tunescope.core.modelinfo import num_layers, routes_attention_through_interface
 
     model = build_model(FAMILIES[name])
     assert routes_attention_through_interface(model)

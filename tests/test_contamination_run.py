@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import random
 
-from tunescope import pipeline
-from tunescope.config_loading import load_config
+from tunescope.config.loading import load_config
 from tunescope.data.split import train_val_split
+from tunescope.recipes import run as pipeline
 from tunescope.report.summary_table import summary_rows
-from tunescope.results_schema import sample_key
-from tunescope.runio import read_json, read_jsonl
+from tunescope.store.fileio import read_json, read_jsonl
+from tunescope.store.scores import sample_key
 
 WORDS = [f"{a}{b}" for a in ("ka", "lo", "mi", "nu", "pe", "ro", "si", "tu", "va", "ze")
          for b in ("bar", "cen", "dol", "fim", "gus", "hap", "jor", "kel", "lom", "mur")]
@@ -118,7 +118,7 @@ def strict_render(data: dict) -> dict[str, str]:
 def test_report_section_from_a_recorded_run(tmp_path):
     from synthetic_run import add_contamination, build_run
     from tunescope.analysis.summary import analyse_run
-    from tunescope.run_record import open_run
+    from tunescope.store.run_folder import open_run
 
     run = build_run(tmp_path, "planted", n_heldout=40, heldout_base_acc=0.1, heldout_tuned_acc=0.6)
     add_contamination(run, {})
@@ -144,7 +144,7 @@ def test_report_section_from_a_recorded_run(tmp_path):
 def test_report_section_of_a_run_without_a_check_says_so(tmp_path):
     from synthetic_run import build_run
     from tunescope.analysis.summary import analyse_run
-    from tunescope.run_record import open_run
+    from tunescope.store.run_folder import open_run
 
     data = analyse_run(open_run(build_run(tmp_path, "old")))
     assert not data["contamination"]["available"] and "contamination.json" in data["contamination"]["reason"]

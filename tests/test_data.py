@@ -2,12 +2,12 @@ import json
 
 import pytest
 
-from tunescope.config import DEFAULT_TEMPLATE
+from tunescope.config.run_config import DEFAULT_TEMPLATE
+from tunescope.core.errors import UserError
+from tunescope.core.prompt_format import IGNORE_INDEX, prompt_prefix
 from tunescope.data.prompting import encode_dataset, encode_example
 from tunescope.data.sources import load_rows
 from tunescope.data.split import train_val_split
-from tunescope.errors import UserError
-from tunescope.prompt_format import IGNORE_INDEX, prompt_prefix
 
 
 def test_split_is_deterministic_and_disjoint():
@@ -97,10 +97,10 @@ def test_gsm8k_local_file_matches_expected_shape(shared_dir):
 
 
 def test_synthetic_heldout_has_the_size_asked_for_when_training_covers_the_first_draws(monkeypatch):
-    from tunescope.config_loading import load_config
+    from tunescope.config.loading import load_config
     from tunescope.data import sources
     from tunescope.data.synthetic import generate_problems
-    from tunescope.run_inputs import prepare_data
+    from tunescope.recipes.inputs import prepare_data
 
     cfg = load_config(None, ["data.synthetic_size=60", "eval.heldout_size=10"])
     heldout_seed = cfg.data_seed + 1_000_003

@@ -117,8 +117,8 @@ def test_load_model_records_the_choice(tiny_model_dir, tmp_path, monkeypatch):
 
 def test_manifest_and_report_carry_the_figures(tmp_path, monkeypatch):
     from synthetic_run import build_run
-    from tunescope import pipeline
-    from tunescope.config_loading import load_config
+    from tunescope.config.loading import load_config
+    from tunescope.recipes import run as pipeline
 
     monkeypatch.setenv("TUNESCOPE_REGISTRY", str(tmp_path / "registry.sqlite"))
     choice = choose_dtype(CPU, SHAPE, timer=fake_timer({"float32": 218.0, "bfloat16": 117.0}))

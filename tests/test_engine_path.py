@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from test_eval_engine import _mc_file, gen_requests, tiny_model, tiny_tokenizer
-from tunescope.errors import UserError
+from tunescope.core.errors import UserError
 from tunescope.evaluate import evaluate, load_task, task_from_docs
 from tunescope.evaluate.enginepath import engine_path, resolve_engine
 from tunescope.evaluate.generation import Generator, GenRequest
@@ -221,8 +221,8 @@ def test_moe_model_runs_through_transformers_and_matches_generate_alone(tmp_path
 
 
 def test_run_config_engine_key_reaches_the_evaluation(tmp_path):
-    from tunescope.config_loading import load_config
-    from tunescope.pipeline import ProgressSink, run_evaluation
+    from tunescope.config.loading import load_config
+    from tunescope.recipes.run import ProgressSink, run_evaluation
 
     assert load_config(None, []).eval.engine == "auto"
     with pytest.raises(UserError, match=r"key 'eval\.engine'") as e:
@@ -246,7 +246,7 @@ def test_run_config_engine_key_reaches_the_evaluation(tmp_path):
 
 
 def test_cli_rejects_an_unknown_engine(monkeypatch, capsys):
-    from tunescope import cli
+    from tunescope.cli import commands as cli
 
     monkeypatch.setattr("sys.argv", ["tunescope", "eval", "--model", "x/y", "--tasks", "gsm8k", "--engine", "bogus"])
     with pytest.raises(SystemExit) as e:

@@ -192,7 +192,7 @@ def test_self_consistency_reports_maj_at_k():
 
 
 def test_bad_batch_size_and_backend():
-    from tunescope.errors import UserError
+    from tunescope.core.errors import UserError
 
     tok, model = tiny_tokenizer(), tiny_model()
     task = task_from_docs("heldout", [{"question": "q", "answer": "#### 1"}], "Q: {question}\nA: {answer}")

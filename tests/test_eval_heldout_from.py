@@ -21,8 +21,8 @@ import yaml
 from typer.testing import CliRunner
 
 from synthetic_run import build_run
-from tunescope.config_loading import dump_config, load_config
-from tunescope.run_inputs import prepare_data
+from tunescope.config.loading import dump_config, load_config
+from tunescope.recipes.inputs import prepare_data
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_SETTINGS = ("limit", "batch_size", "max_new_tokens", "num_fewshot", "samples", "temperature", "engine")
@@ -46,7 +46,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def in_process(*argv: str) -> None:
-    from tunescope.cli import app
+    from tunescope.cli.commands import app
 
     result = CliRunner().invoke(app, list(argv))
     assert result.exit_code == 0 and result.exception is None, result.output
@@ -97,7 +97,7 @@ def test_the_exported_adapter_scored_in_a_fresh_process_gives_the_runs_responses
 
 
 def test_options_given_replace_the_runs_settings(tmp_path, tiny_model_dir):
-    from tunescope.run_heldout import read_run_heldout
+    from tunescope.recipes.heldout import read_run_heldout
 
     run = fake_run(tmp_path, tiny_model_dir, "eval.samples=5", "eval.temperature=0.3", "eval.limit=2")
     made = read_run_heldout(run)
@@ -204,7 +204,7 @@ def fill(arg: str, tmp: Path, model: Path) -> str:
 def test_bad_input_is_one_line_before_the_model_loads(case: Case, tmp_path, tiny_model_dir, monkeypatch):
     import transformers
 
-    from tunescope.cli import app
+    from tunescope.cli.commands import app
 
     def refuse(*a, **k):
         raise AssertionError("the model was loaded before the error was found")
@@ -223,8 +223,8 @@ def test_bad_input_is_one_line_before_the_model_loads(case: Case, tmp_path, tiny
 
 
 def test_with_a_run_only_the_options_given_reach_the_recipe(monkeypatch, tmp_path):
-    from tunescope import eval_recipe
-    from tunescope.cli import app
+    from tunescope.cli.commands import app
+    from tunescope.recipes import evaluate_model as eval_recipe
 
     seen = []
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tunescope.errors import UserError
+from tunescope.core.errors import UserError
 from tunescope.evaluate import load_task, task_from_docs
 from tunescope.evaluate.fewshot import FewshotSampler
 from tunescope.evaluate.processors import hellaswag_preprocess

@@ -9,10 +9,10 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from conftest import build_tiny_llama, give_adapter_an_effect
+from tunescope.core.prompt_format import prompt_prefix
 from tunescope.data.synthetic import generate_problems
 from tunescope.evaluate import folding, task_from_docs
 from tunescope.evaluate.runner import evaluate_native
-from tunescope.prompt_format import prompt_prefix
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

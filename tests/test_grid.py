@@ -9,10 +9,12 @@ import sqlite3
 import pytest
 
 from grid_fixtures import second_tiny_model, write_grid
-from tunescope import compare_recipe, pipeline, run_registry
-from tunescope.errors import UserError
-from tunescope.grid.runner import run_grid
+from tunescope.core.errors import UserError
+from tunescope.grid.scheduler import run_grid
 from tunescope.grid.spec import load_grid
+from tunescope.recipes import compare as compare_recipe
+from tunescope.recipes import run as pipeline
+from tunescope.store import registry as run_registry
 
 
 def test_axes_expand_into_named_runs(tmp_path, tiny_model_dir):
@@ -51,7 +53,7 @@ def test_an_empty_axes_mapping_is_refused(tmp_path):
 def test_dry_run_prints_runs_and_estimate(tmp_path, tiny_model_dir):
     from typer.testing import CliRunner
 
-    from tunescope.cli import app
+    from tunescope.cli.commands import app
 
     path = write_grid(tmp_path, {"training.method": ["lora", "dora"]},
                       base_extra={"model.name": str(tiny_model_dir)},
@@ -66,7 +68,7 @@ def test_dry_run_prints_runs_and_estimate(tmp_path, tiny_model_dir):
 def test_estimate_counts_encoded_tokens_validation_passes_and_items_scored_during_training(tmp_path, tiny_model_dir):
     from tunescope.grid.cost import estimate
     from tunescope.models.loading import prepare_tokenizer
-    from tunescope.run_inputs import encode_data, prepare_data
+    from tunescope.recipes.inputs import encode_data, prepare_data
 
     path = write_grid(tmp_path, {"training.method": ["lora"]}, seeds=[1],
                       base_extra={"model.name": str(tiny_model_dir), "training.max_steps": 7, "training.eval_every": 3,

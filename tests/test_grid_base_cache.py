@@ -9,7 +9,7 @@ import torch
 import transformers
 
 import tunescope
-from tunescope.config import RunConfig
+from tunescope.config.run_config import RunConfig
 from tunescope.data.synthetic import generate_problems
 from tunescope.evaluate import task_from_docs
 from tunescope.grid import base_cache

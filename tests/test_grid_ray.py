@@ -13,10 +13,10 @@ import time
 import pytest
 
 from grid_fixtures import second_tiny_model, write_grid
-from tunescope.errors import UserError
-from tunescope.grid.engine import read_status
-from tunescope.grid.runner import run_grid
+from tunescope.core.errors import UserError
+from tunescope.grid.scheduler import run_grid
 from tunescope.grid.spec import load_grid
+from tunescope.store.grid_folder import read_status
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'tunescope[ray]')")
 

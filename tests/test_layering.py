@@ -1,6 +1,6 @@
 """The import contract of ARCHITECTURE.md, checked on the source: `cli → pipeline → {data, models, train,
-evaluate, analysis} → report` (with `serve`, the dashboard, beside `grid` under `cli`), stages do not import each other, shared modules import no layer, and
-the module table lists every module file."""
+evaluate, analysis} → report` (with `serve`, the dashboard, beside `grid` under `cli`), stages do not import
+each other, shared modules import no layer, and the module table lists every module file; a module's layer is its package's."""
 
 from __future__ import annotations
 
@@ -14,24 +14,23 @@ ARCHITECTURE = Path(__file__).resolve().parents[1] / "ARCHITECTURE.md"
 
 STAGES = ("data", "models", "train", "evaluate", "analysis")
 
-# The layer of each module: a subpackage's modules share its layer; top-level modules are listed one by one.
+# The layer of each package; a module's layer is its package's (test_layers_are_packages checks that
+# every module is in one).
 LAYER_OF = {
     "tunescope": "shared",
-    **{f"tunescope.{name}": "cli" for name in ("cli", "cli_console", "cli_runs", "cli_serve")},
-    "tunescope.serve": "serve",
-    "tunescope.grid": "grid",
-    **{f"tunescope.{name}": "pipeline" for name in (
-        "pipeline", "run_inputs", "run_heldout", "eval_recipe", "compare_recipe", "contamination_recipe", "export", "run_registry")},
-    "tunescope.compare": "analysis",
-    "tunescope.data": "data",
-    "tunescope.models": "models",
-    "tunescope.train": "train",
-    "tunescope.evaluate": "evaluate",
     "tunescope.analysis": "analysis",
+    "tunescope.cli": "cli",
+    "tunescope.config": "shared",
+    "tunescope.core": "shared",
+    "tunescope.data": "data",
+    "tunescope.evaluate": "evaluate",
+    "tunescope.grid": "grid",
+    "tunescope.models": "models",
+    "tunescope.recipes": "pipeline",
     "tunescope.report": "report",
-    **{f"tunescope.{name}": "shared" for name in (
-        "config", "config_loading", "errors", "runio", "runlock", "replace_guard", "safe_yaml", "termination", "records", "malloc", "arith", "run_record", "run_schema",
-        "results_schema", "modelinfo", "prompt_format")},
+    "tunescope.serve": "serve",
+    "tunescope.store": "shared",
+    "tunescope.train": "train",
 }
 
 # What each layer may import (besides itself).
@@ -81,7 +80,7 @@ def imported_modules(path: Path) -> list[tuple[int, str]]:
                 target = node.module or ""
             if target.split(".")[0] != "tunescope":
                 continue
-            # `from tunescope import pipeline` imports the module tunescope.pipeline.
+            # `from tunescope.recipes import run` imports the module tunescope.recipes.run.
             for alias in node.names:
                 sub = f"{target}.{alias.name}"
                 is_module = (SRC / Path(*sub.split("."))).with_suffix(".py").is_file() or (
@@ -153,4 +152,49 @@ def test_architecture_states_the_layers_the_test_checks():
     assert "`cli → grid → pipeline → {data, models, train, evaluate, analysis} → report`" in text
     shared = sorted(m.removeprefix("tunescope.") for m, lay in LAYER_OF.items() if lay == "shared" and m != "tunescope")
     for name in shared:
-        assert f"`{name}`" in text, f"ARCHITECTURE.md does not list the shared module {name}"
+        assert f"`{name}/`" in text, f"ARCHITECTURE.md does not list the shared package {name}/"
+
+
+def import_circles() -> list[list[str]]:
+    """Groups of modules that import each other, directly or through others (function-level imports count)."""
+    graph = {module_name(f): {target for _, target in imported_modules(f)} for f in module_files()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles = []
+
+    def visit(module: str) -> None:  # Tarjan's strongly connected components
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for target in graph[module]:
+            if target not in graph or target == module:
+                continue
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            group = []
+            while (member := stack.pop()) != module:
+                group.append(member)
+            if group:
+                circles.append(sorted([module, *group]))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return circles
+
+
+def test_no_import_circle():
+    assert not import_circles(), f"modules that import each other: {import_circles()}"
+
+
+def test_layers_are_packages():
+    """A module's layer is its package's: no module lives at the top of the package, and every LAYER_OF
+    entry is a package."""
+    top_level = sorted(f.name for f in PACKAGE.glob("*.py") if f.name != "__init__.py")
+    assert not top_level, f"modules outside a layer package (move them into one): {top_level}"
+    not_packages = sorted(m for m in LAYER_OF if not (SRC / Path(*m.split("."))).is_dir())
+    assert not not_packages, f"LAYER_OF entries that are not packages: {not_packages}"

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from tunescope import malloc
-from tunescope.malloc import ADAPTIVE_CEILING, KEEP_FREED, RETURN_FREED, malloc_setting
+from tunescope.core import malloc
+from tunescope.core.malloc import ADAPTIVE_CEILING, KEEP_FREED, RETURN_FREED, malloc_setting
 
 pytestmark = pytest.mark.skipif(malloc._libc() is None, reason="glibc malloc only")
 
@@ -23,7 +23,7 @@ def restore_setting():
 # how many of them glibc served as mappings of their own (mallinfo2's hblks) rather than from the heap.
 _MAPPED_BLOCKS = """
 import ctypes, json, sys
-from tunescope import malloc
+from tunescope.core import malloc
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",

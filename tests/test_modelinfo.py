@@ -1,7 +1,7 @@
 from types import SimpleNamespace
 
+from tunescope.core.modelinfo import logit_softcap, rescales_logits, text_config
 from tunescope.evaluate.loglikelihood import _supports_packing
-from tunescope.modelinfo import logit_softcap, rescales_logits, text_config
 
 
 def _model(**config):
@@ -49,7 +49,7 @@ def test_attention_interface_support_is_read_through_the_public_check(tiny_model
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from tunescope.modelinfo import routes_attention_through_interface
+    from tunescope.core.modelinfo import routes_attention_through_interface
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     assert routes_attention_through_interface(model)

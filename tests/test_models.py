@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from tunescope.errors import UserError
+from tunescope.core.errors import UserError
 from tunescope.models import ALIASES, load_model, pick_dtype
 from tunescope.models.loading import _resolve_source, gguf_cache_name, materialize
 

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from tunescope import pipeline
-from tunescope.config_loading import load_config
-from tunescope.runio import read_json, read_jsonl
+from tunescope.config.loading import load_config
+from tunescope.recipes import run as pipeline
+from tunescope.store.fileio import read_json, read_jsonl
 
 
 def tiny_run_config(model_dir, out_dir, *extra):
@@ -57,7 +57,7 @@ def test_failed_run_is_never_presented_as_complete(tiny_model_dir, tmp_path, mon
 
 
 def test_existing_run_is_not_overwritten(tiny_model_dir, tmp_path):
-    from tunescope.errors import UserError
+    from tunescope.core.errors import UserError
 
     (tmp_path / "tiny").mkdir()
     with pytest.raises(UserError, match="already exists"):
@@ -94,7 +94,7 @@ def test_run_with_self_consistency_scores_and_reports_maj_at_k(tiny_model_dir, t
 
 
 def test_temperature_without_samples_is_a_config_error(tiny_model_dir, tmp_path):
-    from tunescope.errors import UserError
+    from tunescope.core.errors import UserError
 
     with pytest.raises(UserError, match="eval.temperature"):
         tiny_run_config(tiny_model_dir, tmp_path, "eval.temperature=0.9")

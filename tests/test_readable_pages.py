@@ -16,7 +16,8 @@ from readable import (
     unreadable,
 )
 from synthetic_run import add_task_curves, build_run
-from tunescope import compare_recipe, pipeline
+from tunescope.recipes import compare as compare_recipe
+from tunescope.recipes import run as pipeline
 from tunescope.report.render import template_env
 
 # What report.html showed before dict keys won over dict methods (the key was named "items").
@@ -99,7 +100,7 @@ def test_comparison_pages(runs):
 
 
 def test_grid_pages(runs, tmp_path):
-    from tunescope.grid.analysis import analyse_grid
+    from tunescope.grid.aggregate import analyse_grid
     from tunescope.report.grid import render_grid
 
     folder = synthetic_grid(tmp_path / "grid")

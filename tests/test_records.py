@@ -4,10 +4,10 @@ import json
 
 import pytest
 
+from tunescope.core.data_files import read_records
+from tunescope.core.errors import UserError
 from tunescope.data.sources import load_rows
-from tunescope.errors import UserError
 from tunescope.evaluate.data import load_local_split
-from tunescope.records import read_records
 
 
 def test_jsonl_records_and_a_line_that_is_not_an_object(tmp_path):

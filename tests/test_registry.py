@@ -14,8 +14,9 @@ import time
 import pytest
 
 from synthetic_run import build_run
-from tunescope import pipeline, run_registry
-from tunescope.errors import UserError
+from tunescope.core.errors import UserError
+from tunescope.recipes import run as pipeline
+from tunescope.store import registry as run_registry
 
 
 @pytest.fixture
@@ -78,7 +79,7 @@ def test_registry_problems_never_fail_a_run(tmp_path, monkeypatch, two_runs):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     monkeypatch.setenv("TUNESCOPE_REGISTRY", str(blocker / "registry.sqlite"))  # parent is a file
-    assert pipeline.register_run(two_runs[0]) is None
+    assert pipeline.register_or_warn(two_runs[0]) is None
 
 
 def test_unfinished_run_is_not_registered(db, tmp_path):
@@ -126,7 +127,7 @@ def test_waits_for_a_held_write_lock(db, monkeypatch):
 
 WRITER = textwrap.dedent("""
     import sys, time
-    from tunescope import run_registry
+    from tunescope.store import registry as run_registry
     proc, n, start = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
     while time.time() < start:
         time.sleep(0.001)

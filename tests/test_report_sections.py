@@ -9,8 +9,8 @@ import re
 import pytest
 
 from synthetic_run import build_run
-from tunescope import pipeline
-from tunescope.errors import UserError
+from tunescope.core.errors import UserError
+from tunescope.recipes import run as pipeline
 
 INJECTED = "<script>document.title='pwned'</script><img src=x onerror=\"document.title='pwned'\"> | [x](http://evil)"
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tunescope.results_schema import (
+from tunescope.store.scores import (
     display_order,
     finite_float,
     headline_metric,

@@ -8,10 +8,16 @@ import shutil
 import pytest
 
 from synthetic_run import build_run
-from tunescope.config import RunConfig
-from tunescope.errors import UserError
-from tunescope.run_record import EvaluationRecord, RunRecord, last_summary, open_run, open_run_or_evaluation
-from tunescope.run_schema import SetupRecord, SummaryRecord, TrainRecord, ValRecord
+from tunescope.config.run_config import RunConfig
+from tunescope.core.errors import UserError
+from tunescope.store.run_folder import (
+    EvaluationRecord,
+    RunRecord,
+    last_summary,
+    open_run,
+    open_run_or_evaluation,
+)
+from tunescope.store.schema import SetupRecord, SummaryRecord, TrainRecord, ValRecord
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from tunescope.errors import UserError
-from tunescope.runlock import lock_path, run_lock
-from tunescope.safe_yaml import load_yaml
+from tunescope.config.safe_yaml import load_yaml
+from tunescope.core.errors import UserError
+from tunescope.store.lock import lock_path, run_lock
 
 ROOT = Path(__file__).resolve().parents[1]
-TRY_LOCK = "import sys; from tunescope.runlock import run_lock\nwith run_lock(sys.argv[1]): print('locked')"
+TRY_LOCK = "import sys; from tunescope.store.lock import run_lock\nwith run_lock(sys.argv[1]): print('locked')"
 
 
 def try_in_another_process(folder: Path) -> subprocess.CompletedProcess:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from serve_fixtures import XSS_NAME, Served, finished_runs, http_get, running_run, train_step
-from tunescope import run_registry
 from tunescope.serve.run_index import RunIndex, run_id
+from tunescope.store import registry as run_registry
 
 ROW = re.compile(r'<tr data-run="([0-9a-f]{16})">')
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from serve_fixtures import http_get
-from tunescope import run_registry
+from tunescope.store import registry as run_registry
 
 
 def serve_cmd(*args: str) -> list[str]:

@@ -12,11 +12,11 @@ import pytest
 
 from serve_fixtures import XSS_NAME, Served, http_get, running_run
 from synthetic_run import build_run
-from tunescope import run_registry
-from tunescope.errors import UserError
+from tunescope.core.errors import UserError
 from tunescope.serve import server
 from tunescope.serve.run_index import RunIndex, run_id
 from tunescope.serve.security import REPORT_POLICY, file_inside
+from tunescope.store import registry as run_registry
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from serve_fixtures import Served, http_get
-from tunescope import run_registry
-from tunescope.config_loading import load_config
+from tunescope.config.loading import load_config
 from tunescope.serve.run_index import Query, RunIndex
+from tunescope.store import registry as run_registry
 
 STEPS = 24
 

@@ -11,7 +11,7 @@ from fractions import Fraction
 
 import pytest
 
-from tunescope.arith import evaluate_expression, parse_annotations
+from tunescope.core.arith import evaluate_expression, parse_annotations
 from tunescope.data.synthetic import (
     FAMILIES,
     IMPLIED_CONSTANTS,

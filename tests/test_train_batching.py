@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from tunescope.prompt_format import IGNORE_INDEX, Encoded
+from tunescope.core.prompt_format import IGNORE_INDEX, Encoded
 from tunescope.train.batching import collate, epoch_batches, split_by_tokens, supervised_count
 from tunescope.train.loop import TrainState, _micro_batches
 

@@ -28,7 +28,7 @@ from tunescope.data.prompting import encode_dataset
 from tunescope.data.synthetic import generate_problems
 from tunescope.evaluate import task_from_docs
 from tunescope.evaluate.during_training import TrainingTimeScorer
-from tunescope.prompt_format import prompt_prefix
+from tunescope.core.prompt_format import prompt_prefix
 from tunescope.train.adapters import build_trainable
 from tunescope.train.distributed import current
 from tunescope.train.loop import train

@@ -11,11 +11,11 @@ from safetensors import safe_open
 from typer.testing import CliRunner
 
 from conftest import give_adapter_an_effect
-from tunescope.config import ModelConfig, RunConfig, TrainingConfig
-from tunescope.config_loading import dump_config
-from tunescope.errors import UserError
-from tunescope.export import base_source, export_run
-from tunescope.runio import write_json, write_text_atomic
+from tunescope.config.loading import dump_config
+from tunescope.config.run_config import ModelConfig, RunConfig, TrainingConfig
+from tunescope.core.errors import UserError
+from tunescope.recipes.export import base_source, export_run
+from tunescope.store.fileio import write_json, write_text_atomic
 from tunescope.train.adapters import build_trainable
 
 PROMPTS = ["Instruction: Tom has 3 apples and buys 4 more.\nResponse:", "A shop sells 12 pens for $3 each. What",
@@ -69,7 +69,7 @@ def test_merged_export_agrees_with_base_plus_adapter(tmp_path, tiny_model_dir, t
 
 
 def test_export_cli_and_errors(tmp_path, tiny_model_dir):
-    from tunescope.cli import app
+    from tunescope.cli.commands import app
 
     run = _trained_run(tmp_path, tiny_model_dir)
     result = CliRunner().invoke(app, ["export", str(run), "--merged", "--output", str(tmp_path / "m")])

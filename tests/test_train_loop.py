@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from conftest import give_adapter_an_effect
-from tunescope.config import DEFAULT_TEMPLATE, LoraConfig, TrainingConfig
+from tunescope.config.run_config import DEFAULT_TEMPLATE, LoraConfig, TrainingConfig
+from tunescope.core.errors import UserError
 from tunescope.data.prompting import encode_dataset
 from tunescope.data.synthetic import generate_problems
-from tunescope.errors import UserError
 from tunescope.train.adapters import build_trainable, quantization_config_for
 from tunescope.train.batching import collate, supervised_count
 from tunescope.train.checkpoint import Checkpointer

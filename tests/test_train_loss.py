@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from conftest import give_adapter_an_effect
-from tunescope.config import DEFAULT_TEMPLATE, LoraConfig, TrainingConfig
+from tunescope.config.run_config import DEFAULT_TEMPLATE, LoraConfig, TrainingConfig
+from tunescope.core.prompt_format import IGNORE_INDEX
 from tunescope.data.prompting import encode_dataset
-from tunescope.prompt_format import IGNORE_INDEX
 from tunescope.train import loss as loss_mod
 from tunescope.train.adapters import build_trainable
 from tunescope.train.batching import collate

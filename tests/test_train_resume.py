@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from kill_resume import KillResume
-from tunescope.runio import read_jsonl
+from tunescope.store.fileio import read_jsonl
 
 OVERRIDES = ["data.source=synthetic-math", "data.synthetic_size=60", "eval.tasks=[]", "prompt.max_length=128",
              "training.max_steps=9", "training.batch_size=4", "training.eval_every=3", "training.checkpoint_every=2",

@@ -6,12 +6,13 @@ import json
 
 import pytest
 
-from tunescope import compare_recipe, pipeline
-from tunescope.config_loading import load_config
-from tunescope.errors import UserError
-from tunescope.run_record import open_run
-from tunescope.run_schema import TaskEvalRecord
-from tunescope.runio import read_jsonl
+from tunescope.config.loading import load_config
+from tunescope.core.errors import UserError
+from tunescope.recipes import compare as compare_recipe
+from tunescope.recipes import run as pipeline
+from tunescope.store.fileio import read_jsonl
+from tunescope.store.run_folder import open_run
+from tunescope.store.schema import TaskEvalRecord
 
 
 def scored_run_config(model_dir, out_dir, *extra):
@@ -182,7 +183,7 @@ def test_compare_overlays_task_curves_and_runs_show_lists_each_criterion(tmp_pat
     import json
 
     from synthetic_run import add_task_curves, build_run
-    from tunescope import run_registry as registry
+    from tunescope.store import registry
 
     monkeypatch.setenv("TUNESCOPE_REGISTRY", str(tmp_path / "registry.sqlite"))
     a = add_task_curves(build_run(tmp_path, "a", with_train_examples=False),
@@ -223,7 +224,7 @@ def test_a_registry_from_an_older_version_gains_the_new_columns(tmp_path, monkey
     import sqlite3
 
     from synthetic_run import build_run
-    from tunescope import run_registry as registry
+    from tunescope.store import registry
 
     path = tmp_path / "old.sqlite"
     conn = sqlite3.connect(path)
@@ -241,7 +242,7 @@ def test_scoring_in_place_leaves_training_unchanged(tiny_model_dir, tiny_tokeniz
     import torch
     from transformers import AutoModelForCausalLM
 
-    from tunescope.config import DEFAULT_TEMPLATE, LoraConfig, TrainingConfig
+    from tunescope.config.run_config import DEFAULT_TEMPLATE, LoraConfig, TrainingConfig
     from tunescope.data.prompting import encode_dataset
     from tunescope.data.synthetic import generate_problems
     from tunescope.evaluate import task_from_docs

@@ -7,10 +7,10 @@ import types
 
 import pytest
 
-from tunescope.config import TrainingConfig
-from tunescope.errors import UserError
-from tunescope.run_record import rewind_metrics
-from tunescope.runio import append_jsonl, read_jsonl
+from tunescope.config.run_config import TrainingConfig
+from tunescope.core.errors import UserError
+from tunescope.store.fileio import append_jsonl, read_jsonl
+from tunescope.store.run_folder import rewind_metrics
 from tunescope.train.tracking import MetricsLog
 
 TRAIN = {"kind": "train", "step": 3, "loss": 1.5, "token_accuracy": 0.6, "lr": 1e-4, "grad_norm": 0.3,

@@ -120,7 +120,7 @@ def _adapter(model: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from tunescope.config import TrainingConfig
+    from tunescope.config.run_config import TrainingConfig
     from tunescope.train.adapters import build_trainable
 
     torch.manual_seed(0)
@@ -519,7 +519,7 @@ def can_bind_read_only() -> bool:
 
 
 def invoke(argv: list[str], *, before_load: bool, monkeypatch) -> tuple[int, str]:
-    from tunescope.cli import app
+    from tunescope.cli.commands import app
 
     if before_load:
         import transformers

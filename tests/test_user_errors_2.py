@@ -86,7 +86,7 @@ def marked_run(tmp: Path, model: Path) -> None:
 
 
 def registered_marked_run(tmp: Path, model: Path) -> None:
-    from tunescope import run_registry
+    from tunescope.store import registry as run_registry
 
     marked_run(tmp, model)
     run_registry.register_run(tmp / f"a{MARK}")

@@ -1,31 +1,20 @@
-"""Small helpers shared by the analysis modules: the "cannot compute" answer and PNG encoding.
+"""Small helpers shared by the analysis modules: the "cannot compute" answer, base64 for PNG bytes and a
+standalone figure (PNG bytes come from `report.plots.figure_png`).
 
 Every analysis function returns plain dictionaries that go straight into ``report.json``, so numpy
 scalars must become Python numbers and non-finite values ``None`` (JSON has no NaN):
-``results_schema.finite_float`` does that.
+``store.scores.finite_float`` does that.
 """
 
 from __future__ import annotations
 
 import base64
-import io
 from typing import Any
 
 
 def unavailable(reason: str, **extra: Any) -> dict[str, Any]:
     """The uniform "cannot compute this" answer: callers render the reason instead of a number."""
     return {"available": False, "reason": reason, **extra}
-
-
-def figure_png(fig: Any) -> bytes:
-    """Render a matplotlib figure to PNG bytes.
-
-    The ``Software`` metadata entry is dropped so that the bytes depend only on the picture, which
-    keeps plots byte-for-byte reproducible across runs of the same matplotlib version.
-    """
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    return buf.getvalue()
 
 
 def b64(data: bytes) -> str:

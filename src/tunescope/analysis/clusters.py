@@ -16,7 +16,9 @@ from sklearn.cluster import KMeans
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.metrics import silhouette_score
 
-from ._util import b64, figure_png, new_figure, unavailable
+from tunescope.report.plots import figure_png
+
+from ._util import b64, new_figure, unavailable
 from .embeddings import Backend, Embedding, embed
 from .text import content_words
 
@@ -126,7 +128,31 @@ def _map_png(coords: np.ndarray, labels: np.ndarray, names: list[str], projectio
     ax.set_yticks([])
     ax.legend(fontsize=7, loc="best", markerscale=1.5)
     fig.tight_layout()
-    return figure_png(fig)
+    return figure_png(fig, tight=False)
+
+
+def _describe_clusters(texts: list[str], x: np.ndarray, labels: np.ndarray, k: int) -> list[dict[str, Any]]:
+    """Each cluster's size, its distinctive terms (c-TF-IDF) as its name, and the members nearest its centre."""
+    n = len(texts)
+    docs = [" ".join(t for t, lab in zip(texts, labels, strict=True) if lab == c) for c in range(k)]
+    terms, weights = ctfidf(docs)
+    clusters = []
+    for c in range(k):
+        members = np.flatnonzero(labels == c)
+        top = np.argsort(-weights[c], kind="stable")[:_N_TERMS] if terms else []
+        top_terms = [{"term": terms[i], "score": float(weights[c, i])} for i in top if weights[c, i] > 0]
+        # Representative examples: the members closest to the cluster mean.
+        centre = x[members].mean(axis=0)
+        near = members[np.argsort(np.linalg.norm(x[members] - centre, axis=1), kind="stable")]
+        clusters.append({
+            "id": c,
+            "size": int(members.size),
+            "share": members.size / n,
+            "name": ", ".join(t["term"] for t in top_terms[:3]) or f"cluster {c}",
+            "top_terms": top_terms,
+            "examples": [texts[i][:_SNIPPET] for i in near[:_N_EXAMPLES]],
+        })
+    return clusters
 
 
 def cluster(
@@ -173,25 +199,7 @@ def cluster(
     labels = _relabel_by_size(raw)
     sil = float(silhouette_score(x, labels))
 
-    docs = [" ".join(t for t, lab in zip(texts, labels, strict=True) if lab == c) for c in range(k)]
-    terms, weights = ctfidf(docs)
-    clusters = []
-    for c in range(k):
-        members = np.flatnonzero(labels == c)
-        top = np.argsort(-weights[c], kind="stable")[:_N_TERMS] if terms else []
-        top_terms = [{"term": terms[i], "score": float(weights[c, i])} for i in top if weights[c, i] > 0]
-        # Representative examples: the members closest to the cluster mean.
-        centre = x[members].mean(axis=0)
-        near = members[np.argsort(np.linalg.norm(x[members] - centre, axis=1), kind="stable")]
-        clusters.append({
-            "id": c,
-            "size": int(members.size),
-            "share": members.size / n,
-            "name": ", ".join(t["term"] for t in top_terms[:3]) or f"cluster {c}",
-            "top_terms": top_terms,
-            "examples": [texts[i][:_SNIPPET] for i in near[:_N_EXAMPLES]],
-        })
-
+    clusters = _describe_clusters(texts, x, labels, k)
     coords, used, note = project_2d(x, projection, seed)
     out = {
         "available": True,

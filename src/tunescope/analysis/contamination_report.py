@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
-from tunescope.results_schema import finite_float, headline_metric, metric_keys, sample_key
+from tunescope.store.scores import finite_float, headline_metric, metric_keys, sample_key
 
 from . import stats as stats_mod
 from ._util import unavailable

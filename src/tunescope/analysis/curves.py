@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from tunescope.results_schema import finite_float
+from tunescope.report.formatting import formatted
+from tunescope.store.scores import finite_float
 
 from . import trend
 from ._util import unavailable
@@ -168,9 +169,9 @@ def _tail_fit(steps: np.ndarray, values: np.ndarray, start: float, name: str, mi
 
 def _figures(fit: dict, name: str) -> str:
     """The numbers a learning-curve verdict rests on, in one phrase."""
-    return (f"{name} loss slope {_fmt(fit['slope_per_step'], '.3g')} ± {_fmt(fit['slope_stderr'], '.2g')} per step, "
+    return (f"{name} loss slope {formatted(fit['slope_per_step'], '.3g')} ± {formatted(fit['slope_stderr'], '.2g')} per step, "
             f"{trend.p_text(fit['p_value'])}, {fit['n_points']} {name} points (steps {fit['window_start_step']}–"
-            f"{fit['window_end_step']}), {_fmt(fit['relative_change_pct'], '+.2f')}% over the window")
+            f"{fit['window_end_step']}), {formatted(fit['relative_change_pct'], '+.2f')}% over the window")
 
 
 def further_training_verdict(
@@ -240,10 +241,6 @@ def further_training_verdict(
              "points)")
     return {"available": True, "further_training_would_likely_help": answer, "basis": basis,
             "train": train, "val": val, "summary": summary, "short": short, **info}
-
-
-def _fmt(x: float | None, spec: str) -> str:
-    return "n/a" if x is None else format(x, spec)
 
 
 def _train_loss_at(ts: np.ndarray, tv: np.ndarray, step: float) -> tuple[int, float] | None:

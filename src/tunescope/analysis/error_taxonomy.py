@@ -22,7 +22,7 @@ Definitions (these decide every count in the report):
   5. ``other`` — none of the above (wrong plan, wrong operation, unsupported claims, …).
 
 From 2 on, "final answer" means the flexible-extract value: the last number in the response, which
-is what the model ended on. Arithmetic is checked with ``tunescope.arith`` (an ``ast`` walker, never
+is what the model ended on. Arithmetic is checked with ``tunescope.core.arith`` (an ``ast`` walker, never
 ``eval``). Limitations: numbers written as words ("three") are not recognised as quantities.
 """
 
@@ -32,7 +32,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from tunescope.arith import evaluate_expression, find_equations, numbers_equal, parse_annotations
+from tunescope.core.arith import evaluate_expression, find_equations, numbers_equal, parse_annotations
 
 from ._util import unavailable
 from .stats import mean_stderr

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from tunescope.results_schema import finite_float
+from tunescope.store.scores import finite_float
 
 from ._util import unavailable
 from .embeddings import Backend, Embedding, embed

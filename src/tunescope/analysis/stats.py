@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
-from tunescope.results_schema import finite_float
+from tunescope.store.scores import finite_float
 
 from ._util import unavailable
 
@@ -186,6 +186,57 @@ def with_group_samples(results: Mapping[str, Any],
     return out
 
 
+def _paired_comparison(b_map: Mapping[Any, float], t_map: Mapping[Any, float], docs: list, n_boot: int,
+                       seed: int) -> dict[str, Any]:
+    """Base vs tuned on the items `docs` both have: means, standard errors, the paired test, the bootstrap
+    interval of the difference in points."""
+    b = np.array([b_map[d] for d in docs])
+    t = np.array([t_map[d] for d in docs])
+    test = _paired_test(b, t)
+    ci = paired_bootstrap_ci(b, t, n_boot=n_boot, seed=seed)
+    delta = float(t.mean() - b.mean())
+    return {
+        "n": len(docs),
+        "n_base_only": len(b_map) - len(docs),
+        "n_tuned_only": len(t_map) - len(docs),
+        "base_mean": finite_float(b.mean()),
+        "base_stderr": mean_stderr(b),
+        "tuned_mean": finite_float(t.mean()),
+        "tuned_stderr": mean_stderr(t),
+        "delta": finite_float(delta),
+        "delta_points": finite_float(100.0 * delta),
+        "test": test,
+        "p_value": test.get("p_value"),
+        "ci_points": {
+            "low": finite_float(100.0 * ci["ci_low"]) if ci["available"] else None,
+            "high": finite_float(100.0 * ci["ci_high"]) if ci["available"] else None,
+            "level": ci["level"],
+            "n_boot": n_boot,
+            "seed": seed,
+        },
+    }
+
+
+def _holm_and_forgetting(comparisons: list[dict[str, Any]], adjusted: list[float | None], alpha: float,
+                         forgetting_threshold_points: float) -> dict[str, dict[str, Any]]:
+    """Each comparison's Holm-adjusted p-value, significance and forgetting flag; returns the per-task view."""
+    tasks: dict[str, dict[str, Any]] = {}
+    for comp, p_adj in zip(comparisons, adjusted, strict=True):
+        comp["p_holm"] = p_adj
+        comp["significant"] = p_adj is not None and p_adj < alpha
+        dropped = comp["delta_points"] is not None and comp["delta_points"] < -forgetting_threshold_points
+        comp["forgetting"] = None if comp["is_target"] else bool(comp["significant"] and dropped)
+        entry = tasks.setdefault(comp["task"], {
+            "is_target": comp["is_target"], "forgetting": None if comp["is_target"] else False,
+            "forgetting_metrics": [], "metrics": [],
+        })
+        entry["metrics"].append(comp["metric"])
+        if comp["forgetting"]:
+            entry["forgetting"] = True
+            entry["forgetting_metrics"].append(comp["metric"])
+    return tasks
+
+
 def compare_tasks(
     base_samples: Mapping[str, Sequence[Mapping[str, Any]]],
     tuned_samples: Mapping[str, Sequence[Mapping[str, Any]]],
@@ -227,51 +278,11 @@ def compare_tasks(
             if not docs:
                 skipped.append({"task": task, "metric": metric, "reason": "no doc_id present in both runs"})
                 continue
-            b = np.array([b_map[d] for d in docs])
-            t = np.array([t_map[d] for d in docs])
-            test = _paired_test(b, t)
-            ci = paired_bootstrap_ci(b, t, n_boot=n_boot, seed=seed)
-            delta = float(t.mean() - b.mean())
-            comparisons.append({
-                "task": task,
-                "metric": metric,
-                "is_target": task in target_tasks,
-                "n": len(docs),
-                "n_base_only": len(b_map) - len(docs),
-                "n_tuned_only": len(t_map) - len(docs),
-                "base_mean": finite_float(b.mean()),
-                "base_stderr": mean_stderr(b),
-                "tuned_mean": finite_float(t.mean()),
-                "tuned_stderr": mean_stderr(t),
-                "delta": finite_float(delta),
-                "delta_points": finite_float(100.0 * delta),
-                "test": test,
-                "p_value": test.get("p_value"),
-                "ci_points": {
-                    "low": finite_float(100.0 * ci["ci_low"]) if ci["available"] else None,
-                    "high": finite_float(100.0 * ci["ci_high"]) if ci["available"] else None,
-                    "level": ci["level"],
-                    "n_boot": n_boot,
-                    "seed": seed,
-                },
-            })
+            comparisons.append({"task": task, "metric": metric, "is_target": task in target_tasks,
+                                **_paired_comparison(b_map, t_map, docs, n_boot, seed)})
 
     adjusted = holm([c["p_value"] for c in comparisons])
-    tasks: dict[str, dict[str, Any]] = {}
-    for comp, p_adj in zip(comparisons, adjusted, strict=True):
-        comp["p_holm"] = p_adj
-        comp["significant"] = p_adj is not None and p_adj < alpha
-        dropped = comp["delta_points"] is not None and comp["delta_points"] < -forgetting_threshold_points
-        comp["forgetting"] = None if comp["is_target"] else bool(comp["significant"] and dropped)
-        entry = tasks.setdefault(comp["task"], {
-            "is_target": comp["is_target"], "forgetting": None if comp["is_target"] else False,
-            "forgetting_metrics": [], "metrics": [],
-        })
-        entry["metrics"].append(comp["metric"])
-        if comp["forgetting"]:
-            entry["forgetting"] = True
-            entry["forgetting_metrics"].append(comp["metric"])
-
+    tasks = _holm_and_forgetting(comparisons, adjusted, alpha, forgetting_threshold_points)
     if not comparisons:
         return unavailable("no task had records from both runs", skipped=skipped)
     return {

@@ -26,7 +26,7 @@ import numpy as np
 from scipy import stats as sps
 
 from tunescope.analysis.stats import EXACT_BELOW
-from tunescope.results_schema import finite_float
+from tunescope.store.scores import finite_float
 
 METHOD = "Cochran–Mantel–Haenszel over seeds (paired discordant counts)"
 

@@ -1,4 +1,4 @@
-"""Turn a run record (config, manifest, metrics, evaluations; see ``run_record``) into the report's data.
+"""Turn a run record (config, manifest, metrics, evaluations; see ``store.run_folder``) into the report's data.
 
 Every number here is read from what the run recorded or computed from it by the analysis modules
 (``curves``, ``stats``, ``errors``, ``text``, ``clusters``, ``outliers``); nothing is estimated without
@@ -15,8 +15,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tunescope.config import RunConfig
-from tunescope.results_schema import (
+from tunescope.config.run_config import RunConfig
+from tunescope.store.run_folder import RunRecord
+from tunescope.store.schema import Manifest, SetupRecord, SummaryRecord, TrainRecord, ValRecord
+from tunescope.store.scores import (
     display_order,
     finite_float,
     metric_keys,
@@ -25,8 +27,6 @@ from tunescope.results_schema import (
     stderr_key,
     task_n,
 )
-from tunescope.run_record import RunRecord
-from tunescope.run_schema import Manifest, SetupRecord, SummaryRecord, TrainRecord, ValRecord
 
 from . import curves as curves_mod
 from . import error_taxonomy

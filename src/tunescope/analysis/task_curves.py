@@ -2,7 +2,7 @@
 
 Validation loss can keep falling while the task it stands for has peaked, and a target task can
 improve while a general one quietly drops. Each verdict here is judged on a task's headline metric
-(``results_schema.headline_metric``), states the numbers it rests on and its test, and every test is
+(``store.scores.headline_metric``), states the numbers it rests on and its test, and every test is
 paired: both steps scored the same fixed items (``eval/steps/<step>/<task>.jsonl``), so McNemar's test
 on the items whose outcome changed is the right one.
 
@@ -29,7 +29,8 @@ from typing import Any
 
 from scipy import stats as sps
 
-from tunescope.results_schema import finite_float, headline_rows, metric_label, sample_key
+from tunescope.report.formatting import peq
+from tunescope.store.scores import finite_float, headline_rows, metric_label, sample_key
 
 from . import stats as stats_mod
 from ._util import unavailable
@@ -81,12 +82,8 @@ def _evidence(s: dict, a: int, b: int, test: dict) -> str:
     if not test.get("available"):
         return f"{pa:.1f}% at step {a} → {pb:.1f}% at step {b} (no paired test: {test.get('reason')})"
     method = "McNemar exact" if test["method"] == "exact binomial" else "McNemar χ²"
-    return (f"{pa:.1f}% at step {a} → {pb:.1f}% at step {b} ({pb - pa:+.1f} points; {method} p{_p(test['p_value'])}, "
+    return (f"{pa:.1f}% at step {a} → {pb:.1f}% at step {b} ({pb - pa:+.1f} points; {method} p{peq(test['p_value'])}, "
             f"{test['b']} items lost and {test['c']} gained of n={test['n']})")
-
-
-def _p(p: float | None) -> str:
-    return " n/a" if p is None else "<0.001" if p < 0.001 else f"={p:.3f}"
 
 
 def change_interval(test: dict, alpha: float) -> tuple[float, float] | None:

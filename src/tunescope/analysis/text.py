@@ -13,7 +13,9 @@ from typing import Any
 
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-from ._util import figure_png, new_figure, unavailable
+from tunescope.report.plots import figure_png
+
+from ._util import new_figure, unavailable
 
 # Runs of letters, optionally with inner apostrophes ("don't"), not glued to digits: numbers and
 # number-like tokens ("3rd", "10am", "x2") are dropped whole rather than leaving "rd" / "am" behind.
@@ -109,4 +111,4 @@ def _bar_chart_png(items: list[tuple[str, float]], width: int, height: int) -> b
         ax.text(0.5, 0.5, "no words", ha="center", va="center")
         ax.set_axis_off()
     fig.tight_layout()
-    return figure_png(fig)
+    return figure_png(fig, tight=False)

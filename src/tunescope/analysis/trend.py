@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats as sps
 
-from tunescope.results_schema import finite_float
+from tunescope.store.scores import finite_float
 
 
 def line_fit(x: np.ndarray, y: np.ndarray) -> dict:

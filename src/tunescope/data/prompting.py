@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tunescope.prompt_format import IGNORE_INDEX, Encoded, chat_example, prompt_prefix
+from tunescope.core.prompt_format import IGNORE_INDEX, Encoded, chat_example, prompt_prefix
 
 
 @dataclass

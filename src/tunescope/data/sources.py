@@ -11,8 +11,8 @@ import json
 import math
 from pathlib import Path
 
-from tunescope.errors import UserError
-from tunescope.records import SUFFIXES, read_records
+from tunescope.core.data_files import SUFFIXES, read_records
+from tunescope.core.errors import UserError
 
 HUB_ALIASES = {"gsm8k": ("openai/gsm8k", "main")}
 

@@ -15,12 +15,13 @@ import pathlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tunescope.errors import UserError
+from tunescope.core.errors import UserError
 from tunescope.evaluate.enginepath import ENGINE_CHOICES, check_engine
 from tunescope.evaluate.groups import add_group_results
 from tunescope.evaluate.results import format_results_table
 from tunescope.evaluate.task import Task, load_task, load_tasks, sampling_overrides, task_from_docs
-from tunescope.runio import write_json
+from tunescope.store.fileio import write_json
+from tunescope.store.layout import RESULTS
 
 BACKENDS = ("native", "lm-eval", "vllm")
 
@@ -68,7 +69,7 @@ def evaluate(
     if groups:
         add_group_results(results, groups)
         if out_dir is not None:
-            write_json(pathlib.Path(out_dir) / "results.json", results)
+            write_json(pathlib.Path(out_dir) / RESULTS, results)
     return results
 
 

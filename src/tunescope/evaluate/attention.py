@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from tunescope.modelinfo import routes_attention_through_interface, text_config
+from tunescope.core.modelinfo import routes_attention_through_interface, text_config
 
 SEGMENTS = "tunescope_segments"
 GROUPED = "tunescope_grouped"

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from tunescope.errors import UserError
-from tunescope.modelinfo import text_config
+from tunescope.core.errors import UserError
+from tunescope.core.modelinfo import text_config
 
 MAX_AUTO_BATCH = 64
 _CPU_SHARE = 0.5  # leave room for the rest of the process and the machine

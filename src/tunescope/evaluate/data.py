@@ -1,7 +1,7 @@
 """Reading a task's rows: from a local file or folder, or from the Hugging Face hub.
 
-Every row is a `records.Record` carrying `where` ("file:line") so a processor can name the exact
-place a field is missing. Local files may be .jsonl, .json, .csv or .parquet (`records.py`); a folder
+Every row is a `core.data_files.Record` carrying `where` ("file:line") so a processor can name the exact
+place a field is missing. Local files may be .jsonl, .json, .csv or .parquet (`core/data_files.py`); a folder
 is searched for a file per split (`test.jsonl`, `<name>_test.csv`, `test/<name>_test.csv`, ...).
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tunescope.errors import UserError
-from tunescope.records import SUFFIXES, Record, read_records
+from tunescope.core.data_files import SUFFIXES, Record, read_records
+from tunescope.core.errors import UserError
 
 
 def split_file_stems(split: str, dataset_name: str | None) -> list[str]:

@@ -17,13 +17,13 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tunescope.config import VAL_LOSS, RunConfig
-from tunescope.errors import UserError
+from tunescope.config.run_config import VAL_LOSS, RunConfig
+from tunescope.core.errors import UserError
 from tunescope.evaluate.groups import expand
 from tunescope.evaluate.spec import GENERATE
 from tunescope.evaluate.task import Task, load_task
-from tunescope.results_schema import finite_float, metric_keys, stderr_key
-from tunescope.runio import write_jsonl
+from tunescope.store.fileio import write_jsonl
+from tunescope.store.scores import finite_float, metric_keys, stderr_key
 
 KEY = "eval.during_training"
 
@@ -133,7 +133,7 @@ class TrainingTimeScorer:
 
 
 def build_scorer(cfg: RunConfig, tasks: list[tuple[Task, list[int]]], tokenizer, run_path: Path) -> TrainingTimeScorer:
-    from tunescope.run_record import EVAL_DIR, STEPS_DIR
+    from tunescope.store.run_folder import EVAL_DIR, STEPS_DIR
 
     dt = cfg.eval.during_training
     return TrainingTimeScorer(tasks, tokenizer, run_path / EVAL_DIR / STEPS_DIR, every=dt.every or cfg.training.eval_every,

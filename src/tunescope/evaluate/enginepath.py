@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import logging
 
-from tunescope.errors import UserError
-from tunescope.modelinfo import base_model, routes_attention_through_interface, text_config
+from tunescope.core.errors import UserError
+from tunescope.core.modelinfo import base_model, routes_attention_through_interface, text_config
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from tunescope.errors import UserError
+from tunescope.core.errors import UserError
 
 Doc = dict[str, Any]
 

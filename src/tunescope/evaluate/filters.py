@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tunescope.errors import UserError
+from tunescope.core.errors import UserError
 
 FALLBACK = "[invalid]"
 

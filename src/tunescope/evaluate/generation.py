@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tunescope.core.modelinfo import num_layers, sliding_window
 from tunescope.evaluate.attention import GROUPED, supports_own_attention, use_attention
 from tunescope.evaluate.kvcache import SlotCache, prefilled_layers
 from tunescope.evaluate.tokenization import Encoder
-from tunescope.modelinfo import num_layers, sliding_window
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
+from tunescope.core.modelinfo import logit_softcap, num_layers, rescales_logits, sliding_window
 from tunescope.evaluate.attention import SEGMENTS, Segment, SegmentPlan, supports_own_attention, use_attention
-from tunescope.modelinfo import logit_softcap, num_layers, rescales_logits, sliding_window
 
 # Below this many shared tokens a separate prefix forward costs more than it saves.
 _MIN_SHARED_PREFIX = 8

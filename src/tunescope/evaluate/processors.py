@@ -25,8 +25,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from tunescope.errors import UserError
-from tunescope.records import Record
+from tunescope.core.data_files import Record
+from tunescope.core.errors import UserError
 
 Doc = dict[str, Any]
 

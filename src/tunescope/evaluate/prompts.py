@@ -17,8 +17,8 @@ from typing import Any
 
 from jinja2 import BaseLoader, Environment, StrictUndefined
 
+from tunescope.core.prompt_format import chat_prompt
 from tunescope.evaluate.spec import TaskSpec
-from tunescope.prompt_format import chat_prompt
 
 _ENV = Environment(loader=BaseLoader(), undefined=StrictUndefined, keep_trailing_newline=True)
 _ENV.filters["regex_replace"] = lambda s, pattern, repl, count=0: re.sub(pattern, repl, s, count=count)
@@ -98,7 +98,7 @@ def build_context(spec: TaskSpec, doc: dict[str, Any], examples: Sequence[dict[s
     if not spec.apply_chat_template:
         return description + body
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-        from tunescope.errors import UserError
+        from tunescope.core.errors import UserError
 
         raise UserError(f"task '{spec.name}' needs a tokenizer with a chat template", where="task")
     messages = ([{"role": "system", "content": description}] if description else []) + [

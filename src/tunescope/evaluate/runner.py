@@ -23,7 +23,8 @@ from typing import Any
 
 import torch
 
-from tunescope.errors import UserError
+from tunescope.core.errors import UserError
+from tunescope.core.malloc import KEEP_FREED, malloc_setting
 from tunescope.evaluate import batchsize, prompts
 from tunescope.evaluate.enginepath import NATIVE, TRANSFORMERS, resolve_engine
 from tunescope.evaluate.fewshot import FewshotSampler
@@ -37,8 +38,8 @@ from tunescope.evaluate.results import prompt_hash, task_entry
 from tunescope.evaluate.spec import GENERATE
 from tunescope.evaluate.task import Task
 from tunescope.evaluate.tokenization import Encoder, max_length
-from tunescope.malloc import KEEP_FREED, malloc_setting
-from tunescope.runio import write_json, write_jsonl
+from tunescope.store.fileio import write_json, write_jsonl
+from tunescope.store.layout import RESULTS
 
 log = logging.getLogger(__name__)
 
@@ -119,25 +120,8 @@ def run_generation_task(
     if max_ctx <= 0:
         raise UserError(f"max_new_tokens ({max_gen}) must be smaller than the model's context window ({window})",
                         where="max_new_tokens")
-    until = _stop_strings(gen.get("until") or [], tokenizer)
-    do_sample = bool(gen.get("do_sample", False))
-    temperature = float(gen.get("temperature") or 0.0)
-    if temperature == 0.0:
-        do_sample = False
     k = spec.samples
-    requests, owners, truncated = [], [], 0
-    for inst in instances:
-        ids = encoder.encode_prompt(inst.prompt)
-        if len(ids) > max_ctx:
-            truncated += 1
-            ids = ids[-max_ctx:]
-        for j in range(k):
-            requests.append(GenRequest(
-                prompt_ids=ids, until=until, max_new_tokens=max_gen, do_sample=do_sample, temperature=temperature,
-                top_p=float(gen.get("top_p", 1.0)), top_k=int(gen.get("top_k", 0) or 0),
-                seed=spec.fewshot_seed * 1_000_003 + inst.doc_id * 1_009 + j,
-            ))
-            owners.append(inst.doc_id)
+    requests, owners, truncated = _generation_requests(spec, instances, encoder, tokenizer, max_ctx, max_gen)
     if truncated:
         log.warning("%s: %d prompt(s) longer than %d tokens were truncated from the left", spec.name, truncated, max_ctx)
     longest = max(len(r.prompt_ids) for r in requests) + max_gen
@@ -165,6 +149,38 @@ def run_generation_task(
         responses[doc_id].append(res.text)
         finish[doc_id].append(res.finish_reason)
 
+    per_sample, records = _score_generations(spec, instances, responses, finish)
+    return TaskOutcome(task_entry(spec.display_name, per_sample), records, len(instances), truncated, wall, bs)
+
+
+def _generation_requests(spec, instances: list[Instance], encoder: Encoder, tokenizer, max_ctx: int,
+                         max_gen: int) -> tuple[list[GenRequest], list[int], int]:
+    """(`spec.samples` requests per instance, the doc_id of each, how many prompts were cut from the left)."""
+    gen = spec.generation_kwargs
+    until = _stop_strings(gen.get("until") or [], tokenizer)
+    do_sample = bool(gen.get("do_sample", False))
+    temperature = float(gen.get("temperature") or 0.0)
+    if temperature == 0.0:
+        do_sample = False
+    requests, owners, truncated = [], [], 0
+    for inst in instances:
+        ids = encoder.encode_prompt(inst.prompt)
+        if len(ids) > max_ctx:
+            truncated += 1
+            ids = ids[-max_ctx:]
+        for j in range(spec.samples):
+            requests.append(GenRequest(
+                prompt_ids=ids, until=until, max_new_tokens=max_gen, do_sample=do_sample, temperature=temperature,
+                top_p=float(gen.get("top_p", 1.0)), top_k=int(gen.get("top_k", 0) or 0),
+                seed=spec.fewshot_seed * 1_000_003 + inst.doc_id * 1_009 + j,
+            ))
+            owners.append(inst.doc_id)
+    return requests, owners, truncated
+
+
+def _score_generations(spec, instances: list[Instance], responses: dict[int, list[str]],
+                       finish: dict[int, list[str]]) -> tuple[dict[tuple[str, str], list[float]], list[dict]]:
+    """Filters and metrics on each instance's responses: (the per-sample values by metric, the records)."""
     pipelines = build_pipelines(spec.filter_list)
     per_sample: dict[tuple[str, str], list[float]] = defaultdict(list)
     records = []
@@ -194,10 +210,10 @@ def run_generation_task(
             "metrics": metrics,
             "finish_reason": finish[inst.doc_id][0],
         }
-        if k > 1:
+        if spec.samples > 1:
             record["responses"] = resps
         records.append(record)
-    return TaskOutcome(task_entry(spec.display_name, per_sample), records, len(instances), truncated, wall, bs)
+    return per_sample, records
 
 
 def run_choice_task(
@@ -264,10 +280,27 @@ def run_choice_task(
     return TaskOutcome(task_entry(spec.display_name, per_sample), records, len(instances), truncated, wall, bs)
 
 
+def _add_task_results(results: dict[str, Any], extras: dict[str, Any], task: Task, outcome: TaskOutcome,
+                      facts: dict[str, Any]) -> None:
+    """One task's entries in results.json, in lm-evaluation-harness's layout, and tunescope's facts about it."""
+    spec = task.spec
+    name = spec.name
+    results["results"][name] = outcome.entry
+    results["group_subtasks"][name] = []
+    results["configs"][name] = spec.to_config()
+    results["versions"][name] = spec.version
+    results["n-shot"][name] = spec.num_fewshot
+    results["higher_is_better"][name] = {
+        m: True for m in {k.split(",")[0] for k in outcome.entry if "," in k and "_stderr" not in k}
+    }
+    results["n-samples"][name] = {"original": len(task.docs), "effective": outcome.effective}
+    extras["tasks"][name] = facts
+
+
 def write_outputs(out_dir: Path, results: dict[str, Any], records: dict[str, list[dict[str, Any]]]) -> None:
     for name, recs in records.items():
         write_jsonl(out_dir / f"{name}.jsonl", recs)
-    write_json(out_dir / "results.json", results)
+    write_json(out_dir / RESULTS, results)
 
 
 def _model_name(model) -> str:
@@ -324,17 +357,7 @@ def evaluate_native(
                 task_path, task_reason = path, reason
                 if path == TRANSFORMERS and spec.output_type == GENERATE:
                     outcome.batch_size = 1  # plain generation runs one request at a time
-            name = spec.name
-            results["results"][name] = outcome.entry
-            results["group_subtasks"][name] = []
-            results["configs"][name] = spec.to_config()
-            results["versions"][name] = spec.version
-            results["n-shot"][name] = spec.num_fewshot
-            results["higher_is_better"][name] = {
-                m: True for m in {k.split(",")[0] for k in outcome.entry if "," in k and "_stderr" not in k}
-            }
-            results["n-samples"][name] = {"original": len(task.docs), "effective": outcome.effective}
-            extras["tasks"][name] = {
+            _add_task_results(results, extras, task, outcome, {
                 **limit_info,
                 "truncated": outcome.truncated,
                 "batch_size": outcome.batch_size,
@@ -343,8 +366,8 @@ def evaluate_native(
                 "source": task.source,
                 "engine_path": task_path,
                 "engine_reason": task_reason,
-            }
-            all_records[name] = outcome.records
+            })
+            all_records[spec.name] = outcome.records
     param = next(model.parameters())
     results["config"] = {
         "model": _model_name(model), "batch_size": batch_size, "limit": limit, "device": str(param.device),

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from tunescope.errors import UserError
+from tunescope.core.errors import UserError
 
 GENERATE = "generate_until"
 MULTIPLE_CHOICE = "multiple_choice"

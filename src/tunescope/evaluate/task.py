@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunescope.config import SAMPLING_TEMPERATURE
-from tunescope.errors import UserError
+from tunescope.config.run_config import SAMPLING_TEMPERATURE
+from tunescope.core.data_files import SUFFIXES
+from tunescope.core.errors import UserError
+from tunescope.core.prompt_format import prompt_prefix
 from tunescope.evaluate import data, groups, processors
 from tunescope.evaluate.spec import GENERATE, TaskSpec, builtin_spec, spec_from_dict
-from tunescope.prompt_format import prompt_prefix
-from tunescope.records import SUFFIXES
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tunescope.modelinfo import text_config
+from tunescope.core.modelinfo import text_config
 
 
 @dataclass

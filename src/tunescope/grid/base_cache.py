@@ -23,11 +23,12 @@ from importlib import metadata
 from pathlib import Path
 
 import tunescope
-from tunescope.config import RunConfig
-from tunescope.pipeline import BaseEvalCache
-from tunescope.runio import now_iso, write_json
+from tunescope.config.run_config import RunConfig
+from tunescope.recipes.run import BaseEvalCache
+from tunescope.store.fileio import now_iso, write_json
+from tunescope.store.grid_folder import BASE_EVALS_DIR
+from tunescope.store.run_folder import RESULTS
 
-CACHE_DIR = "base_evals"
 # The libraries whose code computes a base model's scores.
 SCORING_LIBRARIES = ("torch", "transformers", "peft")
 
@@ -62,12 +63,12 @@ def eval_key(cfg: RunConfig, tasks: list, dtype: str, device: str) -> tuple[str,
 
 class GridBaseEvalCache(BaseEvalCache):
     def __init__(self, grid_folder: Path):
-        self.root = Path(grid_folder) / CACHE_DIR
+        self.root = Path(grid_folder) / BASE_EVALS_DIR
 
     def lookup(self, cfg: RunConfig, tasks: list, dtype: str, device: str) -> tuple[str, Path | None]:
         key, _ = eval_key(cfg, tasks, dtype, device)
         folder = self.root / key
-        return key, folder if (folder / "results.json").is_file() else None
+        return key, folder if (folder / RESULTS).is_file() else None
 
     def store(self, key: str, folder: Path, run_name: str) -> None:
         # Copied under a private name and renamed, so a reader never sees half an evaluation; when two

@@ -16,9 +16,9 @@ from collections.abc import Mapping
 import numpy as np
 
 from tunescope.analysis import stats
+from tunescope.analysis.compare import item_fingerprint
 from tunescope.analysis.stratified import cmh_paired, paired_strata
-from tunescope.compare import item_fingerprint
-from tunescope.results_schema import finite_float, sample_key
+from tunescope.store.scores import finite_float, sample_key
 
 
 def item_outcomes(evaluation, task: str, metric: str) -> dict:

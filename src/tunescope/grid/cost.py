@@ -71,10 +71,10 @@ def _eval_items(cfg) -> int | None:
 
 def measured_rates(model: str, folders: list[Path]) -> Rates:
     """Medians over finished runs of `model` in `folders` and in the registry."""
-    from tunescope import run_registry
-    from tunescope.run_record import open_run
+    from tunescope.store import registry as run_registry
+    from tunescope.store.run_folder import MANIFEST, open_run
 
-    paths = [p for f in folders if f.is_dir() for p in sorted(f.iterdir()) if (p / "manifest.json").is_file()]
+    paths = [p for f in folders if f.is_dir() for p in sorted(f.iterdir()) if (p / MANIFEST).is_file()]
     try:
         paths += [Path(r["path"]) for r in run_registry.list_runs() if r.get("model") == model and r["exists"]]
     except Exception:  # an unreadable registry only means fewer measurements
@@ -110,9 +110,9 @@ def measured_rates(model: str, folders: list[Path]) -> Rates:
 def encoded_lengths(cfg, tokenizers: dict) -> tuple[list[int], list[int]] | None:
     """Token counts of the run's training and validation examples, encoded exactly as training will encode
     them; None when the data is not local or the tokenizer cannot be loaded here (offline hub id, say)."""
-    from tunescope.errors import UserError
+    from tunescope.core.errors import UserError
     from tunescope.models.loading import prepare_tokenizer
-    from tunescope.run_inputs import encode_data, prepare_data
+    from tunescope.recipes.inputs import encode_data, prepare_data
 
     m = cfg.model
     if not _local_data(cfg):

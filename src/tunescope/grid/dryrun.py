@@ -42,8 +42,8 @@ def check_local_data(g) -> None:
     by file:line), so a dry run finds what the runs would fail on. Hub datasets are left to the runs."""
     from pathlib import Path
 
+    from tunescope.core.data_files import SUFFIXES
     from tunescope.data.sources import load_rows
-    from tunescope.records import SUFFIXES
 
     seen = set()
     for run in g.runs:

@@ -30,11 +30,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tunescope.config import RUN_NAME_RE, RunConfig, has_key
-from tunescope.config_loading import dump_config
-from tunescope.errors import UserError
-from tunescope.runio import not_utf8
-from tunescope.safe_yaml import load_yaml
+from tunescope.config.loading import dump_config
+from tunescope.config.run_config import RUN_NAME_RE, RunConfig, has_key
+from tunescope.config.safe_yaml import load_yaml
+from tunescope.core.errors import UserError
+from tunescope.store.fileio import not_utf8
+from tunescope.store.grid_folder import run_name
 
 # Keys the grid itself decides: the run's name and folder come from the cell, its seed from `seeds`.
 RESERVED_KEYS = ("name", "output_dir", "seed")
@@ -153,7 +154,7 @@ def _override(key: str, value: Any) -> str:
 
 def load_grid(path: str | Path, overrides: list[str] | None = None) -> Grid:
     """Read, validate and expand a grid file. `overrides` (`key=value`) change the base config of every cell."""
-    from tunescope.config_loading import load_config
+    from tunescope.config.loading import load_config
 
     source = Path(path)
     raw = _read_yaml(source)
@@ -208,9 +209,8 @@ def load_grid(path: str | Path, overrides: list[str] | None = None) -> Grid:
         seen[cell] = axes
         values = {k: _beside(source, k, v) for k, v in axes.items()}
         for seed in gf.seeds:
-            run_name = f"{cell}-s{seed}"
             sets = fixed + pinned + [_override(k, v) for k, v in values.items()] + [
-                f"name={run_name}", f"seed={seed}", f"output_dir={folder}"]
+                f"name={run_name(cell, seed)}", f"seed={seed}", f"output_dir={folder}"]
             try:
                 cfg = load_config(base_path, sets)
             except UserError as e:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import statistics
 
+from tunescope.report.formatting import pct
+
 
 def _is_number(v) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
@@ -68,10 +70,6 @@ def cell_costs(data: dict) -> list[dict]:
     return out
 
 
-def _pct(x) -> str:
-    return "—" if x is None else f"{100 * x:.1f}%"
-
-
 def conclusions(data: dict) -> list[dict]:
     out: list[dict] = []
     row = _primary_row(data)
@@ -86,10 +84,10 @@ def conclusions(data: dict) -> list[dict]:
         return out
     best = row["best"][0]
     b = row["cells"][best]
-    base_txt = "; ".join(f"{c.removeprefix('base:') or 'base'} before tuning: {_pct(v['mean'])}"
+    base_txt = "; ".join(f"{c.removeprefix('base:') or 'base'} before tuning: {pct(v['mean'], 1)}"
                          for c, v in row["bases"].items())
-    out.append({"text": f"Highest mean {row['task']} {row['metric']} of the cells: {best}, {_pct(b['mean'])} "
-                        f"± {_pct(b['se'])} ({'SE over ' + str(b['k']) + ' seeds' if b['uncertainty'] == 'seeds' else 'item SE, one seed'})"
+    out.append({"text": f"Highest mean {row['task']} {row['metric']} of the cells: {best}, {pct(b['mean'], 1)} "
+                        f"± {pct(b['se'], 1)} ({'SE over ' + str(b['k']) + ' seeds' if b['uncertainty'] == 'seeds' else 'item SE, one seed'})"
                         + (f"; {base_txt}." if base_txt else "."), "basis": ["rows", "base_columns"]})
     sds = [(c, v["sd"]) for c, v in row["cells"].items() if v.get("sd") is not None]
     if sds:

@@ -34,8 +34,8 @@ from pathlib import Path
 
 import torch
 
-from tunescope.modelinfo import text_config
-from tunescope.runio import now_iso
+from tunescope.core.modelinfo import text_config
+from tunescope.store.fileio import now_iso
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from tunescope.errors import UserError, check_writable_dir, one_line
+from tunescope.core.errors import UserError, check_writable_dir, one_line
 from tunescope.models import dtype_choice
 from tunescope.models.dtype_choice import DtypeChoice, Shape, requested
 from tunescope.models.registry import ALIASES, ModelAlias, resolve_alias

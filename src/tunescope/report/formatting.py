@@ -1,4 +1,5 @@
-"""How numbers are written in reports and on the command line: percentages, score ± stderr, p-values.
+"""How numbers are written in reports, their generated sentences and on the command line: percentages,
+score ± stderr, p-values. The report, the analysis sentences, the comparison and the grid all use these.
 
 Every formatter writes "—" for a missing value (None, NaN or ±infinity). A template's undefined name is
 not a missing value: the report environments use StrictUndefined, so it fails the render.
@@ -41,6 +42,11 @@ def signed(x: float | None, digits: int = 2) -> str:
     return "—" if missing(x) else f"{x:+.{digits}f}"
 
 
+def formatted(x: float | None, spec: str) -> str:
+    """`x` in a format spec (``.3g``, ``+.2f``), or "—"."""
+    return "—" if missing(x) else format(x, spec)
+
+
 def pval(p: float | None) -> str:
     if missing(p):
         return "—"
@@ -48,9 +54,9 @@ def pval(p: float | None) -> str:
 
 
 def peq(p: float | None) -> str:
-    """``=0.012`` or ``<0.001``, to follow a ``p``."""
+    """``=0.012`` or ``<0.001`` to follow a ``p``; `` —`` when there is none."""
     text = pval(p)
-    return text if text.startswith("<") else f"={text}" if text != "—" else " n/a"
+    return text if text.startswith("<") else f"={text}" if text != "—" else " —"
 
 
 def flops(x: float | None) -> str:

@@ -1,6 +1,6 @@
 """grid.html (self-contained, same CSP as report.html), grid.md and grid.json for an experiment grid.
 
-The data comes from `tunescope.grid.analysis.analyse_grid`; this module only draws the per-axis plots
+The data comes from `tunescope.grid.aggregate.analyse_grid`; this module only draws the per-axis plots
 and renders the templates with the report package's jinja2 environments and filters.
 """
 
@@ -48,7 +48,7 @@ def _image_key(axis: str) -> str:
 
 
 def render_grid(data: dict, out_dir: Path) -> dict[str, Path]:
-    from tunescope.runio import write_text_atomic
+    from tunescope.store.fileio import write_text_atomic
 
     out_dir = Path(out_dir)
     images = {}

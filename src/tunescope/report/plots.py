@@ -17,9 +17,15 @@ BASE_COLOR = "#8c96a3"
 TUNED_COLOR = "#1f5fa8"
 
 
-def figure_png(fig) -> bytes:
+def figure_png(fig, tight: bool = True) -> bytes:
+    """A matplotlib figure (pyplot's or a standalone `Figure`) as PNG bytes, the figure closed.
+
+    `tight` crops the blank margin around the axes (the report's plots); the word cloud and the cluster
+    map keep their full canvas. The ``Software`` metadata entry is dropped so that the bytes depend only
+    on the picture: plots are byte-for-byte reproducible with the same matplotlib version.
+    """
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight" if tight else None, metadata={"Software": None})
     plt.close(fig)
     return buf.getvalue()
 

@@ -20,8 +20,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, Undefined
 
 from tunescope.report.formatting import missing, number, pct, peq, pm, pval, signed
 from tunescope.report.presentation import present
-
-IMAGE_DIR = "report_images"
+from tunescope.store.layout import REPORT_HTML, REPORT_IMAGES, REPORT_JSON, REPORT_MD
 
 
 def mdcell(x) -> str:
@@ -116,7 +115,7 @@ def jsonable(data: dict) -> dict:
     return {k: v for k, v in data.items() if not k.startswith("_")}
 
 
-def write_images(out_dir: Path, images: dict[str, bytes], folder: str = IMAGE_DIR) -> dict[str, str]:
+def write_images(out_dir: Path, images: dict[str, bytes], folder: str = REPORT_IMAGES) -> dict[str, str]:
     """PNG files beside report.md (Markdown viewers do not show data URIs); returns relative links."""
     img_dir = out_dir / folder
     img_dir.mkdir(parents=True, exist_ok=True)
@@ -141,11 +140,11 @@ def render_html(data: dict, images: dict[str, str]) -> str:
 
 
 def render_all(data: dict, out_dir: Path) -> dict[str, Path]:
-    from tunescope.runio import write_text_atomic
+    from tunescope.store.fileio import write_text_atomic
 
     out_dir = Path(out_dir)
     images = images_for(data)
-    paths = {"html": out_dir / "report.html", "md": out_dir / "report.md", "json": out_dir / "report.json"}
+    paths = {"html": out_dir / REPORT_HTML, "md": out_dir / REPORT_MD, "json": out_dir / REPORT_JSON}
     plain = jsonable(data)
     write_text_atomic(paths["json"], json.dumps(plain, indent=2, ensure_ascii=False, default=str) + "\n")
     md_links = write_images(out_dir, images)
@@ -156,8 +155,8 @@ def render_all(data: dict, out_dir: Path) -> dict[str, Path]:
 
 
 def render_compare(data: dict, out_dir: Path) -> dict[str, Path]:
-    """comparison.html / comparison.md / comparison.json for a multi-run comparison (see tunescope.compare)."""
-    from tunescope.runio import write_text_atomic
+    """comparison.html / comparison.md / comparison.json for a multi-run comparison (see tunescope.analysis.compare)."""
+    from tunescope.store.fileio import write_text_atomic
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""The Starlette application: routes, templates, the headers every answer carries, and error pages.
+"""The Starlette application: routes, the headers every answer carries, and the error handlers (their pages
+and the templates are `pages`').
 
 Pages are rendered on the server from Jinja templates (autoescaped, undefined names are errors) with
 the report's number formatting; the only script is the dashboard's own static files.
@@ -6,53 +7,26 @@ the report's number formatting; the only script is the dashboard's own static fi
 
 from __future__ import annotations
 
-import functools
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlencode
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tunescope.errors import UserError
-from tunescope.report.render import FILTERS
+from tunescope.core.errors import UserError
+from tunescope.serve.pages import error_page
 from tunescope.serve.run_index import RunIndex
 from tunescope.serve.security import COMMON_HEADERS, LOCAL_HOSTS, PAGE_POLICY, TokenGate
 
 STATIC = Path(__file__).parent / "static"
-
-
-@functools.lru_cache(maxsize=1)
-def templates() -> Environment:
-    env = Environment(loader=PackageLoader("tunescope.serve", "templates"), autoescape=True,
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(FILTERS)
-    return env
-
-
-def page(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-    return HTMLResponse(templates().get_template(name).render(**context), status_code=status_code)
-
-
-def error_page(title: str, message: str, status_code: int, **extra: Any) -> HTMLResponse:
-    return page("error.html.j2", status_code, title=title, message=message, nav="", **extra)
-
-
-def url(path: str, params: dict[str, Any] | list[tuple[str, Any]]) -> str:
-    """`path?query` without the empty parameters."""
-    items = params.items() if isinstance(params, dict) else params
-    query = urlencode([(k, v) for k, v in items if v not in (None, "")])
-    return f"{path}?{query}" if query else path
 
 
 class SecurityHeaders:

@@ -14,13 +14,14 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, Response
 
-from tunescope import run_record as rr
-from tunescope import run_registry
-from tunescope.errors import UserError
-from tunescope.serve.app import error_page, page, url
+from tunescope.core.errors import UserError
+from tunescope.serve.pages import error_page, page, url
 from tunescope.serve.run_index import RunEntry, run_id
 from tunescope.serve.run_pages import index_of, positive_int, view_row
 from tunescope.serve.security import FILE_POLICY
+from tunescope.store import registry as run_registry
+from tunescope.store import run_folder as rr
+from tunescope.store.grid_folder import is_grid_folder
 
 COMPARE_CACHE_SIZE = 16
 LEADERBOARD_PER_PAGE = 100
@@ -56,7 +57,7 @@ def stamp(entry: RunEntry) -> float:
 def comparison_html(request: Request, entries: list[RunEntry], baseline: str | None) -> str:
     """comparison.html of `tunescope compare` on these runs, written to a temporary folder (nothing is written
     beside the runs) and kept for the next request while the runs are unchanged."""
-    from tunescope.compare_recipe import compare
+    from tunescope.recipes.compare import compare
 
     cache: OrderedDict = request.app.state.compare_cache
     key = (tuple(str(e.path) for e in entries), baseline, tuple(stamp(e) for e in entries))
@@ -121,7 +122,7 @@ def grids(request: Request) -> dict[str, dict]:
         folder = e.path.parent
         gid = run_id(folder)
         g = found.setdefault(gid, {"id": gid, "name": e.grid, "folder": str(folder), "runs": [],
-                                   "report": (folder / GRID_REPORT).is_file() and (folder / "grid.yaml").is_file()})
+                                   "report": (folder / GRID_REPORT).is_file() and is_grid_folder(folder)})
         g["runs"].append(e)
     for g in found.values():
         g["counts"] = {s: sum(r.status == s for r in g["runs"]) for s in ("finished", "running", "failed", "interrupted")}

@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tunescope import run_record as rr
-from tunescope.errors import UserError
+from tunescope.core.errors import UserError
 from tunescope.serve.partial_runs import live_status
+from tunescope.store import run_folder as rr
 
 MAX_READ_BYTES = 4 << 20
 # The fields the progress panel draws, by record kind.

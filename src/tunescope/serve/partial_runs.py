@@ -17,12 +17,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunescope import run_record as rr
-from tunescope.errors import UserError
+from tunescope.core.errors import UserError
+from tunescope.store import run_folder as rr
+from tunescope.store.grid_folder import GRID_FILE
 
 SCAN_EVERY_S = 1.0
 STALE_AFTER_S = 30 * 60
-GRID_FILE = "grid.yaml"
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunescope import run_registry
-from tunescope.errors import UserError
-from tunescope.results_schema import finite_float, headline_metric, metric_label
+from tunescope.core.errors import UserError
 from tunescope.serve.partial_runs import PartialScanner
+from tunescope.store import registry as run_registry
+from tunescope.store.scores import finite_float, headline_metric, metric_label
 
 STATUSES = ("running", "finished", "failed", "interrupted")
 SORT_KEYS = ("name", "status", "model", "method", "data", "grid", "date", "task", "base", "tuned", "delta", "p")

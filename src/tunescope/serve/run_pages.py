@@ -12,12 +12,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
-from tunescope import run_record as rr
-from tunescope import run_registry
-from tunescope.errors import UserError
+from tunescope.core.errors import UserError
 from tunescope.serve import live
-from tunescope.serve.app import error_page, page, url
 from tunescope.serve.config_diff import config_diff
+from tunescope.serve.pages import error_page, page, url
 from tunescope.serve.run_index import (
     FILTERS,
     PER_PAGE,
@@ -29,8 +27,11 @@ from tunescope.serve.run_index import (
     run_id,
 )
 from tunescope.serve.security import FILE_POLICY, file_inside, media_type
+from tunescope.store import registry as run_registry
+from tunescope.store import run_folder as rr
+from tunescope.store.layout import CONFIG, MANIFEST, METRICS, REPORT_HTML, REPORT_JSON, REPORT_MD
 
-RUN_FILES = ("report.html", "report.md", "report.json", "config.yaml", "manifest.json", "metrics.jsonl")
+RUN_FILES = (REPORT_HTML, REPORT_MD, REPORT_JSON, CONFIG, MANIFEST, METRICS)
 COLUMNS = (("name", "run"), ("status", "status"), ("model", "model"), ("method", "method"), ("data", "data"),
            ("grid", "grid"), ("date", "date"), ("task", "headline task"), ("base", "base"), ("tuned", "tuned"),
            ("delta", "Δ (points)"), ("p", "paired test"))
@@ -148,7 +149,7 @@ def run_page(request: Request) -> Response:
                 details=details, exists=exists, files=files,
                 config_yaml=yaml.safe_dump(config, sort_keys=False, allow_unicode=True) if config else None,
                 config_problem=config_problem, diff=diff, live=not entry.registered and exists,
-                has_report=exists and (entry.path / "report.html").is_file())
+                has_report=exists and (entry.path / REPORT_HTML).is_file())
 
 
 def run_file(request: Request) -> Response:

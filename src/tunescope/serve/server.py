@@ -15,10 +15,10 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from tunescope import run_registry
-from tunescope.errors import UserError
+from tunescope.core.errors import UserError
 from tunescope.serve.run_index import RunIndex
 from tunescope.serve.security import LOCAL_HOSTS
+from tunescope.store import registry as run_registry
 
 DEFAULT_PORT = 8765
 DEFAULT_HOST = "127.0.0.1"

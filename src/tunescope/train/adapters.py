@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from tunescope.config import TrainingConfig
-from tunescope.errors import UserError
+from tunescope.config.run_config import TrainingConfig
+from tunescope.core.errors import UserError
 from tunescope.train.fused import fuse_lora_forward, fuse_swiglu
 
 

@@ -18,7 +18,7 @@ import random
 
 import torch
 
-from tunescope.prompt_format import IGNORE_INDEX, Encoded
+from tunescope.core.prompt_format import IGNORE_INDEX, Encoded
 
 
 def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, window: int = 32) -> list[list[int]]:

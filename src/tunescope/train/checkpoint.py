@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from tunescope.errors import UserError
+from tunescope.core.errors import UserError
+from tunescope.store.layout import CHECKPOINT_PREFIX
 
-PREFIX = "step-"
 log = logging.getLogger(__name__)
 
 
@@ -93,7 +93,7 @@ class Checkpointer:
     def save(self, state, trainable: dict[str, torch.Tensor], best: dict[str, torch.Tensor] | None,
              optimizer: torch.optim.Optimizer, scheduler) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
-        name = f"{PREFIX}{state.step:08d}"
+        name = f"{CHECKPOINT_PREFIX}{state.step:08d}"
         tmp = self.directory / f".{name}.tmp"
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -117,7 +117,7 @@ class Checkpointer:
     def all(self) -> list[Path]:
         if not self.directory.is_dir():
             return []
-        return sorted(p for p in self.directory.glob(f"{PREFIX}*") if (p / "state.json").is_file())
+        return sorted(p for p in self.directory.glob(f"{CHECKPOINT_PREFIX}*") if (p / "state.json").is_file())
 
     def latest(self) -> Path | None:
         found = self.all()

@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import torch
 
-from tunescope.errors import UserError
+from tunescope.core.errors import UserError
 
 
 @dataclass

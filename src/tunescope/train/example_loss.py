@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from tunescope.prompt_format import IGNORE_INDEX, Encoded
+from tunescope.core.prompt_format import IGNORE_INDEX, Encoded
 from tunescope.train import loss as loss_lib
 from tunescope.train.batching import collate
 

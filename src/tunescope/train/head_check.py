@@ -17,8 +17,8 @@ import weakref
 import torch
 import torch.nn.functional as F
 
-from tunescope.modelinfo import base_model
-from tunescope.prompt_format import IGNORE_INDEX
+from tunescope.core.modelinfo import base_model
+from tunescope.core.prompt_format import IGNORE_INDEX
 
 BY_HAND = "supervised rows"  # the output layer applied to the supervised positions only, in chunks
 MODEL_FORWARD = "model forward"  # the model's own forward computes every position's logits

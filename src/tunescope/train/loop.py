@@ -21,22 +21,20 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tunescope.config import VAL_LOSS, TrainingConfig
-from tunescope.errors import UserError
-from tunescope.malloc import RETURN_FREED, malloc_setting
-from tunescope.prompt_format import Encoded
+from tunescope.config.run_config import VAL_LOSS, TrainingConfig
+from tunescope.core.errors import UserError
+from tunescope.core.malloc import RETURN_FREED, malloc_setting
+from tunescope.core.prompt_format import Encoded
 from tunescope.train.batching import collate, epoch_batches, split_by_tokens, supervised_count
 from tunescope.train.checkpoint import Checkpointer
 from tunescope.train.distributed import Distributed, current
-from tunescope.train.loss import SupervisedCausalLM, loss_path
+from tunescope.train.run_summary import training_summary
 from tunescope.train.selection import Selection, StepScorer
+from tunescope.train.setup import prepare_training, restore_checkpoint
 from tunescope.train.throughput import (
-    cuda_max_allocated_mb,
-    estimate_cost,
     flops_per_token,
     machine_peak,
     parameter_counts,
-    peak_rss_mb,
 )
 
 
@@ -153,6 +151,33 @@ def evaluate_loss(net, examples: list[Encoded], batch_size: int, pad_id: int, de
     return loss_sum / max(tokens, 1), correct / max(tokens, 1)
 
 
+def _accumulate(net, pieces: list[dict], step_tokens: int, *, device, dist: Distributed, seeds: list[int],
+                cfg: TrainingConfig) -> dict:
+    """`accumulate_gradients`, an out-of-memory error turned into advice on the batch settings."""
+    try:
+        return accumulate_gradients(net, pieces, step_tokens, device=device, dist=dist, seeds=seeds)
+    except torch.cuda.OutOfMemoryError as e:
+        raise _out_of_memory(e, cfg, [tuple(b["input_ids"].shape) for b in pieces]) from None
+    except RuntimeError as e:
+        if "can't allocate memory" not in str(e):
+            raise
+        raise _out_of_memory(e, cfg, [tuple(b["input_ids"].shape) for b in pieces]) from None
+
+
+def _check_finite(loss: float, grad_norm: float, step: int, checkpointer: Checkpointer | None) -> None:
+    """Stop before applying a step whose loss or gradient norm is NaN/inf, naming the last good checkpoint."""
+    if math.isfinite(loss) and math.isfinite(grad_norm):
+        return
+    what = "training loss" if not math.isfinite(loss) else "gradient norm"
+    value = loss if not math.isfinite(loss) else grad_norm
+    ckpt = checkpointer.latest() if checkpointer is not None else None
+    raise TrainingDiverged(
+        f"{what} became {value} at step {step}; stopped before applying it. Lower "
+        f"training.learning_rate or check the data. "
+        + (f"The last good checkpoint is {ckpt} (step {int(ckpt.name.split('-')[-1])})." if ckpt else
+           "No checkpoint was written yet (training.checkpoint_every)."), where="training")
+
+
 def _out_of_memory(err: BaseException, cfg: TrainingConfig, shapes: list[tuple[int, int]]) -> UserError:
     rows, width = max(shapes, key=lambda s: s[0] * s[1]) if shapes else (cfg.batch_size, 0)
     smaller = max(1, cfg.batch_size // 2)
@@ -224,8 +249,6 @@ def score_tasks(scorer: StepScorer, model: torch.nn.Module, step: int, dist: Dis
 
 def _train(model, train_set, val_set, cfg, *, seed, pad_id, device, dtype, log, save_best, on_step, checkpointer,
            resume, dist, scorer) -> dict:
-    from transformers import get_scheduler
-
     segment_start = time.perf_counter()
     dist = dist or current()
     device = dist.device or device
@@ -233,29 +256,11 @@ def _train(model, train_set, val_set, cfg, *, seed, pad_id, device, dtype, log, 
         log = _discard  # only the main process writes
     torch.manual_seed(seed)
 
-    # --- model, optimizer, schedule ------------------------------------------------------------
-    if cfg.gradient_checkpointing:
-        # Non-reentrant checkpointing restores the RNG state, so recomputed dropout masks are identical.
-        kwargs = {"use_reentrant": False}
-        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    head_path, head_reason = loss_path(model)  # checked once, before any step or wrapping
-    net = SupervisedCausalLM(model)
-    if cfg.compile:
-        net = torch.compile(net, dynamic=True)
-    net = dist.prepare_model(net)
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    optimizer = torch.optim.AdamW(list(params.values()), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    # --- model, optimizer, schedule (train/setup.py) ---------------------------------------------
     total_steps, steps_per_epoch = total_steps_for(len(train_set), cfg, dist.world_size)
-    scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=round(cfg.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
-    optimizer = dist.prepare_optimizer(optimizer)
-
+    net, params, optimizer, scheduler, head_path = prepare_training(model, cfg, dist, total_steps)
     state, best = TrainState(), None
-    if resume and checkpointer is not None and (latest := checkpointer.resume_point()) is not None:
-        restored = checkpointer.load(latest, optimizer, scheduler, params)
+    if (restored := restore_checkpoint(checkpointer, resume, optimizer, scheduler, params)) is not None:
         state, best = TrainState(**restored["state"]), restored["best"]
         state.resumed_from = state.step
 
@@ -268,7 +273,6 @@ def _train(model, train_set, val_set, cfg, *, seed, pad_id, device, dtype, log, 
 
     counts = parameter_counts(model)
     peak = machine_peak(device, dtype)
-    flops_body, flops_head = flops_per_token(counts)
     max_tokens = micro_batch_tokens(cfg, device)
 
     # --- the loop -------------------------------------------------------------------------------
@@ -290,14 +294,7 @@ def _train(model, train_set, val_set, cfg, *, seed, pad_id, device, dtype, log, 
             for j, piece in enumerate(split_by_tokens(step_batches[micro], lengths, max_tokens)):
                 pieces.append(collate([train_set[i] for i in piece], pad_id))
                 seeds.append(_dropout_seed(seed, state.step, micro, j))
-        try:
-            sums = accumulate_gradients(net, pieces, step_tokens, device=device, dist=dist, seeds=seeds)
-        except torch.cuda.OutOfMemoryError as e:
-            raise _out_of_memory(e, cfg, [tuple(b["input_ids"].shape) for b in pieces]) from None
-        except RuntimeError as e:
-            if "can't allocate memory" not in str(e):
-                raise
-            raise _out_of_memory(e, cfg, [tuple(b["input_ids"].shape) for b in pieces]) from None
+        sums = _accumulate(net, pieces, step_tokens, device=device, dist=dist, seeds=seeds, cfg=cfg)
         loss_sum, correct, n_supervised, nonpad, total = dist.sum(
             [sums["loss_sum"], sums["correct"], sums["tokens"], sums["nonpad"], sums["total"]])
         if int(n_supervised) != step_tokens:
@@ -305,15 +302,7 @@ def _train(model, train_set, val_set, cfg, *, seed, pad_id, device, dtype, log, 
                                "supervised tokens); were they given the same dataset and seed?")
         loss = loss_sum / max(step_tokens, 1)
         grad_norm = float(dist.clip_grad_norm_(list(params.values()), cfg.max_grad_norm))
-        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-            what = "training loss" if not math.isfinite(loss) else "gradient norm"
-            value = loss if not math.isfinite(loss) else grad_norm
-            ckpt = checkpointer.latest() if checkpointer is not None else None
-            raise TrainingDiverged(
-                f"{what} became {value} at step {state.step + 1}; stopped before applying it. Lower "
-                f"training.learning_rate or check the data. "
-                + (f"The last good checkpoint is {ckpt} (step {int(ckpt.name.split('-')[-1])})." if ckpt else
-                   "No checkpoint was written yet (training.checkpoint_every)."), where="training")
+        _check_finite(loss, grad_norm, state.step + 1, checkpointer)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -352,7 +341,7 @@ def _train(model, train_set, val_set, cfg, *, seed, pad_id, device, dtype, log, 
         if on_step is not None:
             on_step(state, total_steps)
 
-    # --- finish: ship the best weights, summarise ------------------------------------------------
+    # --- finish: ship the best weights, summarise (train/run_summary.py) -------------------------
     best = selection.best
     if best is not None and state.best_step != state.step:
         with torch.no_grad():
@@ -362,33 +351,10 @@ def _train(model, train_set, val_set, cfg, *, seed, pad_id, device, dtype, log, 
         save_best(model)
     dist.barrier()
     state.wall_s += time.perf_counter() - segment_start
-    # Round once, then derive cost from the rounded figure so the logged numbers agree with each other.
-    wall_s, train_s = round(state.wall_s, 3), round(state.train_s, 3)
-
-    useful_flops = flops_body * state.tokens_nonpad + flops_head * state.tokens_supervised
-    achieved = useful_flops / max(state.train_s, 1e-9) / dist.world_size  # FLOP/s per process
-    cost, price, price_source = estimate_cost(wall_s * dist.world_size, device, cfg.price_per_hour)
-    summary = {
-        "kind": "summary", "steps": state.step, "total_steps_planned": total_steps,
-        "epochs": round(state.step / steps_per_epoch, 4), "best_step": state.best_step,
-        "best_val_loss": state.best_val_loss if math.isfinite(state.best_val_loss) else None,
-        # Only runs that score tasks while training say how the shipped step was chosen among criteria.
-        **(selection.summary() | {"task_eval_s": round(state.task_eval_s, 3)} if scorer is not None else {}),
-        "stopped_early": state.stopped_early, "resumed_from_step": state.resumed_from,
-        "tokens_supervised": state.tokens_supervised, "tokens_nonpad": state.tokens_nonpad,
-        "tokens_total": state.tokens_total, "padding_fraction": 1 - state.tokens_nonpad / max(state.tokens_total, 1),
-        "wall_s": wall_s, "train_s": train_s,
-        "throughput_supervised_tps": state.tokens_supervised / max(state.train_s, 1e-9),
-        "throughput_nonpad_tps": state.tokens_nonpad / max(state.train_s, 1e-9),
-        "flops_per_token": flops_body, "flops_per_supervised_token_head": flops_head,
-        # MFU against the best peak of any dtype this device runs; the training dtype's own peak second.
-        "mfu": achieved / peak["peak_flops"], **peak, "mfu_own_dtype": achieved / peak["peak_flops_own_dtype"],
-        "peak_rss_mb": peak_rss_mb(), "cuda_max_allocated_mb": cuda_max_allocated_mb(device),
-        "device": str(device), "dtype": str(dtype).replace("torch.", ""), "processes": dist.world_size,
-        "threads": torch.get_num_threads() if device.type == "cpu" else None,
-        "micro_batch_tokens": max_tokens, "loss_path": head_path, "loss_path_reason": head_reason,
-        "trainable_params": counts["trainable"],
-        "cost_usd": cost, "price_per_hour": price, "price_source": price_source,
-    }
+    summary = training_summary(state, selection, scored=scorer is not None, total_steps=total_steps,
+                               steps_per_epoch=steps_per_epoch, counts=counts, peak=peak,
+                               flops=flops_per_token(counts), max_tokens=max_tokens, device=device, dtype=dtype,
+                               processes=dist.world_size, price_per_hour=cfg.price_per_hour,
+                               head_path=head_path)
     log(summary)
     return summary

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from tunescope.modelinfo import base_model, logit_softcap, rescales_logits
-from tunescope.prompt_format import IGNORE_INDEX
+from tunescope.core.modelinfo import base_model, logit_softcap, rescales_logits
+from tunescope.core.prompt_format import IGNORE_INDEX
 from tunescope.train.head_check import BY_HAND, decide_loss_path
 
 # Rows of logits held at once: 2**25 floats (128 MiB in float32) whatever the vocabulary.

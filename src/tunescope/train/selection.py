@@ -14,7 +14,7 @@ from typing import Protocol
 
 import torch
 
-from tunescope.config import VAL_LOSS, TrainingConfig
+from tunescope.config.run_config import VAL_LOSS, TrainingConfig
 
 
 def criterion_key(name: str) -> str:

@@ -14,18 +14,17 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from tunescope.config import RunConfig
-from tunescope.prompt_format import Encoded
-from tunescope.run_record import CHECKPOINTS, METRICS, last_summary, rewind_metrics
-from tunescope.run_schema import SummaryRecord
+from tunescope.config.run_config import RunConfig
+from tunescope.core.prompt_format import Encoded
+from tunescope.store.layout import ADAPTER, CHECKPOINTS, FINAL_WEIGHTS, METRICS
+from tunescope.store.run_folder import last_summary, rewind_metrics
+from tunescope.store.schema import SummaryRecord
 from tunescope.train.adapters import build_trainable, count_parameters
 from tunescope.train.checkpoint import Checkpointer
 from tunescope.train.distributed import current
 from tunescope.train.loop import total_steps_for, train
 from tunescope.train.selection import StepScorer
 from tunescope.train.tracking import MetricsLog
-
-FINAL = "final.safetensors"
 
 
 def fit(cfg: RunConfig, loaded, train_set: list[Encoded], val_set: list[Encoded], run_path: Path, *,
@@ -45,9 +44,9 @@ def fit(cfg: RunConfig, loaded, train_set: list[Encoded], val_set: list[Encoded]
     ckpt_dir = run_path / CHECKPOINTS
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
 
-    if resume and (ckpt_dir / FINAL).is_file() and (summary := last_summary(run_path)) is not None:
+    if resume and (ckpt_dir / FINAL_WEIGHTS).is_file() and (summary := last_summary(run_path)) is not None:
         # Training had finished before the run was stopped: reuse its result.
-        saved = load_file(str(ckpt_dir / FINAL))
+        saved = load_file(str(ckpt_dir / FINAL_WEIGHTS))
         with torch.no_grad():
             for n, p in trainable.items():
                 p.copy_(saved[n].to(p.device))
@@ -71,9 +70,9 @@ def fit(cfg: RunConfig, loaded, train_set: list[Encoded], val_set: list[Encoded]
              "total_steps_planned": total_steps, **(setup or {})})
 
     def save_best(m) -> None:
-        m.save_pretrained(run_path / "adapter")
+        m.save_pretrained(run_path / ADAPTER)
         if tc.method == "full":
-            tok.save_pretrained(run_path / "adapter")
+            tok.save_pretrained(run_path / ADAPTER)
 
     try:
         summary = train(model, train_set, val_set, tc, seed=cfg.seed, pad_id=tok.pad_token_id, device=loaded.device,
@@ -83,7 +82,7 @@ def fit(cfg: RunConfig, loaded, train_set: list[Encoded], val_set: list[Encoded]
         log.close()
     if dist.is_main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        save_file({n: p.detach().to("cpu").contiguous() for n, p in trainable.items()}, str(ckpt_dir / FINAL))
+        save_file({n: p.detach().to("cpu").contiguous() for n, p in trainable.items()}, str(ckpt_dir / FINAL_WEIGHTS))
         # The step checkpoints were only for getting here.
         for old in checkpointer.all():
             shutil.rmtree(old, ignore_errors=True)

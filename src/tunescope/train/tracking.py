@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tunescope.errors import UserError
-from tunescope.runio import append_jsonl
+from tunescope.core.errors import UserError
+from tunescope.store.fileio import append_jsonl
 
 # JSONL key → tracker name. Token accuracy is teacher-forced next-token accuracy, never task accuracy.
 TRACKED = {

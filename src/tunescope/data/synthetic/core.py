@@ -17,7 +17,7 @@ import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from tunescope.arith import evaluate_expression
+from tunescope.core.arith import evaluate_expression
 
 CALC = "@"  # where a step sentence shows its calculation, e.g. "The pens cost @."
 # Numbers a solution may use although the question does not write them as digits, because the

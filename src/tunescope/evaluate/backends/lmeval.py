@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tunescope.errors import UserError
+from tunescope.core.errors import UserError
 from tunescope.evaluate import prompts
 from tunescope.evaluate.batchsize import resolve_batch_size
 from tunescope.evaluate.results import prompt_hash

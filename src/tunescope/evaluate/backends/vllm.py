@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tunescope.errors import UserError
+from tunescope.core.errors import UserError
 from tunescope.evaluate.generation import GenRequest, GenResult, postprocess
 from tunescope.evaluate.task import Task
 
