@@ -4,9 +4,9 @@ same family set, and task points that fall on steps the run reaches."""
 
 from __future__ import annotations
 
-from tunescope.config_loading import load_config
-from tunescope.pipeline import DEMO_CONFIG
-from tunescope.run_inputs import prepare_data
+from tunescope.config.loading import load_config
+from tunescope.recipes.inputs import prepare_data
+from tunescope.recipes.run import DEMO_CONFIG
 
 
 def test_demo_heldout_is_large_disjoint_and_from_the_training_set_of_families():

@@ -23,7 +23,7 @@ import json, sys
 from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from tunescope.config import DEFAULT_TEMPLATE, LoraConfig, TrainingConfig
+from tunescope.config.run_config import DEFAULT_TEMPLATE, LoraConfig, TrainingConfig
 from tunescope.data.prompting import encode_dataset
 from tunescope.data.synthetic import generate_problems
 from tunescope.evaluate import task_from_docs
