@@ -36,8 +36,7 @@ from tunescope.evaluate import folding, generation
 from tunescope.evaluate.runner import evaluate_native
 from tunescope.models.loading import load_model
 from tunescope.recipes.inputs import heldout_task, prepare_data
-
-DEMO = Path(__file__).resolve().parents[1] / "src" / "tunescope" / "configs" / "demo.yaml"
+from tunescope.recipes.run import DEMO_CONFIG
 
 
 def timed(model, tokenizer, task, batch_size: int, max_new_tokens: int, fold: bool = True) -> tuple[float, list[str]]:
@@ -104,7 +103,7 @@ def main() -> None:
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32])
     args = ap.parse_args()
 
-    cfg = load_config(DEMO, [])
+    cfg = load_config(DEMO_CONFIG, [])
     task = heldout_task(cfg, prepare_data(cfg).heldout_rows)
     max_new = cfg.eval.max_new_tokens
     loaded = load_model(cfg.model.name, dtype="float32")

@@ -24,7 +24,6 @@ from tunescope.config.loading import load_config
 from tunescope.recipes import run as pipeline
 from tunescope.store.fileio import read_jsonl
 
-DEMO = Path(__file__).resolve().parents[1] / "src" / "tunescope" / "configs" / "demo.yaml"
 TIMING = {"elapsed_s"}
 
 
@@ -32,7 +31,7 @@ def train(out: Path, name: str, steps: int, every: int, scoring: bool) -> list[d
     overrides = [f"output_dir={out}", f"name={name}", "eval.tasks=[]", f"training.max_steps={steps}",
                  f"eval.during_training.enabled={'true' if scoring else 'false'}",
                  f"eval.during_training.every={every}", "report.embedding_backend=tfidf"]
-    run_dir = pipeline.run(load_config(DEMO, overrides))
+    run_dir = pipeline.run(load_config(pipeline.DEMO_CONFIG, overrides))
     return [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["kind"] in ("train", "val")]
 
 

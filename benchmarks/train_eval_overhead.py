@@ -35,8 +35,6 @@ from tunescope.config.loading import load_config
 from tunescope.recipes import run as pipeline
 from tunescope.store.fileio import read_jsonl
 
-DEMO = Path(__file__).resolve().parents[1] / "src" / "tunescope" / "configs" / "demo.yaml"
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -56,7 +54,7 @@ def main() -> None:
         overrides.append(f"training.max_steps={args.steps}")
     if args.threads:
         overrides.append(f"training.threads={args.threads}")
-    cfg = load_config(DEMO, overrides)
+    cfg = load_config(pipeline.DEMO_CONFIG, overrides)
     started = time.perf_counter()
     run_dir = pipeline.run(cfg)
     wall = time.perf_counter() - started

@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS=.venv-lock
 PIP_TOOLS=pip-tools==7.7.0
-test -x $TOOLS/bin/pip-compile || { python3 -m venv --clear $TOOLS && $TOOLS/bin/pip install -q $PIP_TOOLS; }
+# The tools' venv is shared with scripts/test-versions.sh (uv): add to it, never clear it.
+test -x $TOOLS/bin/python || python3 -m venv $TOOLS
+test -x $TOOLS/bin/pip-compile || $TOOLS/bin/pip install -q $PIP_TOOLS
 # CUSTOM_COMPILE_COMMAND: what the locks' header says regenerates them.
 export CUSTOM_COMPILE_COMMAND="make lock"
 compile() {

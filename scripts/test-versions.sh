@@ -11,7 +11,7 @@ mode=${1:?usage: test-versions.sh oldest|latest [pytest args]}; shift
 case $mode in oldest) resolution=lowest-direct ;; latest) resolution=highest ;;
   *) echo "usage: test-versions.sh oldest|latest" >&2; exit 2 ;; esac
 TOOLS=.venv-lock
-test -x $TOOLS/bin/uv || { python3 -m venv --clear $TOOLS && $TOOLS/bin/pip install -q uv==0.13.10 pip-tools==7.7.0; }
+test -x $TOOLS/bin/python || python3 -m venv $TOOLS
 test -x $TOOLS/bin/uv || $TOOLS/bin/pip install -q uv==0.13.10
 venv=.venv-$mode
 pins=$venv.txt

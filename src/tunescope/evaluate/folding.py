@@ -94,14 +94,10 @@ def folded_adapters(model: torch.nn.Module) -> Iterator[int]:
             for module, base, original, _ in reversed(folded):
                 base.weight.data = original
                 module.merged_adapters.clear()
-        # The base weight must be the very tensor it was (its storage), and every parameter of the layer
-        # (base weight, adapter matrices, DoRA magnitudes) must hold the same bits as before the fold.
-        damaged = [f"{name}" for module, base, original, before in folded
-                   for name, p in module.named_parameters()
+        # Every parameter of the layer (base weight, adapter matrices, DoRA magnitudes) must hold the same
+        # bits as before the fold; the base weight is its original tensor again by the assignment above.
+        damaged = [name for module, _, _, before in folded for name, p in module.named_parameters()
                    if name not in before or not torch.equal(fingerprint(p), before[name])]
-        damaged += [f"{type(m).__name__} base weight storage" for m, base, original, _ in folded
-                    if base.weight.data_ptr() != original.data_ptr()]
-        folded.clear()
         if damaged:
             raise FoldingError(
                 f"folding adapters for evaluation changed {len(damaged)} trained tensor(s) "
