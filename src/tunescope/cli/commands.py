@@ -53,11 +53,13 @@ class _Group(typer.core.TyperGroup):
 _RESUME_ARGS: list[str] = []
 
 app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Fine-tune small causal LMs, evaluate base vs tuned, analyse and report — every number labelled.")
+                  help="Fine-tune small causal LMs, evaluate base vs tuned, analyse and report — every "
+                       "number labelled.")
 app.add_typer(runs_app, name="runs")
 app.command("serve")(serve_command)
 
-SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a config key: --set training.epochs=1")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a config key: --set "
+                                                  "training.epochs=1")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing run with the same name.")]
 
 
@@ -118,8 +120,8 @@ def train(
 ) -> None:
     """Train only (no evaluation); writes the adapter, metrics and a report of the training.
 
-    Scales out with no change: accelerate launch --config_file configs/accelerate/ddp_cpu.yaml -m tunescope.cli train CFG
-    (configs/accelerate/ddp_gpu.yaml on GPUs)
+    Scales out with no change: accelerate launch --config_file configs/accelerate/ddp_cpu.yaml -m
+    tunescope.cli train CFG (configs/accelerate/ddp_gpu.yaml on GPUs)
     """
     from tunescope.recipes import run as pipeline
 
@@ -138,8 +140,10 @@ def export(
                                          "transformers model (safetensors), loadable without peft.")] = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Default: RUN/export/merged or "
                                                 "RUN/export/adapter.")] = None,
-    dtype: Annotated[str, typer.Option(help="Merged weights' dtype: float32, bfloat16 or float16.")] = "float32",
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing export folder.")] = False,
+    dtype: Annotated[str, typer.Option(help="Merged weights' dtype: float32, bfloat16 or "
+                                            "float16.")] = "float32",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing export "
+                                            "folder.")] = False,
 ) -> None:
     """Export a run's weights: the adapter in PEFT format, or (--merged) a standalone merged model."""
     from tunescope.recipes.export import export_run
@@ -163,55 +167,70 @@ def _given_options(ctx: typer.Context, names: tuple[str, ...]) -> set[str]:
     """The options typed on the command line (not left at their defaults). Compared by name: the
     enum is click's, and typer may bring its own copy of click."""
     sources = {n: ctx.get_parameter_source(n) for n in names}
-    return {n for n, source in sources.items() if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")}
+    return {n for n, source in sources.items() if source is not None
+            and source.name not in ("DEFAULT", "DEFAULT_MAP")}
 
 
 @app.command("eval")
 def eval_(
     ctx: typer.Context,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Alias, hub id or local directory (with "
-                                              "--heldout-from: default the base the run trained on).")] = None,
-    tasks: Annotated[str | None, typer.Option("--tasks", "-t", help="Comma-separated tasks or groups, e.g. gsm8k,hellaswag,mmlu_high_school_computer_science "
-                                                 "or mmlu (all 57 subjects); heldout with --heldout-from (its default).")] = None,
+                                              "--heldout-from: default the base the run trained "
+                                              "on).")] = None,
+    tasks: Annotated[str | None, typer.Option("--tasks", "-t", help="Comma-separated tasks or groups, e.g. "
+                                                 "gsm8k,hellaswag,mmlu_high_school_computer_science or mmlu "
+                                                 "(all 57 subjects); heldout with --heldout-from (its "
+                                                 "default).")] = None,
     heldout_from: Annotated[Path | None, typer.Option(
-        "--heldout-from", metavar="RUN", help="Score a finished run's held-out problems as the task 'heldout', as the "
-                                              "run scored them: same problems, prompt format, dtype and eval settings "
-                                              "(an option given here replaces the run's).")] = None,
-    limit: Annotated[str, typer.Option(help="Items per task, or 'all' (eval.limit).")] = str(_default(EvalConfig, "limit")),
+        "--heldout-from", metavar="RUN", help="Score a finished run's held-out problems as the task "
+                                              "'heldout', as the run scored them: same problems, prompt "
+                                              "format, dtype and eval settings (an option given here "
+                                              "replaces the run's).")] = None,
+    limit: Annotated[str, typer.Option(help="Items per task, or 'all' (eval.limit).")] = str(
+        _default(EvalConfig, "limit")),
     batch_size: Annotated[str, typer.Option(help="Batch size or 'auto' (eval.batch_size).")] = str(
         _default(EvalConfig, "batch_size")),
-    max_new_tokens: Annotated[int | None, typer.Option(help="Cap on generated tokens per answer (default: each task's "
-                                                            "own max_gen_toks; eval.max_new_tokens).")] = _default(
+    max_new_tokens: Annotated[int | None, typer.Option(help="Cap on generated tokens per answer (default: "
+                                                            "each task's own max_gen_toks; "
+                                                            "eval.max_new_tokens).")] = _default(
         EvalConfig, "max_new_tokens"),
     num_fewshot: Annotated[int | None, typer.Option(help="Override the tasks' default shots.")] = _default(
         EvalConfig, "num_fewshot"),
     samples: Annotated[int, typer.Option(help="Self-consistency: answers sampled per question on generation "
-                                              "tasks, scored by majority vote as maj@k (1 = greedy).")] = _default(
+                                              "tasks, scored by majority vote as maj@k (1 = "
+                                              "greedy).")] = _default(
         EvalConfig, "samples"),
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature with --samples > 1 "
                                                            f"(default {SAMPLING_TEMPERATURE}).")] = _default(
         EvalConfig, "temperature"),
-    data_path: Annotated[list[str] | None, typer.Option("--data-path", help="task=PATH: read a task's data locally (a group, e.g. "
-                                                                  "mmlu=DIR, serves all its subjects).")] = None,
-    adapter: Annotated[Path | None, typer.Option(help="A PEFT adapter directory to apply (e.g. runs/x/adapter).")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write results.json and per-sample JSONL here.")] = None,
-    dtype: Annotated[str, typer.Option(help="auto (CUDA: bfloat16; CPU: the faster of float32 and bfloat16, measured; "
-                                            "bfloat16 must be 1.2× faster), float32, bfloat16 or float16. Scores "
-                                            "match a reference run only in the same dtype.")] = _default(
+    data_path: Annotated[list[str] | None, typer.Option("--data-path", help="task=PATH: read a task's data "
+                                                                  "locally (a group, e.g. mmlu=DIR, serves "
+                                                                  "all its subjects).")] = None,
+    adapter: Annotated[Path | None, typer.Option(help="A PEFT adapter directory to apply (e.g. "
+                                                      "runs/x/adapter).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write results.json and per-sample "
+                                                "JSONL here.")] = None,
+    dtype: Annotated[str, typer.Option(help="auto (CUDA: bfloat16; CPU: the faster of float32 and bfloat16, "
+                                            "measured; bfloat16 must be 1.2× faster), float32, bfloat16 or "
+                                            "float16. Scores match a reference run only in the same "
+                                            "dtype.")] = _default(
         ModelConfig, "dtype"),
     backend: Annotated[str, typer.Option(help="native (fast), lm-eval (the reference implementation) or vllm "
                                                          "(generation with vLLM on CUDA).")] = "native",
-    engine: Annotated[str, typer.Option(help="With --backend native: auto (the native engine on the model families it "
-                                             "is verified on, plain transformers otherwise), native, or transformers "
-                                             "(model.generate and unbatched forwards: slower, any model).")] = _default(
+    engine: Annotated[str, typer.Option(help="With --backend native: auto (the native engine on the model "
+                                             "families it is verified on, plain transformers otherwise), "
+                                             "native, or transformers (model.generate and unbatched "
+                                             "forwards: slower, any model).")] = _default(
         EvalConfig, "engine"),
 ) -> None:
-    """Evaluate a model on benchmarks, or on a run's held-out problems (--heldout-from); prints lm-evaluation-harness's familiar table."""
+    """Evaluate a model on benchmarks, or on a run's held-out problems (--heldout-from); prints
+    lm-evaluation-harness's familiar table."""
     from tunescope.recipes.evaluate_model import evaluate_model
 
     paths = _data_paths(data_path)
-    settings = dict(limit=None if limit == "all" else limit, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                    num_fewshot=num_fewshot, samples=samples, temperature=temperature, engine=engine)
+    settings = dict(limit=None if limit == "all" else limit, batch_size=batch_size,
+                    max_new_tokens=max_new_tokens, num_fewshot=num_fewshot, samples=samples,
+                    temperature=temperature, engine=engine)
     chosen_dtype: str | None = dtype
     if heldout_from is not None:
         # The run's own settings and dtype stand where no option is given: its responses, item for item.
@@ -220,8 +239,9 @@ def eval_(
         chosen_dtype = dtype if "dtype" in given else None
     names = None if tasks is None else [t.strip() for t in tasks.split(",") if t.strip()]
     with RichProgress() as progress:
-        shown = evaluate_model(model, names, data_paths=paths, adapter=adapter, output=output, dtype=chosen_dtype,
-                               backend=backend, progress=progress, heldout_from=heldout_from, **settings)
+        shown = evaluate_model(model, names, data_paths=paths, adapter=adapter, output=output,
+                               dtype=chosen_dtype, backend=backend, progress=progress,
+                               heldout_from=heldout_from, **settings)
     for line in shown.engine_lines:
         console.print(line, markup=False, highlight=False, soft_wrap=True)  # stderr: stdout is the table
     out.print(shown.dtype_line, markup=False, highlight=False, soft_wrap=True)
@@ -235,34 +255,40 @@ def _data_paths(items: list[str] | None) -> dict[str, str]:
             raise UserError(f"'{item}' must look like task=PATH", where="--data-path")
         k, v = (part.strip() for part in item.split("=", 1))
         if not k or not v:
-            raise UserError(f"'{item}' has no {'task' if not k else 'path'}; write task=PATH", where="--data-path")
+            raise UserError(f"'{item}' has no {'task' if not k else 'path'}; write task=PATH",
+                            where="--data-path")
         paths[k] = v
     return paths
 
 
 @app.command()
 def contamination(
-    data: Annotated[str, typer.Argument(help="Training data: a jsonl/json/csv/parquet file with question and answer "
-                                             "fields (or a folder holding a *train* file).")],
-    tasks: Annotated[str, typer.Option("--tasks", "-t", help="Comma-separated tasks or groups, as for `tunescope eval`.")],
-    data_path: Annotated[list[str] | None, typer.Option("--data-path", help="task=PATH: read a task's data locally (a "
-                                                                           "group, e.g. mmlu=DIR, serves all its subjects).")] = None,
+    data: Annotated[str, typer.Argument(help="Training data: a jsonl/json/csv/parquet file with question and "
+                                             "answer fields (or a folder holding a *train* file).")],
+    tasks: Annotated[str, typer.Option("--tasks", "-t", help="Comma-separated tasks or groups, as for "
+                                       "`tunescope eval`.")],
+    data_path: Annotated[list[str] | None, typer.Option(
+        "--data-path", help="task=PATH: read a task's data locally (a group, e.g. mmlu=DIR, serves all its "
+                            "subjects).")] = None,
     limit: Annotated[str, typer.Option(help="Items per task, or 'all'.")] = "all",
     ngram: Annotated[int, typer.Option(help="Words per n-gram (report.contamination.ngram).")] = _default(
         ContaminationConfig, "ngram"),
-    show: Annotated[int, typer.Option(help="Flagged items listed per task (longest overlap first).")] = _default(
+    show: Annotated[int, typer.Option(help="Flagged items listed per task (longest overlap "
+                                           "first).")] = _default(
         ContaminationConfig, "top_items"),
     question_field: Annotated[str, typer.Option(help="The training file's question field.")] = "question",
     answer_field: Annotated[str, typer.Option(help="The training file's answer field.")] = "answer",
 ) -> None:
-    """Check training data against tasks' items before training: n-gram overlap and duplicates. No model loads."""
+    """Check training data against tasks' items before training: n-gram overlap and duplicates. No model
+    loads."""
     from tunescope.recipes.contamination import check_file
     from tunescope.report.contamination_view import CHECK_COLUMNS, check_table, flagged_lines
 
-    result = check_file(data, [t.strip() for t in tasks.split(",") if t.strip()], data_paths=_data_paths(data_path),
-                        limit=None if limit == "all" else limit, ngram=ngram, question_field=question_field,
-                        answer_field=answer_field)
-    table = Table(title=f"{result['ngram']}-gram overlap of {data} ({result['train_examples']} training examples)")
+    result = check_file(data, [t.strip() for t in tasks.split(",") if t.strip()],
+                        data_paths=_data_paths(data_path), limit=None if limit == "all" else limit,
+                        ngram=ngram, question_field=question_field, answer_field=answer_field)
+    table = Table(title=f"{result['ngram']}-gram overlap of {data} ({result['train_examples']} training "
+                        f"examples)")
     for i, col in enumerate(CHECK_COLUMNS):
         table.add_column(col, justify="left" if i == 0 else "right")
     for row in check_table(result):
@@ -290,14 +316,16 @@ def report(
 
 @app.command()
 def compare(
-    runs: Annotated[list[Path], typer.Argument(help="Run directories, `tunescope eval --output` folders, or grid "
-                                                    "folders (each stands for its finished runs).")],
+    runs: Annotated[list[Path], typer.Argument(help="Run directories, `tunescope eval --output` folders, or "
+                                                    "grid folders (each stands for its finished runs).")],
     baseline: Annotated[str | None, typer.Option(
         help="Column the others are tested against: a run (its base evaluation), RUN:tuned, or a column "
              "label such as 'name (tuned)'. Default: the first column.")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Folder for comparison.html/.md/.json.")] = None,
+    output: Annotated[Path | None,
+                      typer.Option("--output", "-o", help="Folder for comparison.html/.md/.json.")] = None,
     set_: Annotated[list[str] | None, typer.Option(
-        "--set", "-s", help="Change a test setting: --set report.alpha=0.01, --set report.bootstrap_resamples=2000")] = None,
+        "--set", "-s", help="Change a test setting: --set report.alpha=0.01, --set "
+                            "report.bootstrap_resamples=2000")] = None,
 ) -> None:
     """Compare runs: models × tasks with score ± stderr, the best per row, paired tests against a baseline."""
     from tunescope.recipes import compare as compare_recipe
@@ -311,8 +339,8 @@ def compare(
 def grid(
     grid_file: Annotated[Path, typer.Argument(metavar="GRID.yaml", help="Grid file: base config, axes, seeds "
                                               "(see configs/grids/).")],
-    set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a key of the base config for "
-                                                   "every cell: --set training.max_steps=50")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a key of the base config "
+                                                   "for every cell: --set training.max_steps=50")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the runs and the estimated time and cost; "
                                           "run nothing.")] = False,
     use_ray: Annotated[bool, typer.Option("--ray", help="Run the cells as Ray tasks (a local Ray cluster, or "
@@ -341,8 +369,8 @@ def grid(
         again = " ".join(["tunescope grid", shlex.quote(str(grid_file)),
                           *(f"--set {shlex.quote(o)}" for o in set_ or [])])
         console.print(f"{interrupt_word()}: the grid's runs are kept in {g.folder} (the running one marked "
-                      f"interrupted); continue with `{again}`: finished runs are skipped and the interrupted one "
-                      "resumes from its latest checkpoint", markup=False, highlight=False, soft_wrap=True)
+                      f"interrupted); continue with `{again}`: finished runs are skipped and the interrupted "
+                      "one resumes from its latest checkpoint", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(interrupt_exit_code()) from None
     statuses = result["statuses"].values()
     failed = [s for s in statuses if s.get("status") != "complete"]
@@ -358,7 +386,8 @@ def grid(
 @app.command()
 def demo(
     set_: SetOpt = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite", help="Replace runs/demo if it exists.")] = True,
+    overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite", help="Replace runs/demo if it "
+                                            "exists.")] = True,
 ) -> None:
     """Offline demo: LoRA on synthetic grade-school math with SmolLM2-135M-Instruct, then the report."""
     from tunescope.recipes import run as pipeline

@@ -37,8 +37,8 @@ def runs_list(
         scores = "; ".join(
             f"{task}: " + " → ".join(_fmt_score(v["value"], v["stderr"]) for v in labels.values())
             for task, labels in by_task.items())
-        table.add_row(r["name"], r["model"] or "—", r["method"] or "—", r["dataset"] or "—", r["finished"] or "—",
-                      scores or "—", r["path"] + ("" if r["exists"] else " (missing)"))
+        table.add_row(r["name"], r["model"] or "—", r["method"] or "—", r["dataset"] or "—",
+                      r["finished"] or "—", scores or "—", r["path"] + ("" if r["exists"] else " (missing)"))
     out.print(table)
 
 
@@ -52,11 +52,12 @@ def runs_show(ref: Annotated[str, typer.Argument(metavar="RUN", help="Run name o
     info = Table(title=f"run {r['name']}", show_header=False)
     info.add_column("key")
     info.add_column("value")
-    for key in ("path", "model", "dataset", "method", "device", "started", "finished", "wall_s", "train_s", "steps",
-                "epochs", "tokens_supervised", "cost_usd", "train_loss_first", "train_loss_last", "val_loss_first",
-                "val_loss_best", "further_training", "registered_at"):
+    for key in ("path", "model", "dataset", "method", "device", "started", "finished", "wall_s", "train_s",
+                "steps", "epochs", "tokens_supervised", "cost_usd", "train_loss_first", "train_loss_last",
+                "val_loss_first", "val_loss_best", "further_training", "registered_at"):
         info.add_row(key, number(r.get(key)))
-    info.add_row("overfitting", "—" if r.get("overfitting") is None else ("yes" if r["overfitting"] else "no"))
+    info.add_row("overfitting",
+                 "—" if r.get("overfitting") is None else ("yes" if r["overfitting"] else "no"))
     info.add_row("forgetting flagged on", ", ".join(r["forgetting_tasks"]) or "none")
     out.print(info)
     if r.get("best_by"):
@@ -64,13 +65,15 @@ def runs_show(ref: Annotated[str, typer.Argument(metavar="RUN", help="Run name o
         for col in ("criterion", "step", "value", ""):
             best.add_column(col)
         for name, point in r["best_by"].items():
-            best.add_row(name, str(point["step"]), number(point["value"]), "shipped" if name == r.get("selected_by") else "")
+            best.add_row(name, str(point["step"]), number(point["value"]),
+                         "shipped" if name == r.get("selected_by") else "")
         out.print(best)
     scores = Table(title="scores")
     for col in ("task", "metric", "label", "score ± stderr", "n"):
         scores.add_column(col)
     for s in r["scores"]:
-        scores.add_row(s["task"], s["metric"], s["label"], _fmt_score(s["value"], s["stderr"]), number(s["n"]))
+        scores.add_row(s["task"], s["metric"], s["label"], _fmt_score(s["value"], s["stderr"]),
+                       number(s["n"]))
     out.print(scores)
 
 
@@ -90,6 +93,6 @@ def runs_leaderboard(
     for col in ("#", "run", "eval", "model", "score ± stderr", "n", "path"):
         table.add_column(col)
     for r in board["rows"]:
-        table.add_row(str(r["rank"]), r["name"], r["label"], r["model"] or "—", _fmt_score(r["value"], r["stderr"]),
-                      number(r["n"]), r["path"])
+        table.add_row(str(r["rank"]), r["name"], r["label"], r["model"] or "—",
+                      _fmt_score(r["value"], r["stderr"]), number(r["n"]), r["path"])
     out.print(table)

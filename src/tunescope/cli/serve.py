@@ -11,12 +11,13 @@ from tunescope.core.errors import UserError
 
 
 def serve(
-    port: Annotated[str, typer.Option("--port", metavar="PORT", help="Port to listen on (0: any free port).")] = "8765",
+    port: Annotated[str, typer.Option("--port", metavar="PORT", help="Port to listen on (0: any free "
+                                      "port).")] = "8765",
     host: Annotated[str, typer.Option(help="Address to listen on. Anything but 127.0.0.1 / localhost / ::1 "
                                            "needs --token.")] = "127.0.0.1",
-    runs_dir: Annotated[Path | None, typer.Option("--runs-dir", help="Folder to watch for runs that are still "
-                                                  "training (default: ./runs). Registered runs are shown "
-                                                  "wherever they are.")] = None,
+    runs_dir: Annotated[Path | None, typer.Option("--runs-dir", help="Folder to watch for runs that are "
+                                                  "still training (default: ./runs). Registered runs are "
+                                                  "shown wherever they are.")] = None,
     token: Annotated[str | None, typer.Option(envvar="TUNESCOPE_SERVE_TOKEN",
                                               help="Secret every browser must present (open the printed "
                                                    "address once; a cookie keeps it).")] = None,

@@ -38,7 +38,8 @@ def _format_validation_error(err: ValidationError, source: str, lines: dict[tupl
             text = f"key '{key}': {e['msg']}"
         problems.append((_place(loc, source, lines, overridden), text))
     where = problems[0][0]
-    parts = [problems[0][1]] + [f"{text} ({place})" if place != where else text for place, text in problems[1:]]
+    parts = [problems[0][1]] + [f"{text} ({place})" if place != where else text
+                                for place, text in problems[1:]]
     return UserError("invalid config: " + "; ".join(parts), where=where)
 
 
@@ -90,7 +91,8 @@ def _allowed_keys(parent: tuple) -> list[str]:
     model: type[BaseModel] = RunConfig
     for part in parent:
         field = model.model_fields.get(str(part))
-        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+        if (field is None or not isinstance(field.annotation, type)
+                or not issubclass(field.annotation, BaseModel)):
             return []
         model = field.annotation
     return sorted(model.model_fields)
@@ -164,8 +166,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         loaded = load_yaml(text, str(p))
         if loaded is None:
             # An empty file is more likely a mistake than a request for the full default run.
-            raise UserError("the config file is empty (write at least `name: ...`; see configs/ for examples)",
-                            where=str(p))
+            raise UserError("the config file is empty (write at least `name: ...`; see configs/ for "
+                            "examples)", where=str(p))
         if not isinstance(loaded, dict):
             raise UserError("the config must be a mapping of keys to values", where=str(p))
         raw.update(loaded)

@@ -41,8 +41,8 @@ def _expanded_size(node: Node, memo: dict[int, int], visiting: set[int]) -> int:
     for child in children:
         size += _expanded_size(child, memo, visiting)
         if size > MAX_EXPANDED_NODES:
-            raise AliasBomb(f"its aliases expand to more than {MAX_EXPANDED_NODES:,} values; write the values "
-                            "out (or use fewer nested aliases)")
+            raise AliasBomb(f"its aliases expand to more than {MAX_EXPANDED_NODES:,} values; write the "
+                            "values out (or use fewer nested aliases)")
     visiting.discard(key)
     memo[key] = size
     return size
@@ -59,7 +59,8 @@ class BoundedSafeLoader(yaml.SafeLoader):
 
 
 def load_yaml(text: str, where: str) -> Any:
-    """Parse `text` (the content of `where`, a file name for messages); bad YAML is a `UserError` at file:line."""
+    """Parse `text` (the content of `where`, a file name for messages); bad YAML is a `UserError` at
+    file:line."""
     try:
         return yaml.load(text, Loader=BoundedSafeLoader)  # noqa: S506 - a SafeLoader subclass
     except AliasBomb as e:

@@ -34,7 +34,8 @@ def read_records(path: Path, *, header: bool = True) -> list[Record]:
     """All records of `path`; a UserError naming the file (and line or record) for anything malformed."""
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        return [Record(_object(obj, f"{path}:{lineno}"), f"{path}:{lineno}") for lineno, obj in iter_jsonl(path)]
+        return [Record(_object(obj, f"{path}:{lineno}"), f"{path}:{lineno}")
+                for lineno, obj in iter_jsonl(path)]
     if suffix == ".json":
         return _read_json(path)
     if suffix == ".csv":
@@ -51,7 +52,8 @@ def _read_parquet(path: Path) -> list[Record]:
     try:
         rows = pq.read_table(path).to_pylist()
     except (pa.ArrowException, OSError) as e:
-        raise UserError(f"not a readable Parquet file ({str(e).splitlines()[0][:160]})", where=str(path)) from None
+        raise UserError(f"not a readable Parquet file ({str(e).splitlines()[0][:160]})",
+                        where=str(path)) from None
     return [Record(x, f"{path}: record {i}") for i, x in enumerate(rows, start=1)]
 
 
@@ -73,9 +75,11 @@ def _read_json(path: Path) -> list[Record]:
         if len(lists) == 1:
             data = lists[0]
     if not isinstance(data, list):
-        raise UserError('expected a JSON list of objects, or an object holding one list such as {"data": [...]}',
+        raise UserError('expected a JSON list of objects, or an object holding one list such as '
+                        '{"data": [...]}',
                         where=str(path))
-    return [Record(_object(x, f"{path}: record {i}"), f"{path}: record {i}") for i, x in enumerate(data, start=1)]
+    return [Record(_object(x, f"{path}: record {i}"), f"{path}: record {i}")
+            for i, x in enumerate(data, start=1)]
 
 
 def _read_csv(path: Path, header: bool) -> list[Record]:
@@ -100,9 +104,10 @@ def _csv_records(path: Path, header: bool) -> list[Record]:
                     names = [name.strip() for name in values]
                 elif header:
                     if len(values) != len(names):
-                        # Extra values would be dropped, missing ones shift the rest: neither is the row meant.
-                        raise UserError(f"{len(values)} fields where the header has {len(names)} (quote a field "
-                                        "that contains a comma)", where=f"{path}:{line}")
+                        # Extra values would be dropped, missing ones shift the rest: neither is the row
+                        # meant.
+                        raise UserError(f"{len(values)} fields where the header has {len(names)} (quote a "
+                                        "field that contains a comma)", where=f"{path}:{line}")
                     records.append(Record(dict(zip(names, values, strict=True)), f"{path}:{line}"))
                 else:
                     records.append(Record(values, f"{path}:{line}"))

@@ -70,7 +70,8 @@ def apply(setting: MallocSetting) -> bool:
     libc = _libc()
     if libc is None:
         return False
-    if not (libc.mallopt(M_MMAP_THRESHOLD, setting.mmap_threshold) and libc.mallopt(M_TRIM_THRESHOLD, setting.trim_threshold)):
+    if not (libc.mallopt(M_MMAP_THRESHOLD, setting.mmap_threshold)
+            and libc.mallopt(M_TRIM_THRESHOLD, setting.trim_threshold)):
         return False
     _current = setting
     return True

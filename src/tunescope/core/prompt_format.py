@@ -21,7 +21,8 @@ class Encoded:
 
 def prompt_prefix(template: str) -> str:
     """The part of the template before the answer, without trailing whitespace: what a model is
-    given at evaluation time (`Instruction: {question}\\nResponse: {answer}` -> `Instruction: {question}\\nResponse:`)."""
+    given at evaluation time (`Instruction: {question}\\nResponse: {answer}` ->
+    `Instruction: {question}\\nResponse:`)."""
     return template.split("{answer}")[0].rstrip()
 
 

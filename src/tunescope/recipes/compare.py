@@ -14,7 +14,8 @@ from tunescope.store.grid_folder import is_grid_folder, read_grid_file, run_comp
 def compare(run_dirs: list[str | Path], *, baseline: str | None = None, output: str | Path | None = None,
             overrides: list[str] | None = None) -> dict[str, Path]:
     """One report comparing the evaluations of several runs (base and tuned columns) with paired tests at
-    `report.alpha` with `report.bootstrap_resamples` (their defaults, or `overrides` such as `report.alpha=0.01`)."""
+    `report.alpha` with `report.bootstrap_resamples` (their defaults, or `overrides` such as
+    `report.alpha=0.01`)."""
     from tunescope.analysis.compare import compare_runs
     from tunescope.report.render import render_compare
 

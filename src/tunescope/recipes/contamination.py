@@ -51,7 +51,8 @@ def check_texts(train_docs: list[list[str]], items: dict[str, list[list[str]]], 
 
 def check(train_rows: list[dict], tasks: list, limit: int | float | None, settings: ContaminationConfig,
           splits: dict[str, list[list[str]]] | None = None) -> dict[str, Any]:
-    """Training rows (question and answer, as trained) against the items the tasks score (and other splits)."""
+    """Training rows (question and answer, as trained) against the items the tasks score (and other
+    splits)."""
     t0 = time.perf_counter()
     items = task_items(tasks, limit)
     train_docs = [[str(r["question"]), str(r["answer"])] for r in train_rows]

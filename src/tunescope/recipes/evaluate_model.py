@@ -20,7 +20,8 @@ from tunescope.store.fileio import write_json
 
 @dataclass
 class Evaluated:
-    """What `tunescope eval` shows: the results, which engine path ran and why, the dtype and why, the table."""
+    """What `tunescope eval` shows: the results, which engine path ran and why, the dtype and why, the
+    table."""
 
     results: dict
     engine_lines: list[str]
@@ -30,8 +31,8 @@ class Evaluated:
 
 def evaluate_model(model: str | None, tasks: list[str] | None, *, data_paths: dict[str, str] | None = None,
                    adapter: Path | None = None, output: Path | None = None, dtype: str | None = None,
-                   backend: str = "native", progress: ProgressSink | None = None, heldout_from: Path | None = None,
-                   **options) -> Evaluated:
+                   backend: str = "native", progress: ProgressSink | None = None,
+                   heldout_from: Path | None = None, **options) -> Evaluated:
     """Evaluate one model (optionally with a PEFT adapter) on tasks and groups. `options` are `eval.*`
     keys (limit, batch_size, max_new_tokens, num_fewshot, samples, temperature, engine), validated and
     meaning exactly what they mean in a run config.
@@ -56,7 +57,8 @@ def evaluate_model(model: str | None, tasks: list[str] | None, *, data_paths: di
     ev = from_options(EvalConfig, tasks=tasks, data_path=data_paths or {}, **options)
     model_cfg = from_options(ModelConfig, name=model, dtype=dtype or "auto")
     if ev.engine != "auto" and backend != "native":
-        raise UserError(f"applies only to --backend native (backend '{backend}' runs its own engine)", where="--engine")
+        raise UserError(f"applies only to --backend native (backend '{backend}' runs its own engine)",
+                        where="--engine")
     if output is not None:
         # Checked now: results that cannot be written are otherwise lost after the whole evaluation.
         if output.exists() and not output.is_dir():
@@ -65,8 +67,8 @@ def evaluate_model(model: str | None, tasks: list[str] | None, *, data_paths: di
     if adapter is not None:
         check_adapter_dir(adapter)
     builtin = [t for t in ev.tasks if t != HELDOUT]
-    task_objs, groups = load_tasks(builtin, data_paths=ev.data_path, num_fewshot=ev.num_fewshot, samples=ev.samples,
-                                   temperature=ev.temperature) if builtin else ([], [])
+    task_objs, groups = load_tasks(builtin, data_paths=ev.data_path, num_fewshot=ev.num_fewshot,
+                                   samples=ev.samples, temperature=ev.temperature) if builtin else ([], [])
     if run is not None:  # first, as a run evaluates it
         task_objs.insert(0, run.task(samples=ev.samples, temperature=ev.temperature))
     loaded = load_model(model_cfg.name, dtype=model_cfg.dtype)
@@ -87,8 +89,8 @@ def evaluate_model(model: str | None, tasks: list[str] | None, *, data_paths: di
             raise UserError(f"cannot apply the adapter to this model ({type(e).__name__}: {first})",
                             where=str(adapter)) from None
     results = evaluate(m, loaded.tokenizer, task_objs, limit=ev.limit, batch_size=ev.batch_size,
-                       max_new_tokens=ev.max_new_tokens, out_dir=output, progress=progress.advance, backend=backend,
-                       groups=groups, engine=ev.engine)
+                       max_new_tokens=ev.max_new_tokens, out_dir=output, progress=progress.advance,
+                       backend=backend, groups=groups, engine=ev.engine)
     added = {"dtype_choice": loaded.dtype_choice.record()} if loaded.dtype_choice is not None else {}
     if heldout_from is not None:
         added["heldout_from"] = str(heldout_from)
@@ -106,7 +108,8 @@ def _task_names(tasks: list[str] | None, heldout_from: Path | None) -> list[str]
         if tasks is None:
             raise UserError("name the tasks to evaluate, e.g. --tasks gsm8k,hellaswag", where="--tasks")
         if HELDOUT in tasks:
-            raise UserError("the 'heldout' task is a run's held-out problems: name the run with --heldout-from RUN",
+            raise UserError("the 'heldout' task is a run's held-out problems: name the run with "
+                            "--heldout-from RUN",
                             where="--tasks")
         return tasks
     if tasks is None:

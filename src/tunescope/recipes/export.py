@@ -33,8 +33,9 @@ def _trained_run(run_dir: Path) -> RunRecord:
     if record.manifest.status != "complete":
         partial = is_partial_name(run_dir.name)
         raise UserError(f"the run did not complete (status: {record.manifest.status or 'unknown'}"
-                        f"{', an unfinished run folder' if partial else ''}); only a complete run is exported "
-                        "(continue it with `tunescope run CONFIG --resume`)", where=str(run_dir / MANIFEST))
+                        f"{', an unfinished run folder' if partial else ''}); only a complete run is "
+                        "exported (continue it with `tunescope run CONFIG --resume`)",
+                        where=str(run_dir / MANIFEST))
     if not record.adapter_dir.is_dir():
         raise UserError("the run has no adapter/ folder (was it trained? `tunescope train` writes one)",
                         where=str(run_dir))
@@ -63,7 +64,8 @@ def _check_weights(folder: Path, *, full: bool) -> None:
                 for key in f.keys():
                     f.get_slice(key)
         except Exception as e:  # safetensors raises its own error types for a damaged file
-            raise UserError(f"damaged weights file ({str(e).splitlines()[0][:160]})", where=str(path)) from None
+            raise UserError(f"damaged weights file ({str(e).splitlines()[0][:160]})",
+                            where=str(path)) from None
 
 
 def base_source(model: ModelConfig, recorded: str | None) -> str:
@@ -93,7 +95,8 @@ def export_run(run_dir: str | Path, output: str | Path | None = None, *, merged:
         return _export_locked(run_dir, output, merged=merged, dtype=dtype, overwrite=overwrite)
 
 
-def _export_locked(run_dir: Path, output: str | Path | None, *, merged: bool, dtype: str, overwrite: bool) -> Path:
+def _export_locked(run_dir: Path, output: str | Path | None, *, merged: bool, dtype: str,
+                   overwrite: bool) -> Path:
     record = _trained_run(run_dir)
     method = record.method
     out = Path(output) if output else run_dir / EXPORT_DIR / ("merged" if merged else ADAPTER)
@@ -122,7 +125,8 @@ def _export_locked(run_dir: Path, output: str | Path | None, *, merged: bool, dt
         if isinstance(e, Exception) and (err := storage_error(e, out)) is not None:
             raise err from None
         if isinstance(e, OSError):  # shutil.Error too: a link loop or an unreadable file in the adapter
-            raise UserError(f"cannot copy the run's files ({one_line(e)})", where=str(record.adapter_dir)) from None
+            raise UserError(f"cannot copy the run's files ({one_line(e)})",
+                            where=str(record.adapter_dir)) from None
         raise
     return out
 
@@ -139,7 +143,8 @@ def _write_export(record: RunRecord, out: Path, *, merged: bool, dtype: str) -> 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_dtype = getattr(torch, dtype)
-    base = str(adapter) if method == "full" else base_source(record.config.model, record.manifest.model.source)
+    base = str(adapter) if method == "full" else base_source(record.config.model,
+                                                             record.manifest.model.source)
     try:
         if method == "full":
             model = AutoModelForCausalLM.from_pretrained(adapter, dtype=torch_dtype)
@@ -152,7 +157,8 @@ def _write_export(record: RunRecord, out: Path, *, merged: bool, dtype: str) -> 
             tokenizer = AutoTokenizer.from_pretrained(base)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         # The weights were checked above; what fails here is the base they are merged into.
-        raise UserError(f"cannot load the weights to merge ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
+        raise UserError(f"cannot load the weights to merge ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:200]})",
                         where=base) from None
     # A merged model is a plain model: no quantization or adapter bookkeeping in its config.
     for attr in ("quantization_config",):

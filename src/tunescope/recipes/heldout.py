@@ -71,8 +71,8 @@ def read_run_heldout(run_dir: Path) -> RunHeldout:
     finished run, or the problems made now are not the ones the run had."""
     where = f"{OPTION} {run_dir}"
     if run_dir.is_dir() and not (run_dir / rr.MANIFEST).is_file() and (run_dir / rr.RESULTS).is_file():
-        raise UserError(f"an evaluation folder, not a run folder (no {rr.MANIFEST}); name the run whose held-out "
-                        "problems to score", where=where)
+        raise UserError(f"an evaluation folder, not a run folder (no {rr.MANIFEST}); name the run whose "
+                        "held-out problems to score", where=where)
     record = rr.open_run(run_dir)
     if record.manifest.data.get("heldout") == 0:
         raise UserError("the run has no held-out problems (its manifest.json records 0)",
@@ -81,9 +81,11 @@ def read_run_heldout(run_dir: Path) -> RunHeldout:
         prep = prepare_data(record.config)
     except UserError as e:
         why = str(e).removeprefix(f"{e.where}: ") if e.where else str(e)
-        raise UserError(f"cannot make the held-out problems of run {run_dir} again: {why}", where=e.where) from None
+        raise UserError(f"cannot make the held-out problems of run {run_dir} again: {why}",
+                        where=e.where) from None
     if not prep.heldout_rows:
-        raise UserError(f"the run has no held-out problems ({prep.info['heldout_from']} is empty)", where=where)
+        raise UserError(f"the run has no held-out problems ({prep.info['heldout_from']} is empty)",
+                        where=where)
     made = RunHeldout(record, prep.heldout_rows)
     _check_against_the_run(made, prep.info)
     return made
@@ -96,22 +98,25 @@ def _check_against_the_run(made: RunHeldout, info: dict) -> None:
     recorded = record.manifest.data
     manifest = str(record.path / rr.MANIFEST)
     if recorded.get("data_hash") and recorded["data_hash"] != info["data_hash"]:
-        raise UserError(f"the training data read now ({info['source']}) is not the data the run trained on (data hash "
-                        f"{info['data_hash'][:12]} now, {str(recorded['data_hash'])[:12]} in the run), so its held-out "
-                        "problems cannot be made again", where=manifest)
+        raise UserError(f"the training data read now ({info['source']}) is not the data the run trained on "
+                        f"(data hash {info['data_hash'][:12]} now, {str(recorded['data_hash'])[:12]} in the "
+                        "run), so its held-out problems cannot be made again", where=manifest)
     if recorded.get("heldout") not in (None, len(made.rows)):
-        raise UserError(f"{len(made.rows)} held-out problems made now, {recorded['heldout']} in the run", where=manifest)
+        raise UserError(f"{len(made.rows)} held-out problems made now, {recorded['heldout']} in the run",
+                        where=manifest)
     task = made.task()
     for path, items in _scored_items(record):
         for line, item in enumerate(items, start=1):
             doc_id = item.get("doc_id")
             if "question" not in item:
                 continue
-            same = isinstance(doc_id, int) and 0 <= doc_id < len(task.docs) and \
-                task.docs[doc_id]["question"] == item["question"] and _gold(task, doc_id) == item.get("target")
+            same = (isinstance(doc_id, int) and 0 <= doc_id < len(task.docs)
+                    and task.docs[doc_id]["question"] == item["question"]
+                    and _gold(task, doc_id) == item.get("target"))
             if not same:
-                raise UserError(f"held-out problem {doc_id} made now differs from the one the run scored (the data "
-                                f"source or the problem generator changed since the run)", where=f"{path}:{line}")
+                raise UserError(f"held-out problem {doc_id} made now differs from the one the run scored "
+                                f"(the data source or the problem generator changed since the run)",
+                                where=f"{path}:{line}")
 
 
 def _gold(task, doc_id: int) -> str:

@@ -54,7 +54,8 @@ def prepare_data(cfg: RunConfig) -> Prepared:
     return Prepared(train_rows, val_rows, heldout, info)
 
 
-def heldout_task(cfg: RunConfig, heldout_rows: list[dict], samples: int = 1, temperature: float | None = None):
+def heldout_task(cfg: RunConfig, heldout_rows: list[dict], samples: int = 1,
+                 temperature: float | None = None):
     """The held-out problems as a task, asked exactly as training formatted them."""
     from tunescope.core.prompt_format import prompt_prefix
     from tunescope.evaluate import sampling_overrides, task_from_docs
@@ -79,7 +80,8 @@ def build_tasks(cfg: RunConfig, heldout_rows: list[dict]) -> tuple[list, list[st
 
 
 def training_tasks(cfg: RunConfig, prep: Prepared) -> list:
-    """The tasks scored during training with their fixed item subsets ([] when off); checked before the model loads."""
+    """The tasks scored during training with their fixed item subsets ([] when off); checked before the model
+    loads."""
     from tunescope.evaluate.during_training import load_training_tasks
 
     if not cfg.eval.during_training.enabled:
@@ -107,6 +109,6 @@ def encode_data(cfg: RunConfig, tokenizer, prep: Prepared) -> EncodedData:
     train_set, train_stats = encode_dataset(prep.train_rows, tokenizer, **kw)
     val_set, val_stats = encode_dataset(prep.val_rows, tokenizer, **kw)
     if not train_set:
-        raise UserError(f"no training examples left after encoding ({train_stats.dropped} dropped as longer than "
-                        f"prompt.max_length={p.max_length})", where="prompt.max_length")
+        raise UserError(f"no training examples left after encoding ({train_stats.dropped} dropped as longer "
+                        f"than prompt.max_length={p.max_length})", where="prompt.max_length")
     return EncodedData(train_set, train_stats, val_set, val_stats)

@@ -46,14 +46,15 @@ class ProgressSink:
     def message(self, text: str) -> None: ...
 
 
-def run_evaluation(model, tokenizer, tasks, groups: list[str], cfg: RunConfig, out_dir: Path, progress: ProgressSink,
-                   label: str) -> dict:
+def run_evaluation(model, tokenizer, tasks, groups: list[str], cfg: RunConfig, out_dir: Path,
+                   progress: ProgressSink, label: str) -> dict:
     from tunescope.evaluate import evaluate
     from tunescope.evaluate.enginepath import engine_lines
 
     progress.stage(f"evaluate {label}")
     results = evaluate(model, tokenizer, tasks, limit=cfg.eval.limit, batch_size=cfg.eval.batch_size,
-                       max_new_tokens=cfg.eval.max_new_tokens, out_dir=out_dir, groups=groups, engine=cfg.eval.engine,
+                       max_new_tokens=cfg.eval.max_new_tokens, out_dir=out_dir, groups=groups,
+                       engine=cfg.eval.engine,
                        progress=lambda t, done, total: progress.advance(f"{label} · {t}", done, total))
     for line in engine_lines(results):
         progress.message(f"{label} {line}")
@@ -61,16 +62,19 @@ def run_evaluation(model, tokenizer, tasks, groups: list[str], cfg: RunConfig, o
 
 
 def _manifest(cfg: RunConfig, data_info: dict, loaded) -> dict:
-    return {"name": cfg.name, "status": "running", "started": now_iso(), "seed": cfg.seed, "versions": library_versions(),
-            "git_sha": git_sha(), "device": str(loaded.device), "dtype": str(loaded.dtype).replace("torch.", ""),
+    return {"name": cfg.name, "status": "running", "started": now_iso(), "seed": cfg.seed,
+            "versions": library_versions(), "git_sha": git_sha(), "device": str(loaded.device),
+            "dtype": str(loaded.dtype).replace("torch.", ""),
             "dtype_choice": loaded.dtype_choice.record() if getattr(loaded, "dtype_choice", None) else None,
             "model": {"name": cfg.model.name, "source": loaded.source}, "data": data_info,
-            # Who writes the folder: `tunescope serve` tells a run still training from one whose process is gone.
+            # Who writes the folder: `tunescope serve` tells a run still training from one whose process is
+            # gone.
             "process": {"host": socket.gethostname(), "pid": os.getpid()}}
 
 
-def _train_stage(cfg: RunConfig, loaded, prep: Prepared, enc: EncodedData, run_path: Path, progress: ProgressSink,
-                 resume: bool = False, scored: list | None = None) -> tuple[object, dict]:
+def _train_stage(cfg: RunConfig, loaded, prep: Prepared, enc: EncodedData, run_path: Path,
+                 progress: ProgressSink, resume: bool = False,
+                 scored: list | None = None) -> tuple[object, dict]:
     from tunescope.evaluate.during_training import build_scorer
     from tunescope.train.distributed import current
     from tunescope.train.session import fit
@@ -91,7 +95,8 @@ def _train_stage(cfg: RunConfig, loaded, prep: Prepared, enc: EncodedData, run_p
     return model, summary
 
 
-def _record_example_losses(model, prep: Prepared, train_set, dropped_rows, cfg: RunConfig, loaded, run_path: Path) -> None:
+def _record_example_losses(model, prep: Prepared, train_set, dropped_rows, cfg: RunConfig, loaded,
+                           run_path: Path) -> None:
     """Write train_examples.jsonl: each training example with the final model's loss on it (capped)."""
     from tunescope.store.fileio import write_jsonl
     from tunescope.train.example_loss import per_example_losses
@@ -99,8 +104,8 @@ def _record_example_losses(model, prep: Prepared, train_set, dropped_rows, cfg: 
     dropped = set(dropped_rows)
     kept_rows = [r for i, r in enumerate(prep.train_rows) if i not in dropped]
     n = min(len(train_set), MAX_EXAMPLE_LOSSES)
-    losses = per_example_losses(model, train_set[:n], cfg.training.batch_size * 2, loaded.tokenizer.pad_token_id,
-                                loaded.device)
+    losses = per_example_losses(model, train_set[:n], cfg.training.batch_size * 2,
+                                loaded.tokenizer.pad_token_id, loaded.device)
     write_jsonl(run_path / rr.TRAIN_EXAMPLES,
                 ({"index": i, "question": kept_rows[i]["question"], "answer": kept_rows[i]["answer"],
                   "loss": losses[i] if i < n else None} for i in range(len(train_set))))
@@ -115,8 +120,8 @@ def _resumable(rd: RunDir, cfg: RunConfig, progress: ProgressSink) -> bool:
         return False
     saved = rd.path / rr.CONFIG
     if saved.is_file() and saved.read_text(encoding="utf-8") != dump_config(cfg):
-        raise UserError("the config differs from the interrupted run's; resume with the same config (and --set "
-                        "overrides), or start a new run", where=str(saved))
+        raise UserError("the config differs from the interrupted run's; resume with the same config (and "
+                        "--set overrides), or start a new run", where=str(saved))
     return True
 
 
@@ -185,7 +190,8 @@ def _load_for_training(cfg: RunConfig, prep):
     # QLoRA: the base is loaded in 4-bit NF4 (CUDA only; elsewhere a UserError naming the alternative).
     quantization = quantization_config_for(cfg.training, pick_device(cfg.device))
     tokenizer = prepare_tokenizer(cfg.model.name, revision=cfg.model.revision,
-                                  trust_remote_code=cfg.model.trust_remote_code, cache_dir=cfg.model.cache_dir)
+                                  trust_remote_code=cfg.model.trust_remote_code,
+                                  cache_dir=cfg.model.cache_dir)
     enc = encode_data(cfg, tokenizer, prep)
     loaded = load_model(cfg.model.name, dtype=cfg.model.dtype, device=cfg.device, revision=cfg.model.revision,
                         trust_remote_code=cfg.model.trust_remote_code, cache_dir=cfg.model.cache_dir,
@@ -194,9 +200,11 @@ def _load_for_training(cfg: RunConfig, prep):
 
 
 def _run_locked(cfg: RunConfig, rd: RunDir, dist, *, overwrite: bool, progress: ProgressSink, resume: bool,
-                base_eval_cache: BaseEvalCache | None, manifest_extra: dict | None, register: bool) -> Path | None:
+                base_eval_cache: BaseEvalCache | None, manifest_extra: dict | None,
+                register: bool) -> Path | None:
     if rd.final.exists() and not overwrite and not (resume and not rd.path.is_dir()):
-        rd.begin(overwrite)  # refuses, naming the existing run (a resume never replaces a finished run silently)
+        # refuses, naming the existing run (a resume never replaces a finished run silently)
+        rd.begin(overwrite)
     if overwrite and rd.final.exists():
         check_replaceable_run(rd.final)
     resuming = resume and _resumable(rd, cfg, progress)
@@ -230,8 +238,8 @@ def _run_locked(cfg: RunConfig, rd: RunDir, dist, *, overwrite: bool, progress: 
         base_done = resuming and (eval_dir / "base" / rr.RESULTS).is_file()
         if tasks and cfg.eval.evaluate_base and not base_done:
             t0 = time.perf_counter()
-            manifest["base_eval"] = _base_evaluation(base_eval_cache, cfg, tasks, groups, loaded, eval_dir / "base",
-                                                     progress)
+            manifest["base_eval"] = _base_evaluation(base_eval_cache, cfg, tasks, groups, loaded,
+                                                     eval_dir / "base", progress)
             write_json(rd.path / rr.MANIFEST, manifest)
             timings["eval_base_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -253,8 +261,8 @@ def _run_locked(cfg: RunConfig, rd: RunDir, dist, *, overwrite: bool, progress: 
             raise RunInterrupted(rd.path) from None
         if isinstance(e, Exception) and (err := storage_error(e, rd.path)) is not None:
             # The folder stays consistent (written atomically) and is kept, so the run can continue.
-            raise UserError(f"{str(err).removeprefix(f'{err.where}: ')}; the unfinished run is kept in {rd.path} "
-                            "(continue it with --resume)", where=err.where) from None
+            raise UserError(f"{str(err).removeprefix(f'{err.where}: ')}; the unfinished run is kept in "
+                            f"{rd.path} (continue it with --resume)", where=err.where) from None
         raise
     try:
         final = rd.finish()
@@ -309,7 +317,8 @@ def register_or_warn(run_dir: Path, progress: ProgressSink | None = None) -> str
         return None
 
 
-def demo(overrides: list[str] | None = None, *, overwrite: bool = True, progress: ProgressSink | None = None) -> Path:
+def demo(overrides: list[str] | None = None, *, overwrite: bool = True,
+         progress: ProgressSink | None = None) -> Path:
     """The offline demo: the packaged demo config (configs/demo.yaml) run end to end."""
     cfg = load_config(DEMO_CONFIG, overrides or [])
     return run(cfg, overwrite=overwrite, progress=progress)

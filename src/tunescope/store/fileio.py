@@ -130,7 +130,8 @@ class RunDir:
 
     def begin(self, overwrite: bool = False) -> RunDir:
         if self.final.exists() and not overwrite:
-            raise UserError(f"run '{self.final}' already exists; pick another name (--set name=...) or pass --overwrite",
+            raise UserError(f"run '{self.final}' already exists; pick another name (--set name=...) or "
+                            f"pass --overwrite",
                             where="name")
         if self.path.exists():
             shutil.rmtree(self.path)

@@ -32,7 +32,8 @@ def is_grid_folder(path: str | Path) -> bool:
 
 
 def write_grid_file(folder: Path, description: dict) -> None:
-    write_text_atomic(Path(folder) / GRID_FILE, yaml.safe_dump(description, sort_keys=False, allow_unicode=True))
+    write_text_atomic(Path(folder) / GRID_FILE, yaml.safe_dump(description, sort_keys=False,
+                                                               allow_unicode=True))
 
 
 def read_grid_file(folder: str | Path) -> dict:
@@ -48,7 +49,8 @@ def run_names(description: dict) -> list[str]:
     """The grid's runs in its order (cells, then seeds), from its grid file."""
     if description.get("runs") is not None:
         return list(description["runs"])
-    return [run_name(cell, seed) for cell in description.get("cells") or {} for seed in description.get("seeds") or []]
+    return [run_name(cell, seed) for cell in description.get("cells") or {}
+            for seed in description.get("seeds") or []]
 
 
 def status_path(folder: str | Path, name: str) -> Path:

@@ -27,9 +27,9 @@ EXPORT_DIR = "export"  # `tunescope export`'s default place: export/adapter/ or 
 LABELS = ("base", "tuned")
 
 # Every name above, for the test that no other module spells one out.
-FILE_NAMES = (CONFIG, MANIFEST, METRICS, EVAL_DIR, RESULTS, STEPS_DIR, TRAIN_EXAMPLES, REPORT_JSON, CONTAMINATION,
-              REPORT_MD, REPORT_HTML, REPORT_IMAGES, ADAPTER, CHECKPOINTS, CHECKPOINT_PREFIX, FINAL_WEIGHTS,
-              EXPORT_DIR)
+FILE_NAMES = (CONFIG, MANIFEST, METRICS, EVAL_DIR, RESULTS, STEPS_DIR, TRAIN_EXAMPLES, REPORT_JSON,
+              CONTAMINATION, REPORT_MD, REPORT_HTML, REPORT_IMAGES, ADAPTER, CHECKPOINTS, CHECKPOINT_PREFIX,
+              FINAL_WEIGHTS, EXPORT_DIR)
 
 
 def partial_name(name: str) -> str:

@@ -80,7 +80,8 @@ def _open_locked(path: Path, what: str) -> tuple[int, dict]:
             holder = _read_record(fd)
             os.close(fd)
             raise UserError(f"another tunescope process is writing it: {_describe(holder)}; wait for it to "
-                            f"finish or stop it (lock file {path.name})", where=str(path.parent / what)) from None
+                            f"finish or stop it (lock file {path.name})",
+                            where=str(path.parent / what)) from None
         except OSError as e:  # a file system without locks (some network mounts)
             os.close(fd)
             raise UserError(f"cannot lock ({e.strerror or e})", where=str(path)) from None

@@ -86,14 +86,16 @@ CREATE INDEX IF NOT EXISTS runs_by_name ON runs (name);
 
 # Changes to registries made by earlier versions, by the version that introduced them.
 _MIGRATIONS = {2: ["ALTER TABLE runs ADD COLUMN grid TEXT"],
-               3: ["ALTER TABLE runs ADD COLUMN selected_by TEXT", "ALTER TABLE runs ADD COLUMN best_by_json TEXT"],
+               3: ["ALTER TABLE runs ADD COLUMN selected_by TEXT",
+                   "ALTER TABLE runs ADD COLUMN best_by_json TEXT"],
                4: ["ALTER TABLE runs ADD COLUMN headline_json TEXT"]}
 
 T = TypeVar("T")
 
 
 def registry_path(path: str | Path | None = None) -> Path:
-    """The registry file: ``path`` if given, else ``$TUNESCOPE_REGISTRY``, else ``~/.cache/tunescope/registry.sqlite``."""
+    """The registry file: ``path`` if given, else ``$TUNESCOPE_REGISTRY``, else
+    ``~/.cache/tunescope/registry.sqlite``."""
     if path is not None:
         return Path(path)
     env = os.environ.get(ENV_VAR)
@@ -279,8 +281,9 @@ def record_row(record: RunRecord) -> dict:
     }
 
 
-HEADLINE_FIELDS = ("task", "metric", "label", "is_target", "base", "base_stderr", "tuned", "tuned_stderr", "n",
-                   "delta_points", "n_paired", "test", "p_value", "p_holm", "significant", "ci_low", "ci_high")
+HEADLINE_FIELDS = ("task", "metric", "label", "is_target", "base", "base_stderr", "tuned", "tuned_stderr",
+                   "n", "delta_points", "n_paired", "test", "p_value", "p_holm", "significant", "ci_low",
+                   "ci_high")
 
 
 def headline_comparison(report: dict) -> dict | None:
@@ -297,11 +300,11 @@ def headline_comparison(report: dict) -> dict | None:
 # ---------------------------------------------------------------- writing
 
 
-_RUN_COLUMNS = ("path", "name", "model", "dataset", "method", "status", "started", "finished", "registered_at",
-                "wall_s", "train_s", "steps", "epochs", "tokens_supervised", "cost_usd", "device",
-                "train_loss_first", "train_loss_last", "val_loss_first", "val_loss_best", "further_training",
-                "overfitting", "forgetting_tasks", "selected_by", "best_by_json", "config_json", "manifest_json", "grid",
-                "headline_json")
+_RUN_COLUMNS = ("path", "name", "model", "dataset", "method", "status", "started", "finished",
+                "registered_at", "wall_s", "train_s", "steps", "epochs", "tokens_supervised", "cost_usd",
+                "device", "train_loss_first", "train_loss_last", "val_loss_first", "val_loss_best",
+                "further_training", "overfitting", "forgetting_tasks", "selected_by", "best_by_json",
+                "config_json", "manifest_json", "grid", "headline_json")
 
 
 def insert_record(record: dict, db: str | Path | None = None) -> str:
@@ -311,10 +314,12 @@ def insert_record(record: dict, db: str | Path | None = None) -> str:
     def work(conn: sqlite3.Connection) -> str:
         conn.execute("DELETE FROM scores WHERE path = ?", (record["path"],))
         conn.execute(f"INSERT OR REPLACE INTO runs ({', '.join(_RUN_COLUMNS)}) "
-                     f"VALUES ({', '.join('?' for _ in _RUN_COLUMNS)})", [record.get(c) for c in _RUN_COLUMNS])
+                     f"VALUES ({', '.join('?' for _ in _RUN_COLUMNS)})",
+                     [record.get(c) for c in _RUN_COLUMNS])
         conn.executemany("INSERT OR REPLACE INTO scores (path, label, task, metric, value, stderr, n) "
                          "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         [(record["path"], s["label"], s["task"], s["metric"], s["value"], s["stderr"], s["n"])
+                         [(record["path"], s["label"], s["task"], s["metric"], s["value"],
+                           s["stderr"], s["n"])
                           for s in record.get("scores", [])])
         return record["path"]
 
@@ -367,9 +372,11 @@ def get_run(ref: str, db: str | Path | None = None) -> dict:
     with closing(connect(db)) as conn:
         rows = []
         if candidate.exists():
-            rows = [dict(r) for r in conn.execute("SELECT * FROM runs WHERE path = ?", (str(candidate.resolve()),))]
+            rows = [dict(r) for r in conn.execute("SELECT * FROM runs WHERE path = ?",
+                                                  (str(candidate.resolve()),))]
         if not rows:
-            rows = [dict(r) for r in conn.execute("SELECT * FROM runs WHERE name = ? ORDER BY registered_at DESC",
+            rows = [dict(r) for r in conn.execute("SELECT * FROM runs WHERE name = ? "
+                                                  "ORDER BY registered_at DESC",
                                                   (ref,))]
         if not rows:
             known = [r[0] for r in conn.execute("SELECT DISTINCT name FROM runs ORDER BY name")]
@@ -380,7 +387,8 @@ def get_run(ref: str, db: str | Path | None = None) -> dict:
                             + ", ".join(r["path"] for r in rows), where="RUN")
         run = rows[0]
         run["scores"] = [dict(r) for r in conn.execute(
-            "SELECT label, task, metric, value, stderr, n FROM scores WHERE path = ? ORDER BY task, metric, label",
+            "SELECT label, task, metric, value, stderr, n FROM scores WHERE path = ? "
+            "ORDER BY task, metric, label",
             (run["path"],))]
     run["config"] = json.loads(run.pop("config_json") or "{}")
     run["manifest"] = json.loads(run.pop("manifest_json") or "{}")
@@ -413,10 +421,11 @@ def leaderboard(task: str, metric: str | None = None, label: str | None = None,
             if len(with_filter) == 1:
                 metric = with_filter[0]
             else:
-                raise UserError(f"task '{task}' has no metric '{metric}' (available: {', '.join(sorted(metrics))})",
+                raise UserError(f"task '{task}' has no metric '{metric}' (available: "
+                                f"{', '.join(sorted(metrics))})",
                                 where="--metric")
-        sql = ("SELECT s.label, s.value, s.stderr, s.n, r.name, r.path, r.model, r.method, r.dataset, r.finished "
-               "FROM scores s JOIN runs r ON r.path = s.path WHERE s.task = ? AND s.metric = ?")
+        sql = ("SELECT s.label, s.value, s.stderr, s.n, r.name, r.path, r.model, r.method, r.dataset, "
+               "r.finished FROM scores s JOIN runs r ON r.path = s.path WHERE s.task = ? AND s.metric = ?")
         args: list[Any] = [task, metric]
         if label is not None:
             sql += " AND s.label = ?"

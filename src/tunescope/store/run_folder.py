@@ -25,7 +25,8 @@ from tunescope.config.run_config import RunConfig
 from tunescope.core.errors import UserError
 from tunescope.store.fileio import iter_jsonl, read_jsonl, write_jsonl
 
-# The file names are run_layout's; they are imported here too so that a reader of run folders needs one module.
+# The file names are run_layout's; they are imported here too so that a reader of run folders needs one
+# module.
 from tunescope.store.layout import (  # noqa: F401
     ADAPTER,
     CHECKPOINTS,
@@ -65,7 +66,8 @@ def _validated(model: type[M], data: Any, where: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        problems = "; ".join(f"field '{'.'.join(map(str, x['loc'])) or '(record)'}': {x['msg']}" for x in e.errors())
+        problems = "; ".join(f"field '{'.'.join(map(str, x['loc'])) or '(record)'}': {x['msg']}"
+                             for x in e.errors())
         raise UserError(f"unexpected content ({problems})", where=where) from None
 
 
@@ -139,7 +141,8 @@ def rewind_metrics(run_path: Path, step: int) -> bool:
 
 @dataclass
 class Evaluation:
-    """One evaluation folder: lm-eval's results.json and each task's per-sample records (read on first use)."""
+    """One evaluation folder: lm-eval's results.json and each task's per-sample records (read on first
+    use)."""
 
     label: str  # base | tuned, or "eval" for a `tunescope eval --output` folder
     path: Path
@@ -270,8 +273,10 @@ def open_run(path: str | Path, require_complete: bool = True) -> RunRecord:
         raise UserError(f"not a tunescope run directory (missing {', '.join(missing)})", where=str(p))
     manifest = read_manifest(p)
     if require_complete and manifest.status != "complete":
-        raise UserError(f"the run is not finished (status: {manifest.status or 'unknown'})", where=str(p / MANIFEST))
-    evaluations = {label: ev for label in LABELS if (ev := _evaluation(label, p / EVAL_DIR / label)) is not None}
+        raise UserError(f"the run is not finished (status: {manifest.status or 'unknown'})",
+                        where=str(p / MANIFEST))
+    evaluations = {label: ev for label in LABELS
+                   if (ev := _evaluation(label, p / EVAL_DIR / label)) is not None}
     return RunRecord(p, read_config(p), manifest, read_metrics(p / METRICS), evaluations)
 
 
@@ -284,4 +289,5 @@ def open_run_or_evaluation(path: str | Path) -> RunRecord | EvaluationRecord:
         return open_run(p)
     if (p / RESULTS).is_file():
         return open_evaluation(p)
-    raise UserError(f"neither a run directory ({MANIFEST}) nor an evaluation folder ({RESULTS})", where=str(p))
+    raise UserError(f"neither a run directory ({MANIFEST}) nor an evaluation folder ({RESULTS})",
+                    where=str(p))

@@ -43,7 +43,8 @@ class ManifestGrid(_Open):
 
 
 class ManifestBaseEval(_Open):
-    """`base_eval`: the base evaluation's cache key, and whether it was copied from the cache (`from`: where)."""
+    """`base_eval`: the base evaluation's cache key, and whether it was copied from the cache (`from`:
+    where)."""
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
@@ -63,7 +64,8 @@ class Manifest(_Open):
     git_sha: str | None = None
     device: str | None = None
     dtype: str | None = None
-    dtype_choice: dict[str, Any] | None = None  # how `auto` chose the dtype: figures and reason (models/dtype_choice.py)
+    # how `auto` chose the dtype: figures and reason (models/dtype_choice.py)
+    dtype_choice: dict[str, Any] | None = None
     model: ManifestModel = ManifestModel()
     data: dict[str, Any] = {}  # source, split sizes and seed, data hash (run_inputs.prepare_data)
     timings: dict[str, Number] = {}

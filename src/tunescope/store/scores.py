@@ -41,7 +41,8 @@ def metric_keys(entry: Mapping[str, Any]) -> list[str]:
 
     Standard errors, the alias and non-numeric values are not scores; neither is a boolean."""
     return [k for k, v in entry.items()
-            if "," in k and "_stderr" not in k.split(",")[0] and isinstance(v, int | float) and not isinstance(v, bool)]
+            if "," in k and "_stderr" not in k.split(",")[0] and isinstance(v, int | float)
+            and not isinstance(v, bool)]
 
 
 def stderr_key(key: str) -> str:
@@ -51,7 +52,8 @@ def stderr_key(key: str) -> str:
 
 
 def sample_key(key: str) -> str:
-    """``acc,none`` in results.json is ``acc`` in the per-sample records; filtered metrics keep their filter."""
+    """``acc,none`` in results.json is ``acc`` in the per-sample records; filtered metrics keep their
+    filter."""
     metric, _, filt = key.partition(",")
     return metric if filt in ("", "none") else key
 
@@ -68,7 +70,8 @@ def display_order(key: str) -> tuple[int, str]:
 
 
 def headline_metric(keys: Iterable[str]) -> str | None:
-    """The key a task is judged by: the first of ``PRIMARY_METRICS`` it has, else the first in display order."""
+    """The key a task is judged by: the first of ``PRIMARY_METRICS`` it has, else the first in display
+    order."""
     available = set(keys)
     if not available:
         return None
