@@ -37,7 +37,8 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
     eff = data.get("efficiency") or {}
     if eff:
         rows.append(("tokens: supervised / non-padding / total",
-                     f"{number(eff.get('tokens_supervised'))} / {number(eff.get('tokens_nonpad'))} / {number(eff.get('tokens_total'))}"))
+                     f"{number(eff.get('tokens_supervised'))} / {number(eff.get('tokens_nonpad'))} / "
+                     f"{number(eff.get('tokens_total'))}"))
         rows.append(("training steps (best step)", f"{eff.get('steps')} ({eff.get('best_step')})"))
         if eff.get("throughput_supervised_tps") is not None:
             rows.append(("throughput (supervised tokens/s)", f"{eff['throughput_supervised_tps']:.1f}"))
@@ -55,7 +56,8 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def contamination_rows(c: dict[str, Any]) -> list[tuple[str, str]]:
-    """A warning line for each task whose scored items overlap the training data, with its clean-subset score."""
+    """A warning line for each task whose scored items overlap the training data, with its clean-subset
+    score."""
     rows = []
     for t in c.get("tasks", []) if c.get("available") else []:
         if not t["n_flagged"]:
