@@ -110,8 +110,8 @@ def project_2d(x: np.ndarray, method: Projection = "auto",
     from sklearn.decomposition import PCA
 
     dim = min(2, x.shape[0], x.shape[1])
-    coords = PCA(n_components=dim,
-                 random_state=seed).fit_transform(x) if dim >= 1 else np.zeros((x.shape[0], 0))
+    coords = (PCA(n_components=dim, random_state=seed).fit_transform(x) if dim >= 1
+              else np.zeros((x.shape[0], 0)))
     if coords.shape[1] < 2:  # pad degenerate inputs so the map always has two axes
         coords = np.hstack([coords, np.zeros((coords.shape[0], 2 - coords.shape[1]))])
     return coords, "pca", note

@@ -102,7 +102,8 @@ def _learning_curve_conclusions(lc: dict, say) -> None:
                 f"{of['rise_threshold_pct']:g}%).")
         gap = of.get("gap_at_last", {})
         if gap.get("available") and gap.get("gap") is not None:
-            text += f" Generalization gap (validation − train loss) at step {gap['val_step']}: {gap['gap']:+.4f}."
+            text += (f" Generalization gap (validation − train loss) at step {gap['val_step']}: "
+                     f"{gap['gap']:+.4f}.")
         say("learning_curve", text, "learning_curve.overfitting.val_increase_since_best_pct",
             "learning_curve.overfitting.best_step")
 

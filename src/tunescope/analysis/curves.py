@@ -272,8 +272,8 @@ def _rise_fit(vs: np.ndarray, vv: np.ndarray, best: int, rise_threshold_pct: flo
     return {"n_points": int(x.size), "window_start_step": int(x[0]), "window_end_step": int(x[-1]),
             "window_extended": extended, "slope_per_step": finite_float(line["slope"]),
             "slope_stderr": finite_float(line["se"]), "p_value": line["p_value"],
-            "relative_change_pct": finite_float(100.0 * line["slope"] * span / best_loss) if best_loss
-            else None,
+            "relative_change_pct": (finite_float(100.0 * line["slope"] * span / best_loss)
+                                    if best_loss else None),
             "margin_slope_per_step": finite_float(margin),
             "p_rise_below_threshold": finite_float(trend.p_below(line, margin))}
 

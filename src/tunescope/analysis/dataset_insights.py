@@ -188,8 +188,7 @@ def _assign_eval_items(labels, vecs, n_texts: int, idx: list[int], extra: list[t
     for (task, doc, _), c in zip(extra, assigned, strict=True):
         cluster_of_eval[(task, doc)] = int(c)
     return cluster_of_eval, (f"{len(extra)} evaluation questions assigned to the nearest cluster centre "
-                             "(cosine)"
-                             if extra else None)
+                             "(cosine)" if extra else None)
 
 
 def _highest_loss(train_examples: list[TrainExample], questions: list[str]) -> dict:

@@ -53,7 +53,7 @@ DESCRIPTIONS = {
     ARITHMETIC_SLIP: "states an equation 'a op b = c' that is false",
     STOPPED_EARLY: "final answer is an intermediate result of the gold solution",
     MISREAD_QUANTITY: "a quantity from the question that the gold solution uses never appears in the "
-    "response",
+                      "response",
     OTHER: "wrong for another reason (plan, operation, unsupported step)",
 }
 DEFINITION = (

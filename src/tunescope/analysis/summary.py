@@ -250,9 +250,8 @@ def _errors(run_eval: dict, cluster_of_eval: dict, cluster_names: dict) -> dict:
             categories.append(entry)
         steps = {label: error_taxonomy.accuracy_by(recs, error_taxonomy.gold_steps)
                  for label, recs in by_label.items()}
-        clus = ({label: error_taxonomy.accuracy_by(recs,
-                                                   lambda r, t=task: cluster_of_eval.get((t,
-                                                                                          r.get("doc_id"))))
+        clus = ({label: error_taxonomy.accuracy_by(
+                    recs, lambda r, t=task: cluster_of_eval.get((t, r.get("doc_id"))))
                  for label, recs in by_label.items()} if cluster_of_eval else {})
         out_tasks.append({
             "task": task, "labels": list(by_label),
@@ -327,8 +326,9 @@ def analyse_run(record: RunRecord) -> dict:
     evaluation = _evaluation(run_eval, cfg, rs, seed)
     scored_tasks = sorted({m.get("task") for m in metrics if m.get("kind") == "task_eval"})
     task_curves = task_curves_mod.analyse(metrics, record.task_item_records,
-                                          target_tasks(cfg, scored_tasks)[0], summary.as_dict() if summary
-                                          else None, c["val_steps"], c["val_loss"], rs)
+                                          target_tasks(cfg, scored_tasks)[0],
+                                          summary.as_dict() if summary else None, c["val_steps"],
+                                          c["val_loss"], rs)
     dataset, images, cluster_of_eval = dataset_insights(record.train_examples, run_eval, rs, seed)
     cl = dataset.get("clusters", {})
     names = {c_["id"]: c_["name"] for c_ in cl.get("clusters", [])} if cl.get("available") else {}

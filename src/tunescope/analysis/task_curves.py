@@ -111,7 +111,8 @@ def trend(s: dict, a: int, b: int, items: Items, alpha: float, margin_points: fl
     """
     test = paired_steps(s, a, b, items)
     interval = change_interval(test, alpha)
-    if test.get("available") and test["p_value"] is not None and test["p_value"] < alpha and test["b"] != test["c"]:
+    if (test.get("available") and test["p_value"] is not None and test["p_value"] < alpha
+            and test["b"] != test["c"]):
         outcome = "improving" if test["c"] > test["b"] else "falling"
     elif interval is not None and -margin_points < interval[0] and interval[1] < margin_points:
         outcome = "flat"
@@ -156,8 +157,7 @@ def overfitting(s: dict, items: Items, alpha: float, margin_points: float) -> di
         return {"available": True, "task": s["task"], "metric": s["metric"], "best_step": best,
                 "overfitting": False, "outcome": None,
                 "summary": f"{name} since its best point: the last point is the best "
-                                            f"({100 * values[-1]:.1f}% at step {best}), so there is no fall "
-                                            "to test"}
+                           f"({100 * values[-1]:.1f}% at step {best}), so there is no fall to test"}
     t = trend(s, best, steps[-1], items, alpha, margin_points)
     over = {"falling": True, "flat": False}.get(t["outcome"])
     return {"available": True, "task": s["task"], "metric": s["metric"], "best_step": best,
@@ -182,9 +182,8 @@ def divergence(series: list[dict], val_steps: Sequence[int], val_losses: Sequenc
                  "val_best_step": val_best, "compared_step": at_val, "diverged": False, "direction": None}
         if at_val != task_best:
             check["test"] = paired_steps(s, task_best, at_val, items)
-            check["direction"] = ("validation loss improved while task accuracy fell"
-                                  if at_val > task_best else
-                                  "task accuracy improved while validation loss worsened")
+            check["direction"] = ("validation loss improved while task accuracy fell" if at_val > task_best
+                                  else "task accuracy improved while validation loss worsened")
             check["evidence"] = (f"lowest validation loss at step {val_best}, best {s['task']} {s['label']} "
                                  f"at step {task_best}; {_evidence(s, task_best, at_val, check['test'])}")
         checks.append(check)

@@ -175,7 +175,8 @@ def estimate(grid: Grid) -> dict:
         encoded = encoded_lengths(cfg, tokenizers)
         # Encoded examples give the counts exactly; reading the rows again is only for the fallbacks.
         rows, n_rows = (None, None) if encoded else _data_rows(cfg)
-        n_train = len(encoded[0]) if encoded else round(n_rows * (1 - cfg.data.val_fraction)) if n_rows else None
+        n_train = (len(encoded[0]) if encoded
+                   else round(n_rows * (1 - cfg.data.val_fraction)) if n_rows else None)
         steps = total_steps_for(n_train, cfg.training)[0] if n_train else cfg.training.max_steps
         tpe, tpe_how = _tokens_per_example(run, rows, rates.tokens_per_example, encoded)
         per_step = cfg.training.batch_size * cfg.training.gradient_accumulation
@@ -198,8 +199,9 @@ def estimate(grid: Grid) -> dict:
                          "tokens_per_example_from": tpe_how, "eval_items": items,
                          "base_eval_items": base_items, "during_training_items": during_items,
                          "val_passes": val_passes, "val_tokens": val_tokens, "train_s": train_s,
-                         "eval_s": eval_s, "total_s": total_s, "cost_usd": total_s / 3600 * price
-                         if total_s is not None else None, "price_per_hour": price})
+                         "eval_s": eval_s, "total_s": total_s,
+                         "cost_usd": total_s / 3600 * price if total_s is not None else None,
+                         "price_per_hour": price})
     known = [r["total_s"] for r in rows_out]
     how = ["training throughput: "
            f"{'grid file estimate.train_tokens_per_s' if est.train_tokens_per_s else 'measured (see below)'}",

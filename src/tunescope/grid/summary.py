@@ -90,9 +90,13 @@ def conclusions(data: dict) -> list[dict]:
     b = row["cells"][best]
     base_txt = "; ".join(f"{c.removeprefix('base:') or 'base'} before tuning: {pct(v['mean'], 1)}"
                          for c, v in row["bases"].items())
-    out.append({"text": f"Highest mean {row['task']} {row['metric']} of the cells: {best}, "
-                        f"{pct(b['mean'], 1)} ± {pct(b['se'], 1)} ({'SE over ' + str(b['k']) + ' seeds' if b['uncertainty'] == 'seeds' else 'item SE, one seed'})"
-                        + (f"; {base_txt}." if base_txt else "."), "basis": ["rows", "base_columns"]})
+    out.append({
+        "text":
+            f"Highest mean {row['task']} {row['metric']} of the cells: {best}, {pct(b['mean'], 1)} "
+            f"± {pct(b['se'], 1)} "
+            f"({'SE over ' + str(b['k']) + ' seeds' if b['uncertainty'] == 'seeds' else 'item SE, one seed'})"
+            + (f"; {base_txt}." if base_txt else "."),
+        "basis": ["rows", "base_columns"]})
     sds = [(c, v["sd"]) for c, v in row["cells"].items() if v.get("sd") is not None]
     if sds:
         lo, hi = min(sds, key=lambda x: x[1]), max(sds, key=lambda x: x[1])
@@ -118,7 +122,6 @@ def conclusions(data: dict) -> list[dict]:
                             f"({cheapest['gain_points']:+.1f} points for "
                             f"${cheapest['cost_usd_per_seed']:.4f} per seed).", "basis": ["costs"]})
     elif data["costs"]:
-        out.append({"text": f"No cell gained over its base model on {row['task']}, so no cost per point is "
-                    "given.",
-                    "basis": ["costs"]})
+        out.append({"text": f"No cell gained over its base model on {row['task']}, so no cost per point "
+                            "is given.", "basis": ["costs"]})
     return out

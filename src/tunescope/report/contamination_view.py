@@ -63,9 +63,9 @@ def present_contamination(c: dict[str, Any] | None) -> dict[str, Any]:
     return {
         "available": True, "found": c["found"],
         "method": (f"{c['ngram']}-gram overlap on normalised text ({c['normalisation']}) against the "
-                   f"{c['train_examples']} training examples (question and answer); near duplicates: Jaccard "
-                   f"≥ {c['near_duplicate_threshold']:g} on {c['shingle_words']}-word shingles (MinHash "
-                   "LSH)"),
+                   f"{c['train_examples']} training examples (question and answer); near duplicates: "
+                   f"Jaccard ≥ {c['near_duplicate_threshold']:g} on {c['shingle_words']}-word shingles "
+                   "(MinHash LSH)"),
         "seconds": f"{c['seconds']:.2f} s" if c.get("seconds") is not None else "—",
         "note": c.get("settings_note"),
         "tasks": [{**_evaluated(t["task"], t), "scores": _scores(t["scores"])} for t in c["tasks"]],

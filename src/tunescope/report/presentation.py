@@ -53,8 +53,9 @@ def _glance(d: dict) -> dict:
         tested = r.get("p_holm") is not None
         n = number(r.get("n_paired") if r.get("n_paired") is not None else r.get("n"))
         rows.append({"task": r["task"], "label": r["label"], "base": score(r, "base"),
-                     "tuned": score(r, "tuned"), "change": f"{signed(r.get('delta_points'), 1)} points, Holm "
-                     f"p{peq(r.get('p_holm'))}" if tested else None,
+                     "tuned": score(r, "tuned"),
+                     "change": (f"{signed(r.get('delta_points'), 1)} points, Holm p{peq(r.get('p_holm'))}"
+                                if tested else None),
                      "significance": ((f"significant at α = {ev.get('alpha')}, n = {n}"
                                        if r.get("significant")
                                        else f"not significant at n = {n}") if tested else None),
@@ -184,8 +185,8 @@ def _efficiency(e: dict | None) -> dict | None:
     if dc:
         dtype_choice = {"dtype": dc.get("dtype"), "auto": dc.get("requested") == "auto",
                         "reason": dc.get("reason"), "rule": dc.get("rule"),
-                        "threads": (f"{dc['threads']} thread" + ("s" if dc["threads"] != 1 else ""))
-                        if dc.get("threads") else None,
+                        "threads": ((f"{dc['threads']} thread" + ("s" if dc["threads"] != 1 else ""))
+                                    if dc.get("threads") else None),
                         "shape": "×".join(str(s) for s in dc["shape"]) if dc.get("shape") else None}
     cuda = e.get("cuda_max_allocated_mb")
     return {
@@ -202,8 +203,8 @@ def _efficiency(e: dict | None) -> dict | None:
         "mfu_own_dtype": own, "dtype_choice": dtype_choice, "peak_rss": number(e.get("peak_rss_mb"), 5),
         "cuda_allocated": number(cuda, 5) if cuda is not None else None, "train_s": number(e.get("train_s")),
         "task_eval": task_eval_time(e),
-        "loss_path": {"path": e["loss_path"], "reason": e.get("loss_path_reason")} if e.get("loss_path")
-        else None,
+        "loss_path": ({"path": e["loss_path"], "reason": e.get("loss_path_reason")}
+                      if e.get("loss_path") else None),
         "cost": (f"{dollars(e['cost_usd'])} at ${e.get('price_per_hour')}/h ({e.get('price_source')})"
                  if e.get("cost_usd") is not None else "—"),
     }
@@ -221,13 +222,14 @@ def _dataset(ds: dict) -> dict:
                                "texts": number(t["doc_count"])} for t in (w.get("top") or [])[:15]]})
     cl, ol, hl = ds.get("clusters") or {}, ds.get("outliers") or {}, ds.get("highest_loss") or {}
     clusters = dict(cl, silhouette=number(cl.get("silhouette"), 3),
-                    projection=str(cl.get("projection") or "").upper(), k_chosen="chosen by silhouette"
-                    if (cl.get("k_selection") or {}).get("method") == "silhouette"
-                    else "given",
+                    projection=str(cl.get("projection") or "").upper(),
+                    k_chosen=("chosen by silhouette"
+                              if (cl.get("k_selection") or {}).get("method") == "silhouette" else "given"),
                     clusters=[{"id": c["id"], "name": c["name"],
                                "size": f"{c['size']} ({pct(c['share'], 0)})",
-                               "terms": [t["term"] for t in c["top_terms"]], "example": c["examples"][0]
-                               if c.get("examples") else ""} for c in cl.get("clusters", [])])
+                               "terms": [t["term"] for t in c["top_terms"]],
+                               "example": c["examples"][0] if c.get("examples") else ""}
+                              for c in cl.get("clusters", [])])
     outliers = dict(ol, method=str(ol.get("method") or "").replace("_", " "),
                     outliers=[{"index": x["index"], "score": number(x["score"], 3), "text": x["text"]}
                               for x in ol.get("outliers", [])])
@@ -258,8 +260,8 @@ def _evaluation(ev: dict) -> dict:
     for r in ev["rows"]:
         test = "—"
         if r.get("test"):
-            test = r["test"] + (f" ({r['discordant'][0]} / {r['discordant'][1]})" if r.get("discordant")
-                                else "")
+            test = r["test"] + (f" ({r['discordant'][0]} / {r['discordant'][1]})"
+                                if r.get("discordant") else "")
             test += f"; {r.get('n_paired')} paired" if r.get("n_paired") != r.get("n") else ""
         word, badge = _flag(r)
         rows.append({"task": r["task"], "is_target": r.get("is_target"), "label": r["label"],

@@ -40,8 +40,8 @@ def present_task_curves(tc: dict[str, Any] | None) -> dict[str, Any] | None:
         }
     return {
         # Not "items": a template reading tc.items would find the dict method of that name.
-        "items_per_point": number(series[0]["n"][0]) if series and series[0].get("n") and series[0]["n"][0]
-        else None,
+        "items_per_point": (number(series[0]["n"][0])
+                            if series and series[0].get("n") and series[0]["n"][0] else None),
         "selection": selection,
         "further_training": [{"summary": v.get("summary"), "outcome": v.get("outcome")}
                              for v in tc.get("further_training") or [] if v.get("available")],

@@ -43,7 +43,8 @@ def chosen_runs(request: Request) -> tuple[list[RunEntry], str | None]:
     entries = [index.get(i) for i in ids]
     unknown = [i for i, e in zip(ids, entries, strict=True) if e is None]
     if unknown:
-        return [], f"No run has the id {', '.join(unknown)} (deleted, moved or unregistered since it was chosen)."
+        return [], (f"No run has the id {', '.join(unknown)} (deleted, moved or unregistered since it was "
+                    "chosen).")
     return [e for e in entries if e is not None], None
 
 
@@ -172,9 +173,8 @@ def leaderboard_page(request: Request) -> Response:
     board, problem, metrics = None, None, []
     if task:
         with closing(run_registry.connect_read_only(index.registry)) as conn:
-            metrics = [r[0] for r in conn.execute("SELECT DISTINCT metric FROM scores WHERE task = ? ORDER "
-                                                  "BY metric",
-                                                  (task,))]
+            metrics = [r[0] for r in conn.execute(
+                "SELECT DISTINCT metric FROM scores WHERE task = ? ORDER BY metric", (task,))]
             try:
                 board = run_registry.leaderboard(task, metric=metric, label=label, conn=conn)
             except UserError as e:

@@ -65,9 +65,8 @@ def live_status(folder: Path, manifest: rr.Manifest) -> str:
     if status in ("failed", "interrupted"):
         return status
     process = manifest.as_dict().get("process")
-    if isinstance(process,
-                  dict) and process.get("host") == socket.gethostname() and isinstance(process.get("pid"),
-                                                                                       int):
+    if (isinstance(process, dict) and process.get("host") == socket.gethostname()
+            and isinstance(process.get("pid"), int)):
         return "running" if process_alive(process["pid"]) else "interrupted"
     return "running" if time.time() - newest_change(folder) < STALE_AFTER_S else "interrupted"
 

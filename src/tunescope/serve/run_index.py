@@ -129,7 +129,8 @@ def headline_from_scores(scores: list[dict]) -> dict[str, Any] | None:
          "base": finite_float(base.get("value")), "base_stderr": finite_float(base.get("stderr")),
          "tuned": finite_float(tuned.get("value")), "tuned_stderr": finite_float(tuned.get("stderr")),
          "p_holm": None, "significant": None}
-    h["delta_points"] = (h["tuned"] - h["base"]) * 100 if h["base"] is not None and h["tuned"] is not None else None
+    h["delta_points"] = ((h["tuned"] - h["base"]) * 100 if h["base"] is not None and h["tuned"] is not None
+                         else None)
     return h
 
 
@@ -180,8 +181,8 @@ class RunIndex:
             rows = conn.execute("SELECT path, name, model, dataset, method, COALESCE(finished, "
                                 f"registered_at), {grid_col}, {headline_cols} FROM runs").fetchall()
             tasks: dict[str, tuple[str, ...]] = {}
-            for path, joined in conn.execute("SELECT path, group_concat(DISTINCT task) FROM scores GROUP BY "
-                                             "path"):
+            for path, joined in conn.execute(
+                    "SELECT path, group_concat(DISTINCT task) FROM scores GROUP BY path"):
                 tasks[path] = tuple(sorted((joined or "").split(","))) if joined else ()
             fallback: dict[str, list[dict]] = {}
             # Only runs registered before the headline was recorded need their score rows.

@@ -94,8 +94,8 @@ def registered_details(registry: Path, path: Path) -> dict[str, Any] | None:
         if row is None:
             return None
         scores = [dict(r) for r in conn.execute(
-            "SELECT label, task, metric, value, stderr, n FROM scores WHERE path = ? ORDER BY task, metric, "
-            "label",
+            "SELECT label, task, metric, value, stderr, n FROM scores WHERE path = ? "
+            "ORDER BY task, metric, label",
             (str(path),))]
     run = dict(row)
     return {"config": json.loads(run.get("config_json") or "{}"),
