@@ -135,8 +135,8 @@ def contamination_section(check: Mapping[str, Any] | None, run_eval: Mapping[str
                "duplicates": s["duplicates"]} for name, s in check["splits"].items()]
     found = any(t["n_flagged"] for t in tasks) or any(s["n_flagged"] for s in splits)
     note = None
-    if (settings["ngram"], settings["near_duplicate_threshold"]) != (check["ngram"],
-                                                                     check["near_duplicate_threshold"]):
+    if ((settings["ngram"], settings["near_duplicate_threshold"])
+            != (check["ngram"], check["near_duplicate_threshold"])):
         note = (f"checked when the run prepared its data with n={check['ngram']} and near-duplicate "
                 f"threshold {check['near_duplicate_threshold']:g}; report.contamination.ngram and "
                 "near_duplicate_threshold apply to new runs and to `tunescope contamination`")

@@ -161,7 +161,7 @@ def _curves(lc: dict, smoothed: dict) -> dict:
             badge={True: "bad", False: "good", None: "neutral"}[of.get("overfitting")],
             badge_text={True: "overfitting", False: "ok", None: "inconclusive"}[of.get("overfitting")],
             window=f"steps {of['fit']['window_start_step']}–{of['fit']['window_end_step']} "
-            f"({of['fit']['n_points']} points)",
+                   f"({of['fit']['n_points']} points)",
             slope=f"{number(of['fit']['slope_per_step'], 3)} ± {number(of['fit']['slope_stderr'], 2)}",
             p=pval(of["fit"]["p_value"]), p_small=pval(of["fit"]["p_rise_below_threshold"]),
             best=f"{number(of['best_val_loss'])} at step {of['best_step']}",
