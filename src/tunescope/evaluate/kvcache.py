@@ -40,8 +40,8 @@ class SlotCache:
 
     # -- the part of the transformers Cache protocol attention layers call -------------------------
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
-        """Write the new tokens of each active row at its own positions; return keys/values of the active
-        rows."""
+        """Write the new tokens of each active row at its own positions;
+        return keys/values of the active rows."""
         self._layers_written += 1
         if self.keys[layer_idx] is None:
             self._allocate(layer_idx, key_states, value_states)
@@ -94,8 +94,8 @@ class SlotCache:
             self.values[layer_idx][slot, :, :length] = v[0]
 
     def copy_slot(self, src: int, dst: int, length: int) -> None:
-        """Duplicate the first `length` positions of slot `src` into slot `dst` (a shared prompt, or
-        compaction)."""
+        """Duplicate the first `length` positions of slot `src` into slot `dst`
+        (a shared prompt, or compaction)."""
         for layer_idx in range(self.num_layers):
             if self.keys[layer_idx] is None:
                 continue

@@ -24,7 +24,7 @@ def column_major_linears(model: torch.nn.Module) -> Iterator[int]:
     for module in model.modules():
         weight = getattr(module, "weight", None)
         if (not isinstance(module, torch.nn.Linear) or not isinstance(weight, torch.Tensor)
-            or id(weight) in seen
+                or id(weight) in seen
                 or weight.device.type != "cpu" or not weight.is_floating_point() or weight.dim() != 2
                 or not weight.is_contiguous()):
             continue

@@ -45,8 +45,8 @@ class Scored:
 
 
 def _output_logits(model, hidden: torch.Tensor) -> torch.Tensor:
-    """The model's output layer applied to selected hidden states (with logit soft-capping if the model uses
-    it)."""
+    """The model's output layer applied to selected hidden states (with logit
+    soft-capping if the model uses it)."""
     logits = model.get_output_embeddings()(hidden)
     cap = logit_softcap(model)
     if cap:
@@ -70,8 +70,8 @@ def _supports_packing(model) -> bool:
 
 class LoglikelihoodScorer:
     def __init__(self, model, *, batch_size: int, max_length: int, packing: bool = True):
-        """`packing=False` scores every pair on the plain path (models the native engine is not verified
-        on)."""
+        """`packing=False` scores every pair on the plain path (models the
+        native engine is not verified on)."""
         self.model = model
         self.batch_size = max(1, int(batch_size))
         self.max_length = max_length

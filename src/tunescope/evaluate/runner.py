@@ -112,8 +112,8 @@ def run_generation_task(
     task: Task, instances: list[Instance], model, tokenizer, *, batch_size: int | str,
     max_new_tokens: int | None, progress: Progress | None, engine: GenerateFn | None = None,
 ) -> TaskOutcome:
-    """Generate for every instance (`engine` defaults to the native continuous-batching Generator), then
-    score."""
+    """Generate for every instance (`engine` defaults to the native
+    continuous-batching Generator), then score."""
     spec = task.spec
     gen = spec.generation_kwargs
     encoder = Encoder(tokenizer)
@@ -155,8 +155,8 @@ def run_generation_task(
         finish[doc_id].append(res.finish_reason)
 
     per_sample, records = _score_generations(spec, instances, responses, finish)
-    return TaskOutcome(task_entry(spec.display_name, per_sample), records, len(instances), truncated, wall,
-                       bs)
+    return TaskOutcome(task_entry(spec.display_name, per_sample), records, len(instances),
+                       truncated, wall, bs)
 
 
 def _generation_requests(spec, instances: list[Instance], encoder: Encoder, tokenizer, max_ctx: int,
@@ -202,8 +202,8 @@ def _score_generations(spec, instances: list[Instance], responses: dict[int, lis
                 if name != "exact_match":
                     raise UserError(f"metric '{name}' is not supported for generation tasks (supported: "
                                     "exact_match)", where=spec.name)
-                kwargs = {k: v for k, v in m.items() if k not in ("metric", "aggregation",
-                                                                  "higher_is_better")}
+                kwargs = {k: v for k, v in m.items()
+                          if k not in ("metric", "aggregation", "higher_is_better")}
                 value = exact_match(filtered[p.name], target, **kwargs)
                 metrics[f"{name},{p.name}"] = value
                 per_sample[(name, p.name)].append(value)
@@ -228,8 +228,8 @@ def run_choice_task(
     task: Task, instances: list[Instance], model, tokenizer, *, batch_size: int | str,
     progress: Progress | None, packing: bool = True,
 ) -> TaskOutcome:
-    """Score every choice of every instance (`packing=False`: each pair on its own plain forward), then
-    score."""
+    """Score every choice of every instance (`packing=False`: each pair on
+    its own plain forward), then score."""
     spec = task.spec
     encoder = Encoder(tokenizer)
     window = max_length(model, tokenizer)
@@ -288,14 +288,14 @@ def run_choice_task(
             "is_greedy": [s.is_greedy for s in doc_scores],
             "metrics": metrics,
         })
-    return TaskOutcome(task_entry(spec.display_name, per_sample), records, len(instances), truncated, wall,
-                       bs)
+    return TaskOutcome(task_entry(spec.display_name, per_sample), records, len(instances),
+                       truncated, wall, bs)
 
 
 def _add_task_results(results: dict[str, Any], extras: dict[str, Any], task: Task, outcome: TaskOutcome,
                       facts: dict[str, Any]) -> None:
-    """One task's entries in results.json, in lm-evaluation-harness's layout, and tunescope's facts about
-    it."""
+    """One task's entries in results.json, in lm-evaluation-harness's
+    layout, and tunescope's facts about it."""
     spec = task.spec
     name = spec.name
     results["results"][name] = outcome.entry

@@ -106,8 +106,8 @@ _SPEC_KEYS = {
 
 
 def spec_from_dict(raw: dict[str, Any], where: str = "task") -> TaskSpec:
-    """Build a TaskSpec from a parsed YAML mapping; unknown keys are a UserError (typos are silent
-    otherwise)."""
+    """Build a TaskSpec from a parsed YAML mapping; unknown keys are a
+    UserError (typos are silent otherwise)."""
     unknown = sorted(set(raw) - _SPEC_KEYS)
     if unknown:
         raise UserError(f"unknown task key(s) {unknown} (allowed: {sorted(_SPEC_KEYS)})", where=where)

@@ -104,8 +104,8 @@ def _load_split(spec: TaskSpec, split: str | None, data_path: str | None) -> lis
 
 
 def with_documents(spec: TaskSpec, data_path: str | None) -> Task:
-    """Load the documents a spec needs: the evaluated split, and the few-shot pool if any shots are asked
-    for."""
+    """Load the documents a spec needs: the evaluated split, and the
+    few-shot pool if any shots are asked for."""
     split = spec.eval_split
     docs = _load_split(spec, split, data_path)
     where = data_path or f"{spec.dataset_path}[{split}]"

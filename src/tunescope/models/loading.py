@@ -141,8 +141,8 @@ def gguf_cache_name(gguf: Path) -> str:
 
 
 def materialize(name: str, cache_dir: str | None = None) -> Path:
-    """A plain transformers directory for `name` (an alias with offline weights, a GGUF file, or a
-    directory)."""
+    """A plain transformers directory for `name` (an alias with offline
+    weights, a GGUF file, or a directory)."""
     path = Path(name).expanduser()
     if path.is_dir():
         return path

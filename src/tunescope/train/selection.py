@@ -78,7 +78,7 @@ class Selection:
         return False
 
     def summary(self) -> dict:
-        """The summary record's fields about the choice: what chose the shipped step, and every criterion's
-        best."""
+        """The summary record's fields about the choice: what chose the shipped
+        step, and every criterion's best."""
         return {"selected_by": self.select, "early_stopping_on": self.stop_on,
                 "best_by": {name: dict(v) for name, v in self.state.best_by.items()}}

@@ -71,8 +71,8 @@ TWO_STEP_FAMILIES: list[Family] = []
 
 def register_family(name: str, registry: list[Family] = FAMILIES
                     ) -> Callable[[Callable[[random.Random, Solution], str]], Callable]:
-    """Decorator: add the decorated `build` function to `registry` (`FAMILIES` by default) as the family
-    `name`."""
+    """Decorator: add the decorated `build` function to `registry`
+    (`FAMILIES` by default) as the family `name`."""
 
     def register(build: Callable[[random.Random, Solution], str]) -> Callable:
         registry.append(Family(name, build))
