@@ -45,7 +45,8 @@ print(json.dumps(mapped))
 
 
 def _mapped_blocks(setting: str) -> dict[str, int]:
-    out = subprocess.run([sys.executable, "-c", _MAPPED_BLOCKS, setting], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", _MAPPED_BLOCKS, setting], capture_output=True, text=True,
+                         check=True)
     return json.loads(out.stdout)
 
 

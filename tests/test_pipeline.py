@@ -76,7 +76,8 @@ def test_real_smollm2_few_steps_and_items(tmp_path):
     run_dir = pipeline.run(cfg)
     metrics = read_jsonl(run_dir / "metrics.jsonl")
     train = [m for m in metrics if m["kind"] == "train"]
-    # A pretrained instruct model already predicts grade-school solutions well: loss far below log(vocab)≈10.8.
+    # A pretrained instruct model already predicts grade-school solutions well: loss far below
+    # log(vocab)≈10.8.
     assert len(train) == 2 and train[0]["loss"] < 3.0
     base = read_jsonl(run_dir / "eval/base/heldout.jsonl")
     assert len(base) == 4 and all(s["response"].strip() for s in base)

@@ -34,14 +34,15 @@ def site(tmp_path_factory):
     alpha, beta, gamma = finished_runs(root, registry)
     xss_folder = root / "runs" / "xss"
     xss_folder.mkdir()
-    run_registry.insert_record({"path": str(xss_folder.resolve()), "name": XSS_NAME, "model": "<b>bold-model</b>",
-                                "dataset": "<script>alert('data')</script>", "method": "lora", "scores": []},
+    run_registry.insert_record({"path": str(xss_folder.resolve()), "name": XSS_NAME,
+                                "model": "<b>bold-model</b>", "dataset": "<script>alert('data')</script>",
+                                "method": "lora", "scores": []},
                                registry)
     live = running_run(root / "runs", "live")
     index = RunIndex(registry, [root / "runs"])
     served = Served(index)
-    yield {"root": root, "registry": registry, "url": served.url, "alpha": alpha, "beta": beta, "gamma": gamma,
-           "live": live, "xss": xss_folder}
+    yield {"root": root, "registry": registry, "url": served.url, "alpha": alpha, "beta": beta,
+           "gamma": gamma, "live": live, "xss": xss_folder}
     served.stop()
 
 
@@ -164,7 +165,8 @@ def test_live_progress_reads_new_records_from_an_offset(site, tmp_path):
         f.write(', "loss": 1.0, "elapsed_s": 1.0}\n')
     third = json.loads(get(site, f"/api/runs/{index_id}/progress?offset={second['offset']}")[2])
     assert [(r["kind"], r["step"], r["loss"]) for r in third["records"]] == [("train", 2, 1.0)]
-    (live / "metrics.jsonl").write_text('{"kind": "setup", "total_steps_planned": 10}\n')  # a resumed run rewinds
+    # a resumed run rewinds
+    (live / "metrics.jsonl").write_text('{"kind": "setup", "total_steps_planned": 10}\n')
     fourth = json.loads(get(site, f"/api/runs/{index_id}/progress?offset={third['offset']}")[2])
     assert fourth["reset"] and [r["kind"] for r in fourth["records"]] == ["setup"]
     final = live.parent / "live-offsets"
@@ -181,7 +183,8 @@ def test_an_unfinished_run_whose_process_is_gone_is_interrupted(site):
 
     from tunescope.serve.partial_runs import SCAN_EVERY_S
 
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True)
     folder = running_run(site["root"] / "runs", "orphan", pid=int(gone.stdout))
     try:
         time.sleep(SCAN_EVERY_S + 0.1)  # the runs table rescans the folders once a second

@@ -68,10 +68,10 @@ def test_two_processes_match_one_process_with_double_accumulation(tmp_path, tiny
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
               str(_free_port())]
-    two = subprocess.Popen([*launch, str(script), str(tiny_model_dir), str(tmp_path / "two.json"), "1"], env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    one = subprocess.run([sys.executable, str(script), str(tiny_model_dir), str(tmp_path / "one.json"), "2"], env=env,
-                         capture_output=True, text=True, timeout=600)
+    two = subprocess.Popen([*launch, str(script), str(tiny_model_dir), str(tmp_path / "two.json"), "1"],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    one = subprocess.run([sys.executable, str(script), str(tiny_model_dir), str(tmp_path / "one.json"), "2"],
+                         env=env, capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-3000:]
     log, _ = two.communicate(timeout=600)
     assert two.returncode == 0, log[-3000:]
@@ -95,11 +95,13 @@ def test_two_processes_match_one_process_with_double_accumulation(tmp_path, tiny
     assert task_evals(a) == task_evals(b) and {s for s, _, _ in task_evals(b)} == {0, 2, 4}
     values_a = [r["value"] for r in a["records"] if r["kind"] == "task_eval"]
     values_b = [r["value"] for r in b["records"] if r["kind"] == "task_eval"]
-    # The weights agree to 1e-3, not bit for bit, so a greedy answer at a near tie may differ: at most one item.
+    # The weights agree to 1e-3, not bit for bit, so a greedy answer at a near tie may differ: at most one
+    # item.
     assert all(abs(x - y) <= 1 / 4 + 1e-9 for x, y in zip(values_a, values_b, strict=True))
     assert '"rank": 1, "task_evals": 0' in log
     assert sorted(p.name for p in (tmp_path / "two.json.steps").iterdir()) == ["0", "2", "4"]
     for kind in ("tokens_supervised", "tokens_nonpad", "tokens_total"):
         assert a["records"][-1][kind] == b["records"][-1][kind]
     for name, values in a["params"].items():
-        torch.testing.assert_close(torch.tensor(b["params"][name]), torch.tensor(values), rtol=1e-3, atol=1e-5)
+        torch.testing.assert_close(torch.tensor(b["params"][name]), torch.tensor(values), rtol=1e-3,
+                                   atol=1e-5)

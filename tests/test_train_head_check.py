@@ -55,7 +55,8 @@ def first_step(model) -> dict:
 
 def test_a_verified_head_is_applied_by_hand_and_recorded():
     model = build_tiny_llama(len(tokenizer())).eval()
-    assert loss_mod.loss_path(model) == (BY_HAND, "the output layer applied by hand matched the model's own loss")
+    assert loss_mod.loss_path(model) == (BY_HAND,
+                                         "the output layer applied by hand matched the model's own loss")
     assert loss_mod.split_head(model) is not None
     want = own_loss(model)
     step = first_step(model)
