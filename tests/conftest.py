@@ -15,7 +15,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Tests must never write to the user's run registry (~/.cache/tunescope/registry.sqlite).
-os.environ["TUNESCOPE_REGISTRY"] = str(Path(tempfile.mkdtemp(prefix="tunescope-test-registry-")) / "registry.sqlite")
+os.environ["TUNESCOPE_REGISTRY"] = str(Path(tempfile.mkdtemp(prefix="tunescope-test-registry-"))
+                                       / "registry.sqlite")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

@@ -10,13 +10,16 @@ q/k norms, parallel residual blocks.
 
 Each check compares the project's code path with a plain transformers reference computed here:
 
-- `check_loglikelihood`: LoglikelihoodScorer.score_groups vs one unbatched forward per (context, continuation);
-- `check_generation`: Generator (batch 1 and 8, an identical pair of prompts) vs `model.generate`, each prompt alone;
+- `check_loglikelihood`: LoglikelihoodScorer.score_groups vs one unbatched forward per (context,
+  continuation);
+- `check_generation`: Generator (batch 1 and 8, an identical pair of prompts) vs `model.generate`, each
+  prompt alone;
 - `check_train_loss`: train/loss.py's supervised loss vs `model(..., labels=...).loss`;
 - `check_fused_lora`: the fused LoRA training forward vs PEFT's forward, float32 and bfloat16;
 - `train_one_step`: one optimizer step of the training loop for lora / dora / full;
 - `check_merge`: `export_run(..., merged=True)` vs PeftModel(base, adapter);
-- `check_resume`: a run stopped after its step-1 checkpoint and resumed in a fresh model vs an uninterrupted run.
+- `check_resume`: a run stopped after its step-1 checkpoint and resumed in a fresh model vs an uninterrupted
+  run.
 """
 
 from __future__ import annotations
@@ -49,8 +52,8 @@ class Family:
     # output layer: at the spread of the other matrices the embedding would swamp the residual stream
     # and the model would mostly repeat its last token, whatever the context.
     embed_std: float = 0.2
-    # Parameters a text-only training step cannot reach (an image encoder), so it must not be asked to move
-    # them.
+    # Parameters a text-only training step cannot reach (an image encoder), so it must not be asked to
+    # move them.
     text_free: tuple[str, ...] = ()
 
     def config(self, tok):
@@ -201,8 +204,8 @@ def build_model(family: Family, seed: int = 0, dtype: torch.dtype = torch.float3
 QUESTION = "Question: Tom has 3 apples and buys 4 more. How many apples does he have?\nAnswer:"
 MC_QUESTION = ("The following are multiple choice questions (with answers) about math.\n\n"
                "How many apples does Tom have?\nA. 3\nB. 4\nC. 7\nD. 12\nAnswer:")
-LONG_CONTEXT = "".join(f"She walks {i} miles each day for {i + 1} days, so {i} * {i + 1} = {i * (i + 1)} "
-                       f"miles. "
+LONG_CONTEXT = "".join(f"She walks {i} miles each day for {i + 1} days, so {i} * {i + 1} = "
+                       f"{i * (i + 1)} miles. "
                        for i in range(2, 7)) + "How many miles in all?"
 SHARED_DESCRIPTION = "The following are multiple choice questions (with answers) about math.\n\n"
 
@@ -279,7 +282,8 @@ def check_loglikelihood(model) -> LoglikelihoodResult:
             for c, (cont, got) in enumerate(zip(group.continuations, scores, strict=True)):
                 want, greedy = reference_loglikelihood(model, group.context, cont)
                 diff = abs(got.loglikelihood - want)
-                where = f"call {call} group {g} choice {c} (context {len(group.context)} tokens, continuation {len(cont)})"
+                where = (f"call {call} group {g} choice {c} (context {len(group.context)} tokens, "
+                         f"continuation {len(cont)})")
                 result.pairs += 1
                 result.greedy_pairs += greedy
                 result.max_abs_diff = max(result.max_abs_diff, diff)

@@ -47,7 +47,8 @@ class KillResume:
         self.script = tmp / "run_pipeline.py"
         self.script.write_text(SCRIPT)
 
-    def start(self, name: str, *, resume: bool = False, hold_at: int = -1, report: bool = True) -> subprocess.Popen:
+    def start(self, name: str, *, resume: bool = False, hold_at: int = -1,
+              report: bool = True) -> subprocess.Popen:
         env = {**os.environ, "TUNESCOPE_REGISTRY": str(self.tmp / "registry.sqlite"), "HF_HUB_OFFLINE": "1",
                "OMP_NUM_THREADS": "1"}
         args = [sys.executable, str(self.script), str(self.out), name, str(self.model),

@@ -66,13 +66,14 @@ def append(folder: Path, record: dict) -> None:
 
 
 def train_step(folder: Path, step: int, *, task: bool = False) -> None:
-    """The records of one optimizer step (a validation loss every 5 steps, a task score every 10 with `task`)."""
+    """The records of one optimizer step (a validation loss every 5 steps, a task score every 10 with
+    `task`)."""
     append(folder, {"kind": "train", "step": step, "epoch": step / 10, "loss": 2.0 / (1 + 0.1 * step),
                     "token_accuracy": 0.5, "lr": 1e-4, "grad_norm": 1.0, "tokens_supervised": 100 * step,
                     "tokens_nonpad": 200 * step, "tokens_total": 250 * step, "elapsed_s": 0.5 * step})
     if step % 5 == 0:
-        append(folder,
-               {"kind": "val", "step": step, "val_loss": 2.2 / (1 + 0.08 * step), "val_token_accuracy": 0.5})
+        append(folder, {"kind": "val", "step": step, "val_loss": 2.2 / (1 + 0.08 * step),
+                        "val_token_accuracy": 0.5})
     if task and step % 10 == 0:
         append(folder, {"kind": "task_eval", "step": step, "task": "heldout",
                         "metric": "exact_match,strict-match", "value": min(0.9, 0.1 + 0.02 * step),
@@ -118,7 +119,7 @@ def http_get(base: str, path: str, headers: dict | None = None) -> tuple[int, di
     try:
         conn.request("GET", path, headers=headers or {})
         response = conn.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read().decode("utf-8",
-                                                                                                         "replace")
+        return (response.status, {k.lower(): v for k, v in response.getheaders()},
+                response.read().decode("utf-8", "replace"))
     finally:
         conn.close()

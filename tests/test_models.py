@@ -35,8 +35,7 @@ def test_gguf_cache_folder_is_the_same_in_every_process(tmp_path, monkeypatch):
            "print(gguf_cache_name(pathlib.Path(sys.argv[1])))"
     # String hashing is salted per process: a name built on hash() would differ here.
     others = {subprocess.run([sys.executable, "-c", code, str(gguf)], capture_output=True, text=True,
-                             check=True,
-                             env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout.strip()
+                             check=True, env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout.strip()
               for seed in (1, 2)}
     assert others == {name} and name.startswith("model-") and len(name) == len("model-") + 16
     # A cached folder is found again instead of dequantizing the file once more.

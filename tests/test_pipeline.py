@@ -28,7 +28,8 @@ def test_run_end_to_end_on_tiny_model(tiny_model_dir, tmp_path):
     assert manifest["status"] == "complete" and manifest["data"]["train"] + manifest["data"]["val"] == 24
     assert manifest["versions"]["torch"] and manifest["seed"] == 1234
     choice = manifest["dtype_choice"]  # model.dtype=auto: measured on this CPU, figures kept
-    assert choice["requested"] == "auto" and choice["dtype"] == manifest["dtype"] and choice["gflops"]["float32"] > 0
+    assert (choice["requested"] == "auto" and choice["dtype"] == manifest["dtype"]
+            and choice["gflops"]["float32"] > 0)
     metrics = read_jsonl(run_dir / "metrics.jsonl")
     kinds = [m["kind"] for m in metrics]
     assert kinds.count("train") == 4 and kinds.count("val") == 2 and kinds[-1] == "summary"

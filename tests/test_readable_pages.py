@@ -21,9 +21,8 @@ from tunescope.recipes import run as pipeline
 from tunescope.report.render import template_env
 
 # What report.html showed before dict keys won over dict methods (the key was named "items").
-LEAKED = ("Each point scores the same <built-in method items of dict object at 0x7f88f073b100> items of each "
-          "task "
-          "(a fixed seeded subset)")
+LEAKED = ("Each point scores the same <built-in method items of dict object at 0x7f88f073b100> items of "
+          "each task (a fixed seeded subset)")
 CURVE = {"heldout": {0: 0.0, 10: 0.2, 20: 0.4, 30: 0.6, 40: 0.65}, "hellaswag": {0: 0.6, 10: 0.6, 20: 0.55,
                                                                                   30: 0.5, 40: 0.5}}
 

@@ -85,7 +85,8 @@ def _gsm8k_data(tmp_path: Path) -> Path:
 
 
 def _hellaswag_data(tmp_path: Path, n: int = 3) -> Path:
-    """The first `n` items of ../shared's HellaSwag (or built-in ones), and one item longer than the window."""
+    """The first `n` items of ../shared's HellaSwag (or built-in ones), and one item longer than the
+    window."""
     shared = SHARED / "data" / "hellaswag" / "validation.jsonl"
     if shared.is_file():
         with open(shared, encoding="utf-8") as fh:

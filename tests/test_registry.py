@@ -66,7 +66,8 @@ def test_report_registers_and_ambiguous_names_are_refused(db, two_runs, tmp_path
     # The verdicts and the losses are the report's: validation loss 0.8 + 1.2·exp(-step/8) at steps 5, 10,
     # ..., 40 (three points in the tail: falling, but the slope test does not reject, so further training is
     # inconclusive).
-    assert row["further_training"] == "inconclusive" and row["overfitting"] == 0 and row["forgetting_tasks"] == []
+    assert (row["further_training"] == "inconclusive" and row["overfitting"] == 0
+            and row["forgetting_tasks"] == [])
     assert row["val_loss_first"] == pytest.approx(0.8 + 1.2 * math.exp(-5 / 8))
     assert row["val_loss_best"] == pytest.approx(0.8 + 1.2 * math.exp(-5))
     assert (row["steps"], row["tokens_supervised"], row["cost_usd"]) == (40, 36000, 0.0042)
@@ -135,7 +136,8 @@ WRITER = textwrap.dedent("""
         time.sleep(0.001)
     for i in range(n):
         run_registry.insert_record({"path": f"/runs/p{proc}-{i}", "name": f"p{proc}-{i}", "model": "m",
-                                "scores": [{"label": "tuned", "task": "gsm8k", "metric": "exact_match,strict-match",
+                                "scores": [{"label": "tuned", "task": "gsm8k", \
+"metric": "exact_match,strict-match",
                                             "value": (proc * n + i) / 1000, "stderr": 0.01, "n": 100}]})
 """)
 

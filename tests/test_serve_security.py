@@ -146,7 +146,8 @@ def test_every_request_must_present_the_token(tmp_path):
         status, headers, _ = http_get(served.url, "/?token=s3cret&q=t")
         assert status == 303 and headers["location"] == "/?q=t"
         cookie = headers["set-cookie"].split(";")[0]
-        assert "httponly" in headers["set-cookie"].lower() and "samesite=strict" in headers["set-cookie"].lower()
+        assert ("httponly" in headers["set-cookie"].lower()
+                and "samesite=strict" in headers["set-cookie"].lower())
         assert http_get(served.url, "/", headers={"Cookie": cookie})[0] == 200
         assert http_get(served.url, "/", headers={"Authorization": "Bearer s3cret"})[0] == 200
         assert http_get(served.url, "/", headers={"Cookie": "tunescope_token=wrong"})[0] == 401

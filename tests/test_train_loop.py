@@ -169,7 +169,8 @@ def test_summary_reports_tokens_throughput_mfu_memory_and_cost(tiny_model_dir, t
     assert summary["throughput_supervised_tps"] > 0 and summary["throughput_nonpad_tps"] > 0
     assert 0 < summary["mfu"] < 1 and summary["peak_flops"] > 1e8
     # MFU divides by the best peak of any dtype the device runs; the training dtype's own comes second.
-    assert summary["peak_flops"] == max(summary["peak_flops_by_dtype"].values()) >= summary["peak_flops_own_dtype"]
+    assert (summary["peak_flops"] == max(summary["peak_flops_by_dtype"].values())
+            >= summary["peak_flops_own_dtype"])
     assert summary["peak_flops_by_dtype"][summary["peak_flops_dtype"]] == summary["peak_flops"]
     assert summary["mfu"] <= summary["mfu_own_dtype"] and summary["peak_flops_source"] == "measured"
     assert summary["peak_rss_mb"] > 100 and summary["cuda_max_allocated_mb"] is None

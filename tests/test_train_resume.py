@@ -32,8 +32,8 @@ def test_sigkill_then_resume_gives_the_same_adapter_bit_for_bit(tmp_path, tiny_m
 
     partial = out / ".killed.partial"
     assert not (out / "killed").exists()
-    assert [p.name for p in sorted((partial / "checkpoints").glob("step-*"))] == ["step-00000004",
-                                                                                  "step-00000006"]
+    assert ([p.name for p in sorted((partial / "checkpoints").glob("step-*"))]
+            == ["step-00000004", "step-00000006"])
     # Make the kill land between checkpoints: drop the step-6 one, so steps 5-6 must be replayed.
     import shutil
 

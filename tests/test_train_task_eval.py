@@ -134,7 +134,8 @@ def test_task_metric_ships_its_best_step_and_the_report_flags_the_divergence(tin
     div = report["task_curves"]["divergence"]
     assert div["diverged_tasks"] == ["hellaswag"]
     check = div["checks"][0]
-    assert check["direction"] == "validation loss improved while task accuracy fell" and check["p_holm"] < 0.05
+    assert (check["direction"] == "validation loss improved while task accuracy fell"
+            and check["p_holm"] < 0.05)
     assert check["test"]["method"].startswith("chi-square") or check["test"]["method"] == "exact binomial"
     texts = [c["text"] for c in report["conclusions"]]
     assert any(t.startswith("Divergence on hellaswag: validation loss improved while task accuracy fell")

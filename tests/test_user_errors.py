@@ -725,9 +725,8 @@ def fault_disk_full_during_run(tmp: Path, model: Path) -> None:
 def fault_disk_full_during_export(tmp: Path, model: Path) -> None:
     complete_run(tmp, model)
     proc = subprocess.run([sys.executable, "-m", "tunescope.cli", "export", str(tmp / "run"), "--merged",
-                           "-o",
-                           str(tmp / "out")], env=cli_env(tmp), capture_output=True, text=True, timeout=300,
-                          preexec_fn=_limit_file_size(20_000))
+                           "-o", str(tmp / "out")], env=cli_env(tmp), capture_output=True, text=True,
+                          timeout=300, preexec_fn=_limit_file_size(20_000))
     assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
     assert proc.returncode == 2 and "file too large" in proc.stderr, proc.stderr
     assert not (tmp / "out").exists() and not (tmp / ".out.partial").exists()
@@ -747,7 +746,7 @@ def fault_hub_unreachable_fails_fast(tmp: Path, model: Path) -> None:
     assert "Retrying" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
-FAULTS = {"hub-unreachable-fails-fast": fault_hub_unreachable_fails_fast,"sigint-during-run": fault_sigint,
+FAULTS = {"hub-unreachable-fails-fast": fault_hub_unreachable_fails_fast, "sigint-during-run": fault_sigint,
           "kill-9-then-resume-past-damaged-checkpoint": fault_kill_then_resume_past_a_damaged_checkpoint,
           "disk-full-during-run": fault_disk_full_during_run,
           "disk-full-during-export": fault_disk_full_during_export}

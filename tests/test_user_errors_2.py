@@ -211,11 +211,10 @@ CASES: list[Case] = [
     Case(id="yaml-recursive-alias", argv=["run", "@CFG@"], files={"c.yaml": "name: t\nx: &a [1, *a]\n"},
          words=("c.yaml", "refers to"), before_load=True),
     Case(id="yaml-alias-bomb-in-set", argv=["run", "@CFG@", "--set",
-                                            "eval.tasks="
-                                            + "[&a [x,x,x,x,x,x,x,x,x,x], &b [*a,*a,*a,*a,*a,*a,*a,*a,"
-                                            "*a,*a], &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b], "
-                                            "[*c,*c,*c,*c,*c,*c,*c,*c,"
-                                            "*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]]"],
+                                            "eval.tasks=" + "[&a [x,x,x,x,x,x,x,x,x,x], &b [*a,*a,*a,*a,"
+                                            "*a,*a,*a,*a,*a,*a], &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b], "
+                                            "[*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,"
+                                            "*c,*c,*c,*c,*c,*c]]"],
          cfg={}, words=("--set eval.tasks", "aliases expand"), before_load=True),
     Case(id="yaml-few-aliases-are-fine", argv=["grid", "@TMP@/g.yaml", "--dry-run"], code=0,
          words=("estimated total",), files={**grid_files(), "g.yaml": (
@@ -310,8 +309,9 @@ CASES: list[Case] = [
               grid={"axes": {"data.source": ["bad.jsonl"]}}, files={"bad.jsonl": '{"question": "q"}\n'},
               before_load=True),
     Case(id="grid-axis-path-relative-to-grid-file", argv=["grid", "@TMP@/sub/g.yaml", "--dry-run"], code=0,
-         words=("estimated total",), files={"sub/d2.jsonl": GOOD_JSONL, **{f"sub/{k}": v for k, v in grid_files(
-             {"axes": {"data.source": ["d2.jsonl"]}}).items()}}),
+         words=("estimated total",),
+         files={"sub/d2.jsonl": GOOD_JSONL,
+                **{f"sub/{k}": v for k, v in grid_files({"axes": {"data.source": ["d2.jsonl"]}}).items()}}),
     grid_case("grid-failed-cell-exits-non-zero", [], ("0 of 1 runs complete", "1 failed"), code=1,
               grid={"axes": {"model.name": ["@TMP@/no-model"]}}),
     grid_case("grid-set-blames-its-own-set", ["--set", "training.epochs=1", "--set", "training.nope=1"],
@@ -482,7 +482,8 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path: Path, tiny_model_dir: Path):
     code, output = finished(proc, timeout=120)
     assert code == 143, output
     assert "SIGTERM" in output and ".t.partial" in output and "--resume" in output, output
-    assert json.loads((tmp_path / "runs" / ".t.partial" / "manifest.json").read_text())["status"] == "interrupted"
+    assert (json.loads((tmp_path / "runs" / ".t.partial" / "manifest.json").read_text())["status"]
+            == "interrupted")
     assert not (tmp_path / "runs" / ".t.lock").exists()
 
 
