@@ -63,9 +63,9 @@ def test_report_registers_and_ambiguous_names_are_refused(db, two_runs, tmp_path
     r1, _ = two_runs
     pipeline.write_report(r1)  # `tunescope report` registers the run
     row = run_registry.get_run("r1")
-    # The verdicts and the losses are the report's: validation loss 0.8 + 1.2·exp(-step/8) at steps 5, 10,
-    # ..., 40 (three points in the tail: falling, but the slope test does not reject, so further training is
-    # inconclusive).
+    # The verdicts and the losses are the report's: validation loss 0.8 + 1.2·exp(-step/8) at
+    # steps 5, 10, ..., 40 (three points in the tail: falling, but the slope test does not reject, so
+    # further training is inconclusive).
     assert (row["further_training"] == "inconclusive" and row["overfitting"] == 0
             and row["forgetting_tasks"] == [])
     assert row["val_loss_first"] == pytest.approx(0.8 + 1.2 * math.exp(-5 / 8))
@@ -170,8 +170,8 @@ def test_cli_runs_commands(db, two_runs):
     commands = {"list": ("list",), "board": ("leaderboard", "--task", "heldout"), "show": ("show", "r2"),
                 "missing": ("show", "zzz")}
     procs = {k: subprocess.Popen([sys.executable, "-m", "tunescope.cli", "runs", *args],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                 env=env) for k, args in commands.items()}
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for k, args in commands.items()}
     out = {k: (p.communicate(timeout=120), p.returncode) for k, p in procs.items()}
     (stdout, stderr), rc = out["list"]
     assert rc == 0 and "r1" in stdout and "r2" in stdout, stderr

@@ -110,14 +110,13 @@ def test_task_metric_ships_its_best_step_and_the_report_flags_the_divergence(tin
     cfg = load_config(None, [
         f"model.name={tiny_model_dir}", f"output_dir={tmp_path}", "name=diverging",
         f"data.source={tmp_path / 'train.jsonl'}", "training.method=full", "training.max_steps=100",
-        "training.batch_size=8", "training.eval_every=10",
-        "training.threads=1", "training.warmup_ratio=0", "training.learning_rate=5e-3",
-        "training.lr_scheduler=constant", "training.early_stopping_patience=null", "prompt.max_length=32",
-        "training.select_best_by=hellaswag:acc",
-        "eval.tasks=[hellaswag]", "eval.limit=32", "eval.evaluate_base=false",
-        f"eval.data_path={{hellaswag: {tmp_path / 'probe'}}}", "eval.during_training.enabled=true",
-        "eval.during_training.tasks=[hellaswag]", "eval.during_training.limit=32",
-        "report.embedding_backend=tfidf"])
+        "training.batch_size=8", "training.eval_every=10", "training.threads=1", "training.warmup_ratio=0",
+        "training.learning_rate=5e-3", "training.lr_scheduler=constant",
+        "training.early_stopping_patience=null", "prompt.max_length=32",
+        "training.select_best_by=hellaswag:acc", "eval.tasks=[hellaswag]", "eval.limit=32",
+        "eval.evaluate_base=false", f"eval.data_path={{hellaswag: {tmp_path / 'probe'}}}",
+        "eval.during_training.enabled=true", "eval.during_training.tasks=[hellaswag]",
+        "eval.during_training.limit=32", "report.embedding_backend=tfidf"])
     run_dir = pipeline.run(cfg)
     record = open_run(run_dir)
     acc = {r.step: r.value for r in record.records(TaskEvalRecord) if r.metric == "acc,none"}
