@@ -84,7 +84,8 @@ def table(rows: list[dict]) -> str:
         greedy_ok = "" if not ll.greedy_mismatches else f", {len(ll.greedy_mismatches)} is_greedy differ"
         cells = [
             f"{r['family'].name}",
-            f"{ll.max_abs_diff:.1e} ({ll.packed_documents} packed docs / {ll.plain_pairs} plain pairs{greedy_ok})",
+            f"{ll.max_abs_diff:.1e} ({ll.packed_documents} packed docs / {ll.plain_pairs} plain "
+            f"pairs{greedy_ok})",
             f"{gen.equal}/{gen.total} ({gen.accepted_drafts.get(1, 0)} / {gen.accepted_drafts.get(8, 0)})",
             f"{r['loss']:.1e} / {r['loss_bf16']:.1e}",
             f"{r['fused'].loss_diff / r['fused'].loss:.1e} / {r['fused'].max_grad_diff:.1e}",
@@ -112,8 +113,9 @@ def main() -> None:
         print(f"{name}: {rows[-1]['seconds']:.1f} s", file=sys.stderr)
     print(table(rows))
     print()
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, float32 on CPU (bfloat16 where the column says), "
-          f"{args.threads} thread(s); models: " + "; ".join(f"{r['family'].name} = {r['family'].real_models}"
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, float32 on CPU (bfloat16 "
+          f"where the column says), {args.threads} thread(s); models: "
+          + "; ".join(f"{r['family'].name} = {r['family'].real_models}"
                                                            for r in rows))
     for r in rows:
         for problem in r["ll"].details + r["ll"].greedy_mismatches + r["gen"].mismatches:

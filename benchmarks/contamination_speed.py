@@ -84,9 +84,11 @@ def main() -> None:
     w = result["within_train"]
     print(f"within training: exact repeats {w['exact']}, near copies {w['near']}")
     for x in w["examples"]:
-        print(f"  {x['kind']} J={x['similarity']}: train {x['index']} ~ train {x['train_index']}: «{x['text'][:100]}…»")
+        print(f"  {x['kind']} J={x['similarity']}: train {x['index']} ~ train {x['train_index']}: "
+              f"«{x['text'][:100]}…»")
     for f in s["flagged"][:5]:
-        print(f"- test {f['doc_id']} ~ train {f['train_index']} ({f['span_words']} words): «{f['item']['span']}»")
+        print(f"- test {f['doc_id']} ~ train {f['train_index']} ({f['span_words']} words): "
+              f"«{f['item']['span']}»")
 
 
 if __name__ == "__main__":

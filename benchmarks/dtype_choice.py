@@ -45,8 +45,9 @@ def main() -> None:
     model, flags = dtype_choice._cpu_identity()
     shape = dtype_choice.product_shape(args.hidden, args.intermediate)
     print(f"CPU: {model}; flags: " + ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in BF16_FLAGS))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; product {'×'.join(map(str, shape))} "
-          f"(rows × hidden @ hidden × intermediate, for hidden {args.hidden}, intermediate {args.intermediate})")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; product "
+          f"{'×'.join(map(str, shape))} (rows × hidden @ hidden × intermediate, for hidden {args.hidden}, "
+          f"intermediate {args.intermediate})")
 
     rounds = []
     for i in range(1, args.rounds + 1):
@@ -71,8 +72,9 @@ def main() -> None:
     peaks = ", ".join(f"{k} {v / 1e9:.3g} GFLOP/s" for k, v in peak["peak_flops_by_dtype"].items())
     print(f"MFU peaks: {peaks}; best {peak['peak_flops_dtype']} (host CPU steal {steal}%)")
     if args.json:
-        print(json.dumps({"cpu": model, "flags": sorted(f for f in BF16_FLAGS if f in flags), "torch": torch.__version__,
-                          "threads": torch.get_num_threads(), "shape": shape, "rounds": rounds, "peaks": peak}))
+        print(json.dumps({"cpu": model, "flags": sorted(f for f in BF16_FLAGS if f in flags),
+                          "torch": torch.__version__, "threads": torch.get_num_threads(), "shape": shape,
+                          "rounds": rounds, "peaks": peak}))
 
 
 if __name__ == "__main__":

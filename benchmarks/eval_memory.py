@@ -71,7 +71,8 @@ def one_case(case: str, task_key: str, n: int) -> dict:
     return {
         "case": case, "task": task_key, "n": n, "wall_s": round(wall, 1),
         "steal_percent": steal_percent(ticks0, ticks1),
-        "user_s": round(usage1.ru_utime - usage0.ru_utime, 1), "sys_s": round(usage1.ru_stime - usage0.ru_stime, 1),
+        "user_s": round(usage1.ru_utime - usage0.ru_utime, 1),
+        "sys_s": round(usage1.ru_stime - usage0.ru_stime, 1),
         "minor_faults": usage1.ru_minflt - usage0.ru_minflt,
         "outputs_sha256": hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()[:12],
     }
@@ -105,8 +106,8 @@ def main() -> int:
     print("\n| task | case | wall (s) | steal | user (s) | sys (s) | minor faults | outputs |")
     print("|---|---|---:|---:|---:|---:|---:|---|")
     for r in sorted(rows, key=lambda r: (r["task"], CASES.index(r["case"]))):
-        print(f"| {r['task']} {r['n']} | {r['case']} | {r['wall_s']} | {r['steal_percent']}% | {r['user_s']} | "
-              f"{r['sys_s']} | {r['minor_faults']:,} | {r['outputs_sha256']} |")
+        print(f"| {r['task']} {r['n']} | {r['case']} | {r['wall_s']} | {r['steal_percent']}% | {r['user_s']} "
+              f"| {r['sys_s']} | {r['minor_faults']:,} | {r['outputs_sha256']} |")
     hashes = {t: {r["outputs_sha256"] for r in rows if r["task"] == t} for t in TASKS}
     print("outputs identical across cases:", {t: len(h) == 1 for t, h in hashes.items()})
     return 0

@@ -19,7 +19,8 @@ per-sample agreement: prompts (sha256), responses and both filtered answers for 
 log-likelihoods and acc / acc_norm for the others. Requires `pip install lm-eval==0.4.13`.
 
     .venv/bin/python benchmarks/eval_speed.py --batch-size 8 --gsm8k-n 32 --hellaswag-n 200 --mmlu-n 100
-    .venv/bin/python benchmarks/eval_speed.py --model gemma3-270m --threads 1 --tasks gsm8k,hellaswag --gsm8k-n 8 --hellaswag-n 50
+    .venv/bin/python benchmarks/eval_speed.py --model gemma3-270m --threads 1 --tasks gsm8k,hellaswag
+        --gsm8k-n 8 --hellaswag-n 50
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ MMLU_DEV_ROWS = 5  # the 5-shot case: the file's first rows play MMLU's dev spli
 def _mmlu_jsonl(rows: list[list[str]], path: Path) -> Path:
     with open(path, "w", encoding="utf-8") as out:
         for q, a, b, c, d, letter in rows:
-            out.write(json.dumps({"question": q, "choices": [a, b, c, d], "answer": "ABCD".index(letter.strip())}) + "\n")
+            out.write(json.dumps({"question": q, "choices": [a, b, c, d],
+                                  "answer": "ABCD".index(letter.strip())}) + "\n")
     return path
 
 
@@ -169,7 +171,8 @@ def compare_generation(lm_out: dict, lm_task: str, records: list) -> dict:
             same = by_filter[f][rec["doc_id"]]["filtered_resps"][0] == rec["filtered"][f]
             agree[f] += same
         if ref["resps"][0][0] != rec["response"]:
-            mismatches.append({"doc_id": rec["doc_id"], "lm_eval": ref["resps"][0][0], "tunescope": rec["response"]})
+            mismatches.append({"doc_id": rec["doc_id"], "lm_eval": ref["resps"][0][0],
+                               "tunescope": rec["response"]})
     return {"n": n, "agree": agree, "mismatches": mismatches[:5]}
 
 
@@ -202,8 +205,9 @@ def main() -> int:
                         help="comma-separated subset of gsm8k,hellaswag,mmlu,mmlu5 (mmlu5: MMLU 5-shot)")
     parser.add_argument("--order", choices=["lm-eval-first", "tunescope-first"], default="lm-eval-first")
     parser.add_argument("--repeats", type=int, default=1,
-                        help="run each tool this many times, alternating which goes first (A B B A ...), so a host "
-                             "whose speed drifts slows both alike; the ratio is of the summed wall times")
+                        help="run each tool this many times, alternating which goes first (A B B A ...), so "
+                             "a host whose speed drifts slows both alike; the ratio is of the summed wall "
+                             "times")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     if not SHARED.is_dir():
@@ -217,16 +221,17 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     model_dir = model_directory(args.model)
     model_name = MODELS[args.model]
-    print(f"model: {model_name} ({model_dir}), dtype float32, device cpu, torch threads {torch.get_num_threads()}, "
-          f"torch {torch.__version__}, lm-eval {lm_eval.__version__}, python {platform.python_version()}")
+    print(f"model: {model_name} ({model_dir}), dtype float32, device cpu, torch threads "
+          f"{torch.get_num_threads()}, torch {torch.__version__}, lm-eval {lm_eval.__version__}, python "
+          f"{platform.python_version()}")
     figures = []
     with tempfile.TemporaryDirectory() as tmp:
         include = prepare_lm_eval_tasks(Path(tmp))
         # key: (lm-eval task, tunescope task, tunescope data path, items, compared metrics, shots)
         plan = {
             "gsm8k": ("gsm8k_local", "gsm8k", SHARED / "gsm8k", args.gsm8k_n, None, None),
-            "hellaswag": ("hellaswag_local", "hellaswag", SHARED / "hellaswag" / "validation.jsonl", args.hellaswag_n,
-                          ["acc", "acc_norm"], None),
+            "hellaswag": ("hellaswag_local", "hellaswag", SHARED / "hellaswag" / "validation.jsonl",
+                          args.hellaswag_n, ["acc", "acc_norm"], None),
             "mmlu": ("mmlu_hscs_local", f"mmlu_{MMLU_SUBJECT}", SHARED / "mmlu" / f"{MMLU_SUBJECT}_test.csv",
                      args.mmlu_n, ["acc"], None),
             "mmlu5": ("mmlu_hscs_local_5shot", f"mmlu_{MMLU_SUBJECT}", Path(tmp) / "mmlu_5shot", args.mmlu_n,
@@ -258,29 +263,35 @@ def main() -> int:
                 cmp = compare_generation(lm_out, lm_task, records)
             else:
                 cmp = compare_choices(lm_out, lm_task, records, metrics)
-            lm_scores = {k: v for k, v in lm_out["results"][lm_task].items() if "," in k and "stderr" not in k}
-            ts_scores = {k: v for k, v in ts_results["results"][ts_task].items() if "," in k and "stderr" not in k}
+            lm_scores = {k: v for k, v in lm_out["results"][lm_task].items() if "," in k
+                         and "stderr" not in k}
+            ts_scores = {k: v for k, v in ts_results["results"][ts_task].items() if "," in k
+                         and "stderr" not in k}
             fig = {"task": key, "model": model_name, "n": cmp["n"], "batch_size": args.batch_size,
                    "repeats": len(walls["tunescope"]), "threads": torch.get_num_threads(),
                    # The dtype of the weights each tool ran with, read from the loaded models.
                    "dtype": {"lm-eval": lm_out["weights_dtype"], "tunescope": ts_results["weights_dtype"]},
-                   "n_shot": {"lm-eval": lm_out["n-shot"][lm_task], "tunescope": ts_results["n-shot"][ts_task]},
+                   "n_shot": {"lm-eval": lm_out["n-shot"][lm_task],
+                              "tunescope": ts_results["n-shot"][ts_task]},
                    "lm_eval_s": round(lm_wall, 1), "tunescope_s": round(ts_wall, 1),
                    "speedup": round(lm_wall / ts_wall, 2),
                    # The fastest run of each: the least disturbed by other tenants of the host.
                    "speedup_of_fastest": round(min(walls["lm-eval"]) / min(walls["tunescope"]), 2),
                    "walls_s": {tool: [round(w, 1) for w in ws] for tool, ws in walls.items()},
-                   "steal_percent": steals, "max_steal_percent": max((x for v in steals.values() for x in v if x is not None),
-                                                                     default=None), **cmp,
+                   "steal_percent": steals,
+                   "max_steal_percent": max((x for v in steals.values() for x in v if x is not None),
+                                            default=None), **cmp,
                    "lm_eval_scores": lm_scores, "tunescope_scores": ts_scores}
             figures.append(fig)
             print(json.dumps(fig, indent=1), flush=True)
     print(f"\n{model_name}, torch threads {torch.get_num_threads()}")
-    print("\n| task | items | batch | repeats | dtype | lm-eval (s) | tunescope (s) | speed-up | max steal | agreement |")
+    print("\n| task | items | batch | repeats | dtype | lm-eval (s) | tunescope (s) | speed-up | max steal | "
+          "agreement |")
     print("|---|---:|---:|---:|---|---:|---:|---:|---:|---|")
     for f in figures:
         agree = ", ".join(f"{k} {v}/{f['n']}" for k, v in f["agree"].items())
-        extra = f"; max |Δ loglik| {f['max_abs_loglikelihood_diff']:.1e}" if "max_abs_loglikelihood_diff" in f else ""
+        extra = (f"; max |Δ loglik| {f['max_abs_loglikelihood_diff']:.1e}"
+                 if "max_abs_loglikelihood_diff" in f else "")
         dtypes = set(f["dtype"].values())
         dtype = dtypes.pop() if len(dtypes) == 1 else " / ".join(f"{k} {v}" for k, v in f["dtype"].items())
         print(f"| {f['task']} | {f['n']} | {f['batch_size']} | {f['repeats']} | {dtype} | {f['lm_eval_s']} | "

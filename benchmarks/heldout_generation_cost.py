@@ -39,7 +39,8 @@ from tunescope.recipes.inputs import heldout_task, prepare_data
 from tunescope.recipes.run import DEMO_CONFIG
 
 
-def timed(model, tokenizer, task, batch_size: int, max_new_tokens: int, fold: bool = True) -> tuple[float, list[str]]:
+def timed(model, tokenizer, task, batch_size: int, max_new_tokens: int,
+          fold: bool = True) -> tuple[float, list[str]]:
     records: dict = {}
     share = folding.MEMORY_SHARE
     folding.MEMORY_SHARE = share if fold else 0.0  # no room for the copies: PEFT's own forward
@@ -118,8 +119,8 @@ def main() -> None:
     else:
         peft_model = merged = loaded.model
     sides = {"unmerged": (peft_model, False), "folded": (peft_model, True), "merged": (merged, True)}
-    print(f"threads {torch.get_num_threads()}, dtype float32, items {len(task.docs)}, max_new_tokens {max_new}, "
-          f"adapter {args.adapter or 'none'}", flush=True)
+    print(f"threads {torch.get_num_threads()}, dtype float32, items {len(task.docs)}, max_new_tokens "
+          f"{max_new}, adapter {args.adapter or 'none'}", flush=True)
     timed(merged, tok, task, args.batch_sizes[0], max_new)  # warm-up: first-call allocations
     seconds: dict = collections.defaultdict(list)
     responses: dict = {}
@@ -139,9 +140,11 @@ def main() -> None:
                                         for bs in args.batch_sizes},
                "folded_over_merged": {bs: round(median[("folded", bs)] / median[("merged", bs)], 3)
                                       for bs in args.batch_sizes},
-               "batch_ratio": {side: round(median[(side, args.batch_sizes[-1])] / median[(side, args.batch_sizes[0])], 3)
+               "batch_ratio": {
+                   side: round(median[(side, args.batch_sizes[-1])] / median[(side, args.batch_sizes[0])], 3)
                                for side in sides},
-               "split_merged_at_largest_batch": split_of_time(merged, tok, task, args.batch_sizes[-1], max_new),
+               "split_merged_at_largest_batch": split_of_time(merged, tok, task, args.batch_sizes[-1],
+                                                              max_new),
                "matmul_share": round(matmul_share(merged, tok, task, args.batch_sizes[-1], max_new), 3)}
     print(json.dumps(figures, indent=1))
 

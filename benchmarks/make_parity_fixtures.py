@@ -70,10 +70,12 @@ RUNS: dict[str, tuple[str, str, str, int | None, dict[str, str]]] = {
               {"train": "train.jsonl", "test": "test.jsonl"}),
     "hellaswag": ("hellaswag", "hellaswag/hellaswag.yaml", "data/hellaswag", None,
                   {"validation": "validation.jsonl"}),
-    f"mmlu_{MMLU_SUBJECT}": (f"mmlu_{MMLU_SUBJECT}", f"mmlu/default/mmlu_{MMLU_SUBJECT}.yaml", "data/mmlu", None,
+    f"mmlu_{MMLU_SUBJECT}": (f"mmlu_{MMLU_SUBJECT}", f"mmlu/default/mmlu_{MMLU_SUBJECT}.yaml", "data/mmlu",
+                             None,
                              {"test": f"{MMLU_SUBJECT}_test.jsonl", "dev": f"{MMLU_SUBJECT}_dev.jsonl"}),
-    f"mmlu_{MMLU_SUBJECT}_5shot": (f"mmlu_{MMLU_SUBJECT}", f"mmlu/default/mmlu_{MMLU_SUBJECT}.yaml", "data/mmlu", 5,
-                                   {"test": f"{MMLU_SUBJECT}_test.jsonl", "dev": f"{MMLU_SUBJECT}_dev.jsonl"}),
+    f"mmlu_{MMLU_SUBJECT}_5shot": (f"mmlu_{MMLU_SUBJECT}", f"mmlu/default/mmlu_{MMLU_SUBJECT}.yaml",
+                                   "data/mmlu", 5, {"test": f"{MMLU_SUBJECT}_test.jsonl",
+                                    "dev": f"{MMLU_SUBJECT}_dev.jsonl"}),
 }
 
 
@@ -97,8 +99,8 @@ def hellaswag_hub_shape(row: dict[str, Any]) -> dict[str, Any]:
     """A cleaned local row (`ctx` joined) back in the hub's shape (`ctx_a`, `ctx_b`, string label)."""
     head, sep, tail = row["ctx"].rpartition(". ")
     ctx_a, ctx_b = (head + ".", tail) if sep else (row["ctx"], "")
-    return {"activity_label": row["activity_label"], "ctx_a": ctx_a, "ctx_b": ctx_b, "endings": row["endings"],
-            "label": str(row["label"])}
+    return {"activity_label": row["activity_label"], "ctx_a": ctx_a, "ctx_b": ctx_b,
+            "endings": row["endings"], "label": str(row["label"])}
 
 
 def write_data() -> None:
@@ -112,7 +114,8 @@ def write_data() -> None:
     _write_jsonl(DATA / "hellaswag" / "validation.jsonl", [hellaswag_hub_shape(row) for row in hs])
     with open(SHARED / "mmlu" / f"{MMLU_SUBJECT}_test.csv", encoding="utf-8", newline="") as fh:
         rows = list(csv.reader(fh))[: MMLU_TEST_ROWS + MMLU_DEV_ROWS]
-    docs = [{"question": q, "subject": MMLU_SUBJECT, "choices": [a, b, c, d], "answer": "ABCD".index(letter.strip())}
+    docs = [{"question": q, "subject": MMLU_SUBJECT, "choices": [a, b, c, d],
+             "answer": "ABCD".index(letter.strip())}
             for q, a, b, c, d, letter in rows]
     _write_jsonl(DATA / "mmlu" / f"{MMLU_SUBJECT}_test.jsonl", docs[:MMLU_TEST_ROWS])
     _write_jsonl(DATA / "mmlu" / f"{MMLU_SUBJECT}_dev.jsonl", docs[MMLU_TEST_ROWS:])
@@ -136,7 +139,8 @@ def lm_eval_task_files(folder: Path) -> None:
             "tag": [],  # not a member of the built-in tags (the index is only this folder anyway)
             "dataset_path": "json",
             "dataset_name": None,
-            "dataset_kwargs": {"data_files": {split: str(FIXTURES / data_dir / f) for split, f in files.items()}},
+            "dataset_kwargs": {"data_files": {split: str(FIXTURES / data_dir / f)
+                                              for split, f in files.items()}},
         }
         if name == "hellaswag":
             # lm-eval reads the training split to build its few-shot sampler even for a 0-shot run, and
@@ -155,7 +159,8 @@ def run_lm_eval(model_dir: Path, task_dir: Path) -> dict[str, Any]:
     lm = HFLM(pretrained=str(model_dir), device="cpu", dtype="float32", batch_size=1)
     manager = TaskManager(include_path=str(task_dir), include_defaults=False)
     return lm_eval.simple_evaluate(model=lm, tasks=list(RUNS), task_manager=manager, log_samples=True,
-                                   gen_kwargs={"max_gen_toks": MAX_GEN_TOKS}, fewshot_random_seed=FEWSHOT_SEED)
+                                   gen_kwargs={"max_gen_toks": MAX_GEN_TOKS},
+                                   fewshot_random_seed=FEWSHOT_SEED)
 
 
 def _generation_records(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -163,8 +168,9 @@ def _generation_records(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
     by_doc: dict[int, dict[str, Any]] = {}
     for s in samples:
         context, _gen_kwargs = s["arguments"][0]
-        rec = by_doc.setdefault(s["doc_id"], {"doc_id": s["doc_id"], "prompt": context, "target": str(s["target"]),
-                                              "response": s["resps"][0][0], "filtered": {}, "metrics": {}})
+        rec = by_doc.setdefault(s["doc_id"], {"doc_id": s["doc_id"], "prompt": context,
+                                              "target": str(s["target"]), "response": s["resps"][0][0],
+                                              "filtered": {}, "metrics": {}})
         assert rec["prompt"] == context and rec["response"] == s["resps"][0][0]
         rec["filtered"][s["filter"]] = s["filtered_resps"][0]
         for metric in s["metrics"]:
@@ -221,7 +227,8 @@ def main() -> int:
     for name, (task, _, data_dir, _, _) in RUNS.items():
         samples = out["samples"][name]
         output_type = out["configs"][name]["output_type"]
-        records = _generation_records(samples) if output_type == "generate_until" else _choice_records(samples)
+        records = (_generation_records(samples) if output_type == "generate_until"
+                   else _choice_records(samples))
         _write_jsonl(EXPECTED / f"{name}.jsonl", records)
         result = dict(out["results"][name])
         runs.append({
@@ -241,8 +248,8 @@ def main() -> int:
     meta = {
         "generated_by": "benchmarks/make_parity_fixtures.py",
         "lm_eval_settings": {"model": "hf", "dtype": "float32", "device": "cpu", "batch_size": 1,
-                             "gen_kwargs": {"max_gen_toks": MAX_GEN_TOKS}, "fewshot_random_seed": FEWSHOT_SEED,
-                             "torch_threads": 1},
+                             "gen_kwargs": {"max_gen_toks": MAX_GEN_TOKS},
+                             "fewshot_random_seed": FEWSHOT_SEED, "torch_threads": 1},
         "model": {"recipe": "tests/test_lmeval_parity.py:build_parity_model", "weight_std": parity.WEIGHT_STD,
                   "weight_seed": parity.WEIGHT_SEED, "context_window": parity.CONTEXT_WINDOW, **fingerprint},
         "versions": {"lm_eval": lm_eval.__version__, "transformers": transformers.__version__,
@@ -250,7 +257,8 @@ def main() -> int:
                      "datasets": datasets.__version__, "python": platform.python_version()},
         "runs": runs,
     }
-    (EXPECTED / "lm_eval.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    (EXPECTED / "lm_eval.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n",
+                                           encoding="utf-8")
     for run in runs:
         print(run["name"], {k: v for k, v in run["results"].items() if "stderr" not in k})
     return 0

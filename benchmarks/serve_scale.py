@@ -41,7 +41,8 @@ from pathlib import Path
 from tunescope.config.loading import load_config
 from tunescope.store import registry as run_registry
 
-MODELS = ("smollm2-135m-instruct", "smollm2-360m-instruct", "qwen2.5-0.5b-instruct", "gemma-3-270m", "tiny-llama")
+MODELS = ("smollm2-135m-instruct", "smollm2-360m-instruct", "qwen2.5-0.5b-instruct", "gemma-3-270m",
+          "tiny-llama")
 METHODS = ("lora", "dora", "full")
 DATASETS = ("synthetic-math", "gsm8k", "data/own.jsonl")
 
@@ -56,16 +57,19 @@ def build_registry(db: Path, runs_root: Path, n: int, seed: int = 0) -> None:
         grid = f"grid-{i % 50:02d}"
         path = str(runs_root / grid / f"cell-{i:05d}-s{i % 3}")
         base_acc, tuned_acc = rng.uniform(0.05, 0.4), rng.uniform(0.05, 0.7)
-        headline = {"task": "heldout", "metric": "exact_match,strict-match", "label": "exact match (strict-match)",
-                    "is_target": True, "base": base_acc, "base_stderr": 0.05, "tuned": tuned_acc, "tuned_stderr": 0.05,
-                    "n": 100, "delta_points": (tuned_acc - base_acc) * 100, "n_paired": 100, "test": "McNemar exact",
+        headline = {"task": "heldout", "metric": "exact_match,strict-match",
+                    "label": "exact match (strict-match)", "is_target": True, "base": base_acc,
+                    "base_stderr": 0.05, "tuned": tuned_acc, "tuned_stderr": 0.05, "n": 100,
+                    "delta_points": (tuned_acc - base_acc) * 100, "n_paired": 100, "test": "McNemar exact",
                     "p_value": rng.random() / 10, "p_holm": rng.random(), "significant": rng.random() < 0.4,
                     "ci_low": None, "ci_high": None}
-        row = {"path": path, "name": f"cell-{i:05d}-s{i % 3}", "model": MODELS[i % 5], "dataset": DATASETS[i % 3],
-               "method": METHODS[i % 3], "status": "complete", "started": "2026-11-01T00:00:00+00:00",
+        row = {"path": path, "name": f"cell-{i:05d}-s{i % 3}", "model": MODELS[i % 5],
+               "dataset": DATASETS[i % 3], "method": METHODS[i % 3], "status": "complete",
+               "started": "2026-11-01T00:00:00+00:00",
                "finished": f"2026-11-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:00+00:00",
                "registered_at": "2026-12-01T00:00:00+00:00", "wall_s": 600.0, "steps": 100,
-               "config_json": config, "manifest_json": "{}", "grid": grid, "headline_json": json.dumps(headline)}
+               "config_json": config, "manifest_json": "{}", "grid": grid,
+               "headline_json": json.dumps(headline)}
         runs.append(row)
         for label, acc in (("base", base_acc), ("tuned", tuned_acc)):
             scores += [(path, label, "heldout", "exact_match,strict-match", acc, 0.05, 100),
@@ -87,7 +91,8 @@ def live_folder(runs_root: Path, name: str, total: int) -> Path:
     (folder / "config.yaml").write_text(f"name: {name}\ntraining:\n  max_steps: {total}\n")
     (folder / "manifest.json").write_text(json.dumps({
         "name": name, "status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-        "model": {"name": "smollm2-135m-instruct"}, "process": {"host": socket.gethostname(), "pid": os.getpid()}}))
+        "model": {"name": "smollm2-135m-instruct"}, "process": {"host": socket.gethostname(),
+                                                                "pid": os.getpid()}}))
     with (folder / "metrics.jsonl").open("w") as f:
         f.write(json.dumps({"kind": "setup", "total_steps_planned": total}) + "\n")
     return folder
@@ -166,7 +171,8 @@ def live_phase(port: int, folders: list[Path], seconds: float, step_s: float) ->
             with lock:
                 written[(k, step)] = time.monotonic()
             with (folder / "metrics.jsonl").open("a") as f:
-                f.write(json.dumps({"kind": "train", "step": step, "loss": 1.0 / step, "elapsed_s": step * step_s}) + "\n")
+                f.write(json.dumps({"kind": "train", "step": step, "loss": 1.0 / step,
+                                    "elapsed_s": step * step_s}) + "\n")
                 if step % 5 == 0:
                     f.write(json.dumps({"kind": "val", "step": step, "val_loss": 1.1 / step}) + "\n")
 
@@ -217,7 +223,8 @@ def main() -> None:
         t0 = time.perf_counter()
         build_registry(root / "registry.sqlite", runs_root, args.runs)
         print(f"registry: {args.runs} runs, {args.runs * 8} scores, "
-              f"{(root / 'registry.sqlite').stat().st_size / 1e6:.1f} MB (built in {time.perf_counter() - t0:.1f} s)")
+              f"{(root / 'registry.sqlite').stat().st_size / 1e6:.1f} MB (built in "
+              f"{time.perf_counter() - t0:.1f} s)")
         folders = [live_folder(runs_root, f"live-{k:02d}", total=10_000) for k in range(args.live)]
         env = {**os.environ, "TUNESCOPE_REGISTRY": str(root / "registry.sqlite")}
         started = time.perf_counter()
@@ -239,9 +246,9 @@ def main() -> None:
             after_change(port, root / "registry.sqlite", runs_root)
             delays, during = live_phase(port, folders, args.live_seconds, args.step_seconds)
             pages = during["runs page during live phase"]
-            print(f"live: {args.live} runs training, a record every ~{args.step_seconds} s each, {len(delays)} "
-                  f"records seen; write → browser delay median {statistics.median(delays):.2f} s, p95 "
-                  f"{sorted(delays)[int(0.95 * len(delays))]:.2f} s, max {max(delays):.2f} s")
+            print(f"live: {args.live} runs training, a record every ~{args.step_seconds} s each, "
+                  f"{len(delays)} records seen; write → browser delay median {statistics.median(delays):.2f} "
+                  f"s, p95 {sorted(delays)[int(0.95 * len(delays))]:.2f} s, max {max(delays):.2f} s")
             print(f"runs page while they train: median {ms(statistics.median(pages))}, max {ms(max(pages))} "
                   f"({len(pages)} requests)")
             print(f"load average after: {os.getloadavg()[0]:.2f}")

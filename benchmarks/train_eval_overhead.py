@@ -1,7 +1,7 @@
 """Cost of scoring tasks during training, on the demo's settings.
 
-    .venv/bin/python benchmarks/train_eval_overhead.py                   # the demo's 27 steps, ~10 min on 2 cores
-    .venv/bin/python benchmarks/train_eval_overhead.py --steps 10        # reduced: points at steps 0 and 10
+    .venv/bin/python benchmarks/train_eval_overhead.py             # the demo's 27 steps, ~10 min on 2 cores
+    .venv/bin/python benchmarks/train_eval_overhead.py --steps 10  # reduced: points at steps 0 and 10
 
 Trains SmolLM2-135M-Instruct with the demo's config (src/tunescope/configs/demo.yaml: LoRA on
 synthetic-math, batch 8, max_length 384) with `eval.during_training` scoring `--items` held-out
@@ -38,7 +38,8 @@ from tunescope.store.fileio import read_jsonl
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=None, help="Optimizer steps (default: the demo's one epoch).")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="Optimizer steps (default: the demo's one epoch).")
     ap.add_argument("--every", type=int, default=10)
     ap.add_argument("--items", type=int, default=32)
     ap.add_argument("--target-every", type=int, default=10, help="Schedule to extrapolate the overhead to.")

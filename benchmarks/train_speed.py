@@ -75,10 +75,10 @@ def heldout_loss(model, tokenizer, rows: list[dict]) -> float:
     from tunescope.train.loop import evaluate_loss
     from tunescope.train.loss import SupervisedCausalLM
 
-    examples, _ = encode_dataset(rows, tokenizer, template=TEMPLATE, use_chat_template=False, train_on_prompt=False,
-                                 max_length=512, overflow="truncate")
-    loss, _ = evaluate_loss(SupervisedCausalLM(model), examples, 8, tokenizer.pad_token_id, torch.device("cpu"),
-                            max_tokens=1024)
+    examples, _ = encode_dataset(rows, tokenizer, template=TEMPLATE, use_chat_template=False,
+                                 train_on_prompt=False, max_length=512, overflow="truncate")
+    loss, _ = evaluate_loss(SupervisedCausalLM(model), examples, 8, tokenizer.pad_token_id,
+                            torch.device("cpu"), max_tokens=1024)
     return loss
 
 
@@ -111,9 +111,11 @@ def run_tunescope(args) -> dict:
     tok = loaded.tokenizer
     train_set, _ = encode_dataset(load_rows(args.rows), tok, template=TEMPLATE, use_chat_template=False,
                                   train_on_prompt=False, max_length=512, overflow="truncate")
-    cfg = TrainingConfig(method="lora", lora=LoraConfig(r=8, alpha=16, dropout=0.1, target_modules="all-linear"),
-                         max_steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, warmup_ratio=0.0,
-                         lr_scheduler="linear", weight_decay=0.0, max_grad_norm=1.0, early_stopping_patience=None)
+    cfg = TrainingConfig(method="lora", lora=LoraConfig(r=8, alpha=16, dropout=0.1,
+                                                        target_modules="all-linear"),
+                         max_steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
+                         warmup_ratio=0.0, lr_scheduler="linear", weight_decay=0.0, max_grad_norm=1.0,
+                         early_stopping_patience=None)
     torch.manual_seed(args.seed)
     model = build_trainable(loaded.model, cfg)
     losses: list[float] = []
@@ -135,8 +137,9 @@ def run_tunescope(args) -> dict:
               dtype=loaded.dtype, log=log, on_step=after_step)
     rss = peak_rss_mb()
     wait_turn()
-    return {"train_s": s["train_s"], "tokens_supervised": s["tokens_supervised"], "tokens_nonpad": s["tokens_nonpad"],
-            "tokens_total": s["tokens_total"], "losses": losses, "peak_rss_mb": rss,
+    return {"train_s": s["train_s"], "tokens_supervised": s["tokens_supervised"],
+            "tokens_nonpad": s["tokens_nonpad"], "tokens_total": s["tokens_total"], "losses": losses,
+            "peak_rss_mb": rss,
             "heldout_loss": heldout_loss(model, tok, load_rows(args.heldout, offset=args.rows))}
 
 
@@ -158,14 +161,18 @@ def run_trl(args, packing: bool) -> dict:
     data = Dataset.from_list([{"prompt": prefix.format(question=r["question"]),
                                "completion": TEMPLATE[len(prefix):].format(question="", answer=r["answer"])}
                               for r in load_rows(args.rows)])
-    extra = ({"packing": True, "max_length": args.packing_length, "per_device_train_batch_size": args.packing_batch}
+    extra = ({"packing": True, "max_length": args.packing_length,
+              "per_device_train_batch_size": args.packing_batch}
              if packing else {"max_length": 512, "per_device_train_batch_size": args.batch_size})
-    config = SFTConfig(output_dir=tempfile.mkdtemp(prefix="trl-bench-"), max_steps=args.steps, learning_rate=args.lr,
-                       lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
-                       seed=args.seed, logging_steps=1, save_strategy="no", report_to=[], bf16=False, fp16=False,
-                       use_cpu=True, dataloader_num_workers=0, disable_tqdm=True, **extra)
-    peft_config = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.1, target_modules="all-linear", task_type="CAUSAL_LM")
-    trainer = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tok, peft_config=peft_config)
+    config = SFTConfig(output_dir=tempfile.mkdtemp(prefix="trl-bench-"), max_steps=args.steps,
+                       learning_rate=args.lr, lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0,
+                       max_grad_norm=1.0,
+                       seed=args.seed, logging_steps=1, save_strategy="no", report_to=[], bf16=False,
+                       fp16=False, use_cpu=True, dataloader_num_workers=0, disable_tqdm=True, **extra)
+    peft_config = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.1, target_modules="all-linear",
+                             task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tok,
+                         peft_config=peft_config)
 
     # Count the tokens of the batches the model actually trains on (the data loader reads one ahead).
     counts = {"tokens_supervised": 0, "tokens_nonpad": 0, "tokens_total": 0}
@@ -216,7 +223,8 @@ def worker(args) -> None:
     # Library chatter on stdout would break the protocol: send it to stderr.
     global _CHANNEL
     _CHANNEL, sys.stdout = sys.stdout, sys.stderr
-    result = run_tunescope(args) if args.worker == "tunescope" else run_trl(args, packing=args.worker == "trl-packing")
+    result = (run_tunescope(args) if args.worker == "tunescope"
+              else run_trl(args, packing=args.worker == "trl-packing"))
     tell(result=result)
 
 
@@ -225,8 +233,8 @@ def summarise(name: str, r: dict) -> dict:
     return {"method": LABELS[name], "sup_tps": r["tokens_supervised"] / r["train_s"],
             "nonpad_tps": r["tokens_nonpad"] / r["train_s"], "final_loss": sum(tail) / len(tail),
             "last_loss": r["losses"][-1], "heldout_loss": r["heldout_loss"], "peak_rss_mb": r["peak_rss_mb"],
-            "train_s": r["train_s"], "tokens_supervised": r["tokens_supervised"], "tokens_nonpad": r["tokens_nonpad"],
-            "tokens_total": r["tokens_total"], "losses": r["losses"]}
+            "train_s": r["train_s"], "tokens_supervised": r["tokens_supervised"],
+            "tokens_nonpad": r["tokens_nonpad"], "tokens_total": r["tokens_total"], "losses": r["losses"]}
 
 
 def main() -> None:
@@ -238,7 +246,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=1234)
-    ap.add_argument("--packing-length", type=int, default=1600, help="tokens per packed row (about 8 examples)")
+    ap.add_argument("--packing-length", type=int, default=1600,
+                    help="tokens per packed row (about 8 examples)")
     ap.add_argument("--packing-batch", type=int, default=1, help="packed rows per step")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads for every method (0 = PyTorch's default); see the docstring")
@@ -254,8 +263,9 @@ def main() -> None:
                             "packing_batch", "threads"}]
     names = args.methods.split(",")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    workers = {n: subprocess.Popen([sys.executable, __file__, "--worker", n, *passthrough], stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, text=True, env=env) for n in names}
+    workers = {n: subprocess.Popen([sys.executable, __file__, "--worker", n, *passthrough],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                   env=env) for n in names}
 
     def hear(name: str) -> dict:
         for line in workers[name].stdout:
@@ -294,8 +304,10 @@ def lockstep(names, hear, turn, steps: int) -> dict:
 
 
 def report(results: dict, args) -> None:
-    print(f"\n{args.steps} optimizer steps, batch {args.batch_size}, {args.rows} GSM8K rows, LoRA r8/a16/d0.1 all-linear")
-    print(f"{'method':32} {'sup tok/s':>10} {'nonpad tok/s':>13} {'final loss':>11} {'held-out':>9} {'peak RSS':>10}")
+    print(f"\n{args.steps} optimizer steps, batch {args.batch_size}, {args.rows} GSM8K rows, LoRA "
+          "r8/a16/d0.1 all-linear")
+    print(f"{'method':32} {'sup tok/s':>10} {'nonpad tok/s':>13} {'final loss':>11} {'held-out':>9} "
+          f"{'peak RSS':>10}")
     for r in results.values():
         print(f"{r['method']:32} {r['sup_tps']:10.1f} {r['nonpad_tps']:13.1f} {r['final_loss']:11.4f} "
               f"{r['heldout_loss']:9.4f} {r['peak_rss_mb'] / 1024:8.2f}GB")

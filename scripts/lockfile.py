@@ -60,7 +60,8 @@ def verify(paths: list[str]) -> int:
             wrong.append(f"{name}: locked {version}, installed {installed}")
     check = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
     broken = [line for line in check.stdout.splitlines()
-              if line.strip() and not line.startswith(UNUSED_DECLARED) and "No broken requirements" not in line]
+              if line.strip() and not line.startswith(UNUSED_DECLARED)
+              and "No broken requirements" not in line]
     for line in wrong + broken:
         print(f"error: {line}", file=sys.stderr)
     if wrong or broken:

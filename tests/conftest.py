@@ -15,12 +15,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Tests must never write to the user's run registry (~/.cache/tunescope/registry.sqlite).
-os.environ["TUNESCOPE_REGISTRY"] = str(Path(tempfile.mkdtemp(prefix="tunescope-test-registry-")) / "registry.sqlite")
+os.environ["TUNESCOPE_REGISTRY"] = str(Path(tempfile.mkdtemp(prefix="tunescope-test-registry-"))
+                                       / "registry.sqlite")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 CORPUS = [
-    "Instruction: Tom has 3 apples and buys 4 more. How many apples does he have?\nResponse: 3+4 = <<3+4=7>>7\n#### 7",
+    "Instruction: Tom has 3 apples and buys 4 more. How many apples does he have?\nResponse: 3+4 = "
+    "<<3+4=7>>7\n#### 7",
     "Question: A shop sells 12 pens for $3 each. What is the total?\nAnswer: 12*3 = <<12*3=36>>36\n#### 36",
     "The following are multiple choice questions (with answers) about math. A. B. C. D. Answer:",
     "She walks 5 miles each day for 6 days, so 5 * 6 = 30 miles in all.",

@@ -10,13 +10,16 @@ q/k norms, parallel residual blocks.
 
 Each check compares the project's code path with a plain transformers reference computed here:
 
-- `check_loglikelihood`: LoglikelihoodScorer.score_groups vs one unbatched forward per (context, continuation);
-- `check_generation`: Generator (batch 1 and 8, an identical pair of prompts) vs `model.generate`, each prompt alone;
+- `check_loglikelihood`: LoglikelihoodScorer.score_groups vs one unbatched forward per (context,
+  continuation);
+- `check_generation`: Generator (batch 1 and 8, an identical pair of prompts) vs `model.generate`, each
+  prompt alone;
 - `check_train_loss`: train/loss.py's supervised loss vs `model(..., labels=...).loss`;
 - `check_fused_lora`: the fused LoRA training forward vs PEFT's forward, float32 and bfloat16;
 - `train_one_step`: one optimizer step of the training loop for lora / dora / full;
 - `check_merge`: `export_run(..., merged=True)` vs PeftModel(base, adapter);
-- `check_resume`: a run stopped after its step-1 checkpoint and resumed in a fresh model vs an uninterrupted run.
+- `check_resume`: a run stopped after its step-1 checkpoint and resumed in a fresh model vs an uninterrupted
+  run.
 """
 
 from __future__ import annotations
@@ -49,13 +52,15 @@ class Family:
     # output layer: at the spread of the other matrices the embedding would swamp the residual stream
     # and the model would mostly repeat its last token, whatever the context.
     embed_std: float = 0.2
-    # Parameters a text-only training step cannot reach (an image encoder), so it must not be asked to move them.
+    # Parameters a text-only training step cannot reach (an image encoder), so it must not be asked to
+    # move them.
     text_free: tuple[str, ...] = ()
 
     def config(self, tok):
         common = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=MAX_POSITIONS,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id)
         return self.make_config(common)
 
 
@@ -122,10 +127,11 @@ def _gemma3_multimodal(c):
     # The image-text Gemma 3 (4B and up) as AutoModelForCausalLM loads it: Gemma3ForConditionalGeneration
     # around the text model above, with a one-layer image encoder that text-only use never runs.
     text = _gemma3(c)
-    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                                image_size=28, patch_size=14)
+    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                num_attention_heads=2, image_size=28, patch_size=14)
     return Gemma3Config(text_config=text.to_dict(), vision_config=vision.to_dict(), mm_tokens_per_image=4,
-                        bos_token_id=c["bos_token_id"], eos_token_id=c["eos_token_id"], pad_token_id=c["pad_token_id"])
+                        bos_token_id=c["bos_token_id"], eos_token_id=c["eos_token_id"],
+                        pad_token_id=c["pad_token_id"])
 
 
 def _gpt_neox(c):
@@ -188,7 +194,8 @@ def build_model(family: Family, seed: int = 0, dtype: torch.dtype = torch.float3
             if p.dim() == 2:
                 p.normal_(0, family.embed_std if p is embedding else 0.2)
             elif name.endswith("bias"):
-                p.normal_(0, 0.2)  # transformers starts biases at zero, where a missing bias would go unnoticed
+                # transformers starts biases at zero, where a missing bias would go unnoticed
+                p.normal_(0, 0.2)
     return model.to(dtype)
 
 
@@ -197,7 +204,8 @@ def build_model(family: Family, seed: int = 0, dtype: torch.dtype = torch.float3
 QUESTION = "Question: Tom has 3 apples and buys 4 more. How many apples does he have?\nAnswer:"
 MC_QUESTION = ("The following are multiple choice questions (with answers) about math.\n\n"
                "How many apples does Tom have?\nA. 3\nB. 4\nC. 7\nD. 12\nAnswer:")
-LONG_CONTEXT = "".join(f"She walks {i} miles each day for {i + 1} days, so {i} * {i + 1} = {i * (i + 1)} miles. "
+LONG_CONTEXT = "".join(f"She walks {i} miles each day for {i + 1} days, so {i} * {i + 1} = "
+                       f"{i * (i + 1)} miles. "
                        for i in range(2, 7)) + "How many miles in all?"
 SHARED_DESCRIPTION = "The following are multiple choice questions (with answers) about math.\n\n"
 
@@ -274,7 +282,8 @@ def check_loglikelihood(model) -> LoglikelihoodResult:
             for c, (cont, got) in enumerate(zip(group.continuations, scores, strict=True)):
                 want, greedy = reference_loglikelihood(model, group.context, cont)
                 diff = abs(got.loglikelihood - want)
-                where = f"call {call} group {g} choice {c} (context {len(group.context)} tokens, continuation {len(cont)})"
+                where = (f"call {call} group {g} choice {c} (context {len(group.context)} tokens, "
+                         f"continuation {len(cont)})")
                 result.pairs += 1
                 result.greedy_pairs += greedy
                 result.max_abs_diff = max(result.max_abs_diff, diff)
@@ -317,7 +326,8 @@ def generation_requests() -> list[GenRequest]:
     for i in range(7):
         shots = "".join(f"Question: Tom has {i + k} apples and buys {k} more. How many apples does he have?\n"
                         f"Answer: {i + k}+{k} = {i + 2 * k}\n" for k in range(2 + i % 2))
-        prompts.append(shots + f"Question: Tom has {i} apples and buys 4 more. How many apples does he have?\n"
+        prompts.append(shots
+                       + f"Question: Tom has {i} apples and buys 4 more. How many apples does he have?\n"
                        "Answer:" + " the" * (i % 3))
     prompts.append(prompts[0])
     return [GenRequest(enc.encode_prompt(p), STOPS, 16 + 4 * (i % 3)) for i, p in enumerate(prompts)]
@@ -372,7 +382,8 @@ def check_generation(model, batch_sizes: tuple[int, ...] = (1, 8)) -> Generation
     for i, (req, tokens) in enumerate(zip(requests, full, strict=True)):
         if i % 2 and (stop := stop_inside(tok.decode(tokens, skip_special_tokens=True))):
             req.until = [*req.until, stop]
-    references = [postprocess(tok.decode(t, skip_special_tokens=True), r.until) for r, t in zip(requests, full, strict=True)]
+    references = [postprocess(tok.decode(t, skip_special_tokens=True), r.until)
+                  for r, t in zip(requests, full, strict=True)]
     for bs in batch_sizes:
         engine = Generator(model, tok, batch_size=bs)
         counts = _count_steps(engine)
@@ -414,8 +425,10 @@ def _count_steps(engine: Generator) -> dict[str, int]:
 
 TEMPLATE = "Instruction: {question}\nResponse: {answer}"
 ROWS = [
-    {"question": "Tom has 3 apples and buys 4 more. How many apples does he have?", "answer": "3+4 = <<3+4=7>>7\n#### 7"},
-    {"question": "A shop sells 12 pens for $3 each. What is the total?", "answer": "12*3 = <<12*3=36>>36\n#### 36"},
+    {"question": "Tom has 3 apples and buys 4 more. How many apples does he have?",
+     "answer": "3+4 = <<3+4=7>>7\n#### 7"},
+    {"question": "A shop sells 12 pens for $3 each. What is the total?",
+     "answer": "12*3 = <<12*3=36>>36\n#### 36"},
     # Longer than the sliding window, so training crosses it too.
     {"question": "She walks 5 miles each day for 6 days. " * 3 + "How far does she walk?",
      "answer": "5 * 6 = <<5*6=30>>30 miles, and 30 + 30 + 30 = <<30+30+30=90>>90 miles in all.\n#### 90"},
@@ -477,7 +490,8 @@ def check_fused_lora(family: Family, dtype: torch.dtype) -> FusedResult:
             model = build_trainable(base, cfg)
         else:
             model = get_peft_model(base, LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=0.0,
-                                                    target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM"))
+                                                    target_modules=cfg.lora.target_modules,
+                                                    task_type="CAUSAL_LM"))
         torch.manual_seed(1)
         give_adapter_an_effect(model)
         model.train()
@@ -497,12 +511,13 @@ def check_fused_lora(family: Family, dtype: torch.dtype) -> FusedResult:
 def training_config(method: str, **overrides):
     from tunescope.config.run_config import LoraConfig, TrainingConfig
 
-    settings = dict(method=method, lora=LoraConfig(dropout=0.1), max_steps=1, batch_size=4, learning_rate=1e-2,
-                    warmup_ratio=0.0, threads=1)
+    settings = dict(method=method, lora=LoraConfig(dropout=0.1), max_steps=1, batch_size=4,
+                    learning_rate=1e-2, warmup_ratio=0.0, threads=1)
     return TrainingConfig(**{**settings, **overrides})
 
 
-def trainable_model(family: Family, method: str, seed: int = 0, dtype: torch.dtype = torch.float32, **overrides):
+def trainable_model(family: Family, method: str, seed: int = 0, dtype: torch.dtype = torch.float32,
+                    **overrides):
     """The base model of `family` in `dtype`, wrapped for `method` by the project's own builder."""
     from tunescope.train.adapters import build_trainable
 
@@ -593,7 +608,8 @@ def check_merge(family: Family, tmp: Path, method: str = "lora") -> MergeResult:
                                        "model": {"name": str(base_dir), "source": str(base_dir)}})
     merged_dir = export_run(run, merged=True)
     merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
-    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), run / "adapter").eval()
+    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir),
+                                          run / "adapter").eval()
     base = AutoModelForCausalLM.from_pretrained(base_dir).eval()
     enc = Encoder(tokenizer())
     result = MergeResult(0.0, 0.0, 0.0)
@@ -601,9 +617,11 @@ def check_merge(family: Family, tmp: Path, method: str = "lora") -> MergeResult:
         ids = torch.tensor([enc.encode_prompt(text)])
         with torch.no_grad():
             want = reference(input_ids=ids).logits
-            result.max_abs_diff = max(result.max_abs_diff, float((merged(input_ids=ids).logits - want).abs().max()))
+            result.max_abs_diff = max(result.max_abs_diff,
+                                      float((merged(input_ids=ids).logits - want).abs().max()))
             result.logit_scale = max(result.logit_scale, float(want.abs().max()))
-            result.adapter_effect = max(result.adapter_effect, float((base(input_ids=ids).logits - want).abs().max()))
+            result.adapter_effect = max(result.adapter_effect,
+                                        float((base(input_ids=ids).logits - want).abs().max()))
     return result
 
 
@@ -674,6 +692,7 @@ def check_folding(family: Family, method: str) -> FoldResult:
         with folded_adapters(model) as n_folded:
             got = model(input_ids=ids).logits
         after = model(input_ids=ids).logits
-    restored = torch.equal(after, want) and all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    restored = torch.equal(after, want) and all(torch.equal(p, before[n])
+                                                for n, p in model.named_parameters())
     return FoldResult(n_folded, float((got - want).abs().max()), float(want.abs().max()),
                       float((base - want).abs().max()), restored)

@@ -8,7 +8,8 @@ import yaml
 
 TINY_BASE = {
     "name": "tiny", "data": {"synthetic_size": 24}, "prompt": {"max_length": 128},
-    "training": {"max_steps": 3, "batch_size": 4, "eval_every": 3, "threads": 1, "early_stopping_patience": None},
+    "training": {"max_steps": 3, "batch_size": 4, "eval_every": 3, "threads": 1,
+                 "early_stopping_patience": None},
     "eval": {"heldout_size": 6, "limit": 6, "max_new_tokens": 8, "batch_size": 6},
 }
 
@@ -34,7 +35,8 @@ def write_grid(folder: Path, axes: dict, seeds=(1, 2), base_extra: dict | None =
             node = node.setdefault(p, {})
         node[last] = value
     (folder / "base.yaml").write_text(yaml.safe_dump(base))
-    grid = {"name": "g", "base": "base.yaml", "axes": axes, "seeds": list(seeds), "output_dir": "out", **extra}
+    grid = {"name": "g", "base": "base.yaml", "axes": axes, "seeds": list(seeds), "output_dir": "out",
+            **extra}
     path = folder / "grid.yaml"
     path.write_text(yaml.safe_dump(grid, sort_keys=False))
     return path

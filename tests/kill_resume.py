@@ -47,11 +47,13 @@ class KillResume:
         self.script = tmp / "run_pipeline.py"
         self.script.write_text(SCRIPT)
 
-    def start(self, name: str, *, resume: bool = False, hold_at: int = -1, report: bool = True) -> subprocess.Popen:
+    def start(self, name: str, *, resume: bool = False, hold_at: int = -1,
+              report: bool = True) -> subprocess.Popen:
         env = {**os.environ, "TUNESCOPE_REGISTRY": str(self.tmp / "registry.sqlite"), "HF_HUB_OFFLINE": "1",
                "OMP_NUM_THREADS": "1"}
-        args = [sys.executable, str(self.script), str(self.out), name, str(self.model), "1" if resume else "0",
-                str(hold_at), str(self.marker), "1" if report else "0", json.dumps(self.overrides)]
+        args = [sys.executable, str(self.script), str(self.out), name, str(self.model),
+                "1" if resume else "0", str(hold_at), str(self.marker), "1" if report else "0",
+                json.dumps(self.overrides)]
         return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     def kill_when_held(self, proc: subprocess.Popen, timeout: float = 300) -> None:

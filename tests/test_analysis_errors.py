@@ -27,7 +27,8 @@ TARGET = ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
           "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72")
 
 QUESTION_3 = "A shop sells 12 pens for $3 each and 5 notebooks for $4 each. How much do they cost in total?"
-TARGET_3 = "Pens cost 12*3 = <<12*3=36>>36.\nNotebooks cost 5*4 = <<5*4=20>>20.\nTotal 36+20 = <<36+20=56>>56.\n#### 56"
+TARGET_3 = ("Pens cost 12*3 = <<12*3=36>>36.\nNotebooks cost 5*4 = <<5*4=20>>20.\n"
+            "Total 36+20 = <<36+20=56>>56.\n#### 56")
 
 
 def record(response: str, question: str = QUESTION, target: str = TARGET, doc_id: int = 0, **kw) -> dict:
@@ -68,7 +69,8 @@ def test_categories_are_checked_in_priority_order():
     slip_and_early = "So 40 / 2 = 24 in May.\n#### 24"
     d = diagnose(record(slip_and_early))
     assert d["category"] == ARITHMETIC_SLIP
-    assert d["evidence"] == {"equation": "40 / 2 = 24", "expression": "40 / 2", "claimed": "24", "actual": "20"}
+    assert d["evidence"] == {"equation": "40 / 2 = 24", "expression": "40 / 2", "claimed": "24",
+                             "actual": "20"}
     # Intermediate final answer AND an unused quantity: stopped_early wins over misread_quantity.
     d = diagnose(record("In May she sold 24.\n#### 24", question=QUESTION))
     assert d["category"] == STOPPED_EARLY and d["evidence"]["gold_step"] == 1
@@ -105,7 +107,8 @@ def test_taxonomy_partitions_wrong_answers_with_examples():
     out = taxonomy(records, examples_per_category=2)
     json.dumps(out)
     assert out["n"] == 9 and out["n_correct"] == 1 and out["n_wrong"] == 8
-    assert out["counts"] == {FORMAT_FAILURE: 2, ARITHMETIC_SLIP: 1, STOPPED_EARLY: 1, MISREAD_QUANTITY: 1, OTHER: 3}
+    assert out["counts"] == {FORMAT_FAILURE: 2, ARITHMETIC_SLIP: 1, STOPPED_EARLY: 1, MISREAD_QUANTITY: 1,
+                             OTHER: 3}
     assert sum(out["counts"].values()) == out["n_wrong"]  # every wrong answer in exactly one bucket
     assert out["format_failure_kinds"] == {"no_answer": 1, "misformatted_correct": 1}
     assert [c["category"] for c in out["categories"]] == list(CATEGORIES)
@@ -118,7 +121,8 @@ def test_taxonomy_partitions_wrong_answers_with_examples():
 
 
 def test_gold_helpers_and_accuracy_by_gold_steps():
-    assert gold_answer(TARGET) == "72" and gold_answer("#### 1,234") == "1234" and gold_answer("no answer") is None
+    assert (gold_answer(TARGET) == "72" and gold_answer("#### 1,234") == "1234"
+            and gold_answer("no answer") is None)
     assert gold_steps(record("", target=TARGET)) == 2 and gold_steps(record("", target=TARGET_3)) == 3
     recs = [
         {"target": TARGET, "metrics": {"exact_match,strict-match": 1}},
@@ -129,7 +133,8 @@ def test_gold_helpers_and_accuracy_by_gold_steps():
     out = accuracy_by(recs, gold_steps)
     json.dumps(out)
     assert out["n_skipped"] == 1
-    assert [(g["key"], g["n"], g["n_correct"], g["accuracy"]) for g in out["groups"]] == [(2, 2, 1, 0.5), (3, 1, 0, 0.0)]
+    assert ([(g["key"], g["n"], g["n_correct"], g["accuracy"]) for g in out["groups"]]
+            == [(2, 2, 1, 0.5), (3, 1, 0, 0.0)])
     assert out["groups"][0]["stderr"] == pytest.approx(0.5)
     assert out["groups"][1]["stderr"] is None
     assert accuracy_by([], gold_steps)["available"] is False

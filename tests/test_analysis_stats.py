@@ -98,7 +98,8 @@ def test_compare_tasks_flags_forgetting_only_on_non_target_tasks():
     arc_tuned = [0] * 60 + [1] * 240 + [0] * 100  # 15-point drop on a non-target task
     hella = rng.integers(0, 2, n).tolist()  # unchanged
     out = compare_tasks(
-        base_samples={"gsm8k": _records(gsm_base, key), "arc": _records(arc_base, acc), "hella": _records(hella, acc)},
+        base_samples={"gsm8k": _records(gsm_base, key), "arc": _records(arc_base, acc),
+                      "hella": _records(hella, acc)},
         tuned_samples={"gsm8k": _records(gsm_tuned, key), "arc": _records(arc_tuned, acc),
                        "hella": _records(hella, acc)},
         metric_keys={"gsm8k": [key], "arc": [acc], "hella": [acc], "missing": [acc]},
@@ -117,7 +118,8 @@ def test_compare_tasks_flags_forgetting_only_on_non_target_tasks():
     assert arc["ci_points"]["low"] < -15 < arc["ci_points"]["high"] < 0
     # Holm over the three comparisons that produced a p-value.
     ps = [c["p_value"] for c in out["comparisons"]]
-    assert [c["p_holm"] for c in out["comparisons"]] == pytest.approx(multipletests(ps, method="holm")[1].tolist())
+    assert [c["p_holm"] for c in out["comparisons"]] == pytest.approx(
+        multipletests(ps, method="holm")[1].tolist())
     gsm = next(c for c in out["comparisons"] if c["task"] == "gsm8k")
     assert gsm["significant"] and gsm["delta_points"] > 0
 

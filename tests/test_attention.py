@@ -42,8 +42,8 @@ def test_segments_see_only_their_document_and_context():
     plan = SegmentPlan([Segment(0, 3), Segment(3, 8), Segment(8, 10, reads=[(3, 8)])], prefix_kv=prefix_kv)
     assert model.config._attn_implementation == "sdpa"
     with use_attention(model, SEGMENTS):
-        flat = decoder(input_ids=torch.tensor([tokens]), position_ids=torch.tensor([positions]), use_cache=False,
-                       segment_plan=plan).last_hidden_state[0]
+        flat = decoder(input_ids=torch.tensor([tokens]), position_ids=torch.tensor([positions]),
+                       use_cache=False, segment_plan=plan).last_hidden_state[0]
     assert model.config._attn_implementation == "sdpa"  # restored
     torch.testing.assert_close(flat[:3], ref_a, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(flat[3:], ref_b, atol=1e-5, rtol=1e-5)
@@ -89,13 +89,16 @@ def test_segment_attention_refuses_a_layer_that_does_not_say_which_it_is():
                  layer_kv_pairs(decoder(input_ids=torch.tensor([[5, 6, 7]]), use_cache=True).past_key_values)]
     del decoder.layers[1].self_attn.layer_idx
     plan = SegmentPlan([Segment(0, 2)], prefix_kv=prefix_kv)
-    with pytest.raises(RuntimeError, match="layer_idx; LlamaAttention has none"), use_attention(model, SEGMENTS):
+    with (pytest.raises(RuntimeError, match="layer_idx; LlamaAttention has none"),
+          use_attention(model, SEGMENTS)):
         decoder(input_ids=torch.tensor([[11, 12]]), position_ids=torch.tensor([[3, 4]]), use_cache=False,
                 segment_plan=plan)
 
 
 def test_a_model_that_does_not_switch_attention_is_refused(monkeypatch):
     model = gqa_model()
-    monkeypatch.setattr(model, "set_attn_implementation", lambda name: None)  # as transformers does, with a warning
-    with pytest.raises(RuntimeError, match=f"did not switch to attention '{GROUPED}'"), use_attention(model, GROUPED):
+    # as transformers does, with a warning
+    monkeypatch.setattr(model, "set_attn_implementation", lambda name: None)
+    with (pytest.raises(RuntimeError, match=f"did not switch to attention '{GROUPED}'"),
+          use_attention(model, GROUPED)):
         pass

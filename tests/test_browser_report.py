@@ -23,8 +23,8 @@ pytestmark = pytest.mark.browser
 INJECTED = "<script>document.title='pwned'</script><img src=x onerror=\"document.title='pwned'\">"
 CONSOLE = re.compile(r"CONSOLE[(:].*", re.MULTILINE)
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-         "--enable-logging=stderr", "--v=0"]
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--hide-scrollbars", "--enable-logging=stderr", "--v=0"]
 
 
 def find_chromium() -> str | None:
@@ -131,7 +131,8 @@ def other_pages(tmp_path_factory, report) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("page", ["comparison", "grid"])
-def test_comparison_and_grid_pages_render_readably_with_no_console_messages(chromium, other_pages, page, tmp_path):
+def test_comparison_and_grid_pages_render_readably_with_no_console_messages(chromium, other_pages, page,
+                                                                            tmp_path):
     from readable import assert_readable
 
     shot = tmp_path / f"{page}.png"

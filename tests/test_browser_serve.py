@@ -91,7 +91,8 @@ def rows(tab) -> int:
 def test_runs_page_filter_and_open_a_run(page, site, artifacts):
     page.goto(site["url"] + "/")
     assert rows(page) == 4
-    assert page.locator(f'tr[data-run="{run_id(site["alpha"].resolve())}"] .badge.good').inner_text() == "significant"
+    assert (page.locator(f'tr[data-run="{run_id(site["alpha"].resolve())}"] .badge.good').inner_text()
+            == "significant")
     page.screenshot(path=str(artifacts / "runs.png"))
     page.select_option("select[name=method]", "dora")
     page.click("#filters button[type=submit]")
@@ -123,11 +124,14 @@ def test_watch_a_run_training(page, site, artifacts):
     writer = threading.Thread(target=train, daemon=True)
     writer.start()
     try:
-        page.wait_for_function("() => Number(document.getElementById('live-step').textContent) >= 12", timeout=20_000)
+        page.wait_for_function("() => Number(document.getElementById('live-step').textContent) >= 12",
+                               timeout=20_000)
         assert int(page.locator("#loss-chart").get_attribute("data-points")) > points_before
-        page.wait_for_function("() => Number(document.getElementById('live-step').textContent) >= 20", timeout=20_000)
+        page.wait_for_function("() => Number(document.getElementById('live-step').textContent) >= 20",
+                               timeout=20_000)
         assert int(page.locator("#task-chart").get_attribute("data-points")) >= 2
-        assert page.locator("#live-eta").inner_text() != "—" and page.locator("#live-status").inner_text() == "running"
+        assert (page.locator("#live-eta").inner_text() != "—"
+                and page.locator("#live-status").inner_text() == "running")
         assert page.locator("#loss-chart polyline").count() == 2  # train and validation loss
         page.screenshot(path=str(artifacts / "live.png"), full_page=True)
     finally:
@@ -147,7 +151,8 @@ def test_select_two_runs_and_compare(page, site, artifacts):
     assert "tunescope compare" in page.locator("#command").inner_text()
     page.screenshot(path=str(artifacts / "compare.png"), full_page=True)
     page.goto(page.locator("#permalink").get_attribute("href"))  # the link reproduces it
-    sync_api.expect(page.frame_locator("#comparison").locator("h1")).to_contain_text("Comparison of 4 evaluations")
+    sync_api.expect(page.frame_locator("#comparison").locator("h1")).to_contain_text(
+        "Comparison of 4 evaluations")
     assert page.console_errors == []
 
 

@@ -11,8 +11,8 @@ import pytest
 
 def tunescope(*args, cwd=None, timeout=300):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "tunescope.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=timeout, env=env)
+    return subprocess.run([sys.executable, "-m", "tunescope.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout, env=env)
 
 
 def assert_user_error(proc, *fragments):
@@ -52,7 +52,8 @@ def test_missing_config_file(tmp_path):
 
 def test_bad_dataset_row_names_file_and_line(tmp_path):
     data = tmp_path / "train.jsonl"
-    data.write_text(json.dumps({"question": "q", "answer": "a"}) + "\n" + json.dumps({"question": "q2"}) + "\n")
+    data.write_text(json.dumps({"question": "q", "answer": "a"}) + "\n" + json.dumps({"question": "q2"})
+                    + "\n")
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"output_dir: {tmp_path / 'runs'}\ndata:\n  source: {data}\n")
     proc = tunescope("run", str(cfg))
@@ -68,12 +69,14 @@ def test_unknown_model_alias(tmp_path):
 
 
 def test_eval_unknown_task():
-    assert_user_error(tunescope("eval", "--model", "x/y", "--tasks", "gsm9k"), "unknown task 'gsm9k'", "gsm8k")
+    assert_user_error(tunescope("eval", "--model", "x/y", "--tasks", "gsm9k"), "unknown task 'gsm9k'",
+                      "gsm8k")
 
 
 def test_eval_sampling_options_are_checked():
     # Checked before any model or data is loaded.
-    assert_user_error(tunescope("eval", "-m", "x/y", "-t", "gsm8k", "--samples", "0"), "samples", "at least 1")
+    assert_user_error(tunescope("eval", "-m", "x/y", "-t", "gsm8k", "--samples", "0"), "samples",
+                      "at least 1")
     assert_user_error(tunescope("eval", "-m", "x/y", "-t", "gsm8k", "--temperature", "0.5"), "temperature",
                       "samples > 1")
 

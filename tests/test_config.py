@@ -39,7 +39,8 @@ def test_invalid_yaml_names_line(tmp_path):
 
 def test_overrides_are_validated_like_file_keys():
     cfg = load_config(None, ["training.epochs=1", "eval.tasks=[heldout,gsm8k]", "model.name=org/model"])
-    assert cfg.training.epochs == 1 and cfg.eval.tasks == ["heldout", "gsm8k"] and cfg.model.name == "org/model"
+    assert (cfg.training.epochs == 1 and cfg.eval.tasks == ["heldout", "gsm8k"]
+            and cfg.model.name == "org/model")
     with pytest.raises(UserError, match="unknown key 'training.nope'"):
         load_config(None, ["training.nope=1"])
     with pytest.raises(UserError, match="--set"):

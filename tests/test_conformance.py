@@ -79,14 +79,16 @@ def test_loglikelihoods_match_a_plain_forward(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_greedy_generation_matches_generate(name):
     result = check_generation(build_model(FAMILIES[name]))
-    assert result.greedy_margin > 1e-5, "the random model has a near-tie: a comparison of argmaxes is not meaningful"
+    assert result.greedy_margin > 1e-5, (
+        "the random model has a near-tie: a comparison of argmaxes is not meaningful")
     assert result.mismatches == [] and result.equal == result.total == 16
     # What the comparison covered: rows ended both on their token budget and on a stop string, and
     # prompt lookup proposed drafts, some of which the model confirmed (so later steps read kept drafts
     # from the cache).
     assert result.finish_reasons.get("stop", 0) > 0 and result.finish_reasons.get("length", 0) > 0
     assert result.proposed_drafts[1] > 0 and result.proposed_drafts[8] > 0
-    assert result.accepted_drafts[1] > 0, "no drafted token was kept: the prompts no longer exercise kept drafts"
+    assert result.accepted_drafts[1] > 0, (
+        "no drafted token was kept: the prompts no longer exercise kept drafts")
 
 
 # Training is checked in float32 and in bfloat16 (a base model in bfloat16, PEFT's adapters in float32).

@@ -22,14 +22,16 @@ def random_text(rng: random.Random, n: int) -> str:
 
 
 def test_normalise_lowercases_drops_punctuation_and_folds_spaces():
-    assert normalise("  Janet's ducks lay 16 eggs,\n per day!  ") == ["janets", "ducks", "lay", "16", "eggs", "per", "day"]
+    assert normalise("  Janet's ducks lay 16 eggs,\n per day!  ") == [
+        "janets", "ducks", "lay", "16", "eggs", "per", "day"]
     assert normalise("48/2 = 24 under_score") == ["482", "24", "underscore"]
 
 
 def test_item_parts_are_what_the_model_sees():
     assert item_parts({"question": "Q?", "answer": "A"}) == ["Q?"]
     assert item_parts({"query": "ctx", "choices": ["a", "b"], "gold": 0}) == ["ctx", "a", "b"]
-    assert item_parts({"question": "Q", "choices": ["1", "2", "3", "4"], "answer": 2}) == ["Q", "1", "2", "3", "4"]
+    assert item_parts({"question": "Q", "choices": ["1", "2", "3", "4"], "answer": 2}) == [
+        "Q", "1", "2", "3", "4"]
 
 
 def test_overlap_names_the_neighbour_and_the_longest_span():
@@ -50,7 +52,8 @@ def test_span_shorter_than_n_is_not_flagged_and_n_is_configurable():
     train = [[random_text(rng, 40)] for _ in range(20)]
     item = [[" ".join(train[3][0].split()[:12])]]
     assert NgramIndex(normalise_docs(train), n=13).overlaps(normalise_docs(item)) == []
-    assert [f["train_index"] for f in NgramIndex(normalise_docs(train), n=8).overlaps(normalise_docs(item))] == [3]
+    assert [f["train_index"]
+            for f in NgramIndex(normalise_docs(train), n=8).overlaps(normalise_docs(item))] == [3]
 
 
 def test_ngrams_do_not_run_across_parts():
@@ -74,7 +77,8 @@ def test_check_finds_planted_items_exact_and_near_duplicates():
     train.append([" ".join(near_copy), train[0][1]])  # a near copy of training example 0
     train.append(list(train[1]))  # an exact repeat of training example 1
     val = [[train[2][0] + " " + train[2][1], "x"]] + [[random_text(rng, 45), "y"] for _ in range(5)]
-    result = check(train, {"task": test, "validation": val}, OverlapSettings(), doc_ids={"task": range(100, 160)})
+    result = check(train, {"task": test, "validation": val}, OverlapSettings(),
+                   doc_ids={"task": range(100, 160)})
     task = result["sets"]["task"]
     assert task["flagged_doc_ids"] == [100 + i for i in planted]
     assert [f["train_index"] for f in task["flagged"]] == [100, 101, 102]

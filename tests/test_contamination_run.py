@@ -24,7 +24,8 @@ def problem(rng: random.Random) -> dict:
 
 
 def build_data(tmp_path):
-    """A task file of 40 items and a training file of 90 rows, 20 of them test items, all on the train side."""
+    """A task file of 40 items and a training file of 90 rows, 20 of them test items, all on the train
+    side."""
     rng = random.Random(7)
     test = [problem(rng) for _ in range(N_TEST)]
     planted = sorted(rng.sample(range(N_TEST), PLANTED))
@@ -65,7 +66,8 @@ def test_contaminated_run_flags_exactly_the_planted_items(tiny_model_dir, tmp_pa
     scores = c["tasks"][0]["scores"]
     assert scores["available"] and scores["test"]["available"] and "permutation" in scores["test"]["method"]
     records = {r["doc_id"]: r for r in read_jsonl(run_dir / "eval/tuned/gsm8k.jsonl")}
-    clean_values = [r["metrics"][sample_key(scores["metric"])] for d, r in records.items() if d not in planted]
+    clean_values = [r["metrics"][sample_key(scores["metric"])] for d, r in records.items()
+                    if d not in planted]
     tuned = scores["by_label"]["tuned"]
     assert tuned["clean"]["n"] == N_TEST - PLANTED and tuned["flagged"]["n"] == PLANTED
     assert abs(tuned["clean"]["value"] - sum(clean_values) / len(clean_values)) < 1e-12
@@ -108,8 +110,8 @@ def strict_render(data: dict) -> dict[str, str]:
 
     out = {}
     for name, html in (("report.md.j2", False), ("report.html.j2", True)):
-        env = Environment(loader=PackageLoader("tunescope.report", "templates"), autoescape=html, trim_blocks=True,
-                          lstrip_blocks=True, undefined=StrictUndefined)
+        env = Environment(loader=PackageLoader("tunescope.report", "templates"), autoescape=html,
+                          trim_blocks=True, lstrip_blocks=True, undefined=StrictUndefined)
         env.filters.update(FILTERS)
         out[name] = env.get_template(name).render(p=present(data), images=NoImages())
     return out

@@ -17,7 +17,8 @@ def test_split_is_deterministic_and_disjoint():
     c = train_val_split(rows, 0.1, seed=8)
     assert a == b and a[2] != c[2]
     train, val, _ = a
-    assert len(val) == 10 and len(train) == 90 and not set(train) & set(val) and set(train) | set(val) == set(rows)
+    assert (len(val) == 10 and len(train) == 90 and not set(train) & set(val)
+            and set(train) | set(val) == set(rows))
 
 
 def test_split_keeps_one_validation_row_for_tiny_data():
@@ -59,7 +60,8 @@ def test_local_jsonl_with_field_mapping(tmp_path):
 
 
 def test_missing_field_names_file_line_and_field(tmp_path):
-    p = _write(tmp_path / "d.jsonl", [json.dumps({"question": "a", "answer": "b"}), json.dumps({"question": "c"})])
+    p = _write(tmp_path / "d.jsonl",
+               [json.dumps({"question": "a", "answer": "b"}), json.dumps({"question": "c"})])
     with pytest.raises(UserError, match=r"d\.jsonl:2: missing field 'answer'"):
         load_rows(str(p))
 
@@ -106,7 +108,8 @@ def test_synthetic_heldout_has_the_size_asked_for_when_training_covers_the_first
     heldout_seed = cfg.data_seed + 1_000_003
     # Training data that holds the first 40 problems of the held-out stream (and 20 others).
     taken = generate_problems(40, seed=heldout_seed)
-    monkeypatch.setattr(sources, "load_rows", lambda *a, **k: taken + generate_problems(20, seed=cfg.data_seed))
+    monkeypatch.setattr(sources, "load_rows",
+                        lambda *a, **k: taken + generate_problems(20, seed=cfg.data_seed))
     prep = prepare_data(cfg)
     assert len(prep.heldout_rows) == 10 and prep.info["heldout"] == 10
     assert prep.heldout_rows == generate_problems(50, seed=heldout_seed)[40:]

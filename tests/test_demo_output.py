@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def demo_run() -> Path:
     path = Path(os.environ.get("TUNESCOPE_DEMO_RUN") or ROOT / "runs" / "demo")
     if not (path / "report.json").is_file():
-        pytest.skip(f"no demo output at {path} (run `make demo`, or set TUNESCOPE_DEMO_RUN to a demo run directory)")
+        pytest.skip(f"no demo output at {path} (run `make demo`, or set TUNESCOPE_DEMO_RUN to a demo run "
+                    "directory)")
     return path
 
 

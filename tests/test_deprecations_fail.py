@@ -9,8 +9,9 @@ import warnings
 import pytest
 
 
-@pytest.mark.parametrize("module", ["transformers.modeling_utils", "peft.tuners.lora.layer", "accelerate.utils",
-                                    "torch.nn.modules.module", "tunescope.evaluate.runner"])
+@pytest.mark.parametrize("module", ["transformers.modeling_utils", "peft.tuners.lora.layer",
+                                    "accelerate.utils", "torch.nn.modules.module",
+                                    "tunescope.evaluate.runner"])
 @pytest.mark.parametrize("category", [DeprecationWarning, FutureWarning])
 def test_a_deprecation_attributed_to_a_dependency_or_to_our_call_is_an_error(module, category):
     with pytest.raises(category):

@@ -94,7 +94,8 @@ def test_product_shape_follows_the_model_within_bounds():
     assert (k, n) == (576, 1536) and 64 <= rows <= 512
     assert product_shape(64, 128)[1:] == (256, 1024)  # toy widths time only overheads
     assert product_shape(4096, 11008)[1:] == (1024, 2048)  # wide models: a slice of the same kind
-    assert dtype_choice.shape_of_config(SimpleNamespace(hidden_size=896, intermediate_size=4864))[1:] == (896, 2048)
+    assert (dtype_choice.shape_of_config(SimpleNamespace(hidden_size=896, intermediate_size=4864))[1:]
+            == (896, 2048))
 
 
 def test_time_matmul_reports_a_rate():
@@ -112,7 +113,8 @@ def test_load_model_records_the_choice(tiny_model_dir, tmp_path, monkeypatch):
     assert record["gflops"] == {"float32": 218.0, "bfloat16": 117.0} and record["shape"][1:] == [256, 1024]
     assert (tmp_path / "dtype_choice.json").is_file()
     explicit = load_model(str(tiny_model_dir), dtype="bfloat16")
-    assert explicit.dtype_choice.record()["requested"] == "bfloat16" and explicit.dtype_choice.reason == "set explicitly"
+    assert (explicit.dtype_choice.record()["requested"] == "bfloat16"
+            and explicit.dtype_choice.reason == "set explicitly")
 
 
 def test_manifest_and_report_carry_the_figures(tmp_path, monkeypatch):
@@ -131,9 +133,9 @@ def test_manifest_and_report_carry_the_figures(tmp_path, monkeypatch):
     saved = json.loads((run / "manifest.json").read_text())
     (run / "manifest.json").write_text(json.dumps({**saved, "dtype_choice": manifest["dtype_choice"]}))
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    records[-1].update(dtype="bfloat16", peak_flops=218e9, peak_flops_dtype="float32", peak_flops_source="measured",
-                       peak_flops_own_dtype=117e9, mfu=0.299, mfu_own_dtype=0.558,
-                       peak_flops_by_dtype={"float32": 218e9, "bfloat16": 117e9})
+    records[-1].update(dtype="bfloat16", peak_flops=218e9, peak_flops_dtype="float32",
+                       peak_flops_source="measured", peak_flops_own_dtype=117e9, mfu=0.299,
+                       mfu_own_dtype=0.558, peak_flops_by_dtype={"float32": 218e9, "bfloat16": 117e9})
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     paths = pipeline.write_report(run, register=False)
     data = json.loads(paths["json"].read_text())
@@ -149,11 +151,13 @@ def test_mfu_peak_is_the_best_dtype_and_names_it(monkeypatch):
     monkeypatch.setattr(throughput, "_peak_flops", lambda device, dtype: peaks[dtype])
     peak = throughput.machine_peak(CPU, torch.bfloat16)
     assert peak == {"peak_flops": 218e9, "peak_flops_dtype": "float32", "peak_flops_source": "measured",
-                    "peak_flops_own_dtype": 117e9, "peak_flops_by_dtype": {"float32": 218e9, "bfloat16": 117e9}}
+                    "peak_flops_own_dtype": 117e9,
+                    "peak_flops_by_dtype": {"float32": 218e9, "bfloat16": 117e9}}
     assert throughput.machine_peak(CPU, torch.float32)["peak_flops_own_dtype"] == 218e9
 
 
-def test_training_summary_divides_by_the_best_peak(tiny_model_dir, tiny_tokenizer, monkeypatch, one_torch_thread):
+def test_training_summary_divides_by_the_best_peak(tiny_model_dir, tiny_tokenizer, monkeypatch,
+                                                   one_torch_thread):
     from test_train_loop import _examples, _model, _train
 
     peaks = {torch.float32: (4e9, "measured"), torch.bfloat16: (1e11, "measured")}

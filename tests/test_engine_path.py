@@ -21,9 +21,9 @@ from tunescope.evaluate.plain import generate_with_transformers
 
 
 def _common(tok) -> dict:
-    return dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                num_key_value_heads=2, max_position_embeddings=512, bos_token_id=tok.bos_token_id,
-                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    return dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
 
 
 def _build(cfg, seed: int = 0):
@@ -50,10 +50,10 @@ def _config(name: str, tok, **extra):
     if name in ("mixtral", "qwen2_moe"):
         c.update(num_experts_per_tok=2)
         c.update({"num_local_experts" if name == "mixtral" else "num_experts": 4})
-    classes = {"llama": "LlamaConfig", "mistral": "MistralConfig", "qwen2": "Qwen2Config", "qwen3": "Qwen3Config",
-               "phi": "PhiConfig", "phi3": "Phi3Config", "gemma2": "Gemma2Config", "gemma3_text": "Gemma3TextConfig",
-               "gpt_neox": "GPTNeoXConfig", "mixtral": "MixtralConfig", "qwen2_moe": "Qwen2MoeConfig",
-               "gpt2": "GPT2Config", "opt": "OPTConfig"}
+    classes = {"llama": "LlamaConfig", "mistral": "MistralConfig", "qwen2": "Qwen2Config",
+               "qwen3": "Qwen3Config", "phi": "PhiConfig", "phi3": "Phi3Config", "gemma2": "Gemma2Config",
+               "gemma3_text": "Gemma3TextConfig", "gpt_neox": "GPTNeoXConfig", "mixtral": "MixtralConfig",
+               "qwen2_moe": "Qwen2MoeConfig", "gpt2": "GPT2Config", "opt": "OPTConfig"}
     if name == "gpt2":
         c = dict(vocab_size=len(tok), n_embd=64, n_layer=2, n_head=4, n_positions=512)
     if name == "opt":
@@ -75,10 +75,11 @@ def test_gemma3_composite_text_model_takes_the_native_path():
 
     tok = tiny_tokenizer()
     text = {**_common(tok), "head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 8}
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=28,
-                  patch_size=14)
-    cfg = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4, image_token_index=len(tok) - 1,
-                       boi_token_index=len(tok) - 2, eoi_token_index=len(tok) - 3)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                  image_size=28, patch_size=14)
+    cfg = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
+                       image_token_index=len(tok) - 1, boi_token_index=len(tok) - 2,
+                       eoi_token_index=len(tok) - 3)
     path, reason = engine_path(Gemma3ForConditionalGeneration(cfg))
     assert path == "native" and "gemma3_text" in reason
 
@@ -136,7 +137,8 @@ def test_forcing_a_path_and_bad_settings():
     # Forcing native on a model it is not verified on is allowed, and said.
     path, reason = resolve_engine(_build(_config("mixtral", tiny_tokenizer())), "native")
     assert path == "native" and "not verified: mixture-of-experts" in reason
-    with pytest.raises(UserError, match=r"^engine: unknown engine 'bogus' \(known: auto, native, transformers\)"):
+    with pytest.raises(UserError,
+                       match=r"^engine: unknown engine 'bogus' \(known: auto, native, transformers\)"):
         resolve_engine(model, "bogus")
     task = task_from_docs("heldout", [{"question": "q", "answer": "#### 1"}], "Q: {question}\nA: {answer}")
     with pytest.raises(UserError, match="^engine: unknown engine"):
@@ -148,18 +150,20 @@ def test_forcing_a_path_and_bad_settings():
 def test_forced_transformers_path_gives_the_native_answers_and_scores(tmp_path):
     torch.set_num_threads(1)
     tok, model = tiny_tokenizer(), tiny_model()
-    docs = [{"question": f"Tom has {i} apples and buys {i + 3} more. How many?", "answer": f"#### {2 * i + 3}"}
-            for i in range(4)]
+    docs = [{"question": f"Tom has {i} apples and buys {i + 3} more. How many?",
+             "answer": f"#### {2 * i + 3}"} for i in range(4)]
     gen = task_from_docs("heldout", docs, "Question: {question}\nAnswer: {answer}")
     mc = load_task("mmlu_anatomy", data_path=str(_mc_file(tmp_path, n=4)))
     for engine in ("native", "transformers"):
-        evaluate(model, tok, [gen, mc], batch_size=3, max_new_tokens=12, out_dir=tmp_path / engine, engine=engine)
+        evaluate(model, tok, [gen, mc], batch_size=3, max_new_tokens=12, out_dir=tmp_path / engine,
+                 engine=engine)
 
     def load(engine, name):
         return [json.loads(x) for x in (tmp_path / engine / f"{name}.jsonl").read_text().splitlines()]
 
     for a, b in zip(load("native", "heldout"), load("transformers", "heldout"), strict=True):
-        assert (a["response"], a["finish_reason"], a["filtered"]) == (b["response"], b["finish_reason"], b["filtered"])
+        assert ((a["response"], a["finish_reason"], a["filtered"])
+                == (b["response"], b["finish_reason"], b["filtered"]))
     for a, b in zip(load("native", "mmlu_anatomy"), load("transformers", "mmlu_anatomy"), strict=True):
         assert a["loglikelihoods"] == pytest.approx(b["loglikelihoods"], abs=1e-4)
         assert a["metrics"] == b["metrics"]
@@ -177,7 +181,8 @@ def test_plain_generation_stops_as_the_native_engine_does():
     torch.set_num_threads(1)
     tok, model = tiny_tokenizer(), tiny_model()
     reqs = gen_requests(tok, n=3, max_new=12)
-    free = Generator(model, tok, batch_size=3).run([GenRequest(r.prompt_ids, [], r.max_new_tokens) for r in reqs])
+    free = Generator(model, tok, batch_size=3).run(
+        [GenRequest(r.prompt_ids, [], r.max_new_tokens) for r in reqs])
     for req, res in zip(reqs, free, strict=True):
         req.until = [res.text[4:6]]  # a stop string the model does produce, after a few tokens
     native = Generator(model, tok, batch_size=3).run(reqs)
@@ -237,7 +242,8 @@ def test_run_config_engine_key_reaches_the_evaluation(tmp_path):
             self.lines.append(text)
 
     cfg = load_config(None, ["eval.engine=transformers", "eval.max_new_tokens=4", "eval.limit=2"])
-    task = task_from_docs("heldout", [{"question": "Add 1 and 2.", "answer": "#### 3"}], "Q: {question}\nA: {answer}")
+    task = task_from_docs("heldout", [{"question": "Add 1 and 2.", "answer": "#### 3"}],
+                          "Q: {question}\nA: {answer}")
     sink = Messages()
     res = run_evaluation(tiny_model(), tiny_tokenizer(), [task], [], cfg, tmp_path, sink, "base")
     assert res["tunescope"]["tasks"]["heldout"]["engine_path"] == "transformers"
@@ -248,9 +254,11 @@ def test_run_config_engine_key_reaches_the_evaluation(tmp_path):
 def test_cli_rejects_an_unknown_engine(monkeypatch, capsys):
     from tunescope.cli import commands as cli
 
-    monkeypatch.setattr("sys.argv", ["tunescope", "eval", "--model", "x/y", "--tasks", "gsm8k", "--engine", "bogus"])
+    monkeypatch.setattr("sys.argv",
+                        ["tunescope", "eval", "--model", "x/y", "--tasks", "gsm8k", "--engine", "bogus"])
     with pytest.raises(SystemExit) as e:
         cli.main()
     err = capsys.readouterr().err
     assert e.value.code == 2 and "Traceback" not in err
-    assert err.strip().splitlines() == ["error: --engine: unknown engine 'bogus' (known: auto, native, transformers)"]
+    assert err.strip().splitlines() == [
+        "error: --engine: unknown engine 'bogus' (known: auto, native, transformers)"]

@@ -32,7 +32,8 @@ def requests(tok) -> list[GenRequest]:
 @torch.inference_mode()
 def test_the_prefill_is_checked_to_fill_every_layer(tiny_tokenizer):
     model = build_tiny_llama(len(tiny_tokenizer)).eval()
-    assert Generator(model, tiny_tokenizer, batch_size=1).run(requests(tiny_tokenizer))  # the checks pass as is
+    # the checks pass as is
+    assert Generator(model, tiny_tokenizer, batch_size=1).run(requests(tiny_tokenizer))
     with pytest.raises(RuntimeError, match="did not fill the cache passed as cache="):
         Generator(ignoring_the_cache(model), tiny_tokenizer, batch_size=1).run(requests(tiny_tokenizer))
 

@@ -44,7 +44,8 @@ def tiny_model(max_positions: int = 512, seed: int = 0):
     torch.manual_seed(seed)
     cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                       num_key_value_heads=2, vocab_size=len(tok), max_position_embeddings=max_positions,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id)
     model = LlamaForCausalLM(cfg).eval()
     # A larger init than the default spreads the logits, so argmax is not decided by float noise.
     with torch.no_grad():
@@ -56,9 +57,11 @@ def tiny_model(max_positions: int = 512, seed: int = 0):
 
 def gen_requests(tok, n: int = 9, max_new: int = 24) -> list[GenRequest]:
     enc = Encoder(tok)
-    prompts = [f"Question: Tom has {i} apples and buys {i + 2} more. How many?\nAnswer:" + " x" * (i % 4) for i in range(n)]
+    prompts = [f"Question: Tom has {i} apples and buys {i + 2} more. How many?\nAnswer:" + " x" * (i % 4)
+               for i in range(n)]
     # Different lengths make rows finish at different steps, so slots are refilled and compacted.
-    return [GenRequest(enc.encode_prompt(p), ["Question:", "####"], max_new - 3 * (i % 5)) for i, p in enumerate(prompts)]
+    return [GenRequest(enc.encode_prompt(p), ["Question:", "####"], max_new - 3 * (i % 5))
+            for i, p in enumerate(prompts)]
 
 
 def test_greedy_answers_do_not_depend_on_batch_size():
@@ -97,7 +100,8 @@ def test_single_token_fast_path_equals_generic_path():
     shared = "The following are multiple choice questions (with answers) about anatomy.\n\n"
     # Without and with a long common prefix (which the fast path runs once for all documents).
     for contexts, choices in [(ctxs, ch) for ctxs in (base, [shared + c for c in base])
-                              for ch in ([" A", " B", " C", " D"], [" roofing.", " is on a roof", " 7 apples and more"])]:
+                              for ch in ([" A", " B", " C", " D"],
+                                         [" roofing.", " is on a roof", " 7 apples and more"])]:
         groups = []
         for ctx in contexts:
             pairs = [enc.encode_pair(ctx, c) for c in choices]
@@ -124,7 +128,8 @@ def test_encode_pair_moves_trailing_space():
 
 def _mc_file(tmp_path, n=3):
     path = tmp_path / "anatomy_test.csv"
-    path.write_text("".join(f"Question {i} about a roof?,one,two,three,four,{'ABCD'[i % 4]}\n" for i in range(n)))
+    path.write_text("".join(f"Question {i} about a roof?,one,two,three,four,{'ABCD'[i % 4]}\n"
+                            for i in range(n)))
     return path
 
 
@@ -166,7 +171,8 @@ def test_results_layout_records_and_table(tmp_path):
     gen_recs = [json.loads(x) for x in (out / "heldout.jsonl").read_text().splitlines()]
     assert [g["doc_id"] for g in gen_recs] == [0, 1, 2]
     rec = gen_recs[0]
-    assert {"doc_id", "prompt_hash", "prompt", "question", "target", "response", "filtered", "metrics"} <= set(rec)
+    assert {"doc_id", "prompt_hash", "prompt", "question", "target", "response", "filtered",
+            "metrics"} <= set(rec)
     assert set(rec["filtered"]) == {"strict-match", "flexible-extract"}
     assert set(rec["metrics"]) == {"exact_match,strict-match", "exact_match,flexible-extract"}
     import hashlib
@@ -210,14 +216,16 @@ def test_same_answers_and_scores_as_lm_eval(tmp_path):
     must give the same responses, filtered answers and choices, and log-likelihoods within 1e-4."""
     pytest.importorskip("lm_eval")
     tok, model = tiny_tokenizer(), tiny_model()
-    docs = [{"question": f"Tom has {i} apples and buys {i + 3} more. How many?", "answer": f"#### {2 * i + 3}"}
-            for i in range(5)]
+    docs = [{"question": f"Tom has {i} apples and buys {i + 3} more. How many?",
+             "answer": f"#### {2 * i + 3}"} for i in range(5)]
     gen = task_from_docs("heldout", docs, "Question: {question}\nAnswer: {answer}")
     mc = load_task("mmlu_anatomy", data_path=str(_mc_file(tmp_path, n=5)))
     hs = tmp_path / "hs.jsonl"
     hs.write_text("".join(json.dumps({"activity_label": "Roof", "ctx": f"A man is on a roof {i}. he",
-                                      "endings": ["starts pulling up roofing.", "is on a roof", "eats 7 apples",
-                                                  "says the answer is 5"], "label": i % 4}) + "\n" for i in range(4)))
+                                      "endings": ["starts pulling up roofing.", "is on a roof",
+                                                  "eats 7 apples", "says the answer is 5"],
+                                      "label": i % 4}) + "\n"
+                          for i in range(4)))
     hella = load_task("hellaswag", data_path=str(hs))
     native, ref = tmp_path / "native", tmp_path / "ref"
     evaluate(model, tok, [gen, mc, hella], batch_size=3, max_new_tokens=16, out_dir=native)

@@ -12,7 +12,8 @@ from tunescope.evaluate.spec import builtin_spec
 
 STRICT = re.compile(r"#### (\-?[0-9\.\,]+)")
 FLEX = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
-GSM8K_EM = dict(ignore_case=True, ignore_punctuation=False, regexes_to_ignore=[",", "\\$", "(?s).*#### ", "\\.$"])
+GSM8K_EM = dict(ignore_case=True, ignore_punctuation=False,
+                regexes_to_ignore=[",", "\\$", "(?s).*#### ", "\\.$"])
 
 
 def pipelines():
@@ -76,7 +77,8 @@ def test_majority_vote_and_take_first_k():
     maj = {p.name: p for p in build_pipelines(spec.filter_list)}["maj@4"]
     assert maj(["so 5", "it is 7", "answer 5", "7"]) == "5"  # tie: first seen wins, as Counter.most_common
     assert maj(["no", "nothing", "x 3", "none"]) == FALLBACK
-    k2 = build_pipelines([{"name": "k", "filter": [{"function": "take_first_k", "k": 2}, {"function": "take_first"}]}])[0]
+    k2 = build_pipelines([{"name": "k", "filter": [{"function": "take_first_k", "k": 2},
+                                                   {"function": "take_first"}]}])[0]
     assert k2(["a", "b", "c"]) == "a"
 
 

@@ -19,7 +19,8 @@ def test_expand_replaces_groups_by_their_subjects_once():
     assert len(tasks) == 57 and len(set(tasks)) == 57
     assert groups == ["mmlu", "mmlu_stem", "mmlu_other", "mmlu_social_sciences", "mmlu_humanities"]
     tasks, groups = expand(["gsm8k", "mmlu_anatomy", "mmlu_stem"])
-    assert tasks[:2] == ["gsm8k", "mmlu_anatomy"] and tasks.count("mmlu_anatomy") == 1 and len(tasks) == 1 + 19
+    assert (tasks[:2] == ["gsm8k", "mmlu_anatomy"] and tasks.count("mmlu_anatomy") == 1
+            and len(tasks) == 1 + 19)
     assert groups == ["mmlu_stem"]
     assert leaves("hellaswag") == ["hellaswag"]
 
@@ -42,7 +43,8 @@ def test_group_score_is_size_weighted_and_stderr_pooled():
 
 def _mmlu_folder(tmp_path, subjects, n=2):
     for i, subject in enumerate(subjects):
-        rows = [f"{subject} question {j}?,alpha,beta,gamma,delta,{'ABCD'[(i + j) % 4]}\n" for j in range(n + i % 2)]
+        rows = [f"{subject} question {j}?,alpha,beta,gamma,delta,{'ABCD'[(i + j) % 4]}\n"
+                for j in range(n + i % 2)]
         (tmp_path / f"{subject}_test.csv").write_text("".join(rows))
     return tmp_path
 
@@ -68,7 +70,8 @@ def test_evaluating_a_group_scores_it_like_lm_eval(tmp_path, tiny_model_dir, tin
     assert entry["alias"] == "humanities" and res["groups"]["mmlu_humanities"] == entry
     assert res["group_subtasks"]["mmlu_humanities"] == [t.name for t in tasks]
     assert res["versions"]["mmlu_humanities"] == 2
-    assert json.loads((out / "results.json").read_text())["groups"]["mmlu_humanities"]["acc,none"] == entry["acc,none"]
+    assert (json.loads((out / "results.json").read_text())["groups"]["mmlu_humanities"]["acc,none"]
+            == entry["acc,none"])
 
     table = format_results_table(res)
     lines = table.splitlines()

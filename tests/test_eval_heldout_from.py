@@ -35,9 +35,10 @@ def cli(tmp: Path, *argv: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
            "TUNESCOPE_REGISTRY": str(tmp / "registry.sqlite"), "TUNESCOPE_CACHE": str(tmp / "cache"),
            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-m", "tunescope.cli", *argv], capture_output=True, text=True, env=env,
-                          cwd=tmp, timeout=600)
-    assert proc.returncode == 0, f"tunescope {' '.join(argv)}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    proc = subprocess.run([sys.executable, "-m", "tunescope.cli", *argv], capture_output=True, text=True,
+                          env=env, cwd=tmp, timeout=600)
+    assert proc.returncode == 0, (
+        f"tunescope {' '.join(argv)}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
 
 
@@ -52,8 +53,8 @@ def in_process(*argv: str) -> None:
     assert result.exit_code == 0 and result.exception is None, result.output
 
 
-def test_the_exported_adapter_scored_in_a_fresh_process_gives_the_runs_responses(tmp_path, tiny_model_dir,
-                                                                                monkeypatch, one_torch_thread):
+def test_the_exported_adapter_scored_in_a_fresh_process_gives_the_runs_responses(
+        tmp_path, tiny_model_dir, monkeypatch, one_torch_thread):
     # The run scores during training (the folding of adapters runs mid-training) and uses eval settings
     # that differ from `tunescope eval`'s defaults (limit, max_new_tokens, batch size): the check below
     # gives none of them, so it sees the run's responses only if it takes them from the run.
@@ -75,8 +76,9 @@ def test_the_exported_adapter_scored_in_a_fresh_process_gives_the_runs_responses
     run = tmp_path / "runs" / "scored"
     assert (run / "eval" / "steps").is_dir()  # it did score during training
     in_process("export", str(run))
-    shown = cli(tmp_path, "eval", "--model", str(tiny_model_dir), "--adapter", str(run / "export" / "adapter"),
-                "--heldout-from", str(run), "--output", str(tmp_path / "check"))
+    shown = cli(tmp_path, "eval", "--model", str(tiny_model_dir), "--adapter",
+                str(run / "export" / "adapter"), "--heldout-from", str(run), "--output",
+                str(tmp_path / "check"))
     assert "heldout" in shown.stdout and "dtype: float32" in shown.stdout
 
     ours = read_jsonl(tmp_path / "check" / "heldout.jsonl")
@@ -102,8 +104,8 @@ def test_options_given_replace_the_runs_settings(tmp_path, tiny_model_dir):
     run = fake_run(tmp_path, tiny_model_dir, "eval.samples=5", "eval.temperature=0.3", "eval.limit=2")
     made = read_run_heldout(run)
     assert made.dtype == "float32" and made.base_model() == str(tiny_model_dir)
-    assert made.eval_settings({}) == {"limit": 2, "batch_size": 16, "max_new_tokens": None, "num_fewshot": None,
-                                      "samples": 5, "temperature": 0.3, "engine": "auto"}
+    assert made.eval_settings({}) == {"limit": 2, "batch_size": 16, "max_new_tokens": None,
+                                      "num_fewshot": None, "samples": 5, "temperature": 0.3, "engine": "auto"}
     assert made.eval_settings({"limit": 7})["limit"] == 7
     # The run's temperature belongs to its sample count; greedy scoring has none.
     assert made.eval_settings({"samples": 1})["temperature"] is None
@@ -122,7 +124,8 @@ def fake_run(tmp: Path, model: Path, *overrides: str, status: str = "complete") 
     """A finished run's folder as far as --heldout-from reads it: config, manifest, training data."""
     (tmp / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
     cfg = load_config(None, ["name=r", f"model.name={model}", f"data.source={tmp / 'train.jsonl'}",
-                             "data.val_fraction=0.25", "eval.heldout_size=3", "model.dtype=float32", *overrides])
+                             "data.val_fraction=0.25", "eval.heldout_size=3", "model.dtype=float32",
+                             *overrides])
     run = tmp / "runs" / "r"
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(dump_config(cfg))
@@ -142,7 +145,8 @@ def recorded_item(run: Path, question: str) -> None:
     folder = run / "eval" / "tuned"
     folder.mkdir(parents=True)
     (folder / "results.json").write_text(json.dumps({"results": {}}))
-    (folder / "heldout.jsonl").write_text(json.dumps({"doc_id": 0, "question": question, "target": "x"}) + "\n")
+    (folder / "heldout.jsonl").write_text(json.dumps({"doc_id": 0, "question": question, "target": "x"})
+                                          + "\n")
 
 
 def other_problems_run(tmp: Path, model: Path) -> None:
@@ -163,13 +167,15 @@ class Case:
 RUN = "@TMP@/runs/r"
 CASES = [
     Case("heldout-without-run", ["-m", "@MODEL@", "-t", "heldout"], ("--tasks", "--heldout-from RUN")),
-    Case("heldout-among-others-without-run", ["-m", "@MODEL@", "-t", "gsm8k,heldout"], ("--tasks", "--heldout-from")),
+    Case("heldout-among-others-without-run", ["-m", "@MODEL@", "-t", "gsm8k,heldout"],
+         ("--tasks", "--heldout-from")),
     Case("no-tasks-no-run", ["-m", "@MODEL@"], ("--tasks", "name the tasks")),
     Case("no-model-no-run", ["-t", "gsm8k"], ("--model",)),
     Case("run-missing", ["--heldout-from", "@TMP@/nowhere"], ("nowhere", "run directory not found")),
     Case("run-empty-folder", ["--heldout-from", "@TMP@/empty"], ("not a tunescope run directory",),
          setup=lambda tmp, m: (tmp / "empty").mkdir()),
-    Case("run-is-an-evaluation-folder", ["--heldout-from", "@TMP@/res"], ("--heldout-from", "evaluation folder"),
+    Case("run-is-an-evaluation-folder", ["--heldout-from", "@TMP@/res"],
+         ("--heldout-from", "evaluation folder"),
          setup=lambda tmp, m: (tmp / "res").mkdir() or (tmp / "res" / "results.json").write_text("{}")),
     Case("run-not-finished", ["--heldout-from", RUN], ("manifest.json", "not finished", "running"),
          setup=lambda tmp, m: fake_run(tmp, m, status="running")),
@@ -177,7 +183,8 @@ CASES = [
          setup=lambda tmp, m: edit_manifest(fake_run(tmp, m), data={"heldout": 0})),
     Case("run-tasks-without-heldout", ["--heldout-from", RUN, "-t", "gsm8k"], ("--tasks", "add 'heldout'"),
          setup=fake_run),
-    Case("run-data-gone", ["--heldout-from", RUN], ("train.jsonl", "cannot make the held-out problems", "not found"),
+    Case("run-data-gone", ["--heldout-from", RUN],
+         ("train.jsonl", "cannot make the held-out problems", "not found"),
          setup=lambda tmp, m: (fake_run(tmp, m), (tmp / "train.jsonl").unlink())),
     Case("run-data-changed", ["--heldout-from", RUN], ("manifest.json", "data hash"),
          setup=lambda tmp, m: (fake_run(tmp, m), (tmp / "train.jsonl").write_text(

@@ -84,11 +84,13 @@ def test_fewshot_matches_lm_eval_sampler():
     samplers = pytest.importorskip("lm_eval.api.samplers")
     pool = [{"question": f"q{i}", "answer": f"a{i}"} for i in range(40)]
     ours, theirs = FewshotSampler(pool, seed=1234), samplers.ContextSampler(list(pool), rnd=1234)
-    ours_x, theirs_x = FewshotSampler(pool, seed=1234, exclude_eval_doc=True), samplers.ContextSampler(list(pool), rnd=1234)
+    ours_x, theirs_x = (FewshotSampler(pool, seed=1234, exclude_eval_doc=True),
+                        samplers.ContextSampler(list(pool), rnd=1234))
     for i in range(10):
         assert ours.sample(5) == list(theirs.sample(5))
         assert ours_x.sample(5, eval_doc=pool[i]) == list(theirs_x.sample(5, eval_doc=pool[i]))
-    ours_f, theirs_f = FewshotSampler(pool, seed=None, kind="first_n"), samplers.FirstNSampler(list(pool), rnd=1234)
+    ours_f, theirs_f = (FewshotSampler(pool, seed=None, kind="first_n"),
+                        samplers.FirstNSampler(list(pool), rnd=1234))
     assert ours_f.sample(5) == list(theirs_f.sample(5))
 
 
@@ -140,9 +142,11 @@ def test_hellaswag_preprocess_matches_lm_eval():
 
 def test_mmlu_prompt_from_csv_layout(tmp_path):
     csv_file = tmp_path / "high_school_computer_science_test.csv"
-    csv_file.write_text('Let x = 1. What is x << 3 in Python 3?,1,3,8,16,C\n"Which, with a comma?",a,b,c,d,A\n')
+    csv_file.write_text('Let x = 1. What is x << 3 in Python 3?,1,3,8,16,C\n'
+                        '"Which, with a comma?",a,b,c,d,A\n')
     task = load_task("mmlu_high_school_computer_science", data_path=str(csv_file))
-    assert task.docs[0] == {"question": "Let x = 1. What is x << 3 in Python 3?", "choices": ["1", "3", "8", "16"], "answer": 2}
+    assert task.docs[0] == {"question": "Let x = 1. What is x << 3 in Python 3?",
+                            "choices": ["1", "3", "8", "16"], "answer": 2}
     prompt = build_context(task.spec, task.docs[0], [])
     assert prompt == (
         "The following are multiple choice questions (with answers) about high school computer science.\n\n"
@@ -157,14 +161,16 @@ def test_mmlu_kshot_from_dev_folder(tmp_path):
         (tmp_path / f"anatomy_{split}.csv").write_text("".join(f"{split} q{i},w,x,y,z,B\n" for i in range(n)))
     task = load_task("mmlu_anatomy", data_path=str(tmp_path), num_fewshot=2)
     prompt = build_instances(task, task.docs[:1], None)[0].prompt
-    assert prompt.startswith("The following are multiple choice questions (with answers) about anatomy.\n\ndev q0\n")
+    assert prompt.startswith(
+        "The following are multiple choice questions (with answers) about anatomy.\n\ndev q0\n")
     assert "Answer: B\n\ndev q1\n" in prompt and prompt.endswith("test q0\nA. w\nB. x\nC. y\nD. z\nAnswer:")
 
 
 def test_samples_make_generation_tasks_self_consistent_and_leave_choice_tasks_alone(tmp_path):
     gsm = load_task("gsm8k", data_path=str(_gsm8k_dir(tmp_path)), samples=4, temperature=0.5)
     assert gsm.spec.samples == 4
-    assert gsm.spec.generation_kwargs["do_sample"] is True and gsm.spec.generation_kwargs["temperature"] == 0.5
+    assert (gsm.spec.generation_kwargs["do_sample"] is True
+            and gsm.spec.generation_kwargs["temperature"] == 0.5)
     assert [f["name"] for f in gsm.spec.filter_list] == ["strict-match", "flexible-extract", "maj@4"]
     (tmp_path / "anatomy_test.csv").write_text("q0,w,x,y,z,B\n")
     mmlu = load_task("mmlu_anatomy", data_path=str(tmp_path), samples=4, temperature=0.5)
@@ -175,7 +181,8 @@ def test_samples_make_generation_tasks_self_consistent_and_leave_choice_tasks_al
 
 @needs_shared
 def test_mmlu_shared_csv():
-    task = load_task("mmlu_high_school_computer_science", data_path=str(SHARED / "mmlu" / "high_school_computer_science_test.csv"))
+    task = load_task("mmlu_high_school_computer_science",
+                     data_path=str(SHARED / "mmlu" / "high_school_computer_science_test.csv"))
     assert len(task.docs) == 100 and all(len(d["choices"]) == 4 for d in task.docs)
 
 
@@ -192,7 +199,8 @@ def test_missing_split_names_the_layouts_looked_for(tmp_path):
     with pytest.raises(UserError) as err:
         load_task("mmlu_anatomy", data_path=str(tmp_path))
     assert "no 'test' split found" in str(err.value) and err.value.where == str(tmp_path)
-    assert "anatomy_test.*, test/anatomy_test.*" in str(err.value) and "jsonl/json/csv/parquet" in str(err.value)
+    assert ("anatomy_test.*, test/anatomy_test.*" in str(err.value)
+            and "jsonl/json/csv/parquet" in str(err.value))
 
 
 def test_empty_split_and_missing_fewshot_split(tmp_path):
@@ -249,8 +257,9 @@ def test_chat_variant_is_one_user_turn(tmp_path):
     from tokenizers import Tokenizer, models
     from transformers import PreTrainedTokenizerFast
 
-    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<s>": 0, "</s>": 1, "[UNK]": 2}, unk_token="[UNK]")),
-                                  bos_token="<s>", eos_token="</s>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel({"<s>": 0, "</s>": 1, "[UNK]": 2}, unk_token="[UNK]")),
+        bos_token="<s>", eos_token="</s>")
     tok.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
                          "{% if add_generation_prompt %}<|assistant|>{% endif %}")
     task = load_task("gsm8k_chat", data_path=str(_gsm8k_dir(tmp_path)))

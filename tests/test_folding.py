@@ -74,14 +74,16 @@ def test_a_merge_that_writes_into_the_trained_tensors_raises(tiny_tokenizer, mon
 
 def test_a_merge_that_copies_in_place_leaves_the_trained_weight_as_it_was(tiny_tokenizer, monkeypatch):
     """PEFT 0.22's safe merge copies the merged weight into the layer's tensor in place; 0.21 assigned a new
-    one. Both are simulated here, whichever PEFT is installed: the trained weight keeps its storage and bits."""
+    one. Both are simulated here, whichever PEFT is installed: the trained weight keeps its storage and
+    bits."""
     model = adapted(tiny_tokenizer)
     layer = next(m for m in model.modules() if folding._foldable(m))
     base = layer.get_base_layer()
     original, bits = base.weight.data, base.weight.detach().clone()
 
     def in_place(self, safe_merge=False, adapter_names=None):
-        self.get_base_layer().weight.data.copy_(self.get_base_layer().weight + self.get_delta_weight("default"))
+        self.get_base_layer().weight.data.copy_(
+            self.get_base_layer().weight + self.get_delta_weight("default"))
         self.merged_adapters.append("default")
 
     def new_tensor(self, safe_merge=False, adapter_names=None):

@@ -61,19 +61,21 @@ def test_dry_run_prints_runs_and_estimate(tmp_path, tiny_model_dir):
     res = CliRunner().invoke(app, ["grid", str(path), "--dry-run"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert "lora-s1" in res.output and "dora-s2" in res.output and "estimated total" in res.output
-    assert "grid file estimate.train_tokens_per_s" in res.output and "tokens per example: tokenized" in res.output
+    assert ("grid file estimate.train_tokens_per_s" in res.output
+            and "tokens per example: tokenized" in res.output)
     assert not (tmp_path / "out").exists()
 
 
-def test_estimate_counts_encoded_tokens_validation_passes_and_items_scored_during_training(tmp_path, tiny_model_dir):
+def test_estimate_counts_encoded_tokens_validation_passes_and_items_scored_during_training(
+        tmp_path, tiny_model_dir):
     from tunescope.grid.cost import estimate
     from tunescope.models.loading import prepare_tokenizer
     from tunescope.recipes.inputs import encode_data, prepare_data
 
     path = write_grid(tmp_path, {"training.method": ["lora"]}, seeds=[1],
-                      base_extra={"model.name": str(tiny_model_dir), "training.max_steps": 7, "training.eval_every": 3,
-                                  "eval.during_training.enabled": True, "eval.during_training.limit": 5,
-                                  "eval.during_training.every": 2},
+                      base_extra={"model.name": str(tiny_model_dir), "training.max_steps": 7,
+                                  "training.eval_every": 3, "eval.during_training.enabled": True,
+                                  "eval.during_training.limit": 5, "eval.during_training.every": 2},
                       estimate={"train_tokens_per_s": 100.0, "eval_items_per_s": 2.0})
     g = load_grid(path)
     (row,) = estimate(g)["runs"]
@@ -90,15 +92,16 @@ def test_estimate_counts_encoded_tokens_validation_passes_and_items_scored_durin
     assert row["eval_s"] == pytest.approx((6 + 6 + 25) / 2.0)  # tuned, base, during training
 
 
-def test_grid_2x2x2_runs_to_report_sharing_each_base_eval(tmp_path, tiny_model_dir, tiny_tokenizer, one_torch_thread,
-                                                          monkeypatch):
+def test_grid_2x2x2_runs_to_report_sharing_each_base_eval(tmp_path, tiny_model_dir, tiny_tokenizer,
+                                                          one_torch_thread, monkeypatch):
     model_b = second_tiny_model(tmp_path, tiny_tokenizer)
     path = write_grid(tmp_path, {"model.name": [str(tiny_model_dir), str(model_b)],
                                  "training.method": ["lora", "dora"]}, seeds=[1, 2])
     g = load_grid(path)
     evaluations = []
     real = pipeline.run_evaluation
-    monkeypatch.setattr(pipeline, "run_evaluation", lambda *a, **k: evaluations.append(a[-1]) or real(*a, **k))
+    monkeypatch.setattr(pipeline, "run_evaluation",
+                        lambda *a, **k: evaluations.append(a[-1]) or real(*a, **k))
     result = run_grid(g)
     assert all(s["status"] == "complete" for s in result["statuses"].values()), result["statuses"]
     assert evaluations.count("base") == 2 and evaluations.count("tuned") == 8  # each base model once
@@ -106,8 +109,10 @@ def test_grid_2x2x2_runs_to_report_sharing_each_base_eval(tmp_path, tiny_model_d
     data = json.loads((g.folder / "grid.json").read_text())
     reused = {r["run"]: r["base_eval_reused"] for r in data["runs"]}
     assert sum(reused.values()) == 6 and sum(v is False for v in reused.values()) == 2
-    row = next(r for r in data["rows"] if r["task"] == "heldout" and r["metric"] == "exact_match,strict-match")
-    assert len(row["cells"]) == 4 and all(v["k"] == 2 for v in row["cells"].values()) and len(row["bases"]) == 2
+    row = next(r for r in data["rows"]
+               if r["task"] == "heldout" and r["metric"] == "exact_match,strict-match")
+    assert (len(row["cells"]) == 4 and all(v["k"] == 2 for v in row["cells"].values())
+            and len(row["bases"]) == 2)
     kinds = {c["why"].split(":")[0] for c in data["comparisons"]}
     assert kinds == {"against its base model", "model.name", "training.method"}
     assert all(c["test"]["available"] and c["test"]["n_items"] == 12 for c in data["comparisons"])
@@ -134,7 +139,8 @@ def test_grid_2x2x2_runs_to_report_sharing_each_base_eval(tmp_path, tiny_model_d
     assert shares["base"] is None and isinstance(shares["tuned"], float)
 
 
-def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path, tiny_model_dir, one_torch_thread, monkeypatch):
+def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path, tiny_model_dir, one_torch_thread,
+                                                         monkeypatch):
     path = write_grid(tmp_path, {"training.method": ["lora", "dora"]}, seeds=[1],
                       base_extra={"model.name": str(tiny_model_dir), "eval.tasks": []})
     g = load_grid(path)
@@ -148,7 +154,8 @@ def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path, tiny_model_di
     monkeypatch.setattr(pipeline, "_train_stage", train_or_fail)
     statuses = run_grid(g)["statuses"]
     assert statuses["lora-s1"]["status"] == "complete"
-    assert statuses["dora-s1"]["status"] == "failed" and "simulated out of memory" in statuses["dora-s1"]["error"]
+    assert (statuses["dora-s1"]["status"] == "failed"
+            and "simulated out of memory" in statuses["dora-s1"]["error"])
     data = json.loads((g.folder / "grid.json").read_text())
     assert [r["run"] for r in data["failed"]] == ["dora-s1"]
     assert any("did not complete" in c["text"] for c in data["conclusions"])
@@ -163,12 +170,12 @@ def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path, tiny_model_di
 def test_registry_of_an_earlier_version_gains_the_grid_column(tmp_path):
     db = tmp_path / "old.sqlite"
     with sqlite3.connect(db) as conn:  # the version-1 layout of the runs table
-        conn.execute("CREATE TABLE runs (path TEXT PRIMARY KEY, name TEXT NOT NULL, model TEXT, dataset TEXT, "
-                     "method TEXT, status TEXT, started TEXT, finished TEXT, registered_at TEXT NOT NULL, "
-                     "wall_s REAL, train_s REAL, steps INTEGER, epochs REAL, tokens_supervised INTEGER, "
-                     "cost_usd REAL, device TEXT, train_loss_first REAL, train_loss_last REAL, val_loss_first REAL, "
-                     "val_loss_best REAL, further_training TEXT, overfitting INTEGER, forgetting_tasks TEXT, "
-                     "config_json TEXT, manifest_json TEXT)")
+        conn.execute("CREATE TABLE runs (path TEXT PRIMARY KEY, name TEXT NOT NULL, model TEXT, "
+                     "dataset TEXT, method TEXT, status TEXT, started TEXT, finished TEXT, "
+                     "registered_at TEXT NOT NULL, wall_s REAL, train_s REAL, steps INTEGER, epochs REAL, "
+                     "tokens_supervised INTEGER, cost_usd REAL, device TEXT, train_loss_first REAL, "
+                     "train_loss_last REAL, val_loss_first REAL, val_loss_best REAL, further_training TEXT, "
+                     "overfitting INTEGER, forgetting_tasks TEXT, config_json TEXT, manifest_json TEXT)")
         conn.execute("INSERT INTO runs (path, name, registered_at) VALUES ('/x', 'old', '2025-01-01')")
         conn.execute("PRAGMA user_version = 1")
     rows = run_registry.list_runs(db)

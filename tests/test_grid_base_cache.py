@@ -32,7 +32,8 @@ def test_an_upgrade_of_any_scoring_library_or_of_tunescope_changes_the_key(monke
     installed = metadata.version
     for name in base_cache.SCORING_LIBRARIES:
         with monkeypatch.context() as m:
-            m.setattr(base_cache.metadata, "version", lambda n, name=name: "99.0" if n == name else installed(n))
+            m.setattr(base_cache.metadata, "version",
+                      lambda n, name=name: "99.0" if n == name else installed(n))
             assert key()[0] != before, name
     monkeypatch.setattr(tunescope, "__version__", "99.0")
     assert key()[0] != before

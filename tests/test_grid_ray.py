@@ -46,7 +46,8 @@ def _kill_one_worker_mid_run(folder, killed: dict, stop: threading.Event) -> Non
 
 
 def _run_on_ray_killing_one_worker(g) -> tuple[dict, dict]:
-    """Run the grid on a local 2-CPU Ray cluster while one worker is SIGKILLed mid-run; (result, {run: pid})."""
+    """Run the grid on a local 2-CPU Ray cluster while one worker is SIGKILLed mid-run;
+    (result, {run: pid})."""
     killed: dict = {}
     stop = threading.Event()
     watcher = threading.Thread(target=_kill_one_worker_mid_run, args=(g.folder, killed, stop), daemon=True)
@@ -88,7 +89,8 @@ def test_a_ray_address_that_does_not_answer_is_a_user_error(tmp_path, tiny_model
     assert not g.folder.exists()
 
 
-def test_a_run_whose_retries_are_spent_is_recorded_failed_and_the_others_finish(tmp_path, tiny_model_dir, local_ray):
+def test_a_run_whose_retries_are_spent_is_recorded_failed_and_the_others_finish(tmp_path, tiny_model_dir,
+                                                                                local_ray):
     path = write_grid(tmp_path, {"training.method": ["lora"]}, seeds=[1, 2], max_retries=0,
                       base_extra={"model.name": str(tiny_model_dir), "training.checkpoint_every": 1})
     g = load_grid(path)

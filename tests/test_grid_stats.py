@@ -1,4 +1,5 @@
-"""The grid's stratified test (CMH over seeds on paired discordant counts) on simulated cells whose truth is known.
+"""The grid's stratified test (CMH over seeds on paired discordant counts) on simulated cells whose
+truth is known.
 
 The simulation has what real grids have: items of very different difficulty (a logit per item), a
 seed effect shared by both cells of a seed (a lucky data order helps both), and, for the alternative,
@@ -39,11 +40,13 @@ def _expected_power(probs, alpha=ALPHA):
     pb = sum(float(np.sum(pa * (1 - pc))) for pa, pc in probs)   # A right, B wrong
     pc = sum(float(np.sum((1 - pa) * pc)) for pa, pc in probs)   # A wrong, B right
     mean = pc - pb
-    var = sum(float(np.sum(pa * (1 - q) + (1 - pa) * q - ((1 - pa) * q - pa * (1 - q)) ** 2)) for pa, q in probs)
+    var = sum(float(np.sum(pa * (1 - q) + (1 - pa) * q - ((1 - pa) * q - pa * (1 - q)) ** 2))
+              for pa, q in probs)
     z = sps.norm.ppf(1 - alpha / 2)
     # The test's threshold on |c - b| is z * sqrt(b + c) + 1 (continuity), b + c ≈ its expectation.
     threshold = z * np.sqrt(pb + pc) + 1
-    return float(sps.norm.sf((threshold - mean) / np.sqrt(var)) + sps.norm.cdf((-threshold - mean) / np.sqrt(var)))
+    return float(sps.norm.sf((threshold - mean) / np.sqrt(var))
+                 + sps.norm.cdf((-threshold - mean) / np.sqrt(var)))
 
 
 def test_no_difference_gives_about_alpha_false_positives():
@@ -101,11 +104,12 @@ def test_grid_verdicts_are_the_test_at_alpha_and_inconclusive_otherwise():
              {"test": {"available": False, "reason": "no seed with the same items in both"}}]
     holm_verdicts(comps, alpha=0.05)
     assert [c["test"]["verdict"] for c in comps] == ["exceeds seed noise", "inconclusive", "not tested"]
-    assert comps[0]["test"]["p_holm"] == pytest.approx(0.002) and comps[1]["test"]["p_holm"] == pytest.approx(0.2)
+    assert (comps[0]["test"]["p_holm"] == pytest.approx(0.002)
+            and comps[1]["test"]["p_holm"] == pytest.approx(0.2))
 
     none_significant = [{"test": {"available": True, "significant": False, "p_holm": p}} for p in (0.3, 0.12)]
-    row = {"task": "heldout", "metric": "exact_match,strict-match", "cells": {"a": {"mean": 0.5, "se": 0.01, "k": 2,
-                                                                                   "uncertainty": "seeds", "sd": 0.01}},
+    row = {"task": "heldout", "metric": "exact_match,strict-match",
+           "cells": {"a": {"mean": 0.5, "se": 0.01, "k": 2, "uncertainty": "seeds", "sd": 0.01}},
            "bases": {}, "best": ["a"], "higher_is_better": True}
     data = {"failed": [], "runs": [], "rows": [row], "primary": {"task": "heldout", "metric": row["metric"]},
             "comparisons": none_significant, "alpha": 0.05, "costs": []}

@@ -1,6 +1,7 @@
 """The import contract of ARCHITECTURE.md, checked on the source: `cli → pipeline → {data, models, train,
 evaluate, analysis} → report` (with `serve`, the dashboard, beside `grid` under `cli`), stages do not import
-each other, shared modules import no layer, and the module table lists every module file; a module's layer is its package's."""
+each other, shared modules import no layer, and the module table lists every module file; a module's
+layer is its package's."""
 
 from __future__ import annotations
 
@@ -104,8 +105,8 @@ def test_imports_follow_the_layers():
             if theirs is None:
                 offending.append(f"{path.relative_to(SRC)}:{line}: imports {target}, which has no layer")
             elif theirs != own and theirs not in ALLOWED[own]:
-                offending.append(f"{path.relative_to(SRC)}:{line}: {source} ({own}) imports {target} ({theirs}); "
-                                 f"{own} may import only {sorted(ALLOWED[own] | {own})}")
+                offending.append(f"{path.relative_to(SRC)}:{line}: {source} ({own}) imports {target} "
+                                 f"({theirs}); {own} may import only {sorted(ALLOWED[own] | {own})}")
     assert not offending, "imports against ARCHITECTURE.md's layers:\n" + "\n".join(offending)
 
 
@@ -114,7 +115,8 @@ def test_no_private_names_across_modules():
     for path in module_files():
         source = module_name(path)
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tunescope") and not node.level:
+            if (isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tunescope")
+                    and not node.level):
                 private = [a.name for a in node.names if a.name.startswith("_")]
                 if private:
                     offending.append(f"{path.relative_to(SRC)}:{node.lineno}: {source} imports {private} "
@@ -123,7 +125,8 @@ def test_no_private_names_across_modules():
 
 
 def documented_modules() -> set[str]:
-    """Module files named in ARCHITECTURE.md's module table (`evaluate/a.py`, `b.py`, `c.py` rows share a folder)."""
+    """Module files named in ARCHITECTURE.md's module table (`evaluate/a.py`, `b.py`, `c.py` rows share a
+    folder)."""
     names: set[str] = set()
     for row in ARCHITECTURE.read_text(encoding="utf-8").splitlines():
         if not row.startswith("| `"):
@@ -150,7 +153,8 @@ def test_architecture_lists_every_module():
 def test_architecture_states_the_layers_the_test_checks():
     text = ARCHITECTURE.read_text(encoding="utf-8")
     assert "`cli → grid → pipeline → {data, models, train, evaluate, analysis} → report`" in text
-    shared = sorted(m.removeprefix("tunescope.") for m, lay in LAYER_OF.items() if lay == "shared" and m != "tunescope")
+    shared = sorted(m.removeprefix("tunescope.") for m, lay in LAYER_OF.items()
+                    if lay == "shared" and m != "tunescope")
     for name in shared:
         assert f"`{name}/`" in text, f"ARCHITECTURE.md does not list the shared package {name}/"
 

@@ -2,8 +2,8 @@
 
 `benchmarks/make_parity_fixtures.py` ran lm-eval itself (its HF backend, float32 on the CPU, batch
 size 1, its own `gsm8k`, `hellaswag` and `mmlu_high_school_computer_science` task definitions, the
-last also 5-shot, with only the data source swapped for the files in `fixtures/lmeval_parity/data/`) on the tiny
-model that `build_parity_model` below builds, and stored what it produced for every item: the
+last also 5-shot, with only the data source swapped for the files in `fixtures/lmeval_parity/data/`) on
+the tiny model that `build_parity_model` below builds, and stored what it produced for every item: the
 prompt, the generated text, the answer each filter extracted, the log-likelihood of every choice and
 the per-item metrics, plus the aggregate results. Here the native engine runs the same tasks on the
 same model and files, and must reproduce all of it.
@@ -66,7 +66,8 @@ def save_parity_model(directory: Path) -> Path:
 
 
 def fingerprint(model, tokenizer) -> dict[str, str]:
-    """Hashes of the weights (float32 bytes, by parameter name) and of the tokenizer's vocabulary and merges."""
+    """Hashes of the weights (float32 bytes, by parameter name) and of the tokenizer's vocabulary and
+    merges."""
     weights = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         weights.update(name.encode())
@@ -119,12 +120,13 @@ def native(fixture, loaded, tmp_path_factory) -> dict[str, tuple[dict, list[dict
     torch.set_num_threads(1)  # tiny tensors on a shared machine: a second thread mostly waits
     try:
         for run in meta["runs"]:
-            task = load_task(run["task"], data_path=str(FIXTURES / run["data_path"]), num_fewshot=run["num_fewshot"])
+            task = load_task(run["task"], data_path=str(FIXTURES / run["data_path"]),
+                             num_fewshot=run["num_fewshot"])
             out_dir = tmp_path_factory.mktemp(run["name"])
             # The default batch size: lm-eval ran one item at a time, and the engine's answers do not
             # depend on how many it runs together.
-            results = evaluate(model, tokenizer, [task], limit=run["limit"], max_new_tokens=run.get("max_gen_toks"),
-                               out_dir=out_dir)
+            results = evaluate(model, tokenizer, [task], limit=run["limit"],
+                               max_new_tokens=run.get("max_gen_toks"), out_dir=out_dir)
             lines = (out_dir / f"{run['task']}.jsonl").read_text(encoding="utf-8").splitlines()
             out[run["name"]] = (results, [json.loads(line) for line in lines])
     finally:
@@ -137,7 +139,8 @@ def test_the_rebuilt_model_is_the_one_the_fixtures_were_made_with(fixture, loade
     model, tokenizer = loaded
     assert build_tokenizer().get_vocab() == build_tokenizer().get_vocab()  # BPE training is deterministic
     rebuilt = fingerprint(model, tokenizer)
-    assert rebuilt["vocab_sha256"] == meta["model"]["vocab_sha256"], "the test tokenizer changed since the fixtures were made"
+    assert rebuilt["vocab_sha256"] == meta["model"]["vocab_sha256"], (
+        "the test tokenizer changed since the fixtures were made")
     assert rebuilt["weights_sha256"] == meta["model"]["weights_sha256"], (
         f"the rebuilt weights differ from the ones lm-eval ran on (fixtures made with torch "
         f"{meta['versions']['torch']}, this is torch {torch.__version__}); regenerate the fixtures "
@@ -205,7 +208,8 @@ def test_loglikelihoods_match_lm_eval_item_by_item(name, fixture, native):
         assert ours["prompt"] == ref["prompt"], where
         assert ours["target"] == ref["target"], where
         assert [f" {choice}" for choice in ours["choices"]] == ref["continuations"], where
-        assert ours["loglikelihoods"] == pytest.approx(ref["loglikelihoods"], abs=LOGLIKELIHOOD_TOLERANCE), where
+        assert ours["loglikelihoods"] == pytest.approx(ref["loglikelihoods"],
+                                                       abs=LOGLIKELIHOOD_TOLERANCE), where
         assert ours["is_greedy"] == ref["is_greedy"], where
         # The engine's records always carry acc and acc_norm; lm-eval logs the task's metrics only.
         assert {m: ours["metrics"][m] for m in ref["metrics"]} == ref["metrics"], where

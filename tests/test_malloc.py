@@ -1,4 +1,5 @@
-"""The process-wide malloc setting: training returns freed memory, evaluation keeps it, each restores what was there."""
+"""The process-wide malloc setting: training returns freed memory, evaluation keeps it, each restores what
+was there."""
 
 import json
 import subprocess
@@ -26,7 +27,8 @@ import ctypes, json, sys
 from tunescope.core import malloc
 
 class MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", \
+"usmblks",
                                                      "fsmblks", "uordblks", "fordblks", "keepcost")]
 
 libc = ctypes.CDLL("libc.so.6")
@@ -45,7 +47,8 @@ print(json.dumps(mapped))
 
 
 def _mapped_blocks(setting: str) -> dict[str, int]:
-    out = subprocess.run([sys.executable, "-c", _MAPPED_BLOCKS, setting], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", _MAPPED_BLOCKS, setting], capture_output=True, text=True,
+                         check=True)
     return json.loads(out.stdout)
 
 

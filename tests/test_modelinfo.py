@@ -53,7 +53,8 @@ def test_attention_interface_support_is_read_through_the_public_check(tiny_model
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     assert routes_attention_through_interface(model)
-    assert routes_attention_through_interface(get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"])))
+    assert routes_attention_through_interface(get_peft_model(model,
+                                                             LoraConfig(r=2, target_modules=["q_proj"])))
 
     class OwnAttention(type(model)):
         _supports_attention_backend = False  # what is_backend_compatible() reports today

@@ -10,8 +10,8 @@ from tunescope.models.loading import _resolve_source, gguf_cache_name, materiali
 
 
 def test_seed_model_aliases_exist():
-    expected = {"smollm2-135m-instruct", "gemma3-270m", "qwen2-0.5b-instruct", "falcon3-1b-instruct", "llama-3.2-1b",
-                "tinyllama-1.1b", "open-llama-3b", "phi-2", "mistral-7b"}
+    expected = {"smollm2-135m-instruct", "gemma3-270m", "qwen2-0.5b-instruct", "falcon3-1b-instruct",
+                "llama-3.2-1b", "tinyllama-1.1b", "open-llama-3b", "phi-2", "mistral-7b"}
     assert expected <= set(ALIASES)
     assert ALIASES["qwen2-0.5b-instruct"].hub_id == "Qwen/Qwen2-0.5B-Instruct"
 
@@ -34,8 +34,9 @@ def test_gguf_cache_folder_is_the_same_in_every_process(tmp_path, monkeypatch):
     code = "import sys, pathlib; from tunescope.models.loading import gguf_cache_name; " \
            "print(gguf_cache_name(pathlib.Path(sys.argv[1])))"
     # String hashing is salted per process: a name built on hash() would differ here.
-    others = {subprocess.run([sys.executable, "-c", code, str(gguf)], capture_output=True, text=True, check=True,
-                             env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout.strip() for seed in (1, 2)}
+    others = {subprocess.run([sys.executable, "-c", code, str(gguf)], capture_output=True, text=True,
+                             check=True, env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout.strip()
+              for seed in (1, 2)}
     assert others == {name} and name.startswith("model-") and len(name) == len("model-") + 16
     # A cached folder is found again instead of dequantizing the file once more.
     monkeypatch.setenv("TUNESCOPE_CACHE", str(tmp_path / "cache"))
@@ -51,7 +52,8 @@ def test_gguf_cache_folder_is_the_same_in_every_process(tmp_path, monkeypatch):
 def test_hub_id_offline_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))  # nothing cached here
-    with pytest.raises(UserError, match="could not fetch model 'org-that-does-not-exist/model'.*local directory"):
+    with pytest.raises(UserError,
+                       match="could not fetch model 'org-that-does-not-exist/model'.*local directory"):
         load_model("org-that-does-not-exist/model")
 
 

@@ -28,7 +28,8 @@ def test_run_end_to_end_on_tiny_model(tiny_model_dir, tmp_path):
     assert manifest["status"] == "complete" and manifest["data"]["train"] + manifest["data"]["val"] == 24
     assert manifest["versions"]["torch"] and manifest["seed"] == 1234
     choice = manifest["dtype_choice"]  # model.dtype=auto: measured on this CPU, figures kept
-    assert choice["requested"] == "auto" and choice["dtype"] == manifest["dtype"] and choice["gflops"]["float32"] > 0
+    assert (choice["requested"] == "auto" and choice["dtype"] == manifest["dtype"]
+            and choice["gflops"]["float32"] > 0)
     metrics = read_jsonl(run_dir / "metrics.jsonl")
     kinds = [m["kind"] for m in metrics]
     assert kinds.count("train") == 4 and kinds.count("val") == 2 and kinds[-1] == "summary"
@@ -76,7 +77,8 @@ def test_real_smollm2_few_steps_and_items(tmp_path):
     run_dir = pipeline.run(cfg)
     metrics = read_jsonl(run_dir / "metrics.jsonl")
     train = [m for m in metrics if m["kind"] == "train"]
-    # A pretrained instruct model already predicts grade-school solutions well: loss far below log(vocab)≈10.8.
+    # A pretrained instruct model already predicts grade-school solutions well: loss far below
+    # log(vocab)≈10.8.
     assert len(train) == 2 and train[0]["loss"] < 3.0
     base = read_jsonl(run_dir / "eval/base/heldout.jsonl")
     assert len(base) == 4 and all(s["response"].strip() for s in base)

@@ -21,8 +21,8 @@ from tunescope.recipes import run as pipeline
 from tunescope.report.render import template_env
 
 # What report.html showed before dict keys won over dict methods (the key was named "items").
-LEAKED = ("Each point scores the same <built-in method items of dict object at 0x7f88f073b100> items of each task "
-          "(a fixed seeded subset)")
+LEAKED = ("Each point scores the same <built-in method items of dict object at 0x7f88f073b100> items of "
+          "each task (a fixed seeded subset)")
 CURVE = {"heldout": {0: 0.0, 10: 0.2, 20: 0.4, 30: 0.6, 40: 0.65}, "hellaswag": {0: 0.6, 10: 0.6, 20: 0.55,
                                                                                   30: 0.5, 40: 0.5}}
 
@@ -47,8 +47,8 @@ def test_the_checker_finds_the_old_repr_leak_and_each_kind_of_slip():
     for slip in ("max_steps=None", "slope nan per step", "p = inf", "<function f at 0x1>", "{{ tc.items }}",
                  "score: None", "object at 0x7f00"):
         assert unreadable(slip), slip
-    for clean in ("None of the 4 comparisons is significant.", "none flagged", "information", "infant", "nano",
-                  "Each point scores the same 32 items of each task"):
+    for clean in ("None of the 4 comparisons is significant.", "none flagged", "information", "infant",
+                  "nano", "Each point scores the same 32 items of each task"):
         assert not unreadable(clean), clean
 
 
@@ -95,7 +95,8 @@ def test_comparison_pages(runs):
     paths = compare_recipe.compare([a, b], output=root / "cmp", overrides=["report.bootstrap_resamples=200"])
     assert_files_readable(paths["html"], paths["md"])
     md = paths["md"].read_text()
-    # The task-curve table shows each run's first and last point (it showed "— → —" while it read a dict method).
+    # The task-curve table shows each run's first and last point (it showed "— → —" while it read a dict
+    # method).
     assert "| 0.0% → 65.0% | 65.0% (step 40) |" in md
 
 

@@ -32,7 +32,8 @@ UNTIL = ["Question:", "</s>", "<|im_end|>"]
 BUILTIN_HELLASWAG = [
     {"activity_label": "Making a sandwich", "ctx": "A woman places two slices of bread on a plate. she",
      "endings": ["spreads peanut butter on one slice.", "throws the plate out of the window.",
-                 "starts running laps around the kitchen.", "paints the bread blue with a brush."], "label": 0},
+                 "starts running laps around the kitchen.", "paints the bread blue with a brush."],
+     "label": 0},
     {"activity_label": "Washing a car", "ctx": "A man fills a bucket with soapy water. he",
      "endings": ["climbs onto the roof of the house.", "dips a sponge in the bucket and scrubs the car door.",
                  "drinks the water from the bucket.", "plays a song on the guitar."], "label": 1},
@@ -45,7 +46,8 @@ BUILTIN_HELLASWAG = [
 def _long_hellaswag_item() -> dict:
     """A HellaSwag-shaped item whose context is longer than the sliding window (about 540 tokens); two
     endings, not four, because a plain forward of a long context is the costly part of this test."""
-    steps = [f"In step {i} the cook adds {i + 2} cups of flour, stirs the bowl slowly and checks the oven." for i in range(23)]
+    steps = [f"In step {i} the cook adds {i + 2} cups of flour, stirs the bowl slowly and checks the oven."
+             for i in range(23)]
     return {"activity_label": "Baking bread", "ctx": " ".join(steps) + " the cook",
             "endings": ["puts the dough in the oven.", "goes swimming in the lake."], "label": 0}
 
@@ -74,7 +76,8 @@ def _gsm8k_data(tmp_path: Path) -> Path:
         return SHARED / "data" / "gsm8k"
     from tunescope.data.synthetic import generate_problems
 
-    problems = generate_problems(40 + GSM8K_ITEMS, seed=0)  # distinct problems: the shots never include the item
+    # distinct problems: the shots never include the item
+    problems = generate_problems(40 + GSM8K_ITEMS, seed=0)
     for name, rows in (("train", problems[:40]), ("test", problems[40:])):
         (tmp_path / f"{name}.jsonl").write_text(
             "".join(json.dumps({"question": r["question"], "answer": r["answer"]}) + "\n" for r in rows))
@@ -82,7 +85,8 @@ def _gsm8k_data(tmp_path: Path) -> Path:
 
 
 def _hellaswag_data(tmp_path: Path, n: int = 3) -> Path:
-    """The first `n` items of ../shared's HellaSwag (or built-in ones), and one item longer than the window."""
+    """The first `n` items of ../shared's HellaSwag (or built-in ones), and one item longer than the
+    window."""
     shared = SHARED / "data" / "hellaswag" / "validation.jsonl"
     if shared.is_file():
         with open(shared, encoding="utf-8") as fh:
@@ -116,7 +120,8 @@ def test_gsm8k_greedy_answers_equal_transformers_generate(gemma, tmp_path):
         assert ids.shape[1] > window, "the prompt must be longer than the sliding window to test it"
         with torch.inference_mode():
             gen = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=MAX_NEW_TOKENS,
-                                 do_sample=False, stop_strings=UNTIL, tokenizer=tok, pad_token_id=tok.pad_token_id)
+                                 do_sample=False, stop_strings=UNTIL, tokenizer=tok,
+                                 pad_token_id=tok.pad_token_id)
         text = tok.decode(gen[0, ids.shape[1]:], skip_special_tokens=True)
         for stop in UNTIL:
             text = text.split(stop)[0]

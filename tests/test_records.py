@@ -22,7 +22,8 @@ def test_jsonl_records_and_a_line_that_is_not_an_object(tmp_path):
     assert err.value.where == f"{path}:2"
 
 
-@pytest.mark.parametrize("payload", [[{"a": 1}, {"a": 2}], {"data": [{"a": 1}, {"a": 2}]}, {"rows": [{"a": 1}, {"a": 2}], "n": 2}])
+@pytest.mark.parametrize("payload", [[{"a": 1}, {"a": 2}], {"data": [{"a": 1}, {"a": 2}]},
+                                     {"rows": [{"a": 1}, {"a": 2}], "n": 2}])
 def test_json_list_or_an_object_holding_one_list(tmp_path, payload):
     path = tmp_path / "d.json"
     path.write_text(json.dumps(payload))
@@ -55,7 +56,8 @@ def test_csv_with_and_without_header_counts_physical_lines(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text('question,answer\n"two\nlines",a1\n\nq3,a3\n')
     with_header = read_records(path, header=True)
-    assert [r.data for r in with_header] == [{"question": "two\nlines", "answer": "a1"}, {"question": "q3", "answer": "a3"}]
+    assert [r.data for r in with_header] == [{"question": "two\nlines", "answer": "a1"},
+                                             {"question": "q3", "answer": "a3"}]
     assert [r.where for r in with_header] == [f"{path}:2", f"{path}:5"]
     raw = read_records(path, header=False)
     assert [r.data for r in raw][0] == ["question", "answer"]
@@ -71,7 +73,8 @@ def test_unsupported_suffix(tmp_path):
 
 def test_training_and_evaluation_read_the_same_json_file_alike(tmp_path):
     path = tmp_path / "test.json"
-    path.write_text(json.dumps({"rows": [{"question": "q1", "answer": "a1"}, {"question": "q2", "answer": ""}]}))
+    path.write_text(json.dumps({"rows": [{"question": "q1", "answer": "a1"},
+                                         {"question": "q2", "answer": ""}]}))
     with pytest.raises(UserError, match="field 'answer' is empty") as err:
         load_rows(str(path))
     assert err.value.where == f"{path}: record 2"

@@ -63,9 +63,11 @@ def test_report_registers_and_ambiguous_names_are_refused(db, two_runs, tmp_path
     r1, _ = two_runs
     pipeline.write_report(r1)  # `tunescope report` registers the run
     row = run_registry.get_run("r1")
-    # The verdicts and the losses are the report's: validation loss 0.8 + 1.2·exp(-step/8) at steps 5, 10, ..., 40
-    # (three points in the tail: falling, but the slope test does not reject, so further training is inconclusive).
-    assert row["further_training"] == "inconclusive" and row["overfitting"] == 0 and row["forgetting_tasks"] == []
+    # The verdicts and the losses are the report's: validation loss 0.8 + 1.2·exp(-step/8) at
+    # steps 5, 10, ..., 40 (three points in the tail: falling, but the slope test does not reject, so
+    # further training is inconclusive).
+    assert (row["further_training"] == "inconclusive" and row["overfitting"] == 0
+            and row["forgetting_tasks"] == [])
     assert row["val_loss_first"] == pytest.approx(0.8 + 1.2 * math.exp(-5 / 8))
     assert row["val_loss_best"] == pytest.approx(0.8 + 1.2 * math.exp(-5))
     assert (row["steps"], row["tokens_supervised"], row["cost_usd"]) == (40, 36000, 0.0042)
@@ -101,7 +103,8 @@ def test_waits_for_a_held_write_lock(db, monkeypatch):
 
     def traced_connect(*args, **kwargs):
         conn = real_connect(*args, **kwargs)
-        conn.set_trace_callback(lambda sql: insert_begins.set() if sql.startswith("BEGIN IMMEDIATE") else None)
+        conn.set_trace_callback(lambda sql: insert_begins.set() if sql.startswith("BEGIN IMMEDIATE")
+                                else None)
         return conn
 
     def insert() -> None:
@@ -133,7 +136,8 @@ WRITER = textwrap.dedent("""
         time.sleep(0.001)
     for i in range(n):
         run_registry.insert_record({"path": f"/runs/p{proc}-{i}", "name": f"p{proc}-{i}", "model": "m",
-                                "scores": [{"label": "tuned", "task": "gsm8k", "metric": "exact_match,strict-match",
+                                "scores": [{"label": "tuned", "task": "gsm8k", \
+"metric": "exact_match,strict-match",
                                             "value": (proc * n + i) / 1000, "stderr": 0.01, "n": 100}]})
 """)
 
@@ -142,7 +146,8 @@ def test_concurrent_writers_lose_no_rows(db):
     procs_n, per_proc = 6, 15
     start = time.time() + 1.5  # every writer starts at the same moment
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(p), str(per_proc), str(start)],
-                              env={**os.environ, "TUNESCOPE_REGISTRY": str(db)}, stderr=subprocess.PIPE, text=True)
+                              env={**os.environ, "TUNESCOPE_REGISTRY": str(db)}, stderr=subprocess.PIPE,
+                              text=True)
              for p in range(procs_n)]
     for p in procs:
         _, err = p.communicate(timeout=120)
@@ -164,8 +169,9 @@ def test_cli_runs_commands(db, two_runs):
     # The four commands run side by side (read-only, so they must not block each other either).
     commands = {"list": ("list",), "board": ("leaderboard", "--task", "heldout"), "show": ("show", "r2"),
                 "missing": ("show", "zzz")}
-    procs = {k: subprocess.Popen([sys.executable, "-m", "tunescope.cli", "runs", *args], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True, env=env) for k, args in commands.items()}
+    procs = {k: subprocess.Popen([sys.executable, "-m", "tunescope.cli", "runs", *args],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for k, args in commands.items()}
     out = {k: (p.communicate(timeout=120), p.returncode) for k, p in procs.items()}
     (stdout, stderr), rc = out["list"]
     assert rc == 0 and "r1" in stdout and "r2" in stdout, stderr

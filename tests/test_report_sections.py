@@ -24,8 +24,8 @@ def _private_registry(tmp_path, monkeypatch):
 def forgetting_run(tmp_path_factory):
     """Heldout (target) drops significantly AND hellaswag (not a target) drops 20 points significantly."""
     root = tmp_path_factory.mktemp("runs")
-    run = build_run(root, "drop", heldout_base_acc=0.7, heldout_tuned_acc=0.2, mc_base_acc=0.6, mc_tuned_acc=0.4,
-                    inject_response=INJECTED)
+    run = build_run(root, "drop", heldout_base_acc=0.7, heldout_tuned_acc=0.2, mc_base_acc=0.6,
+                    mc_tuned_acc=0.4, inject_response=INJECTED)
     paths = pipeline.write_report(run, register=False)
     return run, json.loads(paths["json"].read_text()), paths
 
@@ -49,14 +49,16 @@ def test_all_sections_present_and_numbers_labelled(forgetting_run):
     imp = data["training"]["loss_improvement"]
     assert imp["train"]["available"] and imp["val"]["available"]
     assert imp["train"]["improvement_first_to_best_pct"] >= imp["train"]["improvement_first_to_last_pct"]
-    assert data["training"]["token_accuracy"]["train"]["final"] > data["training"]["token_accuracy"]["train"]["first"]
+    assert (data["training"]["token_accuracy"]["train"]["final"]
+            > data["training"]["token_accuracy"]["train"]["first"])
     # Validation loss is 0.8 + 1.2·exp(-step/8), logged every 5 steps: falling over steps 30–40, but a line
     # through three points of a curve has one residual degree of freedom, and its slope test does not reject.
     ft = data["learning_curve"]["further_training"]
     assert ft["further_training_would_likely_help"] == "inconclusive" and ft["basis"] == "val"
     assert ft["val"]["slope_per_step"] < 0 and ft["val"]["p_value"] >= 0.05
     assert "further training would likely help: inconclusive — validation loss slope" in ft["summary"]
-    assert (ft["val"]["window_start_step"], ft["val"]["window_end_step"], ft["val"]["n_points"]) == (30, 40, 3)
+    assert (ft["val"]["window_start_step"], ft["val"]["window_end_step"],
+            ft["val"]["n_points"]) == (30, 40, 3)
     assert imp["val"]["best"] == {"step": 40, "value": pytest.approx(0.8 + 1.2 * math.exp(-5))}
     assert data["learning_curve"]["overfitting"]["gap_at_last"]["available"]
     assert data["efficiency"]["tokens_supervised"] == 36000
@@ -65,8 +67,9 @@ def test_all_sections_present_and_numbers_labelled(forgetting_run):
     assert "teacher-forced" in md and "teacher-forced" in html
     assert data["efficiency"]["loss_path"] == "supervised rows"
     assert "Loss computed by" in md and "matched the model&#39;s own loss" in html
-    for heading in ("1. Overview", "2. Key training metrics", "3. Learning curve analysis", "4. Computational efficiency",
-                    "5. Dataset insights", "6. Evaluation", "7. Error analysis", "8. Contamination", "9. Conclusions"):
+    for heading in ("1. Overview", "2. Key training metrics", "3. Learning curve analysis",
+                    "4. Computational efficiency", "5. Dataset insights", "6. Evaluation",
+                    "7. Error analysis", "8. Contamination", "9. Conclusions"):
         assert heading in md and heading in html
     # No image or number is lost: images inline in the HTML, as files beside the Markdown.
     assert html.count("data:image/png;base64,") >= 6
@@ -95,8 +98,10 @@ def test_threshold_setting_and_embedding_cap(tmp_path):
     data = json.loads(pipeline.write_report(run, register=False,
                                             overrides=["report.forgetting_threshold_points=25"])["json"].read_text())
     # A 20-point significant drop is under a 25-point threshold: no flag, and the conclusion says so.
-    assert data["evaluation"]["forgetting_tasks"] == [] and data["settings"]["forgetting_threshold_points"] == 25
-    assert any("Forgetting on the non-target task(s) hellaswag: not flagged" in c["text"] for c in data["conclusions"])
+    assert (data["evaluation"]["forgetting_tasks"] == []
+            and data["settings"]["forgetting_threshold_points"] == 25)
+    assert any("Forgetting on the non-target task(s) hellaswag: not flagged" in c["text"]
+               for c in data["conclusions"])
     cl = data["dataset"]["clusters"]
     assert cl["n_embedded"] == 20 and cl["n_total"] == 40 and cl["sampled"]
     assert "20 of 40 questions embedded" in cl["cap_note"] and cl["projection"] == "pca"
@@ -205,7 +210,8 @@ def test_summary_table_reads_the_new_report(forgetting_run):
     _, data, _ = forgetting_run
     rows = dict(summary_rows(data))
     assert any("FORGETTING" in v for v in rows.values())
-    assert "final train token accuracy (teacher-forced)" in rows and "further training would likely help" in rows
+    assert ("final train token accuracy (teacher-forced)" in rows
+            and "further training would likely help" in rows)
 
 
 def test_report_templates_only_show_presented_figures():

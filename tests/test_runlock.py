@@ -16,13 +16,14 @@ from tunescope.core.errors import UserError
 from tunescope.store.lock import lock_path, run_lock
 
 ROOT = Path(__file__).resolve().parents[1]
-TRY_LOCK = "import sys; from tunescope.store.lock import run_lock\nwith run_lock(sys.argv[1]): print('locked')"
+TRY_LOCK = ("import sys; from tunescope.store.lock import run_lock\n"
+            "with run_lock(sys.argv[1]): print('locked')")
 
 
 def try_in_another_process(folder: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-c", TRY_LOCK, str(folder)], capture_output=True, text=True, env=env,
-                          timeout=120)
+    return subprocess.run([sys.executable, "-c", TRY_LOCK, str(folder)], capture_output=True, text=True,
+                          env=env, timeout=120)
 
 
 def test_the_partial_and_the_final_name_share_one_lock(tmp_path):
@@ -58,7 +59,8 @@ def test_existing_only_leaves_no_lock_beside_a_missing_folder(tmp_path):
 @pytest.mark.parametrize("text, ok", [
     ("a: &x [1, 2]\nb: *x\nc: *x\n", True),
     ("a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
-     "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: [*d, *d, *d]\n",
+     "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: "
+     "[*d, *d, *d]\n",
      False),
     ("a: &a [*a]\n", False),
 ])

@@ -34,14 +34,15 @@ def site(tmp_path_factory):
     alpha, beta, gamma = finished_runs(root, registry)
     xss_folder = root / "runs" / "xss"
     xss_folder.mkdir()
-    run_registry.insert_record({"path": str(xss_folder.resolve()), "name": XSS_NAME, "model": "<b>bold-model</b>",
-                                "dataset": "<script>alert('data')</script>", "method": "lora", "scores": []},
+    run_registry.insert_record({"path": str(xss_folder.resolve()), "name": XSS_NAME,
+                                "model": "<b>bold-model</b>", "dataset": "<script>alert('data')</script>",
+                                "method": "lora", "scores": []},
                                registry)
     live = running_run(root / "runs", "live")
     index = RunIndex(registry, [root / "runs"])
     served = Served(index)
-    yield {"root": root, "registry": registry, "url": served.url, "alpha": alpha, "beta": beta, "gamma": gamma,
-           "live": live, "xss": xss_folder}
+    yield {"root": root, "registry": registry, "url": served.url, "alpha": alpha, "beta": beta,
+           "gamma": gamma, "live": live, "xss": xss_folder}
     served.stop()
 
 
@@ -104,7 +105,8 @@ def test_run_page_shows_report_config_and_scores(site):
     assert "learning_rate" in body and "heldout" in body and "exact_match,strict-match" in body
     status, headers, report = get(site, f"/runs/{rid(site['alpha'])}/files/report.html")
     assert status == 200 and headers["content-type"].startswith("text/html")
-    assert "sandbox" in headers["content-security-policy"] and "script-src 'none'" in headers["content-security-policy"]
+    assert ("sandbox" in headers["content-security-policy"]
+            and "script-src 'none'" in headers["content-security-policy"])
     assert report == (site["alpha"] / "report.html").read_text(encoding="utf-8")
 
 
@@ -154,7 +156,8 @@ def test_live_progress_reads_new_records_from_an_offset(site, tmp_path):
     status, _, body = get(site, f"/api/runs/{index_id}/progress?offset=0")
     first = json.loads(body)
     assert status == 200 and first["status"] == "running" and first["started"]
-    assert [r["kind"] for r in first["records"]] == ["setup"] and first["records"][0]["total_steps_planned"] == 10
+    assert ([r["kind"] for r in first["records"]] == ["setup"]
+            and first["records"][0]["total_steps_planned"] == 10)
     train_step(live, 1)
     with (live / "metrics.jsonl").open("a") as f:
         f.write('{"kind": "train", "step": 2')  # a line still being written is left for the next poll
@@ -164,7 +167,8 @@ def test_live_progress_reads_new_records_from_an_offset(site, tmp_path):
         f.write(', "loss": 1.0, "elapsed_s": 1.0}\n')
     third = json.loads(get(site, f"/api/runs/{index_id}/progress?offset={second['offset']}")[2])
     assert [(r["kind"], r["step"], r["loss"]) for r in third["records"]] == [("train", 2, 1.0)]
-    (live / "metrics.jsonl").write_text('{"kind": "setup", "total_steps_planned": 10}\n')  # a resumed run rewinds
+    # a resumed run rewinds
+    (live / "metrics.jsonl").write_text('{"kind": "setup", "total_steps_planned": 10}\n')
     fourth = json.loads(get(site, f"/api/runs/{index_id}/progress?offset={third['offset']}")[2])
     assert fourth["reset"] and [r["kind"] for r in fourth["records"]] == ["setup"]
     final = live.parent / "live-offsets"
@@ -181,7 +185,8 @@ def test_an_unfinished_run_whose_process_is_gone_is_interrupted(site):
 
     from tunescope.serve.partial_runs import SCAN_EVERY_S
 
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True)
     folder = running_run(site["root"] / "runs", "orphan", pid=int(gone.stdout))
     try:
         time.sleep(SCAN_EVERY_S + 0.1)  # the runs table rescans the folders once a second
@@ -252,7 +257,8 @@ def test_runs_registered_by_an_earlier_version_show_their_scores_without_a_test(
     page = index.query(Query(sort="delta", filters={"task": "heldout"}))
     by_name = {e.name: e.headline for e in page.rows}
     assert by_name["alpha"]["task"] == "heldout" and by_name["alpha"]["metric"] == "exact_match,strict-match"
-    assert by_name["alpha"]["base"] == pytest.approx(0.1) and by_name["alpha"]["delta_points"] == pytest.approx(50)
+    assert (by_name["alpha"]["base"] == pytest.approx(0.1)
+            and by_name["alpha"]["delta_points"] == pytest.approx(50))
     assert by_name["alpha"]["p_holm"] is None
     assert [e.name for e in page.rows][-1] == "beta"
     assert registry.stat().st_size > 0 and run_registry.connect_read_only(registry).execute(

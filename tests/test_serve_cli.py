@@ -38,7 +38,8 @@ def one_line_exit_2(proc: subprocess.CompletedProcess, *words: str) -> None:
 
 @pytest.mark.parametrize("port", ["abc", "70000", "-1"])
 def test_a_bad_port_is_one_line(env, tmp_path, port):
-    proc = subprocess.run(serve_cmd("--port", port), capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    proc = subprocess.run(serve_cmd("--port", port), capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=60)
     one_line_exit_2(proc, "--port", "not a port")
 
 
@@ -47,21 +48,22 @@ def test_a_port_in_use_is_one_line(env, tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        proc = subprocess.run(serve_cmd("--port", str(port)), capture_output=True, text=True, env=env, cwd=tmp_path,
-                              timeout=60)
+        proc = subprocess.run(serve_cmd("--port", str(port)), capture_output=True, text=True, env=env,
+                              cwd=tmp_path, timeout=60)
     one_line_exit_2(proc, f"port {port}", "already in use")
 
 
 def test_a_missing_registry_is_one_line(env, tmp_path):
     env = {**env, "TUNESCOPE_REGISTRY": str(tmp_path / "none" / "registry.sqlite")}
-    proc = subprocess.run(serve_cmd("--port", "0"), capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    proc = subprocess.run(serve_cmd("--port", "0"), capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=60)
     one_line_exit_2(proc, "no run registry", str(tmp_path / "none"))
     assert not (tmp_path / "none").exists()  # nothing created
 
 
 def test_another_host_without_a_token_is_one_line(env, tmp_path):
-    proc = subprocess.run(serve_cmd("--host", "0.0.0.0", "--port", "0"), capture_output=True, text=True, env=env,
-                          cwd=tmp_path, timeout=60)
+    proc = subprocess.run(serve_cmd("--host", "0.0.0.0", "--port", "0"), capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=60)
     one_line_exit_2(proc, "--host", "--token")
 
 
@@ -72,8 +74,8 @@ def test_a_missing_runs_dir_is_one_line(env, tmp_path):
 
 
 def test_serve_prints_its_address_and_serves(env, tmp_path):
-    proc = subprocess.Popen(serve_cmd("--port", "0"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, cwd=tmp_path)
+    proc = subprocess.Popen(serve_cmd("--port", "0"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=tmp_path)
     try:
         line = proc.stdout.readline()
         assert line.startswith("tunescope serve: http://127.0.0.1:"), line + proc.stderr.read()

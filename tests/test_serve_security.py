@@ -32,8 +32,9 @@ def site(tmp_path_factory):
     os.symlink(run / "config.yaml", run / "link-in.yaml")
     xss_run = root / "runs" / "xss"
     xss_run.mkdir()
-    run_registry.insert_record({"path": str(xss_run.resolve()), "name": XSS_NAME, "model": "<b>bold-model</b>",
-                                "dataset": "<script>alert('data')</script>", "method": "lora", "scores": []},
+    run_registry.insert_record({"path": str(xss_run.resolve()), "name": XSS_NAME,
+                                "model": "<b>bold-model</b>", "dataset": "<script>alert('data')</script>",
+                                "method": "lora", "scores": []},
                                registry)
     served = Served(RunIndex(registry, [root / "runs"]))
     yield {"root": root, "registry": registry, "url": served.url, "run": run, "rid": run_id(run.resolve()),
@@ -64,7 +65,8 @@ def test_files_inside_the_run_folder_are_served_as_inert_text(site):
     status, headers, body = http_get(site["url"], f"/runs/{site['rid']}/files/eval/base/results.json")
     assert status == 200 and headers["content-type"].startswith("text/plain") and '"results"' in body
     assert headers["x-content-type-options"] == "nosniff" and "sandbox" in headers["content-security-policy"]
-    assert http_get(site["url"], f"/runs/{site['rid']}/files/link-in.yaml")[0] == 200  # a link that stays inside
+    # a link that stays inside
+    assert http_get(site["url"], f"/runs/{site['rid']}/files/link-in.yaml")[0] == 200
 
 
 def test_no_route_serves_other_files(site):
@@ -137,13 +139,15 @@ def test_every_request_must_present_the_token(tmp_path):
     live = running_run(tmp_path / "runs", "t")
     served = Served(RunIndex(registry, [tmp_path / "runs"]), token="s3cret")
     try:
-        for path in ("/", "/static/serve.css", f"/api/runs/{run_id(live.resolve())}/progress", "/leaderboard"):
+        for path in ("/", "/static/serve.css", f"/api/runs/{run_id(live.resolve())}/progress",
+                     "/leaderboard"):
             assert http_get(served.url, path)[0] == 401, path
         assert http_get(served.url, "/?token=wrong")[0] == 401
         status, headers, _ = http_get(served.url, "/?token=s3cret&q=t")
         assert status == 303 and headers["location"] == "/?q=t"
         cookie = headers["set-cookie"].split(";")[0]
-        assert "httponly" in headers["set-cookie"].lower() and "samesite=strict" in headers["set-cookie"].lower()
+        assert ("httponly" in headers["set-cookie"].lower()
+                and "samesite=strict" in headers["set-cookie"].lower())
         assert http_get(served.url, "/", headers={"Cookie": cookie})[0] == 200
         assert http_get(served.url, "/", headers={"Authorization": "Bearer s3cret"})[0] == 200
         assert http_get(served.url, "/", headers={"Cookie": "tunescope_token=wrong"})[0] == 401

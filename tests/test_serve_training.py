@@ -35,7 +35,8 @@ def test_progress_of_a_real_training_run(tiny_model_dir, tmp_path):
     index = RunIndex(registry, [runs])
     served = Served(index)
     env = {**os.environ, "TUNESCOPE_REGISTRY": str(registry),
-           "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src") + os.pathsep
+           + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen([sys.executable, "-m", "tunescope.cli", "train", str(config)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -60,7 +61,8 @@ def test_progress_of_a_real_training_run(tiny_model_dir, tmp_path):
             if answer["status"] == "finished":
                 final_url = answer["final_url"]
                 break
-            assert answer["status"] == "running", (answer, proc.stderr.read() if proc.poll() is not None else "")
+            assert answer["status"] == "running", (answer,
+                                                   proc.stderr.read() if proc.poll() is not None else "")
             time.sleep(0.3)
         assert proc.wait(timeout=300) == 0, proc.stderr.read()
         assert total == STEPS and steps_seen == list(range(1, STEPS + 1))

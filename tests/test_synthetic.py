@@ -80,8 +80,8 @@ def test_family_order_and_drawn_problems_are_unchanged() -> None:
         "shopping_change", "unit_rate", "ages", "fraction_of_group", "percent_discount", "travel_distance",
         "sharing_equally", "garden_fence", "savings_weeks", "recipe_scaling", "hourly_wages", "dozens",
         "reading_pages", "fuel_cost", "store_inventory", "ticket_prices", "garden_harvest", "plant_growth",
-        "basketball_points", "school_schedule", "comparison", "test_average", "coin_counting", "bake_sale_profit",
-        "tank_filling", "running_laps"]
+        "basketball_points", "school_schedule", "comparison", "test_average", "coin_counting",
+        "bake_sale_profit", "tank_filling", "running_laps"]
     digest = hashlib.sha256(json.dumps(generate_problems(200, seed=0), sort_keys=True).encode()).hexdigest()
     assert digest == "ba189db15e1a814a05cc71940f80151336672eec4ec7da9816a4ed0d75862fba"
 

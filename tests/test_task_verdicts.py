@@ -59,9 +59,9 @@ def test_the_short_run_0_to_3_percent_on_32_items_is_inconclusive():
     s, items = curve({0: right(32, 0), 9: right(32, 0), 18: right(32, 0), 27: right(32, 1)})
     v = tc.further_training(s, items, tail_fraction=0.15, alpha=ALPHA, margin_points=MARGIN)
     assert v["outcome"] == "inconclusive" and v["further_training_would_likely_help"] == "inconclusive"
-    assert v["summary"].startswith("heldout exact match (strict-match) at the end of training: inconclusive — "
-                                   "0.0% at step 18 → 3.1% at step 27 (+3.1 points; McNemar exact p=1.000, "
-                                   "0 items lost and 1 gained of n=32)")
+    assert v["summary"].startswith("heldout exact match (strict-match) at the end of training: "
+                                   "inconclusive — 0.0% at step 18 → 3.1% at step 27 (+3.1 points; "
+                                   "McNemar exact p=1.000, 0 items lost and 1 gained of n=32)")
     assert " no " not in v["summary"] and "yes" not in v["summary"]
     assert tc.overfitting(s, items, ALPHA, MARGIN)["summary"].endswith("so there is no fall to test")
 

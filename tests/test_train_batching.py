@@ -49,7 +49,8 @@ def test_resumed_stream_replays_the_same_order():
     stream = _micro_batches(lengths, 4, 3, state)
     for _ in range(17):
         next(stream)
-    resumed = _micro_batches(lengths, 4, 3, TrainState(epoch=state.epoch, batch_in_epoch=state.batch_in_epoch))
+    resumed = _micro_batches(lengths, 4, 3,
+                             TrainState(epoch=state.epoch, batch_in_epoch=state.batch_in_epoch))
     assert [next(resumed) for _ in range(13)] == first[17:]
 
 

@@ -18,8 +18,8 @@ from tunescope.recipes.export import base_source, export_run
 from tunescope.store.fileio import write_json, write_text_atomic
 from tunescope.train.adapters import build_trainable
 
-PROMPTS = ["Instruction: Tom has 3 apples and buys 4 more.\nResponse:", "A shop sells 12 pens for $3 each. What",
-           "0123456789 + - * / ="]
+PROMPTS = ["Instruction: Tom has 3 apples and buys 4 more.\nResponse:",
+           "A shop sells 12 pens for $3 each. What", "0123456789 + - * / ="]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -56,7 +56,8 @@ def test_merged_export_agrees_with_base_plus_adapter(tmp_path, tiny_model_dir, t
     assert json.loads((adapter_dir / "adapter_config.json").read_text())["r"] == 8
 
     merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
-    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter_dir).eval()
+    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                                          adapter_dir).eval()
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     for prompt in PROMPTS:
         ids = tiny_tokenizer(prompt, return_tensors="pt")["input_ids"]
@@ -80,7 +81,8 @@ def test_export_cli_and_errors(tmp_path, tiny_model_dir):
     with pytest.raises(UserError, match="run directory not found"):
         export_run(tmp_path / "nothing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match=r"not a tunescope run directory \(missing config\.yaml, manifest\.json\)"):
+    with pytest.raises(UserError,
+                       match=r"not a tunescope run directory \(missing config\.yaml, manifest\.json\)"):
         export_run(tmp_path / "empty")
 
 

@@ -55,7 +55,8 @@ def first_step(model) -> dict:
 
 def test_a_verified_head_is_applied_by_hand_and_recorded():
     model = build_tiny_llama(len(tokenizer())).eval()
-    assert loss_mod.loss_path(model) == (BY_HAND, "the output layer applied by hand matched the model's own loss")
+    assert loss_mod.loss_path(model) == (BY_HAND,
+                                         "the output layer applied by hand matched the model's own loss")
     assert loss_mod.split_head(model) is not None
     want = own_loss(model)
     step = first_step(model)
@@ -80,7 +81,8 @@ def test_a_head_the_loss_cannot_reproduce_falls_back_to_the_model_forward():
     per_example = per_example_losses(model, examples, batch_size=4, pad_id=tokenizer().pad_token_id,
                                      device=torch.device("cpu"))
     tokens = [sum(1 for t in e.labels[1:] if t != -100) for e in examples]
-    assert sum(loss * n for loss, n in zip(per_example, tokens, strict=True)) / sum(tokens) == pytest.approx(want, rel=1e-4)
+    assert (sum(loss * n for loss, n in zip(per_example, tokens, strict=True)) / sum(tokens)
+            == pytest.approx(want, rel=1e-4))
 
 
 def test_a_head_with_a_bias_is_never_applied_by_hand():

@@ -77,8 +77,8 @@ def test_splitting_batches_by_tokens_leaves_training_unchanged(tiny_model_dir, t
     examples = _examples(tiny_tokenizer, 16)
     finals = []
     for cap in (None, 200):
-        model, cfg = _model(tiny_model_dir, max_steps=3, batch_size=8, learning_rate=1e-2, micro_batch_tokens=cap,
-                            early_stopping_patience=None)
+        model, cfg = _model(tiny_model_dir, max_steps=3, batch_size=8, learning_rate=1e-2,
+                            micro_batch_tokens=cap, early_stopping_patience=None)
         summary, records = _train(model, cfg, examples)
         finals.append(([r["loss"] for r in records if r["kind"] == "train"],
                        {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}))
@@ -99,7 +99,8 @@ def test_early_stopping_ships_the_best_step(tiny_model_dir, tiny_tokenizer):
     snapshots = {}
 
     def remember(state, total):
-        snapshots[state.step] = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        snapshots[state.step] = {n: p.detach().clone() for n, p in model.named_parameters()
+                                 if p.requires_grad}
 
     summary, records = _train(model, cfg, train_set, val_set, on_step=remember)
     vals = [r for r in records if r["kind"] == "val"]
@@ -112,7 +113,8 @@ def test_early_stopping_ships_the_best_step(tiny_model_dir, tiny_tokenizer):
             assert torch.equal(p, snapshots[summary["best_step"]][n])
 
 
-def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tiny_model_dir, tiny_tokenizer, tmp_path):
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tiny_model_dir, tiny_tokenizer,
+                                                                         tmp_path):
     examples = _examples(tiny_tokenizer, 16)
     model, cfg = _model(tiny_model_dir, max_steps=6, batch_size=4, checkpoint_every=2)
     poisoned = {"on": False}
@@ -167,7 +169,8 @@ def test_summary_reports_tokens_throughput_mfu_memory_and_cost(tiny_model_dir, t
     assert summary["throughput_supervised_tps"] > 0 and summary["throughput_nonpad_tps"] > 0
     assert 0 < summary["mfu"] < 1 and summary["peak_flops"] > 1e8
     # MFU divides by the best peak of any dtype the device runs; the training dtype's own comes second.
-    assert summary["peak_flops"] == max(summary["peak_flops_by_dtype"].values()) >= summary["peak_flops_own_dtype"]
+    assert (summary["peak_flops"] == max(summary["peak_flops_by_dtype"].values())
+            >= summary["peak_flops_own_dtype"])
     assert summary["peak_flops_by_dtype"][summary["peak_flops_dtype"]] == summary["peak_flops"]
     assert summary["mfu"] <= summary["mfu_own_dtype"] and summary["peak_flops_source"] == "measured"
     assert summary["peak_rss_mb"] > 100 and summary["cuda_max_allocated_mb"] is None

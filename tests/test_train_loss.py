@@ -17,7 +17,8 @@ from tunescope.train.fused import fuse_lora_forward, keep_mask
 from tunescope.train.loss import SupervisedCausalLM, head_cross_entropy, supervised_loss
 
 ROWS = [
-    {"question": "Tom has 3 apples and buys 4 more. How many apples does he have?", "answer": "3+4 = 7\n#### 7"},
+    {"question": "Tom has 3 apples and buys 4 more. How many apples does he have?",
+     "answer": "3+4 = 7\n#### 7"},
     {"question": "A shop sells 12 pens for $3 each. What is the total?", "answer": "12*3 = 36\n#### 36"},
     {"question": "She walks 5 miles each day for 6 days. How far?", "answer": "5 * 6 = 30 miles\n#### 30"},
 ]

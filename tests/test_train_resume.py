@@ -16,8 +16,9 @@ from kill_resume import KillResume
 from tunescope.store.fileio import read_jsonl
 
 OVERRIDES = ["data.source=synthetic-math", "data.synthetic_size=60", "eval.tasks=[]", "prompt.max_length=128",
-             "training.max_steps=9", "training.batch_size=4", "training.eval_every=3", "training.checkpoint_every=2",
-             "training.learning_rate=1e-2", "training.lora.dropout=0.1", "training.threads=1",
+             "training.max_steps=9", "training.batch_size=4", "training.eval_every=3",
+             "training.checkpoint_every=2", "training.learning_rate=1e-2", "training.lora.dropout=0.1",
+             "training.threads=1",
              "training.warmup_ratio=0.2"]
 
 
@@ -31,7 +32,8 @@ def test_sigkill_then_resume_gives_the_same_adapter_bit_for_bit(tmp_path, tiny_m
 
     partial = out / ".killed.partial"
     assert not (out / "killed").exists()
-    assert [p.name for p in sorted((partial / "checkpoints").glob("step-*"))] == ["step-00000004", "step-00000006"]
+    assert ([p.name for p in sorted((partial / "checkpoints").glob("step-*"))]
+            == ["step-00000004", "step-00000006"])
     # Make the kill land between checkpoints: drop the step-6 one, so steps 5-6 must be replayed.
     import shutil
 

@@ -43,7 +43,8 @@ def test_scores_at_step_zero_every_n_steps_and_the_last(tiny_model_dir, tmp_path
     summary = record.summary
     assert summary.selected_by == "val_loss" and summary.best_step == summary.best_by["val_loss"]["step"]
     assert summary.task_eval_s > 0 and summary.wall_s > summary.train_s
-    assert set(summary.best_by) == {"val_loss", "heldout:exact_match,strict-match", "heldout:exact_match,flexible-extract"}
+    assert set(summary.best_by) == {"val_loss", "heldout:exact_match,strict-match",
+                                    "heldout:exact_match,flexible-extract"}
 
 
 def test_off_by_default_writes_nothing_new(tiny_model_dir, tmp_path, one_torch_thread):
@@ -93,11 +94,12 @@ def _disagreeing_data(root):
     import random
 
     rng = random.Random(0)
-    rows = [{"question": f"{rng.randint(10, 99)} {'red' if i % 3 == 0 else 'blue'}", "answer": "3" if i % 3 == 0 else "7"}
+    rows = [{"question": f"{rng.randint(10, 99)} {'red' if i % 3 == 0 else 'blue'}",
+             "answer": "3" if i % 3 == 0 else "7"}
             for i in range(200)]
     (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    probe = [{"activity_label": "Instruction", "ctx": f"{rng.randint(10, 99)} red\nResponse:", "endings": ["7", "3"],
-              "label": 0} for _ in range(32)]
+    probe = [{"activity_label": "Instruction", "ctx": f"{rng.randint(10, 99)} red\nResponse:",
+              "endings": ["7", "3"], "label": 0} for _ in range(32)]
     (root / "probe").mkdir()
     (root / "probe" / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in probe))
 
@@ -106,13 +108,15 @@ def test_task_metric_ships_its_best_step_and_the_report_flags_the_divergence(tin
                                                                              one_torch_thread):
     _disagreeing_data(tmp_path)
     cfg = load_config(None, [
-        f"model.name={tiny_model_dir}", f"output_dir={tmp_path}", "name=diverging", f"data.source={tmp_path / 'train.jsonl'}",
-        "training.method=full", "training.max_steps=100", "training.batch_size=8", "training.eval_every=10",
-        "training.threads=1", "training.warmup_ratio=0", "training.learning_rate=5e-3", "training.lr_scheduler=constant",
-        "training.early_stopping_patience=null", "prompt.max_length=32", "training.select_best_by=hellaswag:acc",
-        "eval.tasks=[hellaswag]", "eval.limit=32", "eval.evaluate_base=false", f"eval.data_path={{hellaswag: {tmp_path / 'probe'}}}",
-        "eval.during_training.enabled=true", "eval.during_training.tasks=[hellaswag]", "eval.during_training.limit=32",
-        "report.embedding_backend=tfidf"])
+        f"model.name={tiny_model_dir}", f"output_dir={tmp_path}", "name=diverging",
+        f"data.source={tmp_path / 'train.jsonl'}", "training.method=full", "training.max_steps=100",
+        "training.batch_size=8", "training.eval_every=10", "training.threads=1", "training.warmup_ratio=0",
+        "training.learning_rate=5e-3", "training.lr_scheduler=constant",
+        "training.early_stopping_patience=null", "prompt.max_length=32",
+        "training.select_best_by=hellaswag:acc", "eval.tasks=[hellaswag]", "eval.limit=32",
+        "eval.evaluate_base=false", f"eval.data_path={{hellaswag: {tmp_path / 'probe'}}}",
+        "eval.during_training.enabled=true", "eval.during_training.tasks=[hellaswag]",
+        "eval.during_training.limit=32", "report.embedding_backend=tfidf"])
     run_dir = pipeline.run(cfg)
     record = open_run(run_dir)
     acc = {r.step: r.value for r in record.records(TaskEvalRecord) if r.metric == "acc,none"}
@@ -129,21 +133,23 @@ def test_task_metric_ships_its_best_step_and_the_report_flags_the_divergence(tin
     div = report["task_curves"]["divergence"]
     assert div["diverged_tasks"] == ["hellaswag"]
     check = div["checks"][0]
-    assert check["direction"] == "validation loss improved while task accuracy fell" and check["p_holm"] < 0.05
+    assert (check["direction"] == "validation loss improved while task accuracy fell"
+            and check["p_holm"] < 0.05)
     assert check["test"]["method"].startswith("chi-square") or check["test"]["method"] == "exact binomial"
     texts = [c["text"] for c in report["conclusions"]]
-    assert any(t.startswith("Divergence on hellaswag: validation loss improved while task accuracy fell") and "McNemar" in t
-               for t in texts)
-    assert any(f"step {best_task_step}'s, chosen by hellaswag:acc,none" in t and "val_loss would have shipped" in t
-               for t in texts)
+    assert any(t.startswith("Divergence on hellaswag: validation loss improved while task accuracy fell")
+               and "McNemar" in t for t in texts)
+    assert any(f"step {best_task_step}'s, chosen by hellaswag:acc,none" in t
+               and "val_loss would have shipped" in t for t in texts)
     md = (run_dir / "report.md").read_text()
     assert "Task accuracy during training" in md and "report_images/task_curves.png" in md
     assert "Scoring tasks during training" in md
 
 
 RESUME_OVERRIDES = [
-    "data.synthetic_size=60", "eval.tasks=[]", "prompt.max_length=128", "training.max_steps=9", "training.batch_size=4",
-    "training.eval_every=3", "training.checkpoint_every=2", "training.learning_rate=1e-2", "training.threads=1",
+    "data.synthetic_size=60", "eval.tasks=[]", "prompt.max_length=128", "training.max_steps=9",
+    "training.batch_size=4", "training.eval_every=3", "training.checkpoint_every=2",
+    "training.learning_rate=1e-2", "training.threads=1",
     "eval.heldout_size=6", "eval.max_new_tokens=16", "eval.during_training.enabled=true",
     "eval.during_training.limit=6", "training.select_best_by=heldout:exact_match,flexible-extract"]
 
@@ -189,7 +195,8 @@ def test_compare_overlays_task_curves_and_runs_show_lists_each_criterion(tmp_pat
     a = add_task_curves(build_run(tmp_path, "a", with_train_examples=False),
                         {"heldout": {0: 0.1, 20: 0.5, 40: 0.4}, "hellaswag": {0: 0.6, 20: 0.6, 40: 0.55}},
                         selected_by="heldout:exact_match,strict-match")
-    b = add_task_curves(build_run(tmp_path, "b", with_train_examples=False), {"heldout": {0: 0.1, 20: 0.3, 40: 0.45}})
+    b = add_task_curves(build_run(tmp_path, "b", with_train_examples=False),
+                        {"heldout": {0: 0.1, 20: 0.3, 40: 0.45}})
     pipeline.write_report(a)  # registers the run too
     shown = registry.get_run("a")
     assert shown["selected_by"] == "heldout:exact_match,strict-match"
@@ -198,7 +205,8 @@ def test_compare_overlays_task_curves_and_runs_show_lists_each_criterion(tmp_pat
 
     paths = compare_recipe.compare([a, b], output=tmp_path / "cmp")
     data = json.loads(paths["json"].read_text())
-    curves = {e["task"]: [(s["run"], s["steps"], s["values"]) for s in e["runs"]] for e in data["task_curves"]}
+    curves = {e["task"]: [(s["run"], s["steps"], s["values"]) for s in e["runs"]]
+              for e in data["task_curves"]}
     assert curves["heldout"] == [("a", [0, 20, 40], [0.1, 0.5, 0.4]), ("b", [0, 20, 40], [0.1, 0.3, 0.45])]
     assert [r for r, _, _ in curves["hellaswag"]] == ["a"]
     assert (tmp_path / "cmp" / "report_images" / "task_curve_heldout.png").is_file()
@@ -210,7 +218,8 @@ def test_forgetting_during_training_is_flagged_against_step_zero(tmp_path):
     from synthetic_run import add_task_curves, build_run
 
     run = add_task_curves(build_run(tmp_path, "forgets", with_train_examples=False),
-                          {"heldout": {0: 0.1, 20: 0.5, 40: 0.6}, "hellaswag": {0: 0.8, 20: 0.5, 40: 0.75}}, n=60)
+                          {"heldout": {0: 0.1, 20: 0.5, 40: 0.6}, "hellaswag": {0: 0.8, 20: 0.5, 40: 0.75}},
+                          n=60)
     pipeline.write_report(run, register=False)
     tc = json.loads((run / "report.json").read_text())["task_curves"]
     fg = tc["forgetting"]
@@ -251,8 +260,9 @@ def test_scoring_in_place_leaves_training_unchanged(tiny_model_dir, tiny_tokeniz
     from tunescope.train.loop import train
 
     rows = generate_problems(20, seed=0)
-    examples, _ = encode_dataset(rows[:16], tiny_tokenizer, template=DEFAULT_TEMPLATE, use_chat_template=False,
-                                 train_on_prompt=False, max_length=160, overflow="truncate")
+    examples, _ = encode_dataset(rows[:16], tiny_tokenizer, template=DEFAULT_TEMPLATE,
+                                 use_chat_template=False, train_on_prompt=False, max_length=160,
+                                 overflow="truncate")
     heldout = task_from_docs("heldout", rows[16:], "Instruction: {question}\nResponse:")
     results = []
     for scored in (False, True):
@@ -260,13 +270,14 @@ def test_scoring_in_place_leaves_training_unchanged(tiny_model_dir, tiny_tokeniz
                              gradient_checkpointing=checkpointing, lora=LoraConfig(dropout=0.1))
         torch.manual_seed(0)
         model = build_trainable(AutoModelForCausalLM.from_pretrained(tiny_model_dir), cfg)
-        scorer = TrainingTimeScorer([(heldout, [0, 1, 2, 3])], tiny_tokenizer, tmp_path / str(scored), every=1,
-                                    batch_size=4, max_new_tokens=8) if scored else None
+        scorer = TrainingTimeScorer([(heldout, [0, 1, 2, 3])], tiny_tokenizer, tmp_path / str(scored),
+                                    every=1, batch_size=4, max_new_tokens=8) if scored else None
         records = []
-        train(model, examples, examples[:4], cfg, seed=1, pad_id=2, device=torch.device("cpu"), dtype=torch.float32,
-              log=records.append, scorer=scorer)
+        train(model, examples, examples[:4], cfg, seed=1, pad_id=2, device=torch.device("cpu"),
+              dtype=torch.float32, log=records.append, scorer=scorer)
         assert model.training
-        timeless = [{k: v for k, v in r.items() if k != "elapsed_s"} for r in records if r["kind"] in ("train", "val")]
+        timeless = [{k: v for k, v in r.items() if k != "elapsed_s"} for r in records
+                    if r["kind"] in ("train", "val")]
         results.append((timeless,
                         {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}))
         if scored:

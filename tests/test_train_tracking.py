@@ -72,8 +72,9 @@ def test_missing_tracker_is_a_clear_error(tmp_path, monkeypatch):
 
 def test_rewind_drops_what_came_after_the_checkpoint(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    for r in [{"kind": "setup"}, {"kind": "train", "step": 1}, {"kind": "val", "step": 2}, {"kind": "train", "step": 2},
-              {"kind": "train", "step": 3}, {"kind": "val", "step": 4}, {"kind": "other", "x": 1}]:
+    for r in [{"kind": "setup"}, {"kind": "train", "step": 1}, {"kind": "val", "step": 2},
+              {"kind": "train", "step": 2}, {"kind": "train", "step": 3}, {"kind": "val", "step": 4},
+              {"kind": "other", "x": 1}]:
         append_jsonl(path, r)
     assert rewind_metrics(tmp_path, 2)  # the setup record stays, first
     assert read_jsonl(path) == [{"kind": "setup"}, {"kind": "train", "step": 1}, {"kind": "val", "step": 2},

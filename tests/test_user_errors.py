@@ -30,7 +30,8 @@ from typer.testing import CliRunner
 from synthetic_run import build_run
 
 ROOT = Path(__file__).resolve().parents[1]
-GOOD_ROWS = [{"question": f"What is {a} plus {a + 1}?", "answer": f"{a} + {a + 1} = {2 * a + 1}\n#### {2 * a + 1}"}
+GOOD_ROWS = [{"question": f"What is {a} plus {a + 1}?",
+              "answer": f"{a} + {a + 1} = {2 * a + 1}\n#### {2 * a + 1}"}
              for a in range(1, 25)]
 GOOD_JSONL = "".join(json.dumps(r) + "\n" for r in GOOD_ROWS)
 BASE_CONFIG = {
@@ -79,7 +80,8 @@ def contamination_case(id: str, extra: list[str], words: tuple[str, ...], *, dat
                        files: dict | None = None, code: int = 2) -> Case:
     """`tunescope contamination DATA -t gsm8k` on a local task file holding the training questions (so a
     3-gram overlap is found), with `extra` options after the defaults (a later option wins)."""
-    argv = ["contamination", data, "-t", "gsm8k", "--data-path", "gsm8k=@TMP@/test.jsonl", "--ngram", "3", *extra]
+    argv = ["contamination", data, "-t", "gsm8k", "--data-path", "gsm8k=@TMP@/test.jsonl", "--ngram", "3",
+            *extra]
     return Case(id=id, argv=argv, words=words, code=code, files={"test.jsonl": GOOD_JSONL, **(files or {})},
                 before_load=True)
 
@@ -90,7 +92,8 @@ def data_case(id: str, name: str, content: str | bytes, words: tuple[str, ...], 
 
 
 def eval_case(id: str, extra: list[str], words: tuple[str, ...], files: dict | None = None, **kw) -> Case:
-    return Case(id=id, argv=[*EVAL, *extra], words=words, files={"test.jsonl": GOOD_JSONL, **(files or {})}, **kw)
+    return Case(id=id, argv=[*EVAL, *extra], words=words, files={"test.jsonl": GOOD_JSONL, **(files or {})},
+                **kw)
 
 
 def model_case(id: str, model: str, words: tuple[str, ...], setup=None, **kw) -> Case:
@@ -144,7 +147,8 @@ def adapter_for(model: Path) -> Path:
 def complete_run(tmp: Path, model: Path, name: str = "run", *, adapter: bool = True, status: str = "complete",
                  folder: str | None = None) -> Path:
     """A finished run folder (synthetic metrics and evaluations) of the tiny model, with its adapter."""
-    run = build_run(tmp, name, model=str(model), extra_overrides=("training.threads=1",), n_mc=20, n_heldout=10)
+    run = build_run(tmp, name, model=str(model), extra_overrides=("training.threads=1",), n_mc=20,
+                    n_heldout=10)
     if folder is not None:
         run = run.rename(tmp / folder)
     manifest = json.loads((run / "manifest.json").read_text())
@@ -189,17 +193,21 @@ BIN = bytes(range(256)) * 4
 
 CASES: list[Case] = [
     # --- config: keys, values, YAML, the file itself -------------------------------------------------------
-    run_case({"trainig": {"epochs": 1}}, id="cfg-unknown-top-key", words=("unknown key 'trainig'", "training"),
-             before_load=True),
+    run_case({"trainig": {"epochs": 1}}, id="cfg-unknown-top-key",
+             words=("unknown key 'trainig'", "training"), before_load=True),
     run_case({"training": {"epocs": 1}}, id="cfg-unknown-nested-key", words=("training.epocs", "epochs"),
              before_load=True),
-    run_case({"training": {"learning_rate": -1}}, id="cfg-bad-value", words=("training.learning_rate", "greater"),
+    run_case({"training": {"learning_rate": -1}}, id="cfg-bad-value",
+             words=("training.learning_rate", "greater"), before_load=True),
+    run_case({"training": {"epochs": "three"}}, id="cfg-wrong-type", words=("training.epochs",),
              before_load=True),
-    run_case({"training": {"epochs": "three"}}, id="cfg-wrong-type", words=("training.epochs",), before_load=True),
-    run_case({"training": {"lora": {"r": 0}}}, id="cfg-lora-r-zero", words=("training.lora.r",), before_load=True),
-    run_case({"data": {"val_fraction": 1.5}}, id="cfg-val-fraction", words=("data.val_fraction",), before_load=True),
+    run_case({"training": {"lora": {"r": 0}}}, id="cfg-lora-r-zero", words=("training.lora.r",),
+             before_load=True),
+    run_case({"data": {"val_fraction": 1.5}}, id="cfg-val-fraction", words=("data.val_fraction",),
+             before_load=True),
     run_case({"device": "tpu"}, id="cfg-device-literal", words=("key 'device'",), before_load=True),
-    run_case({"model": {"dtype": "float8"}}, id="cfg-dtype-literal", words=("model.dtype",), before_load=True),
+    run_case({"model": {"dtype": "float8"}}, id="cfg-dtype-literal", words=("model.dtype",),
+             before_load=True),
     run_case({"eval": {"temperature": 0.5}}, id="cfg-temperature-without-samples",
              words=("eval.temperature", "samples > 1"), before_load=True),
     run_case({"name": "../escape"}, id="cfg-name-escapes", words=("key 'name'",), before_load=True),
@@ -208,10 +216,10 @@ CASES: list[Case] = [
              before_load=True, absent=("runs",)),
     run_case({"seed": -1}, id="cfg-seed-negative", words=("key 'seed'",), before_load=True),
     run_case({"data": {"seed": 2**32}}, id="cfg-data-seed-huge", words=("data.seed",), before_load=True),
-    run_case(sets=("seed=99999999999999999999999999",), id="set-seed-huge", words=("--set seed", "4294967296"),
-             before_load=True, absent=("runs",)),
-    run_case({"prompt": {"template": 'Q: {question} as JSON {"x": 1}\nA: {answer}'}}, id="cfg-template-braces",
-             words=("prompt.template", "{{"), before_load=True),
+    run_case(sets=("seed=99999999999999999999999999",), id="set-seed-huge",
+             words=("--set seed", "4294967296"), before_load=True, absent=("runs",)),
+    run_case({"prompt": {"template": 'Q: {question} as JSON {"x": 1}\nA: {answer}'}},
+             id="cfg-template-braces", words=("prompt.template", "{{"), before_load=True),
     run_case({"prompt": {"template": "Q: {question} {"}}, id="cfg-template-open-brace",
              words=("prompt.template", "{{"), before_load=True),
     run_case({"prompt": {"template": "Q: {question} }\nA: {answer}"}}, id="cfg-template-close-brace",
@@ -224,7 +232,8 @@ CASES: list[Case] = [
              words=("prompt.template", "before {answer}"), before_load=True),
     run_case({"prompt": {"template": "Q: {question[0]}\nA: {answer}"}}, id="cfg-template-index",
              words=("prompt.template",), before_load=True),
-    run_case({"training": {"method": "qlora"}}, id="cfg-qlora-on-cpu", words=("training.method",), before_load=True),
+    run_case({"training": {"method": "qlora"}}, id="cfg-qlora-on-cpu", words=("training.method",),
+             before_load=True),
     run_case({"device": "cuda"}, id="cfg-cuda-missing", words=("device", "CUDA"), before_load=True),
     Case(id="cfg-line-of-nested-key", argv=["run", "@CFG@"], before_load=True,
          files={"c.yaml": "name: t\ntraining:\n  epochs: 1\n  learning_rate: -2\n"},
@@ -247,8 +256,9 @@ CASES: list[Case] = [
     Case(id="cfg-is-folder", argv=["run", "@TMP@"], words=("folder",)),
     Case(id="train-cfg-typo", argv=["train", "@CFG@"], files={"c.yaml": "name: t\ntrainig: {}\n"},
          words=("c.yaml:2", "trainig"), before_load=True),
-    # --- --set overrides --------------------------------------------------------------------------------------
-    run_case(sets=("training.epochs",), id="set-no-equals", words=("--set", "key.path=value"), before_load=True),
+    # --- --set overrides ------------------------------------------------------------------------------------
+    run_case(sets=("training.epochs",), id="set-no-equals", words=("--set", "key.path=value"),
+             before_load=True),
     run_case(sets=("=3",), id="set-empty-key", words=("--set", "empty key"), before_load=True),
     run_case(sets=("training.nope=1",), id="set-unknown-key", words=("--set training.nope", "unknown key"),
              not_words=("c.yaml",), before_load=True),
@@ -261,15 +271,18 @@ CASES: list[Case] = [
     # --- training data -------------------------------------------------------------------------------------
     data_case("data-missing-field", "d.jsonl", GOOD_JSONL + json.dumps({"question": "q"}) + "\n",
               ("d.jsonl:25", "answer")),
-    data_case("data-bad-json-line", "d.jsonl", GOOD_JSONL[:200] + "\n{oops\n", ("d.jsonl:", "not valid JSON Lines")),
+    data_case("data-bad-json-line", "d.jsonl", GOOD_JSONL[:200] + "\n{oops\n",
+              ("d.jsonl:", "not valid JSON Lines")),
     data_case("data-line-not-object", "d.jsonl", "[1, 2]\n", ("d.jsonl:1", "JSON object")),
     data_case("data-not-utf8-jsonl", "d.jsonl", NOT_UTF8, ("d.jsonl:2", "UTF-8")),
-    data_case("data-not-utf8-json", "d.json", b'[{"question": "caf\xe9", "answer": "1"}]', ("d.json:1", "UTF-8")),
+    data_case("data-not-utf8-json", "d.json", b'[{"question": "caf\xe9", "answer": "1"}]',
+              ("d.json:1", "UTF-8")),
     data_case("data-not-utf8-csv", "d.csv", b"question,answer\nq,1\ncaf\xe9,2\n", ("d.csv:3", "UTF-8")),
     data_case("data-binary-jsonl", "d.jsonl", BIN, ("d.jsonl", "UTF-8")),
     data_case("data-json-invalid", "d.json", '[{"question": "q",', ("d.json:1", "not valid JSON")),
     data_case("data-json-not-list", "d.json", '{"a": 1, "b": 2}', ("d.json", "list")),
-    data_case("data-csv-extra-column", "d.csv", "question,answer\nq1,1\nq2,2,surplus\n", ("d.csv:3", "header has 2")),
+    data_case("data-csv-extra-column", "d.csv", "question,answer\nq1,1\nq2,2,surplus\n",
+              ("d.csv:3", "header has 2")),
     data_case("data-csv-missing-column", "d.csv", "question,answer\nq1,1\nq2\n", ("d.csv:3", "1 fields")),
     data_case("data-parquet-not-parquet", "d.parquet", "question,answer\nq,1\n", ("d.parquet", "Parquet")),
     data_case("data-parquet-empty-file", "d.parquet", b"", ("d.parquet", "Parquet")),
@@ -279,50 +292,56 @@ CASES: list[Case] = [
               ("d.jsonl:1", "answer", "empty")),
     data_case("data-answer-is-list", "d.jsonl", json.dumps({"question": "q", "answer": [1]}) + "\n",
               ("d.jsonl:1", "answer")),
-    run_case({"data": {"source": "@TMP@/missing.jsonl"}}, id="data-file-missing", words=("missing.jsonl", "not found"),
-             before_load=True),
+    run_case({"data": {"source": "@TMP@/missing.jsonl"}}, id="data-file-missing",
+             words=("missing.jsonl", "not found"), before_load=True),
     run_case({"data": {"source": "@TMP@/dir"}}, id="data-dir-without-split", files={"dir/readme.md": "x"},
              words=("dir", "no train file"), before_load=True),
-    run_case({"data": {"question_field": "prompt"}}, id="data-question-field-missing", files={"train.jsonl": GOOD_JSONL},
-             words=("train.jsonl:1", "prompt"), before_load=True),
+    run_case({"data": {"question_field": "prompt"}}, id="data-question-field-missing",
+             files={"train.jsonl": GOOD_JSONL}, words=("train.jsonl:1", "prompt"), before_load=True),
     run_case({"prompt": {"max_length": 8, "overflow": "drop"}}, id="data-nothing-left-after-encoding",
              files={"train.jsonl": GOOD_JSONL}, words=("prompt.max_length", "no training examples"),
              before_load=True, absent=("runs/t", "runs/.t.partial")),
     run_case({"prompt": {"max_length": 8, "overflow": "drop"}, "eval": {"tasks": ["heldout"]}},
              id="data-nothing-left-before-base-eval", files={"train.jsonl": GOOD_JSONL},
              words=("prompt.max_length",), before_load=True, absent=("runs/.t.partial",)),
-    # --- tunescope contamination: the training file, the tasks, the options (no model ever loads) -------------
+    # --- tunescope contamination: the training file, the tasks, the options (no model ever loads) -----------
     contamination_case("contamination-ok", [], ("task gsm8k", "training example"), code=0),
-    contamination_case("contamination-data-missing", [], ("nope.jsonl", "not found"), data="@TMP@/nope.jsonl"),
+    contamination_case("contamination-data-missing", [], ("nope.jsonl", "not found"),
+                       data="@TMP@/nope.jsonl"),
     contamination_case("contamination-data-format", [], ("notes.txt", "unsupported file type"),
                        data="@TMP@/notes.txt", files={"notes.txt": "hello\n"}),
     contamination_case("contamination-data-bad-json", [], ("bad.jsonl:2",), data="@TMP@/bad.jsonl",
                        files={"bad.jsonl": GOOD_JSONL.splitlines()[0] + '\n{"question": "a", "answer"\n'}),
-    contamination_case("contamination-data-missing-field", [], ("q.jsonl:1", "question"), data="@TMP@/q.jsonl",
-                       files={"q.jsonl": '{"prompt": "a", "answer": "b"}\n'}),
+    contamination_case("contamination-data-missing-field", [], ("q.jsonl:1", "question"),
+                       data="@TMP@/q.jsonl", files={"q.jsonl": '{"prompt": "a", "answer": "b"}\n'}),
     contamination_case("contamination-unknown-task", ["-t", "gsm9k"], ("unknown task 'gsm9k'",)),
-    contamination_case("contamination-task-file-missing", ["--data-path", "gsm8k=@TMP@/none.jsonl"], ("none.jsonl",)),
-    contamination_case("contamination-data-path-form", ["--data-path", "gsm8k"], ("task=PATH", "--data-path")),
+    contamination_case("contamination-task-file-missing", ["--data-path", "gsm8k=@TMP@/none.jsonl"],
+                       ("none.jsonl",)),
+    contamination_case("contamination-data-path-form", ["--data-path", "gsm8k"],
+                       ("task=PATH", "--data-path")),
     contamination_case("contamination-limit-zero", ["--limit", "0"], ("--limit", "at least 1")),
     contamination_case("contamination-ngram-zero", ["--ngram", "0"], ("--ngram", "at least 1")),
-    # --- evaluation options -----------------------------------------------------------------------------------
-    Case(id="eval-unknown-task", argv=["eval", "-m", "x/y", "-t", "gsm9k"], words=("unknown task 'gsm9k'", "gsm8k"),
-         before_load=True),
+    # --- evaluation options ---------------------------------------------------------------------------------
+    Case(id="eval-unknown-task", argv=["eval", "-m", "x/y", "-t", "gsm9k"],
+         words=("unknown task 'gsm9k'", "gsm8k"), before_load=True),
     Case(id="eval-samples-zero", argv=["eval", "-m", "x/y", "-t", "gsm8k", "--samples", "0"],
          words=("samples", "at least 1"), before_load=True),
     Case(id="eval-temperature-greedy", argv=["eval", "-m", "x/y", "-t", "gsm8k", "--temperature", "0.5"],
          words=("temperature", "samples > 1"), before_load=True),
     eval_case("eval-limit-zero", ["--limit", "0"], ("--limit", "at least 1"), before_load=True),
     eval_case("eval-limit-negative", ["--limit", "-3"], ("--limit",), before_load=True),
-    eval_case("eval-batch-size-zero", ["--batch-size", "0"], ("--batch-size", "at least 1"), before_load=True),
-    eval_case("eval-batch-size-text", ["--batch-size", "many"], ("--batch-size", "integer"), before_load=True),
+    eval_case("eval-batch-size-zero", ["--batch-size", "0"], ("--batch-size", "at least 1"),
+              before_load=True),
+    eval_case("eval-batch-size-text", ["--batch-size", "many"], ("--batch-size", "integer"),
+              before_load=True),
     eval_case("eval-dtype-unknown", ["--dtype", "float8"], ("--dtype", "float32"), before_load=True),
     eval_case("eval-engine-unknown", ["--engine", "warp"], ("--engine",), before_load=True),
-    eval_case("eval-engine-with-lm-eval", ["--engine", "native", "--backend", "lm-eval"], ("--engine", "lm-eval"),
+    eval_case("eval-engine-with-lm-eval", ["--engine", "native", "--backend", "lm-eval"],
+              ("--engine", "lm-eval"), before_load=True),
+    eval_case("eval-data-path-no-equals", ["--data-path", "gsm8k"], ("--data-path", "task=PATH"),
               before_load=True),
-    eval_case("eval-data-path-no-equals", ["--data-path", "gsm8k"], ("--data-path", "task=PATH"), before_load=True),
-    eval_case("eval-data-path-missing", ["--data-path", "gsm8k=@TMP@/none.jsonl"], ("none.jsonl", "does not exist"),
-              before_load=True),
+    eval_case("eval-data-path-missing", ["--data-path", "gsm8k=@TMP@/none.jsonl"],
+              ("none.jsonl", "does not exist"), before_load=True),
     eval_case("eval-data-not-utf8", ["--data-path", "gsm8k=@TMP@/bad.jsonl"], ("bad.jsonl:2", "UTF-8"),
               files={"bad.jsonl": NOT_UTF8}, before_load=True),
     eval_case("eval-data-bad-json", ["--data-path", "gsm8k=@TMP@/bad.jsonl"], ("bad.jsonl:2", "JSON Lines"),
@@ -333,8 +352,8 @@ CASES: list[Case] = [
               files={"t.json": b'[{"question": "\xff"}]'}, before_load=True),
     eval_case("eval-output-is-file", ["--output", "@TMP@/out"], ("--output", "is a file"), files={"out": "x"},
               before_load=True),
-    eval_case("eval-output-under-file", ["--output", "@TMP@/out/res"], ("--output", "is a file"), files={"out": "x"},
-              before_load=True),
+    eval_case("eval-output-under-file", ["--output", "@TMP@/out/res"], ("--output", "is a file"),
+              files={"out": "x"}, before_load=True),
     eval_case("eval-output-read-only", ["--output", "@TMP@/ro/res"], ("--output", "ro"), readonly="ro",
               before_load=True, absent=("ro/res",)),
     eval_case("eval-adapter-missing-config", ["--adapter", "@TMP@/ad"], ("ad", "adapter_config.json"),
@@ -342,16 +361,18 @@ CASES: list[Case] = [
     eval_case("eval-adapter-config-invalid-json", ["--adapter", "@TMP@/ad"], ("adapter_config.json", "JSON"),
               setup=adapter_folder(lambda a: (a / "adapter_config.json").write_text('{"peft_type": ')),
               before_load=True),
-    eval_case("eval-adapter-config-no-peft-type", ["--adapter", "@TMP@/ad"], ("adapter_config.json", "peft_type"),
+    eval_case("eval-adapter-config-no-peft-type", ["--adapter", "@TMP@/ad"],
+              ("adapter_config.json", "peft_type"),
               setup=adapter_folder(lambda a: (a / "adapter_config.json").write_text("{}")), before_load=True),
     eval_case("eval-adapter-no-weights", ["--adapter", "@TMP@/ad"], ("ad", "adapter weights"),
               setup=adapter_folder(lambda a: (a / "adapter_model.safetensors").unlink()), before_load=True),
     eval_case("eval-adapter-wrong-targets", ["--adapter", "@TMP@/ad"], ("ad", "cannot apply the adapter"),
               setup=adapter_folder(lambda a: (a / "adapter_config.json").write_text(json.dumps(
-                  {**json.loads((a / "adapter_config.json").read_text()), "target_modules": ["no_such_layer"]})))),
+                  {**json.loads((a / "adapter_config.json").read_text()),
+                   "target_modules": ["no_such_layer"]})))),
     eval_case("eval-ok", [], ("gsm8k",), code=0),
     eval_case("eval-ok-writes-output", ["--output", "@TMP@/res"], (), code=0, exists=("res/results.json",)),
-    # --- models --------------------------------------------------------------------------------------------------
+    # --- models ---------------------------------------------------------------------------------------------
     model_case("model-unknown-alias", "no-such-model", ("unknown model alias 'no-such-model'",)),
     model_case("model-path-missing", "@TMP@/nowhere/model", ("does not exist",), not_words=("hub",)),
     model_case("model-relative-path-missing", "./no/such/folder", ("does not exist",), not_words=("hub",)),
@@ -362,7 +383,8 @@ CASES: list[Case] = [
                setup=edit_model(lambda m: truncate(m / "config.json"))),
     model_case("model-config-no-model-type", "@TMP@/m", ("config.json", "model_type"), not_words=("hub",),
                setup=edit_model(lambda m: (m / "config.json").write_text(json.dumps(
-                   {k: v for k, v in json.loads((m / "config.json").read_text()).items() if k != "model_type"})))),
+                   {k: v for k, v in json.loads((m / "config.json").read_text()).items()
+                    if k != "model_type"})))),
     model_case("model-config-unknown-type", "@TMP@/m", ("m", "cannot load"), not_words=("hub",),
                setup=edit_model(lambda m: (m / "config.json").write_text(json.dumps(
                    {**json.loads((m / "config.json").read_text()), "model_type": "no-such-arch"})))),
@@ -371,14 +393,15 @@ CASES: list[Case] = [
     model_case("model-truncated-weights", "@TMP@/m", ("model.safetensors", "damaged"), not_words=("hub",),
                setup=edit_model(lambda m: truncate(m / "model.safetensors"))),
     model_case("model-no-tokenizer", "@TMP@/m", ("no tokenizer",), not_words=("hub",),
-               setup=edit_model(lambda m: [(m / f).unlink() for f in ("tokenizer.json", "tokenizer_config.json")
+               setup=edit_model(lambda m: [(m / f).unlink()
+                                           for f in ("tokenizer.json", "tokenizer_config.json")
                                            if (m / f).exists()])),
     model_case("model-hub-id-offline", "no-org/no-model", ("could not fetch", "no-org/no-model")),
     run_case({"model": {"name": "@TMP@/nowhere"}}, id="run-model-path-missing", words=("does not exist",),
              not_words=("hub",), absent=("runs/.t.partial",)),
     run_case({"model": {"name": "@TMP@/m"}}, id="run-model-truncated-weights", words=("damaged",),
              setup=edit_model(lambda m: truncate(m / "model.safetensors")), absent=("runs/.t.partial",)),
-    # --- where results go ------------------------------------------------------------------------------------
+    # --- where results go -----------------------------------------------------------------------------------
     run_case({"output_dir": "@TMP@/out"}, id="run-output-dir-is-file", files={"out": "x"},
              words=("output_dir", "is a file"), before_load=True),
     run_case({"output_dir": "@TMP@/ro/runs"}, id="run-output-dir-read-only", readonly="ro",
@@ -386,8 +409,8 @@ CASES: list[Case] = [
     run_case(id="run-name-exists", setup=lambda tmp, m: (tmp / "runs" / "t").mkdir(parents=True),
              words=("already exists", "--overwrite"), before_load=True, exists=("runs/t",)),
     Case(id="resume-complete-run", argv=["run", "@CFG@", "--resume"], cfg={},
-         setup=lambda tmp, m: (tmp / "runs" / "t").mkdir(parents=True), words=("--resume", "already complete"),
-         before_load=True),
+         setup=lambda tmp, m: (tmp / "runs" / "t").mkdir(parents=True),
+         words=("--resume", "already complete"), before_load=True),
     # --- report ---------------------------------------------------------------------------------------------
     Case(id="report-missing", argv=["report", "@TMP@/nothing"], words=("run directory not found",)),
     Case(id="report-not-a-run", argv=["report", "@TMP@"], words=("not a tunescope run directory",)),
@@ -400,7 +423,8 @@ CASES: list[Case] = [
     Case(id="report-truncated-manifest", argv=["report", "@TMP@/run"],
          setup=with_run(lambda r: truncate(r / "manifest.json")), words=("manifest.json:", "not valid JSON")),
     Case(id="report-manifest-list", argv=["report", "@TMP@/run"],
-         setup=with_run(lambda r: (r / "manifest.json").write_text("[]")), words=("manifest.json", "JSON object")),
+         setup=with_run(lambda r: (r / "manifest.json").write_text("[]")),
+         words=("manifest.json", "JSON object")),
     Case(id="report-manifest-not-utf8", argv=["report", "@TMP@/run"],
          setup=with_run(lambda r: (r / "manifest.json").write_bytes(b'{"status": "\xff"}')),
          words=("manifest.json", "UTF-8")),
@@ -419,7 +443,8 @@ CASES: list[Case] = [
          setup=with_run(lambda r: (r / "eval" / "tuned" / "results.json").write_text("[1]")),
          words=("results.json", "JSON object")),
     Case(id="report-metrics-bad-line", argv=["report", "@TMP@/run"],
-         setup=with_run(lambda r: open(r / "metrics.jsonl", "a").write("{broken\n")), words=("metrics.jsonl:",)),
+         setup=with_run(lambda r: open(r / "metrics.jsonl", "a").write("{broken\n")),
+         words=("metrics.jsonl:",)),
     Case(id="report-metrics-no-kind", argv=["report", "@TMP@/run"],
          setup=with_run(lambda r: open(r / "metrics.jsonl", "a").write('{"step": 1}\n')),
          words=("metrics.jsonl:", "kind")),
@@ -427,18 +452,20 @@ CASES: list[Case] = [
          setup=with_run(lambda r: open(r / "train_examples.jsonl", "a").write("[]\n")),
          words=("train_examples.jsonl:",)),
     Case(id="report-samples-truncated", argv=["report", "@TMP@/run"],
-         setup=with_run(lambda r: truncate(r / "eval" / "base" / "heldout.jsonl", 0.5)), words=("heldout.jsonl:",)),
+         setup=with_run(lambda r: truncate(r / "eval" / "base" / "heldout.jsonl", 0.5)),
+         words=("heldout.jsonl:",)),
     Case(id="report-set-other-key", argv=["report", "@TMP@/run", "--set", "training.epochs=1"],
          setup=with_run(), words=("--set", "report.")),
     Case(id="report-set-bad-value", argv=["report", "@TMP@/run", "--set", "report.alpha=2"],
          setup=with_run(), words=("--set report.alpha",)),
     Case(id="report-read-only-run", argv=["report", "@TMP@/ro/run"], readonly="ro",
-         setup=lambda tmp, m: complete_run(tmp / "ro", m), words=("ro/run", "write"), absent=("ro/run/report.html",)),
+         setup=lambda tmp, m: complete_run(tmp / "ro", m), words=("ro/run", "write"),
+         absent=("ro/run/report.html",)),
     # --- compare --------------------------------------------------------------------------------------------
     Case(id="compare-same-run-twice", argv=["compare", "@TMP@/run", "@TMP@/run"], setup=with_run(),
          words=("named twice",), absent=("compare-run-vs-run",)),
-    Case(id="compare-same-run-other-spelling", argv=["compare", "@TMP@/run", "@TMP@/run/../run/"], setup=with_run(),
-         words=("named twice",)),
+    Case(id="compare-same-run-other-spelling", argv=["compare", "@TMP@/run", "@TMP@/run/../run/"],
+         setup=with_run(), words=("named twice",)),
     Case(id="compare-missing", argv=["compare", "@TMP@/run", "@TMP@/nope"], setup=with_run(),
          words=("nope", "not found")),
     Case(id="compare-not-a-run", argv=["compare", "@TMP@/run", "@TMP@/empty"],
@@ -447,14 +474,16 @@ CASES: list[Case] = [
          setup=lambda tmp, m: (complete_run(tmp, m), partial_run(tmp, m)), words=("not finished",)),
     Case(id="compare-no-runs", argv=["compare"], words=("Missing argument",)),
     # --- export ---------------------------------------------------------------------------------------------
-    Case(id="export-partial-run", argv=["export", "@TMP@/runs/.t.partial", "-o", "@TMP@/out"], setup=partial_run,
-         words=("did not complete", "failed"), not_words=("adapter:",), absent=("out", ".out.partial")),
-    Case(id="export-partial-run-merged", argv=["export", "@TMP@/runs/.t.partial", "--merged", "-o", "@TMP@/out"],
-         setup=partial_run, words=("did not complete",), absent=("out",)),
-    Case(id="export-running-run", argv=["export", "@TMP@/run", "-o", "@TMP@/out"], setup=with_run(status="running"),
-         words=("did not complete", "running"), absent=("out",)),
-    Case(id="export-no-adapter", argv=["export", "@TMP@/run", "-o", "@TMP@/out"], setup=with_run(adapter=False),
-         words=("no adapter/",), absent=("out",)),
+    Case(id="export-partial-run", argv=["export", "@TMP@/runs/.t.partial", "-o", "@TMP@/out"],
+         setup=partial_run, words=("did not complete", "failed"), not_words=("adapter:",),
+         absent=("out", ".out.partial")),
+    Case(id="export-partial-run-merged",
+         argv=["export", "@TMP@/runs/.t.partial", "--merged", "-o", "@TMP@/out"], setup=partial_run,
+         words=("did not complete",), absent=("out",)),
+    Case(id="export-running-run", argv=["export", "@TMP@/run", "-o", "@TMP@/out"],
+         setup=with_run(status="running"), words=("did not complete", "running"), absent=("out",)),
+    Case(id="export-no-adapter", argv=["export", "@TMP@/run", "-o", "@TMP@/out"],
+         setup=with_run(adapter=False), words=("no adapter/",), absent=("out",)),
     Case(id="export-adapter-truncated", argv=["export", "@TMP@/run", "-o", "@TMP@/out"],
          setup=with_run(lambda r: truncate(r / "adapter" / "adapter_model.safetensors")),
          words=("adapter_model.safetensors", "damaged"), absent=("out",)),
@@ -464,14 +493,15 @@ CASES: list[Case] = [
     Case(id="export-adapter-config-invalid", argv=["export", "@TMP@/run", "--merged", "-o", "@TMP@/out"],
          setup=with_run(lambda r: truncate(r / "adapter" / "adapter_config.json")),
          words=("adapter_config.json", "JSON"), absent=("out",)),
-    Case(id="export-output-exists", argv=["export", "@TMP@/run", "-o", "@TMP@/out"], files={"out/keep": "old"},
-         setup=with_run(), words=("exists", "--overwrite"), exists=("out/keep",)),
+    Case(id="export-output-exists", argv=["export", "@TMP@/run", "-o", "@TMP@/out"],
+         files={"out/keep": "old"}, setup=with_run(), words=("exists", "--overwrite"), exists=("out/keep",)),
     Case(id="export-output-is-file", argv=["export", "@TMP@/run", "-o", "@TMP@/out", "--overwrite"],
          files={"out": "x"}, setup=with_run(), words=("is a file",), exists=("out",)),
     Case(id="export-failed-overwrite-keeps-old", argv=["export", "@TMP@/runs/.t.partial", "-o", "@TMP@/out",
                                                        "--overwrite"],
          files={"out/keep": "old"}, setup=partial_run, words=("did not complete",), exists=("out/keep",)),
-    Case(id="export-dtype", argv=["export", "@TMP@/run", "--dtype", "int4"], setup=with_run(), words=("--dtype",)),
+    Case(id="export-dtype", argv=["export", "@TMP@/run", "--dtype", "int4"], setup=with_run(),
+         words=("--dtype",)),
     Case(id="export-full-without-merged", argv=["export", "@TMP@/run", "-o", "@TMP@/out"],
          setup=with_run(lambda r: (r / "config.yaml").write_text((r / "config.yaml").read_text().replace(
              "method: lora", "method: full"))), words=("--merged",), absent=("out",)),
@@ -481,12 +511,12 @@ CASES: list[Case] = [
     Case(id="export-ok", argv=["export", "@TMP@/run", "-o", "@TMP@/out"], setup=with_run(), code=0,
          words=("adapter:",), exists=("out/adapter_model.safetensors", "out/tunescope_export.json"),
          absent=(".out.partial",)),
-    Case(id="export-merged-ok", argv=["export", "@TMP@/run", "--merged", "-o", "@TMP@/out"], setup=with_run(), code=0,
-         words=("merged model:",), exists=("out/config.json", "out/model.safetensors")),
+    Case(id="export-merged-ok", argv=["export", "@TMP@/run", "--merged", "-o", "@TMP@/out"], setup=with_run(),
+         code=0, words=("merged model:",), exists=("out/config.json", "out/model.safetensors")),
     # --- registry -------------------------------------------------------------------------------------------
     Case(id="registry-show-unknown", argv=["runs", "show", "no-such-run"], words=("no-such-run",)),
-    Case(id="registry-leaderboard-unknown-label", argv=["runs", "leaderboard", "-t", "gsm8k", "--label", "middle"],
-         words=("middle",)),
+    Case(id="registry-leaderboard-unknown-label",
+         argv=["runs", "leaderboard", "-t", "gsm8k", "--label", "middle"], words=("middle",)),
 ]
 
 
@@ -496,7 +526,8 @@ CASES: list[Case] = [
 def fill(text, tmp: Path, model: Path):
     if isinstance(text, bytes):
         return text
-    return text.replace("@TMP@", str(tmp)).replace("@MODEL@", str(model)).replace("@CFG@", str(tmp / "c.yaml"))
+    return text.replace("@TMP@", str(tmp)).replace("@MODEL@", str(model)).replace("@CFG@",
+                                                                                  str(tmp / "c.yaml"))
 
 
 def prepare(case: Case, tmp: Path, model: Path) -> list[str]:
@@ -546,8 +577,8 @@ def invoke_read_only(argv: list[str], tmp: Path, folder: Path) -> tuple[int, str
     if os.geteuid() != 0:  # mode bits stop everyone but root
         folder.chmod(0o555)
         try:
-            proc = subprocess.run([sys.executable, "-m", "tunescope.cli", *argv], capture_output=True, text=True,
-                                  env=cli_env(tmp), timeout=300)
+            proc = subprocess.run([sys.executable, "-m", "tunescope.cli", *argv], capture_output=True,
+                                  text=True, env=cli_env(tmp), timeout=300)
         finally:
             folder.chmod(0o755)
         return proc.returncode, proc.stdout + proc.stderr
@@ -555,7 +586,8 @@ def invoke_read_only(argv: list[str], tmp: Path, folder: Path) -> tuple[int, str
         pytest.skip("running as root without a private mount namespace: no way to make a folder read-only")
     script = 'mount --bind -o ro "$1" "$1" && shift && exec "$@"'
     proc = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", str(folder), sys.executable, "-m",
-                           "tunescope.cli", *argv], capture_output=True, text=True, env=cli_env(tmp), timeout=300)
+                           "tunescope.cli", *argv], capture_output=True, text=True, env=cli_env(tmp),
+                          timeout=300)
     return proc.returncode, proc.stdout + proc.stderr
 
 
@@ -619,7 +651,8 @@ def start_run(tmp: Path, model: Path, *extra: str, preexec=None, steps: int = 20
                             preexec_fn=preexec)
 
 
-def wait_for(path_glob: str, root: Path, proc: subprocess.Popen, timeout: float = 240, at_least: int = 1) -> None:
+def wait_for(path_glob: str, root: Path, proc: subprocess.Popen, timeout: float = 240,
+             at_least: int = 1) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if len(list(root.glob(path_glob))) >= at_least:
@@ -691,9 +724,9 @@ def fault_disk_full_during_run(tmp: Path, model: Path) -> None:
 
 def fault_disk_full_during_export(tmp: Path, model: Path) -> None:
     complete_run(tmp, model)
-    proc = subprocess.run([sys.executable, "-m", "tunescope.cli", "export", str(tmp / "run"), "--merged", "-o",
-                           str(tmp / "out")], env=cli_env(tmp), capture_output=True, text=True, timeout=300,
-                          preexec_fn=_limit_file_size(20_000))
+    proc = subprocess.run([sys.executable, "-m", "tunescope.cli", "export", str(tmp / "run"), "--merged",
+                           "-o", str(tmp / "out")], env=cli_env(tmp), capture_output=True, text=True,
+                          timeout=300, preexec_fn=_limit_file_size(20_000))
     assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
     assert proc.returncode == 2 and "file too large" in proc.stderr, proc.stderr
     assert not (tmp / "out").exists() and not (tmp / ".out.partial").exists()
@@ -713,8 +746,9 @@ def fault_hub_unreachable_fails_fast(tmp: Path, model: Path) -> None:
     assert "Retrying" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
-FAULTS = {"hub-unreachable-fails-fast": fault_hub_unreachable_fails_fast,"sigint-during-run": fault_sigint, "kill-9-then-resume-past-damaged-checkpoint":
-          fault_kill_then_resume_past_a_damaged_checkpoint, "disk-full-during-run": fault_disk_full_during_run,
+FAULTS = {"hub-unreachable-fails-fast": fault_hub_unreachable_fails_fast, "sigint-during-run": fault_sigint,
+          "kill-9-then-resume-past-damaged-checkpoint": fault_kill_then_resume_past_a_damaged_checkpoint,
+          "disk-full-during-run": fault_disk_full_during_run,
           "disk-full-during-export": fault_disk_full_during_export}
 
 

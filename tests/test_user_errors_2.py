@@ -58,8 +58,8 @@ def grid_files(grid: dict | None = None, cfg: dict | None = None) -> dict[str, s
             "g.yaml": yaml.safe_dump({**GRID, **(grid or {})}, sort_keys=False)}
 
 
-def grid_case(id: str, extra: list[str], words: tuple[str, ...], grid: dict | None = None, cfg: dict | None = None,
-              files: dict | None = None, **kw) -> Case:
+def grid_case(id: str, extra: list[str], words: tuple[str, ...], grid: dict | None = None,
+              cfg: dict | None = None, files: dict | None = None, **kw) -> Case:
     return Case(id=id, argv=["grid", "@TMP@/g.yaml", *extra], words=words,
                 files={**grid_files(grid, cfg), **(files or {})}, **kw)
 
@@ -134,7 +134,7 @@ CSV_ROWS = "question,answer\n" + "".join(f'"{r["question"]}","{r["answer"]}"\n' 
 BOM = "\ufeff"
 
 CASES: list[Case] = [
-    # --- integrity: --overwrite and export never remove what tunescope did not write --------------------------
+    # --- integrity: --overwrite and export never remove what tunescope did not write ------------------------
     Case(id="export-output-is-the-runs-parent", argv=["export", "@TMP@/run", "-o", "@TMP@", "--overwrite"],
          setup=with_run(), words=("contains the run",), exists=("run/manifest.json", "run/adapter")),
     Case(id="export-output-is-the-run", argv=["export", "@TMP@/run", "-o", "@TMP@/run", "--overwrite"],
@@ -156,8 +156,8 @@ CASES: list[Case] = [
     Case(id="run-overwrite-foreign-folder-flag", argv=["run", "@CFG@", "--overwrite"], cfg={},
          files={"runs/t/notes.txt": "mine"}, words=("not a tunescope run", "--overwrite"),
          exists=("runs/t/notes.txt",), before_load=True),
-    Case(id="run-overwrite-file-in-place", argv=["run", "@CFG@", "--overwrite"], cfg={}, files={"runs/t": "mine"},
-         words=("not a run folder",), exists=("runs/t",), before_load=True),
+    Case(id="run-overwrite-file-in-place", argv=["run", "@CFG@", "--overwrite"], cfg={},
+         files={"runs/t": "mine"}, words=("not a run folder",), exists=("runs/t",), before_load=True),
     Case(id="run-resume-beside-a-finished-run", argv=["run", "@CFG@", "--resume"], cfg={},
          setup=both(partial_run, lambda tmp, m: complete_run(tmp / "runs", m, name="t")),
          words=("already exists", "--overwrite"), exists=("runs/t/manifest.json", "runs/.t.partial"),
@@ -168,39 +168,42 @@ CASES: list[Case] = [
     Case(id="export-takes-over-a-stale-lock", argv=["export", "@TMP@/run", "-o", "@TMP@/out"],
          setup=both(with_run(), stale_lock(".run.lock")), code=0, words=("stale lock", "999999"),
          exists=("out/adapter_config.json",), absent=(".run.lock",)),
-    Case(id="train-takes-over-a-stale-lock", argv=["train", "@CFG@"], cfg={}, setup=stale_lock("runs/.t.lock"),
-         code=0, words=("stale lock", "999999"), exists=("runs/t/manifest.json",), absent=("runs/.t.lock",)),
+    Case(id="train-takes-over-a-stale-lock", argv=["train", "@CFG@"], cfg={},
+         setup=stale_lock("runs/.t.lock"), code=0, words=("stale lock", "999999"),
+         exists=("runs/t/manifest.json",), absent=("runs/.t.lock",)),
     Case(id="report-missing-run-leaves-no-lock", argv=["report", "@TMP@/nope"], words=("nope",),
          absent=(".nope.lock",)),
-    Case(id="export-missing-run-leaves-no-lock", argv=["export", "@TMP@/nope", "-o", "@TMP@/out"], words=("nope",),
-         absent=(".nope.lock", "out")),
+    Case(id="export-missing-run-leaves-no-lock", argv=["export", "@TMP@/nope", "-o", "@TMP@/out"],
+         words=("nope",), absent=(".nope.lock", "out")),
     Case(id="export-symlink-loop-in-adapter", argv=["export", "@TMP@/run", "-o", "@TMP@/out"],
-         setup=with_run(lambda r: symlink_loop(r / "adapter")), words=("adapter",), absent=("out", ".out.partial")),
+         setup=with_run(lambda r: symlink_loop(r / "adapter")), words=("adapter",),
+         absent=("out", ".out.partial")),
     # --- console markup: user text is printed as it is ------------------------------------------------------
     Case(id="markup-report", argv=["report", f"@TMP@/a{MARK}"], setup=marked_run, code=0, words=(MARK,)),
     Case(id="markup-runs-list", argv=["runs", "list"], setup=registered_marked_run, code=0,
          words=("1 registered run",)),
     Case(id="markup-runs-show", argv=["runs", "show", f"@TMP@/a{MARK}"], setup=registered_marked_run, code=0,
          words=("synthetic-math",)),
-    Case(id="markup-export", argv=["export", f"@TMP@/a{MARK}", "-o", f"@TMP@/o{MARK}"], setup=marked_run, code=0,
-         words=(f"o{MARK}",), exists=(f"o{MARK}/adapter_config.json",)),
-    Case(id="markup-compare", argv=["compare", f"@TMP@/a{MARK}", "-o", f"@TMP@/c{MARK}"], setup=marked_run, code=0,
-         words=(f"c{MARK}",)),
+    Case(id="markup-export", argv=["export", f"@TMP@/a{MARK}", "-o", f"@TMP@/o{MARK}"], setup=marked_run,
+         code=0, words=(f"o{MARK}",), exists=(f"o{MARK}/adapter_config.json",)),
+    Case(id="markup-compare", argv=["compare", f"@TMP@/a{MARK}", "-o", f"@TMP@/c{MARK}"], setup=marked_run,
+         code=0, words=(f"c{MARK}",)),
     Case(id="markup-train", argv=["train", "@CFG@"], cfg={"output_dir": f"@TMP@/r{MARK}"}, code=0,
          words=(f"r{MARK}",), exists=(f"r{MARK}/t/manifest.json",)),
-    Case(id="markup-train-resume", argv=["train", "@CFG@", "--resume"], cfg={"output_dir": f"@TMP@/r{MARK}"}, code=0,
-         words=("no interrupted run", f"r{MARK}"), exists=(f"r{MARK}/t/manifest.json",)),
+    Case(id="markup-train-resume", argv=["train", "@CFG@", "--resume"], cfg={"output_dir": f"@TMP@/r{MARK}"},
+         code=0, words=("no interrupted run", f"r{MARK}"), exists=(f"r{MARK}/t/manifest.json",)),
     Case(id="markup-grid-dry-run", argv=["grid", f"@TMP@/g{MARK}/g.yaml", "--dry-run"], code=0, words=(MARK,),
          files={f"g{MARK}/{k}": v for k, v in grid_files().items()}),
     Case(id="markup-error-line", argv=["run", f"@TMP@/n{MARK}/c.yaml"], words=(f"n{MARK}", "not found")),
-    eval_case("markup-eval-output", ["--output", f"@TMP@/e{MARK}"], (), code=0, exists=(f"e{MARK}/results.json",)),
-    Case(id="markup-in-a-task-name", argv=["eval", "-m", "x/y", "-t", f"gsm8k{MARK}"], words=(MARK, "unknown task"),
-         before_load=True),
-    # --- YAML and long lines: bounded ---------------------------------------------------------------------------
+    eval_case("markup-eval-output", ["--output", f"@TMP@/e{MARK}"], (), code=0,
+              exists=(f"e{MARK}/results.json",)),
+    Case(id="markup-in-a-task-name", argv=["eval", "-m", "x/y", "-t", f"gsm8k{MARK}"],
+         words=(MARK, "unknown task"), before_load=True),
+    # --- YAML and long lines: bounded -----------------------------------------------------------------------
     Case(id="yaml-alias-bomb-run", argv=["run", "@CFG@"], files={"c.yaml": "name: t\n" + BOMB},
          words=("c.yaml", "aliases expand"), before_load=True, absent=("runs",)),
-    Case(id="yaml-alias-bomb-train", argv=["train", "@CFG@"], files={"c.yaml": BOMB}, words=("aliases expand",),
-         before_load=True),
+    Case(id="yaml-alias-bomb-train", argv=["train", "@CFG@"], files={"c.yaml": BOMB},
+         words=("aliases expand",), before_load=True),
     Case(id="yaml-alias-bomb-grid", argv=["grid", "@TMP@/g.yaml", "--dry-run"],
          files={**grid_files(), "g.yaml": BOMB}, words=("g.yaml", "aliases expand"), before_load=True),
     Case(id="yaml-alias-bomb-grid-base", argv=["grid", "@TMP@/g.yaml", "--dry-run"],
@@ -208,9 +211,10 @@ CASES: list[Case] = [
     Case(id="yaml-recursive-alias", argv=["run", "@CFG@"], files={"c.yaml": "name: t\nx: &a [1, *a]\n"},
          words=("c.yaml", "refers to"), before_load=True),
     Case(id="yaml-alias-bomb-in-set", argv=["run", "@CFG@", "--set",
-                                            "eval.tasks=" + "[&a [x,x,x,x,x,x,x,x,x,x], &b [*a,*a,*a,*a,*a,*a,*a,*a,"
-                                            "*a,*a], &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b], [*c,*c,*c,*c,*c,*c,*c,*c,"
-                                            "*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]]"],
+                                            "eval.tasks=" + "[&a [x,x,x,x,x,x,x,x,x,x], &b [*a,*a,*a,*a,"
+                                            "*a,*a,*a,*a,*a,*a], &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b], "
+                                            "[*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,"
+                                            "*c,*c,*c,*c,*c,*c]]"],
          cfg={}, words=("--set eval.tasks", "aliases expand"), before_load=True),
     Case(id="yaml-few-aliases-are-fine", argv=["grid", "@TMP@/g.yaml", "--dry-run"], code=0,
          words=("estimated total",), files={**grid_files(), "g.yaml": (
@@ -219,18 +223,19 @@ CASES: list[Case] = [
     Case(id="error-line-capped", argv=["run", "@CFG@"],
          files={"c.yaml": "name: t\n" + "".join(f"{c * 1000}: 1\n" for c in "klmnopqrstuvw")},
          words=("more characters",), before_load=True),
-    # --- data values that are not text ------------------------------------------------------------------------
+    # --- data values that are not text ----------------------------------------------------------------------
     data_case("data-answer-nan", "d.jsonl", GOOD_JSONL + '{"question": "q", "answer": NaN}\n',
               ("d.jsonl:25", "answer", "nan")),
     data_case("data-answer-null", "d.jsonl", GOOD_JSONL + '{"question": "q", "answer": null}\n',
               ("d.jsonl:25", "answer", "null")),
     data_case("data-question-infinity", "d.jsonl", '{"question": Infinity, "answer": "1"}\n',
               ("d.jsonl:1", "question")),
-    data_case("data-json-answer-nan", "d.json", '[{"question": "q", "answer": NaN}]', ("d.json: record 1", "answer")),
+    data_case("data-json-answer-nan", "d.json", '[{"question": "q", "answer": NaN}]',
+              ("d.json: record 1", "answer")),
     run_case({"data": {"source": "@TMP@/d.parquet"}}, id="data-parquet-answer-null", setup=parquet_with_null,
              words=("d.parquet: record 4", "answer", "null"), before_load=True),
-    data_case("data-csv-byte-order-mark", "d.csv", BOM + CSV_ROWS + '"q",""\n', ("d.csv:8", "answer", "empty"),
-              not_words=("missing field",)),
+    data_case("data-csv-byte-order-mark", "d.csv", BOM + CSV_ROWS + '"q",""\n',
+              ("d.csv:8", "answer", "empty"), not_words=("missing field",)),
     data_case("data-json-byte-order-mark", "d.json", BOM + '[{"question": "q", "answer": ""}]',
               ("d.json: record 1", "empty"), not_words=("JSON",)),
     data_case("data-jsonl-byte-order-mark", "d.jsonl", BOM + GOOD_JSONL + '{"question": "q"}\n',
@@ -238,29 +243,32 @@ CASES: list[Case] = [
     eval_case("eval-data-answer-null", ["--data-path", "gsm8k=@TMP@/t.jsonl"], ("t.jsonl:2", "answer"),
               files={"t.jsonl": GOOD_JSONL.splitlines()[0] + '\n{"question": "q", "answer": null}\n'},
               before_load=True),
-    # --- options checked before the model loads ----------------------------------------------------------------
+    # --- options checked before the model loads -------------------------------------------------------------
     run_case(sets=("training.epochs=1", "training.select_best_by=heldout:exact_match,strict-match"),
              id="set-select-best-by-blames-its-own-set", words=("--set training.select_best_by",),
              not_words=("--set training.epochs",), before_load=True),
     run_case({"training": {"select_best_by": "heldout"}}, id="cfg-select-best-by-without-metric",
              words=("training.select_best_by", "<task>:<metric>"), before_load=True),
     run_case({"training": {"select_best_by": "nosuch:acc"}, "eval": {"during_training": {"enabled": True}}},
-             id="cfg-select-best-by-task-not-scored", words=("training.select_best_by", "nosuch"), before_load=True),
+             id="cfg-select-best-by-task-not-scored", words=("training.select_best_by", "nosuch"),
+             before_load=True),
     run_case({"eval": {"during_training": {"enabled": True, "tasks": ["heldout", "heldout"]}}},
              id="cfg-during-training-duplicate-task", words=("eval.during_training.tasks", "more than once"),
              before_load=True),
-    run_case({"eval": {"during_training": {"tasks": ["no_such_task"]}}}, id="cfg-during-training-tasks-enable-it",
-             words=("no_such_task",), before_load=True),
+    run_case({"eval": {"during_training": {"tasks": ["no_such_task"]}}},
+             id="cfg-during-training-tasks-enable-it", words=("no_such_task",), before_load=True),
     run_case({"training": {"select_best_by": "heldout:exact_match"}, "eval": {"during_training": {
         "enabled": False, "tasks": ["heldout"]}}}, id="cfg-during-training-explicitly-off",
         words=("training.select_best_by", "enabled=true"), before_load=True),
-    eval_case("eval-data-path-empty-path", ["--data-path", "gsm8k="], ("--data-path", "no path"), before_load=True),
+    eval_case("eval-data-path-empty-path", ["--data-path", "gsm8k="], ("--data-path", "no path"),
+              before_load=True),
     eval_case("eval-data-path-empty-task", ["--data-path", "=@TMP@/test.jsonl"], ("--data-path", "no task"),
               before_load=True),
     eval_case("eval-data-path-blank", ["--data-path", " = "], ("--data-path",), before_load=True),
-    eval_case("eval-num-fewshot-huge", ["--num-fewshot", "100000"], ("100000-shot", "num_fewshot"), before_load=True),
+    eval_case("eval-num-fewshot-huge", ["--num-fewshot", "100000"], ("100000-shot", "num_fewshot"),
+              before_load=True),
     eval_case("eval-num-fewshot-negative", ["--num-fewshot", "-1"], ("--num-fewshot",), before_load=True),
-    # --- models and weights -------------------------------------------------------------------------------------
+    # --- models and weights ---------------------------------------------------------------------------------
     model_case("model-garbage-gguf", "@TMP@/w.gguf", ("w.gguf", "GGUF"), setup=lambda tmp, m: write(
         tmp / "w.gguf", b"GGUF" + bytes(range(256)) * 8)),
     model_case("model-not-gguf-at-all", "@TMP@/w.gguf", ("w.gguf", "GGUF"), setup=lambda tmp, m: write(
@@ -275,9 +283,10 @@ CASES: list[Case] = [
               setup=adapter_folder(pickled_adapter)),
     Case(id="compare-output-is-a-file", argv=["compare", "@TMP@/run", "-o", "@TMP@/f"], setup=with_run(),
          files={"f": "mine"}, words=("--output", "is a file")),
-    # --- grid: the same handling as run ------------------------------------------------------------------------
+    # --- grid: the same handling as run ---------------------------------------------------------------------
     Case(id="grid-file-latin-1", argv=["grid", "@TMP@/g.yaml", "--dry-run"],
-         files={**grid_files(), "g.yaml": b"name: g\nbase: c.yaml\n# caf\xe9\naxes: {training.lora.r: [4]}\n"},
+         files={**grid_files(),
+                "g.yaml": b"name: g\nbase: c.yaml\n# caf\xe9\naxes: {training.lora.r: [4]}\n"},
          words=("g.yaml:3", "UTF-8"), before_load=True),
     Case(id="grid-file-binary", argv=["grid", "@TMP@/g.yaml"], files={"g.yaml": bytes(range(256))},
          words=("g.yaml", "UTF-8"), before_load=True),
@@ -300,8 +309,9 @@ CASES: list[Case] = [
               grid={"axes": {"data.source": ["bad.jsonl"]}}, files={"bad.jsonl": '{"question": "q"}\n'},
               before_load=True),
     Case(id="grid-axis-path-relative-to-grid-file", argv=["grid", "@TMP@/sub/g.yaml", "--dry-run"], code=0,
-         words=("estimated total",), files={"sub/d2.jsonl": GOOD_JSONL, **{f"sub/{k}": v for k, v in grid_files(
-             {"axes": {"data.source": ["d2.jsonl"]}}).items()}}),
+         words=("estimated total",),
+         files={"sub/d2.jsonl": GOOD_JSONL,
+                **{f"sub/{k}": v for k, v in grid_files({"axes": {"data.source": ["d2.jsonl"]}}).items()}}),
     grid_case("grid-failed-cell-exits-non-zero", [], ("0 of 1 runs complete", "1 failed"), code=1,
               grid={"axes": {"model.name": ["@TMP@/no-model"]}}),
     grid_case("grid-set-blames-its-own-set", ["--set", "training.epochs=1", "--set", "training.nope=1"],
@@ -320,7 +330,8 @@ def test_user_error_2(case: Case, isolated: Path, tiny_model_dir: Path, monkeypa
         assert len(line) < 2000, f"a line of {len(line)} characters"
 
 
-def test_ray_address_from_the_environment_is_checked(isolated: Path, tiny_model_dir: Path, monkeypatch):  # noqa: F811
+def test_ray_address_from_the_environment_is_checked(isolated: Path, tiny_model_dir: Path,  # noqa: F811
+                                                     monkeypatch):
     pytest.importorskip("ray")
     case = grid_case("grid-RAY_ADDRESS-dead", ["--ray"], ("RAY_ADDRESS", "no Ray cluster"), before_load=True)
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")
@@ -332,8 +343,8 @@ def test_ray_address_auto_without_a_cluster(isolated: Path, tiny_model_dir: Path
     ray = pytest.importorskip("ray")
     if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
         pytest.skip("a Ray cluster is already joined in this process")
-    case = grid_case("grid-ray-address-auto", ["--ray-address", "auto"], ("--ray-address", "ray start --head"),
-                     before_load=True, absent=("runs/g",))
+    case = grid_case("grid-ray-address-auto", ["--ray-address", "auto"],
+                     ("--ray-address", "ray start --head"), before_load=True, absent=("runs/g",))
     code, output = invoke(prepare(case, isolated, tiny_model_dir), before_load=True, monkeypatch=monkeypatch)
     check(case, code, output, isolated)
 
@@ -342,12 +353,12 @@ def test_the_table_has_sixty_cases():
     assert len(CASES) >= 60 and len({c.id for c in CASES}) == len(CASES)
 
 
-# ----------------------------------------------------------------- real processes: two writers, kill -9, signals
+# ------------------------------------------------------------- real processes: two writers, kill -9, signals
 
 
 def tunescope(tmp: Path, *argv: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tunescope.cli", *argv], env=cli_env(tmp), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen([sys.executable, "-m", "tunescope.cli", *argv], env=cli_env(tmp),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
 def long_config(tmp: Path, model: Path, steps: int = 40, **extra) -> Path:
@@ -471,7 +482,8 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path: Path, tiny_model_dir: Path):
     code, output = finished(proc, timeout=120)
     assert code == 143, output
     assert "SIGTERM" in output and ".t.partial" in output and "--resume" in output, output
-    assert json.loads((tmp_path / "runs" / ".t.partial" / "manifest.json").read_text())["status"] == "interrupted"
+    assert (json.loads((tmp_path / "runs" / ".t.partial" / "manifest.json").read_text())["status"]
+            == "interrupted")
     assert not (tmp_path / "runs" / ".t.lock").exists()
 
 
@@ -498,13 +510,15 @@ def test_a_resumed_run_keeps_its_first_setup_record(tmp_path: Path, tiny_model_d
     proc.communicate()
     code, output = finished(tunescope(tmp_path, "train", str(cfg), "--resume"))
     assert code == 0, output
-    records = [json.loads(line) for line in (tmp_path / "runs" / "t" / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line)
+               for line in (tmp_path / "runs" / "t" / "metrics.jsonl").read_text().splitlines()]
     setups = [r for r in records if r["kind"] == "setup"]
     assert setups and setups[0].get("resumed_from_step") is None, setups
     assert records[0]["kind"] == "setup"
 
 
-def test_the_report_of_a_diverged_run_says_so_and_where(isolated: Path, tiny_model_dir: Path, monkeypatch):  # noqa: F811
+def test_the_report_of_a_diverged_run_says_so_and_where(isolated: Path, tiny_model_dir: Path,  # noqa: F811
+                                                        monkeypatch):
     run = complete_run(isolated, tiny_model_dir)
     lines = (run / "metrics.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
@@ -513,7 +527,8 @@ def test_the_report_of_a_diverged_run_says_so_and_where(isolated: Path, tiny_mod
     for r in records:
         if r.get("kind") == "train" and r["step"] >= bad_step:
             r["loss"] = float("nan") if r["step"] == bad_step else float("inf")
-    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))  # NaN, Infinity as JSON has them
+    # NaN, Infinity as JSON has them
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     code, output = invoke(["report", str(run)], before_load=False, monkeypatch=monkeypatch)
     assert code == 0 and "Traceback" not in output, output
     report = json.loads((run / "report.json").read_text())

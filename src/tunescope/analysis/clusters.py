@@ -81,7 +81,8 @@ def _relabel_by_size(labels: np.ndarray) -> np.ndarray:
     return np.array([mapping[int(lab)] for lab in labels])
 
 
-def project_2d(x: np.ndarray, method: Projection = "auto", seed: int = 0) -> tuple[np.ndarray, str, str | None]:
+def project_2d(x: np.ndarray, method: Projection = "auto",
+               seed: int = 0) -> tuple[np.ndarray, str, str | None]:
     """2-D coordinates for the map: UMAP (cosine) when installed and requested, otherwise PCA.
 
     Returns ``(coords, method_used, note)``; ``note`` says why UMAP was not used, if it was wanted.
@@ -109,7 +110,8 @@ def project_2d(x: np.ndarray, method: Projection = "auto", seed: int = 0) -> tup
     from sklearn.decomposition import PCA
 
     dim = min(2, x.shape[0], x.shape[1])
-    coords = PCA(n_components=dim, random_state=seed).fit_transform(x) if dim >= 1 else np.zeros((x.shape[0], 0))
+    coords = (PCA(n_components=dim, random_state=seed).fit_transform(x) if dim >= 1
+              else np.zeros((x.shape[0], 0)))
     if coords.shape[1] < 2:  # pad degenerate inputs so the map always has two axes
         coords = np.hstack([coords, np.zeros((coords.shape[0], 2 - coords.shape[1]))])
     return coords, "pca", note
@@ -122,7 +124,8 @@ def _map_png(coords: np.ndarray, labels: np.ndarray, names: list[str], projectio
     for cid, name in enumerate(names):
         pts = coords[labels == cid]
         short = name if len(name) <= 40 else name[:37] + "..."
-        ax.scatter(pts[:, 0], pts[:, 1], s=12, alpha=0.75, color=colors[cid], label=f"{cid}: {short} ({len(pts)})")
+        ax.scatter(pts[:, 0], pts[:, 1], s=12, alpha=0.75, color=colors[cid],
+                   label=f"{cid}: {short} ({len(pts)})")
     ax.set_title(f"problem clusters ({projection.upper()} projection)")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -132,7 +135,8 @@ def _map_png(coords: np.ndarray, labels: np.ndarray, names: list[str], projectio
 
 
 def _describe_clusters(texts: list[str], x: np.ndarray, labels: np.ndarray, k: int) -> list[dict[str, Any]]:
-    """Each cluster's size, its distinctive terms (c-TF-IDF) as its name, and the members nearest its centre."""
+    """Each cluster's size, its distinctive terms (c-TF-IDF) as its name, and the members nearest its
+    centre."""
     n = len(texts)
     docs = [" ".join(t for t, lab in zip(texts, labels, strict=True) if lab == c) for c in range(k)]
     terms, weights = ctfidf(docs)

@@ -5,8 +5,8 @@ Each run contributes its base and its tuned evaluation as separate columns ("nam
 Every cell is the score ± standard error and n, as lm-evaluation-harness reports it; the best score in
 each row is marked. Every column is compared with the baseline column on the *same items*: records
 are paired on ``doc_id``, and a pair counts only if both records describe the same item (same question
-and gold answer for generation tasks; same gold index and choices (or their lengths) for multiple choice), so two
-runs whose held-out problems differ are never paired by accident. The tests are McNemar (exact when
+and gold answer for generation tasks; same gold index and choices (or their lengths) for multiple choice), so
+two runs whose held-out problems differ are never paired by accident. The tests are McNemar (exact when
 fewer than 25 discordant pairs) and a paired bootstrap 95% CI, with Holm's correction over all
 comparisons in the report.
 
@@ -86,7 +86,8 @@ def _pick_baseline(cols: list[dict], baseline: str | None) -> dict:
     hits = [c for c in cols if c["run"] == baseline or _same_path(c["path"], baseline)]
     if hits:
         return next((c for c in hits if c["label"] == "base"), hits[0])
-    raise UserError(f"'{baseline}' is none of the compared runs or columns ({', '.join(c['id'] for c in cols)})",
+    raise UserError(f"'{baseline}' is none of the compared runs or columns "
+                    f"({', '.join(c['id'] for c in cols)})",
                     where="--baseline")
 
 
@@ -104,8 +105,8 @@ def _paired_records(base: list[dict], other: list[dict]) -> tuple[list[dict], li
     shared = [d for d in b_by if d in o_by]
     same = [d for d in shared if item_fingerprint(b_by[d]) == item_fingerprint(o_by[d])]
     prompts_differ = sum(1 for d in same if b_by[d].get("prompt_hash") != o_by[d].get("prompt_hash"))
-    info = {"n_shared_doc_ids": len(shared), "n_same_item": len(same), "n_different_item": len(shared) - len(same),
-            "n_prompt_differs": prompts_differ}
+    info = {"n_shared_doc_ids": len(shared), "n_same_item": len(same),
+            "n_different_item": len(shared) - len(same), "n_prompt_differs": prompts_differ}
     return [b_by[d] for d in same], [o_by[d] for d in same], info
 
 
@@ -147,8 +148,8 @@ def _score_rows(cols: list[dict]) -> list[dict]:
                 higher = False
             if key in res and finite_float(res[key]) is not None:
                 n = task_n(results, task, c["_eval"]["samples"].get(task))
-                cells[c["id"]] = {"value": finite_float(res[key]), "stderr": finite_float(res.get(stderr_key(key))),
-                                  "n": n}
+                cells[c["id"]] = {"value": finite_float(res[key]),
+                                  "stderr": finite_float(res.get(stderr_key(key))), "n": n}
             else:
                 cells[c["id"]] = None
         values = [v["value"] for v in cells.values() if v is not None]
@@ -186,8 +187,8 @@ def _paired_tests(cols: list[dict], base_col: dict, rows: list[dict], *, alpha: 
                 row["tests"][c["id"]] = {"available": False, "reason": reason, **info}
                 skipped.append({"task": task, "metric": row["metric"], "column": c["id"], "reason": reason})
                 continue
-            res = stats.compare_tasks({task: b}, {task: o}, {task: [row["sample_metric"]]}, target_tasks={task},
-                                      alpha=alpha, n_boot=n_boot, seed=seed)
+            res = stats.compare_tasks({task: b}, {task: o}, {task: [row["sample_metric"]]},
+                                      target_tasks={task}, alpha=alpha, n_boot=n_boot, seed=seed)
             if not res.get("available"):
                 row["tests"][c["id"]] = {"available": False, "reason": res.get("reason")}
                 continue
@@ -231,6 +232,6 @@ def compare_runs(runs: Sequence[Compared], baseline: str | None = None, *, alpha
         "seed": seed,
         "skipped": skipped,
         "task_curves": task_curves(runs),
-        "runs": [{"name": r.name, "path": str(r.path), "model": r.model, "method": r.method, "dataset": r.dataset,
-                  "kind": r.kind} for r in runs],
+        "runs": [{"name": r.name, "path": str(r.path), "model": r.model, "method": r.method,
+                  "dataset": r.dataset, "kind": r.kind} for r in runs],
     }

@@ -48,13 +48,13 @@ def _evaluation_conclusions(ev: dict, say) -> None:
             continue
         ci = (f"; 95% CI of the difference {r['ci_low']:+.1f} to {r['ci_high']:+.1f} points"
               if r.get("ci_low") is not None else "")
-        test = (f"{r['test']} p{peq(r['p_value'])}, Holm-adjusted p{peq(r['p_holm'])}, n={r['n_paired']} paired "
-                f"items{ci}")
+        test = (f"{r['test']} p{peq(r['p_value'])}, Holm-adjusted p{peq(r['p_holm'])}, n={r['n_paired']} "
+                f"paired items{ci}")
         paths = [f"evaluation.rows[{i}].base", f"evaluation.rows[{i}].tuned", f"evaluation.rows[{i}].p_holm"]
         if r["significant"]:
             verb = "rose" if r["delta_points"] > 0 else "fell"
-            say("evaluation", f"{name} {verb} from {base} to {tuned} ({r['delta_points']:+.1f} points; {test}).",
-                *paths)
+            say("evaluation",
+                f"{name} {verb} from {base} to {tuned} ({r['delta_points']:+.1f} points; {test}).", *paths)
         else:
             say("evaluation", f"{name}: {base} (base) vs {tuned} (tuned), {r['delta_points']:+.1f} points — "
                 f"not significant at α={ev['alpha']} after Holm correction ({test}).", *paths)
@@ -62,9 +62,10 @@ def _evaluation_conclusions(ev: dict, say) -> None:
     for task in ev.get("forgetting_tasks", []):
         bad = [(i, r) for i, r in enumerate(rows) if r["task"] == task and r.get("forgetting")]
         i, r = bad[0]
-        say("evaluation", f"Forgetting flagged on {task}: {r['label']} dropped {-r['delta_points']:.1f} points "
-            f"({pct(r['base'], 1)} → {pct(r['tuned'], 1)}), more than the {ev['forgetting_threshold_points']:g}-point "
-            f"threshold and significant after Holm correction (p{peq(r['p_holm'])}).",
+        say("evaluation", f"Forgetting flagged on {task}: {r['label']} dropped {-r['delta_points']:.1f} "
+            f"points ({pct(r['base'], 1)} → {pct(r['tuned'], 1)}), more than the "
+            f"{ev['forgetting_threshold_points']:g}-point threshold and significant after Holm correction "
+            f"(p{peq(r['p_holm'])}).",
             f"evaluation.rows[{i}].delta_points", f"evaluation.rows[{i}].p_holm")
     if non_target and not ev.get("forgetting_tasks"):
         say("evaluation", f"Forgetting on the non-target task(s) {', '.join(non_target)}: not flagged — "
@@ -79,9 +80,10 @@ def _loss_conclusions(training: dict, say) -> None:
     for kind, name in (("val", "Validation"), ("train", "Train")):
         i = imp.get(kind, {})
         if i.get("available") and i["n_points"] >= 2 and i["improvement_first_to_best_pct"] is not None:
-            say("training", f"{name} loss fell {i['improvement_first_to_best_pct']:.1f}% from its first value "
-                f"({i['first']['value']:.4f} at step {i['first']['step']}) to its best ({i['best']['value']:.4f} at "
-                f"step {i['best']['step']}); first to last: {i['improvement_first_to_last_pct']:.1f}%.",
+            say("training", f"{name} loss fell {i['improvement_first_to_best_pct']:.1f}% from its first "
+                f"value ({i['first']['value']:.4f} at step {i['first']['step']}) to its best "
+                f"({i['best']['value']:.4f} at step {i['best']['step']}); first to last: "
+                f"{i['improvement_first_to_last_pct']:.1f}%.",
                 f"training.loss_improvement.{kind}.improvement_first_to_best_pct",
                 f"training.loss_improvement.{kind}.improvement_first_to_last_pct")
 
@@ -100,7 +102,8 @@ def _learning_curve_conclusions(lc: dict, say) -> None:
                 f"{of['rise_threshold_pct']:g}%).")
         gap = of.get("gap_at_last", {})
         if gap.get("available") and gap.get("gap") is not None:
-            text += f" Generalization gap (validation − train loss) at step {gap['val_step']}: {gap['gap']:+.4f}."
+            text += (f" Generalization gap (validation − train loss) at step {gap['val_step']}: "
+                     f"{gap['gap']:+.4f}.")
         say("learning_curve", text, "learning_curve.overfitting.val_increase_since_best_pct",
             "learning_curve.overfitting.best_step")
 
@@ -123,9 +126,9 @@ def _error_conclusions(er: dict, say) -> None:
             most = max(s["counts"].values())
             tops = [c for c in error_taxonomy.CATEGORIES if s["counts"][c] == most]
             names = " and ".join(c.replace("_", " ") for c in tops)
-            say("errors", f"The most common {label} error{' categories' if len(tops) > 1 else ''} on {t['task']} "
-                f"{'are' if len(tops) > 1 else 'is'} {names} ({most} of {s['n_wrong']} wrong answers"
-                f"{' each' if len(tops) > 1 else ''}).",
+            say("errors", f"The most common {label} error{' categories' if len(tops) > 1 else ''} on "
+                f"{t['task']} {'are' if len(tops) > 1 else 'is'} {names} ({most} of {s['n_wrong']} wrong "
+                f"answers{' each' if len(tops) > 1 else ''}).",
                 *(f"errors.tasks[{ti}].summary.{label}.counts.{c}" for c in tops))
 
 
@@ -162,8 +165,8 @@ def _task_curve_conclusions(tc: dict, say) -> None:
             say("task_curves", f"Divergence on {c['task']}: {c['direction']} ({c['evidence']}; Holm-adjusted "
                 f"p{peq(c.get('p_holm'))}).", f"{path}.evidence", f"{path}.p_holm")
         else:
-            say("task_curves", f"Divergence on {c['task']}: inconclusive — {c['evidence']}; not significant at "
-                f"α={div['alpha']} after Holm correction (p{peq(c.get('p_holm'))}).", f"{path}.p_holm")
+            say("task_curves", f"Divergence on {c['task']}: inconclusive — {c['evidence']}; not significant "
+                f"at α={div['alpha']} after Holm correction (p{peq(c.get('p_holm'))}).", f"{path}.p_holm")
     fg = tc["forgetting"]
     for task, t in (fg.get("worst") or {}).items():
         say("task_curves", f"Forgetting during training flagged on {task}: {t['evidence']}, more than the "
@@ -178,6 +181,6 @@ def _task_curve_conclusions(tc: dict, say) -> None:
         others = "; ".join(f"{o['criterion']} would have shipped step {o['step']} ({o['value']:.4g})"
                            for o in sel["others"])
         value = f" ({sel['shipped_value']:.4g})" if sel.get("shipped_value") is not None else ""
-        say("task_curves", f"The shipped weights are step {sel['shipped_step']}'s, chosen by {sel['selected_by']}"
-            f"{value}" + (f"; {others}." if others else "."), "task_curves.selection.shipped_step",
-            "task_curves.selection.others")
+        say("task_curves", f"The shipped weights are step {sel['shipped_step']}'s, chosen by "
+            f"{sel['selected_by']}{value}" + (f"; {others}." if others else "."),
+            "task_curves.selection.shipped_step", "task_curves.selection.others")

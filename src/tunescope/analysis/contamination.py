@@ -139,7 +139,8 @@ class NgramIndex:
             return []
         pos = np.minimum(np.searchsorted(self.hashes, hashes), self.hashes.size - 1)
         hit = self.hashes[pos] == hashes
-        pairs, counts = np.unique(np.stack([item_of[hit], self.docs[pos[hit]]], axis=1), axis=0, return_counts=True)
+        pairs, counts = np.unique(np.stack([item_of[hit], self.docs[pos[hit]]], axis=1), axis=0,
+                                  return_counts=True)
         best: dict[int, tuple[int, int]] = {}
         for (item, train), count in zip(pairs.tolist(), counts.tolist(), strict=True):
             if item not in best or count > best[item][1]:
@@ -219,8 +220,8 @@ class DuplicateIndex:
                 found.append({"kind": "exact", "index": i, "train_index": self.first_of[t], "similarity": 1.0,
                               "text": t, "train_text": t})
             elif (near := self._near(t, sig, skip=i)) is not None and near[0] < i:
-                found.append({"kind": "near", "index": i, "train_index": near[0], "similarity": round(near[1], 3),
-                              "text": t, "train_text": self.texts[near[0]]})
+                found.append({"kind": "near", "index": i, "train_index": near[0],
+                              "similarity": round(near[1], 3), "text": t, "train_text": self.texts[near[0]]})
         return self._summary(found, len(self.texts))
 
     def against(self, docs: Sequence[Words]) -> dict[str, Any]:
@@ -234,8 +235,8 @@ class DuplicateIndex:
                 found.append({"kind": "exact", "index": i, "train_index": self.first_of[t], "similarity": 1.0,
                               "text": t, "train_text": t})
             elif (near := self._near(t, sig, skip=None)) is not None:
-                found.append({"kind": "near", "index": i, "train_index": near[0], "similarity": round(near[1], 3),
-                              "text": t, "train_text": self.texts[near[0]]})
+                found.append({"kind": "near", "index": i, "train_index": near[0],
+                              "similarity": round(near[1], 3), "text": t, "train_text": self.texts[near[0]]})
         return self._summary(found, len(texts))
 
 
@@ -259,7 +260,8 @@ def check(train_docs: Sequence[Sequence[str]], evaluated: Mapping[str, Sequence[
             f["doc_id"] = ids[f["index"]]
         duplicates = dups.against(docs)
         duplicates["doc_ids"] = [ids[i] for i in duplicates.pop("indices")]
-        sets[name] = {"n": len(docs), "n_flagged": len(flagged), "share": len(flagged) / len(docs) if docs else None,
+        sets[name] = {"n": len(docs), "n_flagged": len(flagged),
+                      "share": len(flagged) / len(docs) if docs else None,
                       "flagged_doc_ids": [f["doc_id"] for f in flagged], "flagged": flagged,
                       "duplicates": duplicates}
     within = dups.within()

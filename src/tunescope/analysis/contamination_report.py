@@ -24,8 +24,8 @@ from ._util import unavailable
 
 
 def _score(values: list[float]) -> dict[str, Any]:
-    return {"value": finite_float(np.mean(values)) if values else None, "stderr": stats_mod.mean_stderr(values),
-            "n": len(values)}
+    return {"value": finite_float(np.mean(values)) if values else None,
+            "stderr": stats_mod.mean_stderr(values), "n": len(values)}
 
 
 def _binary(values: list[float]) -> bool:
@@ -45,10 +45,12 @@ def _unpaired_test(dirty: list[float], clean: list[float]) -> dict[str, Any]:
     return {"available": True, "method": "Welch's t-test, flagged vs clean items", "p_value": finite_float(p)}
 
 
-def _paired_test(gain_dirty: list[float], gain_clean: list[float], n_resamples: int, seed: int) -> dict[str, Any]:
+def _paired_test(gain_dirty: list[float], gain_clean: list[float], n_resamples: int,
+                 seed: int) -> dict[str, Any]:
     if not gain_dirty or not gain_clean:
         return unavailable("needs both flagged and clean items scored by base and tuned")
-    out = {"available": True, "method": "permutation test on each item's base → tuned change, flagged vs clean",
+    out = {"available": True,
+           "method": "permutation test on each item's base → tuned change, flagged vs clean",
            "gain_flagged_points": 100 * float(np.mean(gain_dirty)),
            "gain_clean_points": 100 * float(np.mean(gain_clean))}
     if len(set(gain_dirty + gain_clean)) == 1:
@@ -68,7 +70,8 @@ def _has_rng() -> bool:
     return "rng" in inspect.signature(sps.permutation_test).parameters
 
 
-def _task_scores(task: str, flagged: set, run_eval: Mapping[str, Any], rs: Mapping[str, Any], seed: int) -> dict:
+def _task_scores(task: str, flagged: set, run_eval: Mapping[str, Any], rs: Mapping[str, Any],
+                 seed: int) -> dict:
     """Full and clean-subset scores of each evaluation of `task`, and the test of their difference."""
     values: dict[str, dict[Any, float]] = {}
     metric = None
@@ -92,7 +95,8 @@ def _task_scores(task: str, flagged: set, run_eval: Mapping[str, Any], rs: Mappi
         f, c = _score(full), _score(clean)
         by_label[label] = {"full": f, "clean": c, "flagged": _score(dirty),
                            "difference_points": (100 * (f["value"] - c["value"])
-                                                 if f["value"] is not None and c["value"] is not None else None),
+                                                 if f["value"] is not None and c["value"] is not None
+                                                 else None),
                            "unpaired": _unpaired_test(dirty, clean)}
     label = "tuned" if "tuned" in by_label else next(iter(by_label))
     test = by_label[label]["unpaired"]
@@ -112,8 +116,8 @@ def contamination_section(check: Mapping[str, Any] | None, run_eval: Mapping[str
                           seed: int) -> dict[str, Any]:
     """The section's data (see the module docstring); `check` is the run's contamination.json."""
     if not check:
-        return unavailable("this run has no contamination check (contamination.json); runs made before the check "
-                           "was added do not have one")
+        return unavailable("this run has no contamination check (contamination.json); runs made before the "
+                           "check was added do not have one")
     settings = rs["contamination"]
     top_k = settings["top_items"]
     tasks = []
@@ -127,18 +131,20 @@ def contamination_section(check: Mapping[str, Any] | None, run_eval: Mapping[str
     for t, p in zip(tested, stats_mod.holm([t["scores"]["test"]["p_value"] for t in tested]), strict=True):
         t["scores"]["test"].update(p_holm=p, significant=p is not None and p < rs["alpha"])
     splits = [{"split": name, "n": s["n"], "n_flagged": s["n_flagged"], "share": s["share"],
-               "top": _top(s["flagged"], top_k), "duplicates": s["duplicates"]} for name, s in check["splits"].items()]
+               "top": _top(s["flagged"], top_k),
+               "duplicates": s["duplicates"]} for name, s in check["splits"].items()]
     found = any(t["n_flagged"] for t in tasks) or any(s["n_flagged"] for s in splits)
     note = None
-    if (settings["ngram"], settings["near_duplicate_threshold"]) != (check["ngram"], check["near_duplicate_threshold"]):
-        note = (f"checked when the run prepared its data with n={check['ngram']} and near-duplicate threshold "
-                f"{check['near_duplicate_threshold']:g}; report.contamination.ngram and near_duplicate_threshold apply "
-                "to new runs and to `tunescope contamination`")
+    if ((settings["ngram"], settings["near_duplicate_threshold"])
+            != (check["ngram"], check["near_duplicate_threshold"])):
+        note = (f"checked when the run prepared its data with n={check['ngram']} and near-duplicate "
+                f"threshold {check['near_duplicate_threshold']:g}; report.contamination.ngram and "
+                "near_duplicate_threshold apply to new runs and to `tunescope contamination`")
     return {"available": True, "ngram": check["ngram"], "normalisation": check["normalisation"],
-            "near_duplicate_threshold": check["near_duplicate_threshold"], "shingle_words": check["shingle_words"],
-            "train_examples": check["train_examples"], "seconds": check.get("seconds"), "found": found,
-            "tasks": tasks, "splits": splits, "within_train": check["within_train"], "alpha": rs["alpha"],
-            "settings_note": note}
+            "near_duplicate_threshold": check["near_duplicate_threshold"],
+            "shingle_words": check["shingle_words"], "train_examples": check["train_examples"],
+            "seconds": check.get("seconds"), "found": found, "tasks": tasks, "splits": splits,
+            "within_train": check["within_train"], "alpha": rs["alpha"], "settings_note": note}
 
 
 def contamination_share(check: Mapping[str, Any] | None) -> float | None:
@@ -167,8 +173,9 @@ def contamination_conclusions(c: Mapping[str, Any] | None, say) -> None:
         if s.get("available"):
             b = s["by_label"][s["label"]]
             full, clean = b["full"], b["clean"]
-            text += (f"; {s['label']} {s['metric']} is {_pc(full['value'])} ± {_pc(full['stderr'])} on all {full['n']} "
-                     f"items and {_pc(clean['value'])} ± {_pc(clean['stderr'])} on the {clean['n']} clean ones")
+            text += (f"; {s['label']} {s['metric']} is {_pc(full['value'])} ± {_pc(full['stderr'])} on all "
+                     f"{full['n']} items and {_pc(clean['value'])} ± {_pc(clean['stderr'])} on the "
+                     f"{clean['n']} clean ones")
             basis += [f"contamination.tasks[{i}].scores.by_label.{s['label']}.clean.value"]
             test = s["test"]
             if test.get("p_holm") is not None:
@@ -179,9 +186,11 @@ def contamination_conclusions(c: Mapping[str, Any] | None, say) -> None:
         say("contamination", text + ".", *basis)
     for i, s in enumerate(c["splits"]):
         if s["n_flagged"]:
-            say("contamination", f"{s['n_flagged']} of {s['n']} items of the {s['split']} ({_pc(s['share'])}) share a "
-                f"{c['ngram']}-gram with the training data.", f"contamination.splits[{i}].n_flagged")
+            say("contamination", f"{s['n_flagged']} of {s['n']} items of the {s['split']} "
+                f"({_pc(s['share'])}) share a {c['ngram']}-gram with the training data.",
+                f"contamination.splits[{i}].n_flagged")
     w = c["within_train"]
     if w["exact"] or w["near"]:
-        say("contamination", f"The training data repeats itself: {w['exact']} exact and {w['near']} near duplicates "
-            f"among its {w['n']} examples.", "contamination.within_train.exact", "contamination.within_train.near")
+        say("contamination", f"The training data repeats itself: {w['exact']} exact and {w['near']} near "
+            f"duplicates among its {w['n']} examples.", "contamination.within_train.exact",
+            "contamination.within_train.near")

@@ -115,7 +115,8 @@ def loss_improvement(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def _window(steps: np.ndarray, start: float, extend_to: int = MIN_FIT_POINTS) -> tuple[np.ndarray, bool]:
-    """Mask of the points at ``step >= start``, widened backwards to the last ``extend_to`` points if fewer."""
+    """Mask of the points at ``step >= start``, widened backwards to the last ``extend_to`` points if
+    fewer."""
     mask = steps >= start
     extended = int(mask.sum()) < extend_to
     if extended:
@@ -169,9 +170,10 @@ def _tail_fit(steps: np.ndarray, values: np.ndarray, start: float, name: str, mi
 
 def _figures(fit: dict, name: str) -> str:
     """The numbers a learning-curve verdict rests on, in one phrase."""
-    return (f"{name} loss slope {formatted(fit['slope_per_step'], '.3g')} ± {formatted(fit['slope_stderr'], '.2g')} per step, "
-            f"{trend.p_text(fit['p_value'])}, {fit['n_points']} {name} points (steps {fit['window_start_step']}–"
-            f"{fit['window_end_step']}), {formatted(fit['relative_change_pct'], '+.2f')}% over the window")
+    return (f"{name} loss slope {formatted(fit['slope_per_step'], '.3g')} ± "
+            f"{formatted(fit['slope_stderr'], '.2g')} per step, {trend.p_text(fit['p_value'])}, "
+            f"{fit['n_points']} {name} points (steps {fit['window_start_step']}–{fit['window_end_step']}), "
+            f"{formatted(fit['relative_change_pct'], '+.2f')}% over the window")
 
 
 def further_training_verdict(
@@ -200,7 +202,8 @@ def further_training_verdict(
 
     Returns ``{"available", "further_training_would_likely_help": "yes"|"no"|"inconclusive", "basis":
     "val"|"train", "alpha", "criterion", "tail_fraction", "smoothing", "min_rel_decrease_pct", "train": fit,
-    "val": fit, "summary", "short"}`` (``short``: the answer with the p-value it rests on); each fit is `_tail_fit`'s.
+    "val": fit, "summary", "short"}`` (``short``: the answer with the p-value it rests on); each fit is
+    `_tail_fit`'s.
     """
     if not 0.0 < tail_fraction <= 1.0:
         raise ValueError(f"tail_fraction must be in (0, 1], got {tail_fraction}")
@@ -210,11 +213,11 @@ def further_training_verdict(
         tv, vv = np.array(smooth(tv, smoothing)), np.array(smooth(vv, smoothing))
     all_steps = np.concatenate([ts, vs])
     m = f"{min_rel_decrease_pct:g}%"
-    info = {"tail_fraction": tail_fraction, "smoothing": smoothing, "min_rel_decrease_pct": min_rel_decrease_pct,
-            "alpha": alpha,
-            "criterion": (f"yes: slope < 0 with p < {alpha:g} (two-sided t test) and a fall of at least {m} over the "
-                          f"window; no: a one-sided t test rejects a fall of {m} or more at {alpha:g}; otherwise "
-                          "inconclusive")}
+    info = {"tail_fraction": tail_fraction, "smoothing": smoothing,
+            "min_rel_decrease_pct": min_rel_decrease_pct, "alpha": alpha,
+            "criterion": (f"yes: slope < 0 with p < {alpha:g} (two-sided t test) and a fall of at least {m} "
+                          f"over the window; no: a one-sided t test rejects a fall of {m} or more at "
+                          f"{alpha:g}; otherwise inconclusive")}
     if all_steps.size == 0:
         return unavailable("no loss records", **info)
     lo, hi = float(all_steps.min()), float(all_steps.max())
@@ -269,7 +272,8 @@ def _rise_fit(vs: np.ndarray, vv: np.ndarray, best: int, rise_threshold_pct: flo
     return {"n_points": int(x.size), "window_start_step": int(x[0]), "window_end_step": int(x[-1]),
             "window_extended": extended, "slope_per_step": finite_float(line["slope"]),
             "slope_stderr": finite_float(line["se"]), "p_value": line["p_value"],
-            "relative_change_pct": finite_float(100.0 * line["slope"] * span / best_loss) if best_loss else None,
+            "relative_change_pct": (finite_float(100.0 * line["slope"] * span / best_loss)
+                                    if best_loss else None),
             "margin_slope_per_step": finite_float(margin),
             "p_rise_below_threshold": finite_float(trend.p_below(line, margin))}
 
@@ -304,7 +308,8 @@ def overfitting_verdict(
     ts, tv = _train(records)
     if vv.size < max(min_val_points, MIN_FIT_POINTS):
         return {**unavailable(f"{vv.size} validation point(s); need {max(min_val_points, MIN_FIT_POINTS)}"),
-                "verdict": "insufficient validation points", "overfitting": None, "n_val_points": int(vv.size)}
+                "verdict": "insufficient validation points", "overfitting": None,
+                "n_val_points": int(vv.size)}
     best = int(np.argmin(vv))
     best_loss, last_loss = float(vv[best]), float(vv[-1])
     rise = last_loss - best_loss
@@ -343,10 +348,10 @@ def overfitting_verdict(
         "steps_after_best": int(vs[-1] - vs[best]),
         "rise_threshold_pct": rise_threshold_pct,
         "alpha": alpha,
-        "criterion": (f"overfitting: validation loss rising from its minimum with p < {alpha:g} (two-sided t test "
-                      f"on the slope) and ending more than {rise_threshold_pct:g}% above it; no overfitting: a "
-                      f"one-sided t test rejects a rise of {rise_threshold_pct:g}% or more over the window at "
-                      f"{alpha:g}; otherwise inconclusive"),
+        "criterion": (f"overfitting: validation loss rising from its minimum with p < {alpha:g} (two-sided t "
+                      f"test on the slope) and ending more than {rise_threshold_pct:g}% above it; no "
+                      f"overfitting: a one-sided t test rejects a rise of {rise_threshold_pct:g}% or more "
+                      f"over the window at {alpha:g}; otherwise inconclusive"),
         "fit": fit,
         "gap_at_last": _gap(ts, tv, vs[-1], last_loss),
         "gap_at_best": _gap(ts, tv, vs[best], best_loss),

@@ -65,7 +65,8 @@ def dataset_insights(train_examples: list[TrainExample] | None, run_eval: dict, 
 
 
 def _eval_items(run_eval: dict, gen_tasks: list[str]) -> list[tuple[str, Any, str]]:
-    """Evaluation questions, one per (task, doc_id): the fallback corpus and what gets a cluster for accuracy."""
+    """Evaluation questions, one per (task, doc_id): the fallback corpus and what gets a cluster for
+    accuracy."""
     eval_items: list[tuple[str, Any, str]] = []
     seen = set()
     for label in ("tuned", "base"):
@@ -93,8 +94,8 @@ def _questions(train_examples: list[TrainExample] | None, eval_items: list[tuple
                        if questions else None)
 
 
-def _word_sections(questions: list[str], q_source: str | None, run_eval: dict, gen_tasks: list[str], seed: int,
-                   images: dict[str, bytes]) -> dict[str, Any]:
+def _word_sections(questions: list[str], q_source: str | None, run_eval: dict, gen_tasks: list[str],
+                   seed: int, images: dict[str, bytes]) -> dict[str, Any]:
     """Frequent words of the questions and of the tuned model's answers, with their word clouds."""
     from . import text as text_mod
 
@@ -121,13 +122,14 @@ def _words(text_mod, texts: list[str], source: str | None, image: str, seed: int
     counted = text_mod.top_words(texts, k=_CLOUD["max_words"])
     if not counted["available"]:
         return {"source": source, **counted}
-    images[image] = text_mod.wordcloud_png({w["word"]: w["count"] for w in counted["top"]}, **_CLOUD, seed=seed)
+    images[image] = text_mod.wordcloud_png({w["word"]: w["count"] for w in counted["top"]}, **_CLOUD,
+                                           seed=seed)
     return {"source": source, **counted, "k": TOP_WORDS, "top": counted["top"][:TOP_WORDS]}
 
 
-def _clusters_and_outliers(questions: list[str], q_source: str | None, train_examples: list[TrainExample] | None,
-                           eval_items: list[tuple[str, Any, str]], rs: dict, seed: int,
-                           images: dict[str, bytes]) -> tuple[dict, dict, dict]:
+def _clusters_and_outliers(questions: list[str], q_source: str | None,
+                           train_examples: list[TrainExample] | None, eval_items: list[tuple[str, Any, str]],
+                           rs: dict, seed: int, images: dict[str, bytes]) -> tuple[dict, dict, dict]:
     """Clusters and outliers on embeddings of (a capped sample of) the questions; the cluster of each
     evaluation item."""
     from . import clusters as clusters_mod
@@ -155,7 +157,8 @@ def _clusters_and_outliers(questions: list[str], q_source: str | None, train_exa
         if png:
             images["cluster_map"] = base64.b64decode(png)
         cluster_of_eval, meta["eval_assignment"] = _assign_eval_items(
-            cl["labels"], vecs, len(texts), idx, extra if train_examples else None, eval_items, cl["clusters"])
+            cl["labels"], vecs, len(texts), idx, extra if train_examples else None, eval_items,
+            cl["clusters"])
     ol = outliers_mod.outliers(texts, k=N_OUTLIERS, seed=seed, embedding=main)
     if ol.get("available"):
         for o in ol["outliers"]:
@@ -165,7 +168,8 @@ def _clusters_and_outliers(questions: list[str], q_source: str | None, train_exa
 
 
 def _assign_eval_items(labels, vecs, n_texts: int, idx: list[int], extra: list[tuple[str, Any, str]] | None,
-                       eval_items: list[tuple[str, Any, str]], clusters: list[dict]) -> tuple[dict, str | None]:
+                       eval_items: list[tuple[str, Any, str]],
+                       clusters: list[dict]) -> tuple[dict, str | None]:
     """The cluster of each evaluation item: the nearest cluster centre (cosine) when the clusters are of
     training questions (`extra`: the embedded evaluation items), else the item's own cluster."""
     import numpy as np
@@ -183,8 +187,8 @@ def _assign_eval_items(labels, vecs, n_texts: int, idx: list[int], extra: list[t
     assigned = np.argmax(ev @ centres.T, axis=1) if len(ev) else []
     for (task, doc, _), c in zip(extra, assigned, strict=True):
         cluster_of_eval[(task, doc)] = int(c)
-    return cluster_of_eval, (f"{len(extra)} evaluation questions assigned to the nearest cluster centre (cosine)"
-                             if extra else None)
+    return cluster_of_eval, (f"{len(extra)} evaluation questions assigned to the nearest cluster centre "
+                             "(cosine)" if extra else None)
 
 
 def _highest_loss(train_examples: list[TrainExample], questions: list[str]) -> dict:

@@ -52,7 +52,8 @@ DESCRIPTIONS = {
     FORMAT_FAILURE: "no usable '#### n' answer: no number at all, or the right number in the wrong format",
     ARITHMETIC_SLIP: "states an equation 'a op b = c' that is false",
     STOPPED_EARLY: "final answer is an intermediate result of the gold solution",
-    MISREAD_QUANTITY: "a quantity from the question that the gold solution uses never appears in the response",
+    MISREAD_QUANTITY: "a quantity from the question that the gold solution uses never appears in the "
+                      "response",
     OTHER: "wrong for another reason (plan, operation, unsupported step)",
 }
 DEFINITION = (
@@ -216,9 +217,11 @@ def taxonomy(records: Sequence[Mapping[str, Any]], examples_per_category: int = 
         if d["format_failure_kind"]:
             kinds[d["format_failure_kind"]] += 1
         if len(examples[cat]) < examples_per_category:
-            examples[cat].append({"doc_id": rec.get("doc_id"), "question": _snippet(rec.get("question") or ""),
+            examples[cat].append({"doc_id": rec.get("doc_id"),
+                                  "question": _snippet(rec.get("question") or ""),
                                   "response": _snippet(rec.get("response") or ""),
-                                  "final_answer": d["final_answer"], "gold": d["gold"], "evidence": d["evidence"]})
+                                  "final_answer": d["final_answer"], "gold": d["gold"],
+                                  "evidence": d["evidence"]})
     n_correct = sum(d["category"] == CORRECT for d in diagnoses)
     n_wrong = n - n_correct
     n_flex = sum(bool(d["correct_flexible"]) for d in diagnoses)
@@ -270,7 +273,8 @@ def accuracy_by(
     if not groups:
         return unavailable(f"no records with a key and a '{metric}' value", n_skipped=skipped)
     rows = [
-        {"key": key, "n": len(v), "n_correct": int(sum(v)), "accuracy": sum(v) / len(v), "stderr": mean_stderr(v)}
+        {"key": key, "n": len(v), "n_correct": int(sum(v)), "accuracy": sum(v) / len(v),
+         "stderr": mean_stderr(v)}
         for key, v in sorted(groups.items(), key=lambda kv: _sort_key(kv[0]))
     ]
     return {"available": True, "metric": metric, "n": sum(r["n"] for r in rows), "n_skipped": skipped,

@@ -67,11 +67,13 @@ def outliers(
         "k": k,
         "seed": seed,
         "score_meaning": meaning,
-        "outliers": [{"index": int(i), "score": float(scores[i]), "text": texts[i][:_SNIPPET]} for i in order],
+        "outliers": [{"index": int(i), "score": float(scores[i]), "text": texts[i][:_SNIPPET]}
+                     for i in order],
     }
 
 
-def highest_loss_examples(per_example_losses: Sequence[float], texts: Sequence[str], k: int = 10) -> dict[str, Any]:
+def highest_loss_examples(per_example_losses: Sequence[float], texts: Sequence[str],
+                          k: int = 10) -> dict[str, Any]:
     """The ``k`` examples with the highest loss, with where they sit in the loss distribution.
 
     Missing / non-finite losses are skipped (and counted). Returns ``{"available", "n", "n_skipped",

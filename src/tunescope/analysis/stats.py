@@ -111,7 +111,8 @@ def paired_bootstrap_ci(
         except TypeError:  # scipy < 1.15 names the generator argument random_state
             res = sps.bootstrap((diff,), np.mean, random_state=np.random.default_rng(seed), **kwargs)
         lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    return {"available": True, "mean_diff": finite_float(mean_diff), "ci_low": finite_float(lo), "ci_high": finite_float(hi), **info}
+    return {"available": True, "mean_diff": finite_float(mean_diff), "ci_low": finite_float(lo),
+            "ci_high": finite_float(hi), **info}
 
 
 def holm(pvalues: Sequence[float | None]) -> list[float | None]:
@@ -169,7 +170,8 @@ def _paired_test(base: np.ndarray, tuned: np.ndarray) -> dict[str, Any]:
 
 
 def with_group_samples(results: Mapping[str, Any],
-                       samples: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, list[Mapping[str, Any]]]:
+                       samples: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str,
+                                                                                   list[Mapping[str, Any]]]:
     """``samples`` plus one entry per scored group (``results["groups"]``, e.g. ``mmlu``): the records
     of its leaf tasks, with doc ids made unique as ``<task>/<doc_id>``, so a group is paired and
     counted item by item like any task."""
@@ -219,7 +221,8 @@ def _paired_comparison(b_map: Mapping[Any, float], t_map: Mapping[Any, float], d
 
 def _holm_and_forgetting(comparisons: list[dict[str, Any]], adjusted: list[float | None], alpha: float,
                          forgetting_threshold_points: float) -> dict[str, dict[str, Any]]:
-    """Each comparison's Holm-adjusted p-value, significance and forgetting flag; returns the per-task view."""
+    """Each comparison's Holm-adjusted p-value, significance and forgetting flag; returns the per-task
+    view."""
     tasks: dict[str, dict[str, Any]] = {}
     for comp, p_adj in zip(comparisons, adjusted, strict=True):
         comp["p_holm"] = p_adj

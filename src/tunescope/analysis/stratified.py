@@ -66,7 +66,8 @@ def cmh_paired(strata: Sequence[tuple[int, int]]) -> dict:
 
 
 def heterogeneity(counts: Sequence[tuple[int, int]]) -> float | None:
-    """p-value of "every seed has the same discordance proportion" (None with fewer than two informative seeds)."""
+    """p-value of "every seed has the same discordance proportion" (None with fewer than two informative
+    seeds)."""
     rows = [(b, c) for b, c in counts if b + c > 0]
     if len(rows) < 2:
         return None
@@ -76,7 +77,8 @@ def heterogeneity(counts: Sequence[tuple[int, int]]) -> float | None:
     return finite_float(sps.chi2_contingency(table, correction=False)[1])
 
 
-def paired_strata(a_by_seed: dict[int, dict], b_by_seed: dict[int, dict]) -> tuple[list[tuple[int, int]], dict]:
+def paired_strata(a_by_seed: dict[int, dict],
+                  b_by_seed: dict[int, dict]) -> tuple[list[tuple[int, int]], dict]:
     """Discordant counts per shared seed from `{seed: {item: 0|1}}` maps; items pair within a seed.
     Also returns per-seed detail: n paired items and the difference B − A in points."""
     strata, detail = [], {}

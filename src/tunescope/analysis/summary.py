@@ -1,4 +1,5 @@
-"""Turn a run record (config, manifest, metrics, evaluations; see ``store.run_folder``) into the report's data.
+"""Turn a run record (config, manifest, metrics, evaluations; see ``store.run_folder``) into the report's
+data.
 
 Every number here is read from what the run recorded or computed from it by the analysis modules
 (``curves``, ``stats``, ``errors``, ``text``, ``clusters``, ``outliers``); nothing is estimated without
@@ -7,7 +8,8 @@ with ``_`` (PNG bytes) are rendered into the HTML but left out of ``report.json`
 
 Sections: ``overview``, ``training``, ``learning_curve``, ``task_curves`` (tasks scored during training),
 ``efficiency``, ``dataset``, ``evaluation``,
-``errors``, ``contamination`` (training text against the scored items), ``conclusions``. A section that cannot be computed is ``{"available": False, "reason": ...}``.
+``errors``, ``contamination`` (training text against the scored items), ``conclusions``. A section that cannot
+be computed is ``{"available": False, "reason": ...}``.
 """
 
 from __future__ import annotations
@@ -78,7 +80,8 @@ def _token_accuracy(train: list[TrainRecord], val: list[ValRecord]) -> dict:
               ("val", [(r.step, r.val_token_accuracy) for r in val]))
     for name, points in series:
         vals = [(step, finite_float(v)) for step, v in points if finite_float(v) is not None]
-        out[name] = ({"first": vals[0][1], "first_step": vals[0][0], "final": vals[-1][1], "final_step": vals[-1][0]}
+        out[name] = ({"first": vals[0][1], "first_step": vals[0][0], "final": vals[-1][1],
+                      "final_step": vals[-1][0]}
                      if vals else None)
     return out
 
@@ -86,9 +89,11 @@ def _token_accuracy(train: list[TrainRecord], val: list[ValRecord]) -> dict:
 # ---------------------------------------------------------------- overview
 
 
-def _overview(cfg: RunConfig, manifest: Manifest, summary: SummaryRecord | None, setup: SetupRecord | None) -> dict:
+def _overview(cfg: RunConfig, manifest: Manifest, summary: SummaryRecord | None,
+              setup: SetupRecord | None) -> dict:
     t = cfg.training
-    hyper = {k: getattr(t, k) for k in ("learning_rate", "epochs", "max_steps", "batch_size", "gradient_accumulation",
+    hyper = {k: getattr(t, k)
+             for k in ("learning_rate", "epochs", "max_steps", "batch_size", "gradient_accumulation",
                                         "lr_scheduler", "warmup_ratio", "weight_decay", "max_grad_norm",
                                         "early_stopping_patience", "eval_every")}
     if t.method != "full":
@@ -164,14 +169,16 @@ def _evaluation(run_eval: dict, cfg: RunConfig, rs: dict, seed: int) -> dict:
     out: dict[str, Any] = {"available": True, "labels": sorted(run_eval), "rows": rows,
                            "headline": [rows.index(r) for r in primary_rows(rows)],
                            "target_tasks": sorted(targets), "target_rule": rule,
-                           "forgetting_threshold_points": rs["forgetting_threshold_points"], "alpha": rs["alpha"]}
+                           "forgetting_threshold_points": rs["forgetting_threshold_points"],
+                           "alpha": rs["alpha"]}
     if "base" in run_eval and "tuned" in run_eval:
         paired_metrics: dict[str, list[str]] = {}
         for r in rows:
             if "delta_points" in r:
                 paired_metrics.setdefault(r["task"], []).append(r["sample_metric"])
-        paired = stats_mod.compare_tasks(run_eval["base"]["samples"], run_eval["tuned"]["samples"], paired_metrics,
-                                         targets, forgetting_threshold_points=rs["forgetting_threshold_points"],
+        paired = stats_mod.compare_tasks(run_eval["base"]["samples"], run_eval["tuned"]["samples"],
+                                         paired_metrics, targets,
+                                         forgetting_threshold_points=rs["forgetting_threshold_points"],
                                          alpha=rs["alpha"], n_boot=rs["bootstrap_resamples"], seed=seed)
         out["paired"] = paired
         comps = {(c["task"], c["metric"]): i for i, c in enumerate(paired.get("comparisons", []))}
@@ -216,7 +223,8 @@ def _merge_groups(by_label: dict[str, dict], names: dict | None = None) -> list[
             row["name"] = names.get(key)
         for label, res in by_label.items():
             g = next((g for g in res.get("groups", []) if g["key"] == key), None)
-            row[label] = ({"n": g["n"], "n_correct": g["n_correct"], "accuracy": g["accuracy"], "stderr": g["stderr"]}
+            row[label] = ({"n": g["n"], "n_correct": g["n_correct"], "accuracy": g["accuracy"],
+                           "stderr": g["stderr"]}
                           if g else None)
         rows.append(row)
     return rows
@@ -230,16 +238,20 @@ def _errors(run_eval: dict, cluster_of_eval: dict, cluster_names: dict) -> dict:
     for task in tasks:
         by_label = {label: run_eval[label]["samples"].get(task, []) for label in ("base", "tuned")
                     if label in run_eval and run_eval[label]["samples"].get(task)}
-        tax = {label: error_taxonomy.taxonomy(recs, examples_per_category=2) for label, recs in by_label.items()}
+        tax = {label: error_taxonomy.taxonomy(recs, examples_per_category=2)
+               for label, recs in by_label.items()}
         categories = []
         for cat in error_taxonomy.CATEGORIES:
             entry: dict[str, Any] = {"category": cat, "description": error_taxonomy.DESCRIPTIONS[cat]}
             for label, t in tax.items():
                 c = next(c for c in t["categories"] if c["category"] == cat)
-                entry[label] = {"count": c["count"], "share_of_wrong": c["share_of_wrong"], "examples": c["examples"]}
+                entry[label] = {"count": c["count"], "share_of_wrong": c["share_of_wrong"],
+                                "examples": c["examples"]}
             categories.append(entry)
-        steps = {label: error_taxonomy.accuracy_by(recs, error_taxonomy.gold_steps) for label, recs in by_label.items()}
-        clus = ({label: error_taxonomy.accuracy_by(recs, lambda r, t=task: cluster_of_eval.get((t, r.get("doc_id"))))
+        steps = {label: error_taxonomy.accuracy_by(recs, error_taxonomy.gold_steps)
+                 for label, recs in by_label.items()}
+        clus = ({label: error_taxonomy.accuracy_by(
+                    recs, lambda r, t=task: cluster_of_eval.get((t, r.get("doc_id"))))
                  for label, recs in by_label.items()} if cluster_of_eval else {})
         out_tasks.append({
             "task": task, "labels": list(by_label),
@@ -290,7 +302,8 @@ def analyse_run(record: RunRecord) -> dict:
     metrics = [m.as_dict() for m in record.metrics]
     c = curves(train, val)
     # Per-sample records stay the plain dicts of their JSONL files (layout in ARCHITECTURE.md).
-    run_eval = {label: {"results": ev.results, "samples": ev.samples} for label, ev in record.evaluations.items()}
+    run_eval = {label: {"results": ev.results, "samples": ev.samples}
+                for label, ev in record.evaluations.items()}
 
     training = {
         "available": bool(train),
@@ -312,8 +325,10 @@ def analyse_run(record: RunRecord) -> dict:
     }
     evaluation = _evaluation(run_eval, cfg, rs, seed)
     scored_tasks = sorted({m.get("task") for m in metrics if m.get("kind") == "task_eval"})
-    task_curves = task_curves_mod.analyse(metrics, record.task_item_records, target_tasks(cfg, scored_tasks)[0],
-                                          summary.as_dict() if summary else None, c["val_steps"], c["val_loss"], rs)
+    task_curves = task_curves_mod.analyse(metrics, record.task_item_records,
+                                          target_tasks(cfg, scored_tasks)[0],
+                                          summary.as_dict() if summary else None, c["val_steps"],
+                                          c["val_loss"], rs)
     dataset, images, cluster_of_eval = dataset_insights(record.train_examples, run_eval, rs, seed)
     cl = dataset.get("clusters", {})
     names = {c_["id"]: c_["name"] for c_ in cl.get("clusters", [])} if cl.get("available") else {}

@@ -47,8 +47,9 @@ def task_series(records: Sequence[Mapping[str, Any]], targets: set[str]) -> list
     out = []
     for (task, metric), by_step in sorted(points.items()):
         steps = sorted(by_step)
-        out.append({"task": task, "metric": metric, "label": metric_label(metric), "is_target": task in targets,
-                    "steps": steps, "values": [float(by_step[s]["value"]) for s in steps],
+        out.append({"task": task, "metric": metric, "label": metric_label(metric),
+                    "is_target": task in targets, "steps": steps,
+                    "values": [float(by_step[s]["value"]) for s in steps],
                     "stderrs": [finite_float(by_step[s].get("stderr")) for s in steps],
                     "n": [by_step[s].get("n") for s in steps]})
     return out
@@ -82,8 +83,8 @@ def _evidence(s: dict, a: int, b: int, test: dict) -> str:
     if not test.get("available"):
         return f"{pa:.1f}% at step {a} → {pb:.1f}% at step {b} (no paired test: {test.get('reason')})"
     method = "McNemar exact" if test["method"] == "exact binomial" else "McNemar χ²"
-    return (f"{pa:.1f}% at step {a} → {pb:.1f}% at step {b} ({pb - pa:+.1f} points; {method} p{peq(test['p_value'])}, "
-            f"{test['b']} items lost and {test['c']} gained of n={test['n']})")
+    return (f"{pa:.1f}% at step {a} → {pb:.1f}% at step {b} ({pb - pa:+.1f} points; {method} "
+            f"p{peq(test['p_value'])}, {test['b']} items lost and {test['c']} gained of n={test['n']})")
 
 
 def change_interval(test: dict, alpha: float) -> tuple[float, float] | None:
@@ -110,7 +111,8 @@ def trend(s: dict, a: int, b: int, items: Items, alpha: float, margin_points: fl
     """
     test = paired_steps(s, a, b, items)
     interval = change_interval(test, alpha)
-    if test.get("available") and test["p_value"] is not None and test["p_value"] < alpha and test["b"] != test["c"]:
+    if (test.get("available") and test["p_value"] is not None and test["p_value"] < alpha
+            and test["b"] != test["c"]):
         outcome = "improving" if test["c"] > test["b"] else "falling"
     elif interval is not None and -margin_points < interval[0] and interval[1] < margin_points:
         outcome = "flat"
@@ -123,8 +125,9 @@ def trend(s: dict, a: int, b: int, items: Items, alpha: float, margin_points: fl
 
 
 def trend_criterion(alpha: float, margin_points: float) -> str:
-    return (f"improving or falling: McNemar p < {alpha:g} between the two steps; flat: the {100 * (1 - 2 * alpha):g}% "
-            f"CI of the change lies within ±{margin_points:g} points (report.flat_margin_points); otherwise inconclusive")
+    return (f"improving or falling: McNemar p < {alpha:g} between the two steps; flat: the "
+            f"{100 * (1 - 2 * alpha):g}% CI of the change lies within ±{margin_points:g} points "
+            "(report.flat_margin_points); otherwise inconclusive")
 
 
 def further_training(s: dict, items: Items, tail_fraction: float, alpha: float, margin_points: float) -> dict:
@@ -136,9 +139,10 @@ def further_training(s: dict, items: Items, tail_fraction: float, alpha: float, 
     ref = max((x for x in steps[:-1] if x <= start), default=steps[-2])
     t = trend(s, ref, steps[-1], items, alpha, margin_points)
     help_ = {"improving": "yes", "flat": "no", "falling": "no", "inconclusive": "inconclusive"}[t["outcome"]]
-    return {"available": True, "task": s["task"], "metric": s["metric"], "from_step": ref, "to_step": steps[-1],
-            "test": t["test"], "outcome": t["outcome"], "interval_points": t["interval_points"],
-            "further_training_would_likely_help": help_, "criterion": trend_criterion(alpha, margin_points),
+    return {"available": True, "task": s["task"], "metric": s["metric"], "from_step": ref,
+            "to_step": steps[-1], "test": t["test"], "outcome": t["outcome"],
+            "interval_points": t["interval_points"], "further_training_would_likely_help": help_,
+            "criterion": trend_criterion(alpha, margin_points),
             "summary": f"{s['task']} {s['label']} at the end of training: {t['outcome']} — {t['evidence']}"}
 
 
@@ -150,13 +154,15 @@ def overfitting(s: dict, items: Items, alpha: float, margin_points: float) -> di
     best = steps[values.index(max(values))]
     name = f"{s['task']} {s['label']}"
     if best == steps[-1]:
-        return {"available": True, "task": s["task"], "metric": s["metric"], "best_step": best, "overfitting": False,
-                "outcome": None, "summary": f"{name} since its best point: the last point is the best "
-                                            f"({100 * values[-1]:.1f}% at step {best}), so there is no fall to test"}
+        return {"available": True, "task": s["task"], "metric": s["metric"], "best_step": best,
+                "overfitting": False, "outcome": None,
+                "summary": f"{name} since its best point: the last point is the best "
+                           f"({100 * values[-1]:.1f}% at step {best}), so there is no fall to test"}
     t = trend(s, best, steps[-1], items, alpha, margin_points)
     over = {"falling": True, "flat": False}.get(t["outcome"])
-    return {"available": True, "task": s["task"], "metric": s["metric"], "best_step": best, "last_step": steps[-1],
-            "test": t["test"], "outcome": t["outcome"], "interval_points": t["interval_points"], "overfitting": over,
+    return {"available": True, "task": s["task"], "metric": s["metric"], "best_step": best,
+            "last_step": steps[-1], "test": t["test"], "outcome": t["outcome"],
+            "interval_points": t["interval_points"], "overfitting": over,
             "criterion": trend_criterion(alpha, margin_points),
             "summary": f"{name} since its best point: {t['outcome']} — {t['evidence']}"}
 
@@ -176,20 +182,21 @@ def divergence(series: list[dict], val_steps: Sequence[int], val_losses: Sequenc
                  "val_best_step": val_best, "compared_step": at_val, "diverged": False, "direction": None}
         if at_val != task_best:
             check["test"] = paired_steps(s, task_best, at_val, items)
-            check["direction"] = ("validation loss improved while task accuracy fell" if at_val > task_best else
-                                  "task accuracy improved while validation loss worsened")
-            check["evidence"] = (f"lowest validation loss at step {val_best}, best {s['task']} {s['label']} at step "
-                                 f"{task_best}; {_evidence(s, task_best, at_val, check['test'])}")
+            check["direction"] = ("validation loss improved while task accuracy fell" if at_val > task_best
+                                  else "task accuracy improved while validation loss worsened")
+            check["evidence"] = (f"lowest validation loss at step {val_best}, best {s['task']} {s['label']} "
+                                 f"at step {task_best}; {_evidence(s, task_best, at_val, check['test'])}")
         checks.append(check)
     tested = [c for c in checks if (c.get("test") or {}).get("available")]
     for c, p in zip(tested, stats_mod.holm([c["test"]["p_value"] for c in tested]), strict=True):
         c["p_holm"] = p
         c["diverged"] = p is not None and p < alpha
-    return {"available": True, "alpha": alpha, "correction": "holm", "val_best_step": val_best, "checks": checks,
-            "diverged_tasks": [c["task"] for c in checks if c["diverged"]]}
+    return {"available": True, "alpha": alpha, "correction": "holm", "val_best_step": val_best,
+            "checks": checks, "diverged_tasks": [c["task"] for c in checks if c["diverged"]]}
 
 
-def forgetting_during_training(series: list[dict], items: Items, threshold_points: float, alpha: float) -> dict:
+def forgetting_during_training(series: list[dict], items: Items, threshold_points: float,
+                               alpha: float) -> dict:
     """Non-target tasks against step 0 at every scored step; Holm over all (task, step) tests."""
     tests = []
     for s in series:
@@ -205,10 +212,11 @@ def forgetting_during_training(series: list[dict], items: Items, threshold_point
         t["p_holm"] = p
         t["forgetting"] = bool(p is not None and p < alpha and t["delta_points"] < -threshold_points)
     flagged = sorted({t["task"] for t in tests if t["forgetting"]})
-    worst = {task: min((t for t in tests if t["task"] == task and t["forgetting"]), key=lambda t: t["delta_points"])
+    worst = {task: min((t for t in tests if t["task"] == task and t["forgetting"]),
+                       key=lambda t: t["delta_points"])
              for task in flagged}
-    return {"available": bool(tests), "threshold_points": threshold_points, "alpha": alpha, "correction": "holm",
-            "tests": tests, "forgetting_tasks": flagged, "worst": worst,
+    return {"available": bool(tests), "threshold_points": threshold_points, "alpha": alpha,
+            "correction": "holm", "tests": tests, "forgetting_tasks": flagged, "worst": worst,
             **({} if tests else {"reason": "no non-target task scored at step 0 and later"})}
 
 
@@ -220,8 +228,8 @@ def selection(summary: Mapping[str, Any] | None) -> dict:
     best_by = summary.get("best_by") or {}
     others = [{"criterion": name, **v} for name, v in best_by.items() if name != chosen]
     return {"available": True, "selected_by": chosen, "shipped_step": summary.get("best_step"),
-            "shipped_value": (best_by.get(chosen) or {}).get("value"), "early_stopping_on": summary.get("early_stopping_on"),
-            "others": others}
+            "shipped_value": (best_by.get(chosen) or {}).get("value"),
+            "early_stopping_on": summary.get("early_stopping_on"), "others": others}
 
 
 def analyse(records: Sequence[Mapping[str, Any]], items: Items, targets: set[str], summary: Mapping | None,
@@ -233,8 +241,8 @@ def analyse(records: Sequence[Mapping[str, Any]], items: Items, targets: set[str
     heads = headline_series(series)
     alpha, margin = rs["alpha"], rs.get("flat_margin_points", 2.0)
     return {
-        "available": True, "series": series, "headline": [{"task": s["task"], "metric": s["metric"]} for s in heads],
-        "flat_margin_points": margin,
+        "available": True, "series": series,
+        "headline": [{"task": s["task"], "metric": s["metric"]} for s in heads], "flat_margin_points": margin,
         "further_training": [further_training(s, items, rs["tail_fraction"], alpha, margin)
                              for s in heads if s["is_target"]],
         "overfitting": [overfitting(s, items, alpha, margin) for s in heads if s["is_target"]],

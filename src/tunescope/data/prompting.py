@@ -21,7 +21,8 @@ class EncodeStats:
     dropped_rows: list[int] = field(default_factory=list)
 
 
-def format_example(question: str, answer: str, template: str, tokenizer=None, use_chat_template: bool = False) -> tuple[str, str]:
+def format_example(question: str, answer: str, template: str, tokenizer=None,
+                   use_chat_template: bool = False) -> tuple[str, str]:
     """Return (prompt_text, full_text); full_text starts with prompt_text."""
     if use_chat_template:
         return chat_example(tokenizer, question, answer)

@@ -22,7 +22,8 @@ def _check_row(row: object, where: str, qf: str, af: str) -> dict:
         raise UserError("row is not a JSON object", where=where)
     for field in (qf, af):
         if field not in row:
-            raise UserError(f"missing field '{field}' (row has: {', '.join(map(str, row)) or 'nothing'})", where=where)
+            raise UserError(f"missing field '{field}' (row has: {', '.join(map(str, row)) or 'nothing'})",
+                            where=where)
         value = row[field]
         if value is None or (isinstance(value, float) and not math.isfinite(value)):
             # A missing value in a table (null, NaN) would otherwise train on the text "None" or "nan".
@@ -70,9 +71,11 @@ def load_rows(
     path = Path(source).expanduser()
     if path.suffix.lower() in SUFFIXES or path.exists():
         if path.is_dir():
-            candidates = [p for p in sorted(path.iterdir()) if p.suffix.lower() in SUFFIXES and split in p.stem]
+            candidates = [p for p in sorted(path.iterdir()) if p.suffix.lower() in SUFFIXES
+                          and split in p.stem]
             if not candidates:
-                raise UserError(f"no {split} file (*{split}*.jsonl/json/csv/parquet) in directory", where=str(path))
+                raise UserError(f"no {split} file (*{split}*.jsonl/json/csv/parquet) in directory",
+                                where=str(path))
             path = candidates[0]
         if not path.is_file():
             raise UserError("data file not found", where=str(path))

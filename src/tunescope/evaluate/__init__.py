@@ -5,7 +5,8 @@ Tasks are YAML data in `tasks/` (lm-eval's schema); one engine runs them all. Pu
 - `load_task(name, data_path=None, num_fewshot=None, samples=1, temperature=None, **overrides)` -> Task
 - `load_tasks(names, data_paths=..., ...)` -> (tasks, groups): names may be groups (`mmlu`, `mmlu_stem`)
 - `task_from_docs(name, docs, prompt_template, **overrides)` -> Task (the held-out set)
-- `evaluate(model, tokenizer, tasks, ..., groups=(), engine="auto")` -> lm-eval-shaped results dict (with group scores)
+- `evaluate(model, tokenizer, tasks, ..., groups=(), engine="auto")` -> lm-eval-shaped results dict (with
+  group scores)
 - `format_results_table(results)` -> lm-eval's markdown table
 """
 
@@ -52,7 +53,8 @@ def evaluate(
     """
     check_engine(engine)
     if engine != "auto" and backend != "native":
-        raise UserError(f"applies only to backend 'native' (backend '{backend}' runs its own engine)", where="engine")
+        raise UserError(f"applies only to backend 'native' (backend '{backend}' runs its own engine)",
+                        where="engine")
     kwargs = {"limit": limit, "batch_size": batch_size, "max_new_tokens": max_new_tokens, "out_dir": out_dir,
               "progress": progress}
     if backend == "native":
@@ -64,7 +66,8 @@ def evaluate(
     elif backend == "vllm":
         from tunescope.evaluate.backends.vllm import evaluate_with_vllm as run
     else:
-        raise UserError(f"unknown evaluation backend '{backend}' (known: {', '.join(BACKENDS)})", where="backend")
+        raise UserError(f"unknown evaluation backend '{backend}' (known: {', '.join(BACKENDS)})",
+                        where="backend")
     results = run(model, tokenizer, tasks, **kwargs)
     if groups:
         add_group_results(results, groups)

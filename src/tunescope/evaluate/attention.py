@@ -53,8 +53,8 @@ class SegmentPlan:
         return self._masks[key]
 
 
-def _segment_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, segment_plan=None,
-                       **kwargs):
+def _segment_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
+                       segment_plan=None, **kwargs):
     """query [1, heads, N, dim], key/value [1, kv_heads, N, dim]; attention_mask is ignored."""
     if segment_plan is None:
         raise RuntimeError(f"attention '{SEGMENTS}' needs segment_plan= in the forward call")
@@ -95,7 +95,8 @@ def _grouped_attention(module, query, key, value, attention_mask, scaling=None, 
         return ALL_ATTENTION_FUNCTIONS["sdpa"](module, query, key, value, attention_mask, dropout=dropout,
                                                scaling=scaling, **kwargs)
     # Several queries per row under a mask: the case transformers handles by copying the heads.
-    out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, scale=scaling, enable_gqa=True)
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, scale=scaling,
+                                         enable_gqa=True)
     return out.transpose(1, 2).contiguous(), None
 
 

@@ -79,7 +79,9 @@ def resolve_batch_size(batch_size: int | str, fallback: Callable[[], int]) -> in
     try:
         value = int(batch_size)
     except (TypeError, ValueError):
-        raise UserError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}", where="batch_size") from None
+        raise UserError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}",
+                        where="batch_size") from None
     if value < 1:
-        raise UserError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}", where="batch_size")
+        raise UserError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}",
+                        where="batch_size")
     return value

@@ -38,7 +38,8 @@ def _read(path: Path) -> list[Record]:
     return read_records(path, header=False)
 
 
-def load_local_split(path: Path, split: str, *, eval_split: str | None, dataset_name: str | None) -> list[Record] | None:
+def load_local_split(path: Path, split: str, *, eval_split: str | None,
+                     dataset_name: str | None) -> list[Record] | None:
     """Rows of `split` from a local file or folder; None when that split is not there.
 
     A single file stands for the evaluated split only (there is nowhere to draw few-shot examples from).

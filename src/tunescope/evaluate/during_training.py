@@ -5,7 +5,8 @@ every point scores the same items and two points can be compared item by item) a
 training loop calls a `StepScorer` at step 0, every N steps and at the last step; it scores the
 model as it is with this engine, exactly as the final evaluation scores it (same prompts, filters and
 metrics; adapters folded into temporary copies of their weights, evaluate/folding.py, the trained
-tensors untouched), and hands back one `task_eval` record per task × metric. Per-item results go to `eval/steps/<step>/<task>.jsonl`.
+tensors untouched), and hands back one `task_eval` record per task × metric. Per-item results go to
+`eval/steps/<step>/<task>.jsonl`.
 
 Generation is greedy (one answer per question) whatever `eval.samples` says: a curve needs the
 same, cheap measurement at every point.
@@ -62,10 +63,11 @@ def load_training_tasks(cfg: RunConfig, heldout: Task | None) -> list[tuple[Task
         else:
             leaves, groups = expand([name])
             if groups or leaves != [name]:
-                raise UserError(f"'{name}' is a group of {len(leaves)} tasks; name the tasks to score during training",
-                                where=f"{KEY}.tasks")
+                raise UserError(f"'{name}' is a group of {len(leaves)} tasks; name the tasks to score during "
+                                "training", where=f"{KEY}.tasks")
             try:
-                task = load_task(name, data_path=cfg.eval.data_path.get(name), num_fewshot=cfg.eval.num_fewshot)
+                task = load_task(name, data_path=cfg.eval.data_path.get(name),
+                                 num_fewshot=cfg.eval.num_fewshot)
             except UserError as e:
                 raise UserError(f"task '{name}': {e}", where=f"{KEY}.tasks") from None
         out.append(_subset(task, dt.limit, seed))
@@ -83,8 +85,8 @@ def check_criteria(cfg: RunConfig, tasks: list[Task]) -> None:
         produced = produced_metrics(by_name[task])
         full = metric if "," in metric else f"{metric},none"
         if full not in produced:
-            raise UserError(f"task '{task}' does not produce metric '{metric}' (it produces: {', '.join(produced)})",
-                            where=f"training.{key}")
+            raise UserError(f"task '{task}' does not produce metric '{metric}' (it produces: "
+                            f"{', '.join(produced)})", where=f"training.{key}")
 
 
 @dataclass
@@ -127,15 +129,19 @@ class TrainingTimeScorer:
             seconds = results["tunescope"]["tasks"][task.name]["wall_s"]
             for key in metric_keys(entry):
                 records_out.append({"kind": "task_eval", "step": step, "task": task.name, "metric": key,
-                                    "value": finite_float(entry[key]), "stderr": finite_float(entry.get(stderr_key(key))),
-                                    "n": len(items), "seconds": seconds})
+                                    "value": finite_float(entry[key]),
+                                    "stderr": finite_float(entry.get(stderr_key(key))), "n": len(items),
+                                    "seconds": seconds})
         return records_out
 
 
-def build_scorer(cfg: RunConfig, tasks: list[tuple[Task, list[int]]], tokenizer, run_path: Path) -> TrainingTimeScorer:
+def build_scorer(cfg: RunConfig, tasks: list[tuple[Task, list[int]]], tokenizer,
+                 run_path: Path) -> TrainingTimeScorer:
     from tunescope.store.run_folder import EVAL_DIR, STEPS_DIR
 
     dt = cfg.eval.during_training
-    return TrainingTimeScorer(tasks, tokenizer, run_path / EVAL_DIR / STEPS_DIR, every=dt.every or cfg.training.eval_every,
+    return TrainingTimeScorer(tasks, tokenizer, run_path / EVAL_DIR / STEPS_DIR,
+                              every=dt.every or cfg.training.eval_every,
                               batch_size=dt.batch_size or cfg.eval.batch_size,
-                              max_new_tokens=dt.max_new_tokens or cfg.eval.max_new_tokens, engine=cfg.eval.engine)
+                              max_new_tokens=dt.max_new_tokens or cfg.eval.max_new_tokens,
+                              engine=cfg.eval.engine)

@@ -25,7 +25,8 @@ TRANSFORMERS = "transformers"
 ENGINE_CHOICES = ("auto", NATIVE, TRANSFORMERS)
 
 # Model types (config.model_type) the native engine is verified on, family by family.
-VERIFIED_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi", "phi3", "gemma2", "gemma3_text", "gpt_neox"})
+VERIFIED_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi", "phi3", "gemma2", "gemma3_text",
+                            "gpt_neox"})
 # Composite (multimodal) model types evaluated on text alone, whose text model is one of the above.
 VERIFIED_COMPOSITES = {"gemma3": "gemma3_text"}
 
@@ -93,7 +94,8 @@ def _unsupported(model) -> str | None:
     if cfg is None or not getattr(cfg, "model_type", None):
         return "the model has no transformers config saying what it is"
     text = text_config(cfg)
-    if any(getattr(c, "is_encoder_decoder", False) or getattr(c, "add_cross_attention", False) for c in (cfg, text)):
+    if any(getattr(c, "is_encoder_decoder", False) or getattr(c, "add_cross_attention", False)
+           for c in (cfg, text)):
         return "encoder-decoder and cross-attention models are not implemented by the native engine"
     if _expert_count(text):
         return "mixture-of-experts routing is not implemented by the native engine"
@@ -102,12 +104,13 @@ def _unsupported(model) -> str | None:
         return f"{feature} is not implemented by the native engine"
     rope = _rope_types(text) & _LENGTH_DEPENDENT_ROPE
     if rope:
-        return (f"rotary scaling '{sorted(rope)[0]}' depends on the longest sequence in a batch, which the native "
-                "engine's batching would change")
+        return (f"rotary scaling '{sorted(rope)[0]}' depends on the longest sequence in a batch, which the "
+                "native engine's batching would change")
     if not routes_attention_through_interface(hf):
         return f"{type(hf).__name__} does not route its attention through transformers' attention interface"
     if not type(hf).__module__.startswith("transformers."):
-        return f"model code from outside transformers, {type(hf).__module__}, is not verified with the native engine"
+        return (f"model code from outside transformers, {type(hf).__module__}, is not verified with the "
+                "native engine")
     if cfg.model_type in VERIFIED_COMPOSITES:
         if getattr(text, "model_type", None) != VERIFIED_COMPOSITES[cfg.model_type]:
             return f"{cfg.model_type} with text model '{getattr(text, 'model_type', None)}' is not verified"

@@ -22,9 +22,11 @@ Doc = dict[str, Any]
 
 
 class FewshotSampler:
-    def __init__(self, pool: Sequence[Doc], *, seed: int | None, kind: str = "default", exclude_eval_doc: bool = False):
+    def __init__(self, pool: Sequence[Doc], *, seed: int | None, kind: str = "default",
+                 exclude_eval_doc: bool = False):
         if kind not in ("default", "first_n"):
-            raise UserError(f"unknown few-shot sampler '{kind}' (known: default, first_n)", where="fewshot_config")
+            raise UserError(f"unknown few-shot sampler '{kind}' (known: default, first_n)",
+                            where="fewshot_config")
         self.pool = list(pool)
         self.rnd = random.Random(seed)
         self.kind = kind
@@ -39,11 +41,13 @@ class FewshotSampler:
         if self.kind == "first_n":
             pool = [x for x in self.pool if x != exclude] if exclude is not None else self.pool
             if n > len(pool):
-                raise UserError(f"{n} few-shot examples requested but only {len(pool)} are available", where="num_fewshot")
+                raise UserError(f"{n} few-shot examples requested but only {len(pool)} are available",
+                                where="num_fewshot")
             return list(pool[:n])
         available = len(self.pool) - (exclude is not None and exclude in self.pool)
         if n > available:
-            raise UserError(f"{n} few-shot examples requested but only {available} are available", where="num_fewshot")
+            raise UserError(f"{n} few-shot examples requested but only {available} are available",
+                            where="num_fewshot")
         if exclude is None:
             return self.rnd.sample(self.pool, n)
         drawn = [x for x in self.rnd.sample(self.pool, n + 1) if x != exclude][:n]

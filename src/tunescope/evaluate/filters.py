@@ -26,7 +26,8 @@ FALLBACK = "[invalid]"
 Step = Callable[[list[Any]], list[Any]]
 
 
-def regex_extract(text: str, pattern: re.Pattern[str], group_select: int = 0, fallback: str = FALLBACK) -> str:
+def regex_extract(text: str, pattern: re.Pattern[str], group_select: int = 0,
+                  fallback: str = FALLBACK) -> str:
     """The answer `pattern` finds in `text` (lm-eval's RegexFilter on one response)."""
     if not isinstance(text, str):
         text = ""
@@ -40,7 +41,8 @@ def regex_extract(text: str, pattern: re.Pattern[str], group_select: int = 0, fa
     return match.strip()
 
 
-def _regex(regex_pattern: str = r"#### (\-?[0-9\.\,]+)", group_select: int = 0, fallback: str = FALLBACK) -> Step:
+def _regex(regex_pattern: str = r"#### (\-?[0-9\.\,]+)", group_select: int = 0,
+           fallback: str = FALLBACK) -> Step:
     compiled = re.compile(regex_pattern)
     return lambda resps: [regex_extract(r, compiled, group_select, fallback) for r in resps]
 
@@ -52,7 +54,8 @@ def _take_first() -> Step:
 def _take_first_k(k: int) -> Step:
     def step(resps: list[Any]) -> list[Any]:
         if len(resps) < k:
-            raise UserError(f"take_first_k needs {k} responses per document, got {len(resps)}", where="filter_list")
+            raise UserError(f"take_first_k needs {k} responses per document, got {len(resps)}",
+                            where="filter_list")
         return resps[:k]
 
     return step

@@ -40,7 +40,8 @@ def fingerprint(tensor: torch.Tensor) -> torch.Tensor:
     """A per-row hash of a tensor's bits (xor of each row's elements as 64-bit patterns).
 
     Any change to the values changes it, unlike the object's identity, which an in-place write keeps."""
-    flat = tensor.detach().reshape(tensor.shape[0], -1) if tensor.dim() > 1 else tensor.detach().reshape(1, -1)
+    flat = (tensor.detach().reshape(tensor.shape[0], -1) if tensor.dim() > 1
+            else tensor.detach().reshape(1, -1))
     return torch.hash_tensor(flat, dim=-1)
 
 

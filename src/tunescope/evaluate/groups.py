@@ -62,7 +62,8 @@ def pooled_stderr(stderrs: list[float], sizes: list[int]) -> float:
     total = sum(sizes)
     if total - len(sizes) <= 0:
         return float("nan")
-    pooled_variance = sum((n - 1) * (se * se * n) for se, n in zip(stderrs, sizes, strict=True)) / (total - len(sizes))
+    pooled_variance = (sum((n - 1) * (se * se * n) for se, n in zip(stderrs, sizes, strict=True))
+                       / (total - len(sizes)))
     return math.sqrt(pooled_variance / total)
 
 
@@ -77,8 +78,10 @@ def add_group_results(results: dict[str, Any], groups: Iterable[str]) -> None:
         missing = [t for t in members if t not in by_task or not sizes.get(t)]
         if missing:
             continue  # nothing to aggregate over honestly
-        shared = set.intersection(*({k for k in by_task[t] if "," in k and "_stderr," not in k} for t in members))
-        entry: dict[str, Any] = {"alias": group.alias, "name": name, "sample_len": sum(sizes[t] for t in members)}
+        shared = set.intersection(*({k for k in by_task[t] if "," in k and "_stderr," not in k}
+                                    for t in members))
+        entry: dict[str, Any] = {"alias": group.alias, "name": name,
+                                 "sample_len": sum(sizes[t] for t in members)}
         for key in sorted(shared):
             metric, _, filt = key.partition(",")
             n = [sizes[t] for t in members]

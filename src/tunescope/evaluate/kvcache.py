@@ -40,7 +40,8 @@ class SlotCache:
 
     # -- the part of the transformers Cache protocol attention layers call -------------------------
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
-        """Write the new tokens of each active row at its own positions; return keys/values of the active rows."""
+        """Write the new tokens of each active row at its own positions;
+        return keys/values of the active rows."""
         self._layers_written += 1
         if self.keys[layer_idx] is None:
             self._allocate(layer_idx, key_states, value_states)
@@ -79,8 +80,9 @@ class SlotCache:
     def check_decoded(self) -> None:
         """Raise unless the forward since `prepare_decode` wrote every layer exactly once."""
         if self._layers_written != self.num_layers:
-            raise RuntimeError(f"the decoding forward wrote {self._layers_written} cache entries for a model of "
-                               f"{self.num_layers} layers: the model did not use the cache passed as cache=")
+            raise RuntimeError(f"the decoding forward wrote {self._layers_written} cache entries for a model "
+                               f"of {self.num_layers} layers: the model did not use the cache passed as "
+                               "cache=")
 
     def store_prefill(self, slot: int, layer_kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Copy a prompt's keys/values (batch of one, from a regular cache) into `slot`."""
@@ -92,7 +94,8 @@ class SlotCache:
             self.values[layer_idx][slot, :, :length] = v[0]
 
     def copy_slot(self, src: int, dst: int, length: int) -> None:
-        """Duplicate the first `length` positions of slot `src` into slot `dst` (a shared prompt, or compaction)."""
+        """Duplicate the first `length` positions of slot `src` into slot `dst`
+        (a shared prompt, or compaction)."""
         for layer_idx in range(self.num_layers):
             if self.keys[layer_idx] is None:
                 continue
@@ -106,8 +109,8 @@ def prefilled_layers(cache, num_layers: int, length: int) -> list[tuple[torch.Te
     pairs = layer_kv_pairs(cache)
     lengths = [None if k is None else k.shape[2] for k, _ in pairs]
     if lengths != [length] * num_layers:
-        raise RuntimeError(f"a prefill of {length} tokens left cache entries of lengths {lengths} for a model of "
-                           f"{num_layers} layers: the model did not fill the cache passed as cache=")
+        raise RuntimeError(f"a prefill of {length} tokens left cache entries of lengths {lengths} for a "
+                           f"model of {num_layers} layers: the model did not fill the cache passed as cache=")
     return pairs
 
 

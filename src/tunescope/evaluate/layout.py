@@ -23,7 +23,8 @@ def column_major_linears(model: torch.nn.Module) -> Iterator[int]:
     seen: set[int] = set()
     for module in model.modules():
         weight = getattr(module, "weight", None)
-        if (not isinstance(module, torch.nn.Linear) or not isinstance(weight, torch.Tensor) or id(weight) in seen
+        if (not isinstance(module, torch.nn.Linear) or not isinstance(weight, torch.Tensor)
+                or id(weight) in seen
                 or weight.device.type != "cpu" or not weight.is_floating_point() or weight.dim() != 2
                 or not weight.is_contiguous()):
             continue

@@ -45,7 +45,8 @@ class Scored:
 
 
 def _output_logits(model, hidden: torch.Tensor) -> torch.Tensor:
-    """The model's output layer applied to selected hidden states (with logit soft-capping if the model uses it)."""
+    """The model's output layer applied to selected hidden states (with logit
+    soft-capping if the model uses it)."""
     logits = model.get_output_embeddings()(hidden)
     cap = logit_softcap(model)
     if cap:
@@ -69,7 +70,8 @@ def _supports_packing(model) -> bool:
 
 class LoglikelihoodScorer:
     def __init__(self, model, *, batch_size: int, max_length: int, packing: bool = True):
-        """`packing=False` scores every pair on the plain path (models the native engine is not verified on)."""
+        """`packing=False` scores every pair on the plain path (models the
+        native engine is not verified on)."""
         self.model = model
         self.batch_size = max(1, int(batch_size))
         self.max_length = max_length
@@ -90,7 +92,8 @@ class LoglikelihoodScorer:
             too_long = any(len(g.context) + len(c) > self.max_length + 1 for c in g.continuations)
             truncated += too_long
             length = self._packed_length(g)
-            if too_long or not self.packing or length > self.max_length or (self.window and length > self.window):
+            if (too_long or not self.packing or length > self.max_length
+                    or (self.window and length > self.window)):
                 plain.append(i)
             else:
                 packed.append(i)
@@ -101,7 +104,8 @@ class LoglikelihoodScorer:
             skip = len(prefix[0])
             if packed:
                 with use_attention(self.model, SEGMENTS):
-                    for batch in self._flat_batches(packed, [self._packed_length(groups[i], skip) for i in packed]):
+                    for batch in self._flat_batches(packed, [self._packed_length(groups[i], skip)
+                                                             for i in packed]):
                         scored = self._score_flat([groups[i] for i in batch], prefix)
                         for i, scores in zip(batch, scored, strict=True):
                             results[i] = scores
@@ -143,7 +147,8 @@ class LoglikelihoodScorer:
 
     # -- packed path ------------------------------------------------------------------------------
     @torch.inference_mode()
-    def _shared_prefix(self, groups: list[ChoiceGroup]) -> tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]]:
+    def _shared_prefix(self, groups: list[ChoiceGroup]
+                       ) -> tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]]:
         """The context tokens every group starts with (MMLU's description line, a fixed few-shot block),
         run once; each group keeps at least its last context token of its own."""
         if len(groups) < 2 or self.window is not None:
@@ -162,8 +167,10 @@ class LoglikelihoodScorer:
         from tunescope.evaluate.kvcache import prefilled_layers
 
         prefix_cache = DynamicCache()
-        _decoder(self.model)(input_ids=torch.tensor([first[:n]], device=self.device), cache=prefix_cache, use_cache=True)
-        return list(first[:n]), [(k.clone(), v.clone()) for k, v in prefilled_layers(prefix_cache, num_layers(self.model), n)]
+        _decoder(self.model)(input_ids=torch.tensor([first[:n]], device=self.device), cache=prefix_cache,
+                             use_cache=True)
+        return list(first[:n]), [(k.clone(), v.clone())
+                                 for k, v in prefilled_layers(prefix_cache, num_layers(self.model), n)]
 
     @staticmethod
     def _packed_length(g: ChoiceGroup, skip: int = 0) -> int:

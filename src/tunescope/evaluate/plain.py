@@ -43,13 +43,14 @@ def generate_with_transformers(
             ids = torch.tensor([req.prompt_ids], dtype=torch.long, device=device)
             stop = _StopStrings(encoder, req.until, len(req.prompt_ids))
             if req.do_sample:
-                how = {"do_sample": True, "temperature": req.temperature, "top_p": req.top_p, "top_k": req.top_k}
+                how = {"do_sample": True, "temperature": req.temperature, "top_p": req.top_p,
+                       "top_k": req.top_k}
             else:
                 how = {"do_sample": False}
             with _seeded(req.seed, device) if req.do_sample else nullcontext():
                 out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                     max_new_tokens=req.max_new_tokens, eos_token_id=sorted(eos), pad_token_id=pad,
-                                     stopping_criteria=StoppingCriteriaList([stop]), **how)
+                                     max_new_tokens=req.max_new_tokens, eos_token_id=sorted(eos),
+                                     pad_token_id=pad, stopping_criteria=StoppingCriteriaList([stop]), **how)
             generated = out[0, len(req.prompt_ids):].tolist()
             if generated and generated[-1] in eos:
                 reason, generated = "eos", [t for t in generated if t not in eos]

@@ -33,7 +33,8 @@ Doc = dict[str, Any]
 
 def _require(row: Record, fields: list[str]) -> dict[str, Any]:
     if not isinstance(row.data, dict):
-        raise UserError(f"expected named fields {fields}, got a row of {len(row.data)} unnamed values", where=row.where)
+        raise UserError(f"expected named fields {fields}, got a row of {len(row.data)} unnamed values",
+                        where=row.where)
     for name in fields:
         if name not in row.data or row.data[name] is None:
             raise UserError(f"missing field '{name}' (this task needs {', '.join(fields)})", where=row.where)
@@ -47,7 +48,8 @@ def _csv_with_header(rows: list[Record], fields: list[str]) -> list[Record]:
     header = [h.strip() for h in rows[0].data]
     if not set(fields) <= set(header):
         missing = sorted(set(fields) - set(header))
-        raise UserError(f"CSV header lacks field(s) {missing} (this task needs {', '.join(fields)})", where=rows[0].where)
+        raise UserError(f"CSV header lacks field(s) {missing} (this task needs {', '.join(fields)})",
+                        where=rows[0].where)
     return [Record(dict(zip(header, r.data, strict=False)), r.where) for r in rows[1:]]
 
 
@@ -101,7 +103,8 @@ def mmlu(rows: list[Record], required: list[str]) -> list[Doc]:
         if isinstance(row.data, list):  # original CSV layout
             if len(row.data) != 6:
                 raise UserError(
-                    f"expected 6 columns (question,A,B,C,D,answer_letter), got {len(row.data)}", where=row.where
+                    f"expected 6 columns (question,A,B,C,D,answer_letter), got {len(row.data)}",
+                    where=row.where
                 )
             question, a, b, c, d, letter = row.data
             letter = letter.strip().upper()
@@ -112,7 +115,8 @@ def mmlu(rows: list[Record], required: list[str]) -> list[Doc]:
         data = _require(row, ["question", "choices", "answer"])
         answer = data["answer"]
         if isinstance(answer, str):
-            answer = _LETTERS.index(answer.strip().upper()) if answer.strip().upper() in _LETTERS else int(answer)
+            answer = (_LETTERS.index(answer.strip().upper()) if answer.strip().upper() in _LETTERS
+                      else int(answer))
         docs.append({**data, "answer": answer})
     return docs
 
@@ -126,5 +130,6 @@ PROCESSORS: dict[str | None, Callable[[list[Record], list[str]], list[Doc]]] = {
 
 def process(name: str | None, rows: list[Record], required: list[str]) -> list[Doc]:
     if name not in PROCESSORS:
-        raise UserError(f"unknown process_docs '{name}' (known: {[k for k in PROCESSORS if k]})", where="task")
+        raise UserError(f"unknown process_docs '{name}' (known: {[k for k in PROCESSORS if k]})",
+                        where="task")
     return PROCESSORS[name](rows, required)

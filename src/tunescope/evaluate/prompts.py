@@ -91,7 +91,8 @@ def _fewshot_block(spec: TaskSpec, examples: Sequence[dict[str, Any]]) -> str:
     )
 
 
-def build_context(spec: TaskSpec, doc: dict[str, Any], examples: Sequence[dict[str, Any]], tokenizer=None) -> str:
+def build_context(spec: TaskSpec, doc: dict[str, Any], examples: Sequence[dict[str, Any]],
+                  tokenizer=None) -> str:
     """The full prompt for `doc` given its few-shot examples (plain text or chat-templated)."""
     description = _description(spec, doc)
     body = _fewshot_block(spec, examples) + doc_to_text(spec, doc)

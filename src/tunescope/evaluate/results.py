@@ -49,8 +49,8 @@ def format_results_table(results: dict[str, Any]) -> str:
 
 
 def _table(results: dict[str, Any], column: str) -> str:
-    headers = ["Groups" if column == "groups" else "Tasks", "Version", "Filter", "n-shot", "Metric", "", "Value", "",
-               "Stderr"]
+    headers = ["Groups" if column == "groups" else "Tasks", "Version", "Filter", "n-shot", "Metric", "",
+               "Value", "", "Stderr"]
     rows: list[list[str]] = []
     n_shot = results.get("n-shot", {})
     versions = results.get("versions", {})
@@ -85,8 +85,10 @@ def _table(results: dict[str, Any], column: str) -> str:
     numeric = {1, 3, 6, 8}  # right-aligned, as pytablewriter does for numbers
 
     def line(cells: list[str]) -> str:
-        padded = [c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
+        padded = [c.rjust(w) if i in numeric else c.ljust(w)
+                  for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
         return "|" + "|".join(padded) + "|"
 
-    sep = "|" + "|".join(("-" * (w - 1) + ":") if i in numeric else "-" * w for i, w in enumerate(widths)) + "|"
+    sep = "|" + "|".join(("-" * (w - 1) + ":") if i in numeric else "-" * w
+                         for i, w in enumerate(widths)) + "|"
     return "\n".join([line(headers), sep, *(line(r) for r in rows)]) + "\n"

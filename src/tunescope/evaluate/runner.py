@@ -71,7 +71,8 @@ def select_docs(task: Task, limit: int | float | None) -> tuple[list[dict[str, A
         return task.docs, info
     n = int(-(-total * limit // 1)) if limit < 1 else int(limit)
     if n > total:
-        log.warning("%s: --limit %s is larger than the split (%d items); using all %d", task.name, limit, total, total)
+        log.warning("%s: --limit %s is larger than the split (%d items); using all %d", task.name, limit,
+                    total, total)
         info["limit_exceeds_split"] = True
         n = total
     if n <= 0:
@@ -84,7 +85,8 @@ def build_instances(task: Task, docs: list[dict[str, Any]], tokenizer) -> list[I
     sampler = None
     if spec.num_fewshot > 0:
         sampler = FewshotSampler(
-            task.fewshot_pool, seed=spec.fewshot_seed, kind=spec.fewshot_sampler, exclude_eval_doc=spec.excludes_eval_doc
+            task.fewshot_pool, seed=spec.fewshot_seed, kind=spec.fewshot_sampler,
+            exclude_eval_doc=spec.excludes_eval_doc
         )
     out = []
     for doc_id, doc in enumerate(docs):
@@ -107,10 +109,11 @@ GenerateFn = Callable[[list[GenRequest], Callable[[int, GenResult], None]], list
 
 
 def run_generation_task(
-    task: Task, instances: list[Instance], model, tokenizer, *, batch_size: int | str, max_new_tokens: int | None,
-    progress: Progress | None, engine: GenerateFn | None = None,
+    task: Task, instances: list[Instance], model, tokenizer, *, batch_size: int | str,
+    max_new_tokens: int | None, progress: Progress | None, engine: GenerateFn | None = None,
 ) -> TaskOutcome:
-    """Generate for every instance (`engine` defaults to the native continuous-batching Generator), then score."""
+    """Generate for every instance (`engine` defaults to the native
+    continuous-batching Generator), then score."""
     spec = task.spec
     gen = spec.generation_kwargs
     encoder = Encoder(tokenizer)
@@ -118,14 +121,16 @@ def run_generation_task(
     max_gen = int(max_new_tokens or gen.get("max_gen_toks") or 256)
     max_ctx = window - max_gen
     if max_ctx <= 0:
-        raise UserError(f"max_new_tokens ({max_gen}) must be smaller than the model's context window ({window})",
-                        where="max_new_tokens")
+        raise UserError(f"max_new_tokens ({max_gen}) must be smaller than the model's context window "
+                        f"({window})", where="max_new_tokens")
     k = spec.samples
     requests, owners, truncated = _generation_requests(spec, instances, encoder, tokenizer, max_ctx, max_gen)
     if truncated:
-        log.warning("%s: %d prompt(s) longer than %d tokens were truncated from the left", spec.name, truncated, max_ctx)
+        log.warning("%s: %d prompt(s) longer than %d tokens were truncated from the left", spec.name,
+                    truncated, max_ctx)
     longest = max(len(r.prompt_ids) for r in requests) + max_gen
-    bs = batchsize.resolve_batch_size(batch_size, lambda: batchsize.generation_batch_size(model, longest, len(requests)))
+    bs = batchsize.resolve_batch_size(batch_size,
+                                      lambda: batchsize.generation_batch_size(model, longest, len(requests)))
     remaining = defaultdict(lambda: k)
     done = [0]
 
@@ -150,7 +155,8 @@ def run_generation_task(
         finish[doc_id].append(res.finish_reason)
 
     per_sample, records = _score_generations(spec, instances, responses, finish)
-    return TaskOutcome(task_entry(spec.display_name, per_sample), records, len(instances), truncated, wall, bs)
+    return TaskOutcome(task_entry(spec.display_name, per_sample), records, len(instances),
+                       truncated, wall, bs)
 
 
 def _generation_requests(spec, instances: list[Instance], encoder: Encoder, tokenizer, max_ctx: int,
@@ -170,8 +176,9 @@ def _generation_requests(spec, instances: list[Instance], encoder: Encoder, toke
             ids = ids[-max_ctx:]
         for j in range(spec.samples):
             requests.append(GenRequest(
-                prompt_ids=ids, until=until, max_new_tokens=max_gen, do_sample=do_sample, temperature=temperature,
-                top_p=float(gen.get("top_p", 1.0)), top_k=int(gen.get("top_k", 0) or 0),
+                prompt_ids=ids, until=until, max_new_tokens=max_gen, do_sample=do_sample,
+                temperature=temperature, top_p=float(gen.get("top_p", 1.0)),
+                top_k=int(gen.get("top_k", 0) or 0),
                 seed=spec.fewshot_seed * 1_000_003 + inst.doc_id * 1_009 + j,
             ))
             owners.append(inst.doc_id)
@@ -193,9 +200,10 @@ def _score_generations(spec, instances: list[Instance], responses: dict[int, lis
             for m in spec.metric_list:
                 name = m["metric"]
                 if name != "exact_match":
-                    raise UserError(f"metric '{name}' is not supported for generation tasks (supported: exact_match)",
-                                    where=spec.name)
-                kwargs = {k: v for k, v in m.items() if k not in ("metric", "aggregation", "higher_is_better")}
+                    raise UserError(f"metric '{name}' is not supported for generation tasks (supported: "
+                                    "exact_match)", where=spec.name)
+                kwargs = {k: v for k, v in m.items()
+                          if k not in ("metric", "aggregation", "higher_is_better")}
                 value = exact_match(filtered[p.name], target, **kwargs)
                 metrics[f"{name},{p.name}"] = value
                 per_sample[(name, p.name)].append(value)
@@ -217,10 +225,11 @@ def _score_generations(spec, instances: list[Instance], responses: dict[int, lis
 
 
 def run_choice_task(
-    task: Task, instances: list[Instance], model, tokenizer, *, batch_size: int | str, progress: Progress | None,
-    packing: bool = True,
+    task: Task, instances: list[Instance], model, tokenizer, *, batch_size: int | str,
+    progress: Progress | None, packing: bool = True,
 ) -> TaskOutcome:
-    """Score every choice of every instance (`packing=False`: each pair on its own plain forward), then score."""
+    """Score every choice of every instance (`packing=False`: each pair on
+    its own plain forward), then score."""
     spec = task.spec
     encoder = Encoder(tokenizer)
     window = max_length(model, tokenizer)
@@ -234,7 +243,8 @@ def run_choice_task(
         # the same for every choice of a document.
         groups.append(ChoiceGroup(context=pairs[0][0], continuations=[cont for _, cont in pairs]))
     longest = max(len(g.context) + sum(len(c) for c in g.continuations) for g in groups)
-    bs = batchsize.resolve_batch_size(batch_size, lambda: batchsize.scoring_batch_size(model, longest, len(groups)))
+    bs = batchsize.resolve_batch_size(batch_size,
+                                      lambda: batchsize.scoring_batch_size(model, longest, len(groups)))
     done = [0]
 
     def on_done(_i: int, _scores) -> None:
@@ -247,13 +257,14 @@ def run_choice_task(
     scores, truncated = scorer.score_groups(groups, on_done=on_done)
     wall = time.perf_counter() - t0
     if truncated:
-        log.warning("%s: %d document(s) longer than the context window were truncated from the left", spec.name, truncated)
+        log.warning("%s: %d document(s) longer than the context window were truncated from the left",
+                    spec.name, truncated)
 
     listed = [m["metric"] for m in spec.metric_list]
     unsupported = sorted(set(listed) - {"acc", "acc_norm"})
     if unsupported:
-        raise UserError(f"metric(s) {unsupported} not supported for multiple-choice tasks (supported: acc, acc_norm)",
-                        where=spec.name)
+        raise UserError(f"metric(s) {unsupported} not supported for multiple-choice tasks (supported: acc, "
+                        "acc_norm)", where=spec.name)
     per_sample: dict[tuple[str, str], list[float]] = defaultdict(list)
     records = []
     for inst, choices, doc_scores in zip(instances, choices_per_doc, scores, strict=True):
@@ -277,12 +288,14 @@ def run_choice_task(
             "is_greedy": [s.is_greedy for s in doc_scores],
             "metrics": metrics,
         })
-    return TaskOutcome(task_entry(spec.display_name, per_sample), records, len(instances), truncated, wall, bs)
+    return TaskOutcome(task_entry(spec.display_name, per_sample), records, len(instances),
+                       truncated, wall, bs)
 
 
 def _add_task_results(results: dict[str, Any], extras: dict[str, Any], task: Task, outcome: TaskOutcome,
                       facts: dict[str, Any]) -> None:
-    """One task's entries in results.json, in lm-evaluation-harness's layout, and tunescope's facts about it."""
+    """One task's entries in results.json, in lm-evaluation-harness's
+    layout, and tunescope's facts about it."""
     spec = task.spec
     name = spec.name
     results["results"][name] = outcome.entry
@@ -331,9 +344,10 @@ def evaluate_native(
 
         generate = partial(generate_with_transformers, model, tokenizer)
     model.eval()
-    results: dict[str, Any] = {"results": {}, "group_subtasks": {}, "configs": {}, "versions": {}, "n-shot": {},
-                               "higher_is_better": {}, "n-samples": {}}
-    extras: dict[str, Any] = {"engine": f"{path}+custom-generation" if custom_generation else path, "tasks": {}}
+    results: dict[str, Any] = {"results": {}, "group_subtasks": {}, "configs": {}, "versions": {},
+                               "n-shot": {}, "higher_is_better": {}, "n-samples": {}}
+    extras: dict[str, Any] = {"engine": f"{path}+custom-generation" if custom_generation else path,
+                              "tasks": {}}
     all_records: dict[str, list[dict[str, Any]]] = {}
     t_start = time.perf_counter()
     # Forward passes of similar shapes over and over: keep freed memory for reuse (see malloc.py).
@@ -347,10 +361,11 @@ def evaluate_native(
             instances = build_instances(task, docs, tokenizer)
             if spec.output_type == GENERATE:
                 outcome = run_generation_task(task, instances, model, tokenizer, batch_size=batch_size,
-                                              max_new_tokens=max_new_tokens, progress=progress, engine=generate)
+                                              max_new_tokens=max_new_tokens, progress=progress,
+                                              engine=generate)
             else:
-                outcome = run_choice_task(task, instances, model, tokenizer, batch_size=batch_size, progress=progress,
-                                          packing=path == NATIVE)
+                outcome = run_choice_task(task, instances, model, tokenizer, batch_size=batch_size,
+                                          progress=progress, packing=path == NATIVE)
             if custom_generation and spec.output_type == GENERATE:
                 task_path, task_reason = "custom-generation", "generated by the evaluation backend"
             else:
@@ -372,7 +387,8 @@ def evaluate_native(
     results["config"] = {
         "model": _model_name(model), "batch_size": batch_size, "limit": limit, "device": str(param.device),
         "dtype": str(param.dtype).replace("torch.", ""), "max_new_tokens": max_new_tokens,
-        "fewshot_seed": {t.name: t.spec.fewshot_seed for t in tasks}, "torch_threads": torch.get_num_threads(),
+        "fewshot_seed": {t.name: t.spec.fewshot_seed for t in tasks},
+        "torch_threads": torch.get_num_threads(),
     }
     extras["adapter_layers_folded"] = n_folded
     extras["wall_s"] = round(time.perf_counter() - t_start, 3)

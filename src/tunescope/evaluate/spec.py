@@ -106,7 +106,8 @@ _SPEC_KEYS = {
 
 
 def spec_from_dict(raw: dict[str, Any], where: str = "task") -> TaskSpec:
-    """Build a TaskSpec from a parsed YAML mapping; unknown keys are a UserError (typos are silent otherwise)."""
+    """Build a TaskSpec from a parsed YAML mapping; unknown keys are a
+    UserError (typos are silent otherwise)."""
     unknown = sorted(set(raw) - _SPEC_KEYS)
     if unknown:
         raise UserError(f"unknown task key(s) {unknown} (allowed: {sorted(_SPEC_KEYS)})", where=where)
@@ -167,7 +168,8 @@ def builtin_definitions() -> dict[str, dict[str, Any]]:
     for raw in _task_files():
         if "template" in raw:  # a family of tasks (MMLU): one per key of `subjects`
             for subject in raw["subjects"]:
-                defs_raw = _fill(raw["template"], {"subject": subject, "subject_words": subject.replace("_", " ")})
+                defs_raw = _fill(raw["template"],
+                                 {"subject": subject, "subject_words": subject.replace("_", " ")})
                 defs[defs_raw["task"]] = defs_raw
         else:
             defs[raw["task"]] = raw
@@ -207,7 +209,8 @@ def builtin_groups() -> dict[str, GroupSpec]:
         family = raw["template"]["task"].split("{{")[0]  # "mmlu_"
         for name, members in raw["groups"]["members"].items():
             if isinstance(members, str):  # a category: every subject of it, alphabetically
-                members = sorted(family + subject for subject, category in raw["subjects"].items() if category == members)
+                members = sorted(family + subject for subject, category in raw["subjects"].items()
+                                 if category == members)
                 alias = name[len(family):].replace("_", " ")
             else:
                 alias = name

@@ -32,7 +32,8 @@ class Task:
         return self.spec.name
 
     def __repr__(self) -> str:
-        return f"Task({self.name!r}, docs={len(self.docs)}, num_fewshot={self.spec.num_fewshot}, source={self.source!r})"
+        return (f"Task({self.name!r}, docs={len(self.docs)}, num_fewshot={self.spec.num_fewshot}, "
+                f"source={self.source!r})")
 
 
 _OVERRIDABLE = {
@@ -46,7 +47,8 @@ def override_spec(spec: TaskSpec, overrides: dict[str, Any]) -> TaskSpec:
     """Per-run changes to a spec (few-shot count, sampling, ...); unknown keys are a UserError."""
     unknown = sorted(set(overrides) - _OVERRIDABLE)
     if unknown:
-        raise UserError(f"unknown task override(s) {unknown} (allowed: {sorted(_OVERRIDABLE)})", where=spec.name)
+        raise UserError(f"unknown task override(s) {unknown} (allowed: {sorted(_OVERRIDABLE)})",
+                        where=spec.name)
     spec = copy.deepcopy(spec)
     gen = spec.generation_kwargs
     for key, value in overrides.items():
@@ -95,13 +97,15 @@ def _load_split(spec: TaskSpec, split: str | None, data_path: str | None) -> lis
             return None
     else:
         if not spec.dataset_path:
-            raise UserError(f"task '{spec.name}' has no dataset_path; pass a local copy with --data-path", where=spec.name)
+            raise UserError(f"task '{spec.name}' has no dataset_path; pass a local copy with --data-path",
+                            where=spec.name)
         rows = data.load_hub_split(spec.dataset_path, spec.dataset_name, split, spec.name)
     return processors.process(spec.process_docs, rows, spec.required_fields)
 
 
 def with_documents(spec: TaskSpec, data_path: str | None) -> Task:
-    """Load the documents a spec needs: the evaluated split, and the few-shot pool if any shots are asked for."""
+    """Load the documents a spec needs: the evaluated split, and the
+    few-shot pool if any shots are asked for."""
     split = spec.eval_split
     docs = _load_split(spec, split, data_path)
     where = data_path or f"{spec.dataset_path}[{split}]"
@@ -117,8 +121,8 @@ def with_documents(spec: TaskSpec, data_path: str | None) -> Task:
         pool = (docs if source == split else _load_split(spec, source, data_path)) or []
         if not pool:
             raise UserError(
-                f"task '{spec.name}' asks for {spec.num_fewshot}-shot prompts but there is no '{source}' split to draw "
-                f"them from (pass a folder containing {source}.jsonl, or num_fewshot=0)",
+                f"task '{spec.name}' asks for {spec.num_fewshot}-shot prompts but there is no '{source}' "
+                f"split to draw them from (pass a folder containing {source}.jsonl, or num_fewshot=0)",
                 where=where,
             )
     return Task(spec=spec, docs=docs, fewshot_pool=pool, source=where)
@@ -131,8 +135,8 @@ def load_task(name: str, data_path: str | None = None, num_fewshot: int | None =
     `samples` > 1 turns a generation task into self-consistency (k sampled answers, `maj@k`) at
     `temperature`; a multiple-choice task is scored, not sampled, so both leave it unchanged."""
     if name == "heldout":
-        raise UserError("the 'heldout' task is built from a run's held-out problems (task_from_docs), not loaded by name",
-                        where="task")
+        raise UserError("the 'heldout' task is built from a run's held-out problems (task_from_docs), not "
+                        "loaded by name", where="task")
     spec = builtin_spec(name)
     if spec.output_type == GENERATE:
         overrides = {**sampling_overrides(samples, temperature), **overrides}
@@ -148,8 +152,8 @@ def load_tasks(names: list[str], *, data_paths: dict[str, str] | None = None, nu
     (`mmlu=DIR`) to serve all of them."""
     task_names, group_names = groups.expand(names)
     paths = data_paths or {}
-    tasks = [load_task(name, data_path=groups.data_path_for(name, paths), num_fewshot=num_fewshot, samples=samples,
-                       temperature=temperature) for name in task_names]
+    tasks = [load_task(name, data_path=groups.data_path_for(name, paths), num_fewshot=num_fewshot,
+                       samples=samples, temperature=temperature) for name in task_names]
     return tasks, group_names
 
 
@@ -158,8 +162,9 @@ def sampling_overrides(samples: int, temperature: float | None) -> dict[str, Any
     if samples < 1:
         raise UserError("must be at least 1", where="samples")
     if temperature is not None and (samples == 1 or temperature <= 0):
-        raise UserError("a temperature applies to self-consistency sampling: give samples > 1 and a temperature > 0 "
-                        "(one answer per question is always greedy, as lm-eval's tasks define it)", where="temperature")
+        raise UserError("a temperature applies to self-consistency sampling: give samples > 1 and a "
+                        "temperature > 0 (one answer per question is always greedy, as lm-eval's tasks "
+                        "define it)", where="temperature")
     return {"samples": samples if samples > 1 else None, "temperature": temperature}
 
 

@@ -36,7 +36,8 @@ class Encoder:
         if add_special_tokens is not None:
             kwargs["add_special_tokens"] = add_special_tokens
         else:
-            prefix = self.tokenizer.decode([self.prefix_token_id]) if self.prefix_token_id is not None else None
+            prefix = (self.tokenizer.decode([self.prefix_token_id])
+                      if self.prefix_token_id is not None else None)
             if prefix and text.startswith(prefix):
                 kwargs["add_special_tokens"] = False
         return list(self.tokenizer.encode(text, **kwargs))

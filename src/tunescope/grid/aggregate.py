@@ -41,7 +41,8 @@ def analyse_grid(folder: Path) -> dict:
     keys = _metric_keys(records)
     tasks_in_order = list(dict.fromkeys(t for t, _ in keys))
     rows = [_score_row(task, key, keys[(task, key)], cells, spec["seeds"], records, bases)
-            for task, key in sorted(keys, key=lambda tk: (tasks_in_order.index(tk[0]), *display_order(tk[1])))]
+            for task, key in sorted(keys,
+                                    key=lambda tk: (tasks_in_order.index(tk[0]), *display_order(tk[1])))]
 
     headline = {t: headline_metric(k for tt, k in keys if tt == t) for t in tasks_in_order}
     comparisons = _comparisons(cells, spec["seeds"], records, bases, headline, model_key)
@@ -55,7 +56,8 @@ def analyse_grid(folder: Path) -> dict:
         "axis_values": (spec.get("file") or {}).get("axes", {}), "seeds": spec["seeds"], "alpha": alpha,
         "cells": cells, "runs": runs, "base_columns": base_cols, "rows": rows, "headline": headline,
         "primary": {"task": primary, "metric": headline.get(primary)} if primary else None,
-        "comparisons": comparisons, "n_comparisons": sum(c["test"].get("p_holm") is not None for c in comparisons),
+        "comparisons": comparisons,
+        "n_comparisons": sum(c["test"].get("p_holm") is not None for c in comparisons),
         "failed": [r for r in runs if r["status"] != "complete"],
     }
     from tunescope.grid.summary import axis_series, cell_costs, conclusions
@@ -74,9 +76,9 @@ def _read_runs(folder: Path, cells: dict, seeds: list[int]) -> tuple[list[dict],
             name = run_name(cell, seed)
             status = read_status(folder, name) or {}
             entry = {"run": name, "cell": cell, "seed": seed, "status": status.get("status", "not run"),
-                     "error": status.get("error"), "attempts": status.get("attempt"), "host": status.get("host"),
-                     "base_eval_reused": None, "base_eval_key": None, "wall_s": None, "cost_usd": None, "train_s": None,
-                     "contamination_share": None}
+                     "error": status.get("error"), "attempts": status.get("attempt"),
+                     "host": status.get("host"), "base_eval_reused": None, "base_eval_key": None,
+                     "wall_s": None, "cost_usd": None, "train_s": None, "contamination_share": None}
             if (folder / name / MANIFEST).is_file():
                 try:
                     rec = open_run(folder / name)
@@ -87,7 +89,8 @@ def _read_runs(folder: Path, cells: dict, seeds: list[int]) -> tuple[list[dict],
                     base_eval = rec.manifest.base_eval
                     summary = rec.summary
                     entry.update(status="complete", base_eval_reused=base_eval.reused if base_eval else None,
-                                 base_eval_key=base_eval.key if base_eval else None, wall_s=finite_float(rec.manifest.wall_s),
+                                 base_eval_key=base_eval.key if base_eval else None,
+                                 wall_s=finite_float(rec.manifest.wall_s),
                                  cost_usd=finite_float(summary.cost_usd) if summary else None,
                                  train_s=finite_float(summary.train_s) if summary else None,
                                  contamination_share=contamination_share(rec.contamination))
@@ -95,7 +98,8 @@ def _read_runs(folder: Path, cells: dict, seeds: list[int]) -> tuple[list[dict],
     return runs, records
 
 
-def _base_evaluations(runs: list[dict], records: dict, cells: dict, model_key: str | None) -> tuple[dict, list[dict]]:
+def _base_evaluations(runs: list[dict], records: dict, cells: dict,
+                      model_key: str | None) -> tuple[dict, list[dict]]:
     """One base evaluation per model (the one its cells computed or copied), and its report column."""
     bases: dict[str, object] = {}
     base_names: dict[str, str] = {}

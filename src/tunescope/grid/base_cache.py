@@ -51,7 +51,8 @@ def scoring_versions() -> dict[str, str | None]:
 def eval_key(cfg: RunConfig, tasks: list, dtype: str, device: str) -> tuple[str, dict]:
     """(the cache key, what went into it)."""
     e, p = cfg.eval, cfg.prompt
-    items = {t.name: _digest({"spec": dataclasses.asdict(t.spec), "docs": t.docs[: e.limit] if e.limit else t.docs,
+    items = {t.name: _digest({"spec": dataclasses.asdict(t.spec),
+                              "docs": t.docs[: e.limit] if e.limit else t.docs,
                               "fewshot": t.fewshot_pool}) for t in tasks}
     parts = {"model": cfg.model.name, "revision": cfg.model.revision, "gguf_file": cfg.model.gguf_file,
              "dtype": dtype, "device": device.split(":")[0],

@@ -58,7 +58,8 @@ def compare_pair(a_by_seed: dict[int, dict], b_by_seed: dict[int, dict]) -> dict
 
 
 def holm_verdicts(comparisons: list[dict], alpha: float) -> None:
-    adjusted = stats.holm([c["test"].get("p_value") if c["test"].get("available") else None for c in comparisons])
+    adjusted = stats.holm([c["test"].get("p_value") if c["test"].get("available") else None
+                           for c in comparisons])
     for comp, p in zip(comparisons, adjusted, strict=True):
         t = comp["test"]
         t["p_holm"] = p

@@ -49,9 +49,9 @@ def _data_rows(cfg) -> tuple[list[dict] | None, int | None]:
 
     d = cfg.data
     if _local_data(cfg):
-        rows = load_rows(d.source, split=d.split, question_field=d.question_field, answer_field=d.answer_field,
-                         limit=d.limit, synthetic_size=d.synthetic_size, seed=cfg.data_seed,
-                         synthetic_families=d.synthetic_families)
+        rows = load_rows(d.source, split=d.split, question_field=d.question_field,
+                         answer_field=d.answer_field, limit=d.limit, synthetic_size=d.synthetic_size,
+                         seed=cfg.data_seed, synthetic_families=d.synthetic_families)
         return rows, len(rows)
     known = KNOWN_SPLIT_ROWS.get(d.source)
     n = min(d.limit, known) if d.limit and known else (d.limit or known)
@@ -76,7 +76,8 @@ def measured_rates(model: str, folders: list[Path]) -> Rates:
 
     paths = [p for f in folders if f.is_dir() for p in sorted(f.iterdir()) if (p / MANIFEST).is_file()]
     try:
-        paths += [Path(r["path"]) for r in run_registry.list_runs() if r.get("model") == model and r["exists"]]
+        paths += [Path(r["path"])
+                  for r in run_registry.list_runs() if r.get("model") == model and r["exists"]]
     except Exception:  # an unreadable registry only means fewer measurements
         pass
     tps, ips, tpe, names = [], [], [], []
@@ -120,8 +121,8 @@ def encoded_lengths(cfg, tokenizers: dict) -> tuple[list[int], list[int]] | None
     key = (m.name, m.revision, m.trust_remote_code)
     try:
         if key not in tokenizers:
-            tokenizers[key] = prepare_tokenizer(m.name, revision=m.revision, trust_remote_code=m.trust_remote_code,
-                                                cache_dir=m.cache_dir)
+            tokenizers[key] = prepare_tokenizer(m.name, revision=m.revision,
+                                                trust_remote_code=m.trust_remote_code, cache_dir=m.cache_dir)
         enc = encode_data(cfg, tokenizers[key], prepare_data(cfg))
     except (UserError, OSError, ValueError):
         return None
@@ -130,7 +131,8 @@ def encoded_lengths(cfg, tokenizers: dict) -> tuple[list[int], list[int]] | None
 
 def scored_steps(total_steps: int, every: int, first: int | None) -> int:
     """How many steps are scored: every `every` steps and the last one, plus `first` (step 0) if given."""
-    return len({*range(every, total_steps + 1, every), total_steps} | ({first} if first is not None else set()))
+    return len({*range(every, total_steps + 1, every), total_steps}
+               | ({first} if first is not None else set()))
 
 
 def _during_training_items(cfg, steps: int | None) -> int:
@@ -173,7 +175,8 @@ def estimate(grid: Grid) -> dict:
         encoded = encoded_lengths(cfg, tokenizers)
         # Encoded examples give the counts exactly; reading the rows again is only for the fallbacks.
         rows, n_rows = (None, None) if encoded else _data_rows(cfg)
-        n_train = len(encoded[0]) if encoded else round(n_rows * (1 - cfg.data.val_fraction)) if n_rows else None
+        n_train = (len(encoded[0]) if encoded
+                   else round(n_rows * (1 - cfg.data.val_fraction)) if n_rows else None)
         steps = total_steps_for(n_train, cfg.training)[0] if n_train else cfg.training.max_steps
         tpe, tpe_how = _tokens_per_example(run, rows, rates.tokens_per_example, encoded)
         per_step = cfg.training.batch_size * cfg.training.gradient_accumulation
@@ -191,14 +194,19 @@ def estimate(grid: Grid) -> dict:
         price = est.price_per_hour if est.price_per_hour is not None else (
             cfg.training.price_per_hour if cfg.training.price_per_hour is not None
             else PRICE_PER_HOUR["A100" if cfg.device == "cuda" else "cpu"])
-        rows_out.append({"run": run.name, "cell": run.cell, "seed": run.seed, "steps": steps, "train_tokens": tokens,
-                         "tokens_per_example": tpe, "tokens_per_example_from": tpe_how, "eval_items": items,
+        rows_out.append({"run": run.name, "cell": run.cell, "seed": run.seed, "steps": steps,
+                         "train_tokens": tokens, "tokens_per_example": tpe,
+                         "tokens_per_example_from": tpe_how, "eval_items": items,
                          "base_eval_items": base_items, "during_training_items": during_items,
-                         "val_passes": val_passes, "val_tokens": val_tokens, "train_s": train_s, "eval_s": eval_s, "total_s": total_s,
-                         "cost_usd": total_s / 3600 * price if total_s is not None else None, "price_per_hour": price})
+                         "val_passes": val_passes, "val_tokens": val_tokens, "train_s": train_s,
+                         "eval_s": eval_s, "total_s": total_s,
+                         "cost_usd": total_s / 3600 * price if total_s is not None else None,
+                         "price_per_hour": price})
     known = [r["total_s"] for r in rows_out]
-    how = [f"training throughput: {'grid file estimate.train_tokens_per_s' if est.train_tokens_per_s else 'measured (see below)'}",
-           f"evaluation speed: {'grid file estimate.eval_items_per_s' if est.eval_items_per_s else 'measured (see below)'}"]
+    how = ["training throughput: "
+           f"{'grid file estimate.train_tokens_per_s' if est.train_tokens_per_s else 'measured (see below)'}",
+           "evaluation speed: "
+           f"{'grid file estimate.eval_items_per_s' if est.eval_items_per_s else 'measured (see below)'}"]
     for rates in by_model.values():
         how += rates.source
     return {"runs": rows_out, "how": how,

@@ -1,4 +1,5 @@
-"""`tunescope grid --dry-run`: the runs a grid would make, with the estimate of `grid.cost` and how it was made."""
+"""`tunescope grid --dry-run`: the runs a grid would make, with the estimate of `grid.cost` and how it was
+made."""
 
 from __future__ import annotations
 
@@ -25,9 +26,10 @@ def print_dry_run(g, out: Console) -> None:
     total = _duration(est["total_s"])
     cost = f"${est['total_cost_usd']:.2f}" if est["total_cost_usd"] is not None else "unknown"
     out.print(f"estimated total: {total} run one after another, {cost}")
-    out.print("how: training time = steps × examples per step × tokens per example ÷ throughput, plus validation "
-              "passes at a third of that rate; evaluation time = items ÷ items per second (base model once per "
-              "model, items scored during training included); upper bound (early stopping shortens runs)")
+    out.print("how: training time = steps × examples per step × tokens per example ÷ throughput, plus "
+              "validation passes at a third of that rate; evaluation time = items ÷ items per second (base "
+              "model once per model, items scored during training included); upper bound (early stopping "
+              "shortens runs)")
     for line in est["how"]:
         out.print(f"  {line}")
     tpe = sorted({e["tokens_per_example_from"] for e in est["runs"]})
@@ -50,7 +52,8 @@ def check_local_data(g) -> None:
         d = run.config.data
         key = (d.source, d.split, d.question_field, d.answer_field)
         path = Path(d.source).expanduser()
-        if key in seen or d.source == "synthetic-math" or not (path.suffix.lower() in SUFFIXES or path.exists()):
+        if key in seen or d.source == "synthetic-math" or not (path.suffix.lower() in SUFFIXES
+                                                               or path.exists()):
             continue
         seen.add(key)
         load_rows(d.source, split=d.split, question_field=d.question_field, answer_field=d.answer_field)

@@ -55,8 +55,9 @@ def _run_one_locked(cfg, folder_path: Path, manifest_extra: dict, progress) -> d
     partial = folder_path / f".{cfg.name}.partial"
     t0 = time.perf_counter()
     try:
-        pipeline.run(cfg, progress=progress, resume=partial.is_dir(), base_eval_cache=GridBaseEvalCache(folder_path),
-                     manifest_extra=manifest_extra, register=False)
+        pipeline.run(cfg, progress=progress, resume=partial.is_dir(),
+                     base_eval_cache=GridBaseEvalCache(folder_path), manifest_extra=manifest_extra,
+                     register=False)
         status.update(status="complete")
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the cell says so, and re-running the grid resumes it
         status.update(status="interrupted", finished=now_iso(), wall_s=round(time.perf_counter() - t0, 2))
@@ -86,7 +87,8 @@ def check_ray_address(address: str) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as e:
-        raise UserError(f"no Ray cluster answers at {address} ({e.strerror or e})", where="--ray-address") from None
+        raise UserError(f"no Ray cluster answers at {address} ({e.strerror or e})",
+                        where="--ray-address") from None
 
 
 def start_ray(address: str | None, num_cpus: int | None = None) -> None:
@@ -113,7 +115,8 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> None:
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
         hint = " (start one with `ray start --head`, or leave out --ray-address for a local one)" \
             if address == "auto" else ""
-        raise UserError(f"cannot join the Ray cluster at {address or 'a new local cluster'}{hint}: {one_line(e)}",
+        raise UserError(f"cannot join the Ray cluster at {address or 'a new local cluster'}{hint}: "
+                        f"{one_line(e)}",
                         where=where) from None
 
 

@@ -40,16 +40,18 @@ def _job(grid: Grid, run: Run) -> Job:
     return run.name, run.config.model_dump(mode="json"), extra
 
 
-def run_grid(grid: Grid, *, use_ray: bool = False, ray_address: str | None = None, ray_num_cpus: int | None = None,
-             progress=None, report: bool = True) -> dict:
+def run_grid(grid: Grid, *, use_ray: bool = False, ray_address: str | None = None,
+             ray_num_cpus: int | None = None, progress=None, report: bool = True) -> dict:
     """Run every unfinished run of the grid; returns {"statuses": {run: status}, "paths": report files}."""
     folder = grid.folder
     check_writable_dir(folder, where="output_dir")
     if use_ray or ray_address:
-        start_ray(ray_address, ray_num_cpus)  # before anything is written: a dead address is the user's to fix
+        # before anything is written: a dead address is the user's to fix
+        start_ray(ray_address, ray_num_cpus)
     # One grid process per grid folder (each cell is locked too, against a `tunescope run` of the same name).
     with run_lock(folder, on_stale=progress.message if progress is not None else None):
-        return _run_grid_locked(grid, folder, use_ray=use_ray or bool(ray_address), progress=progress, report=report)
+        return _run_grid_locked(grid, folder, use_ray=use_ray or bool(ray_address), progress=progress,
+                                report=report)
 
 
 def _run_grid_locked(grid: Grid, folder: Path, *, use_ray: bool, progress, report: bool) -> dict:
@@ -62,8 +64,8 @@ def _run_grid_locked(grid: Grid, folder: Path, *, use_ray: bool, progress, repor
     todo: list[Run] = []
     for run in grid.runs:
         if _complete(run):
-            statuses[run.name] = {**(read_status(folder, run.name) or {}), "run": run.name, "status": "complete",
-                                  "skipped": True}
+            statuses[run.name] = {**(read_status(folder, run.name) or {}), "run": run.name,
+                                  "status": "complete", "skipped": True}
         else:
             todo.append(run)
     leaders: dict[str, Run] = {}

@@ -1,15 +1,15 @@
 """The grid file: a typed, strict description of an experiment grid, and its expansion into runs.
 
 ```yaml
-name: qwen-methods                     # default: the grid file's name without .yaml
-base: ../qwen2-0.5b-gsm8k-lora.yaml    # a run config; relative to this file
-set: {training.max_steps: 200}         # fixed overrides of the base (any config key)
-axes:                                  # every combination becomes a cell
+name: qwen-methods                   # default: the grid file's name without .yaml
+base: ../qwen2-0.5b-gsm8k-lora.yaml  # a run config; relative to this file
+set: {training.max_steps: 200}       # fixed overrides of the base (any config key)
+axes:                                # every combination becomes a cell
   model.name: [qwen2-0.5b-instruct, llama-3.2-1b]
   training.method: [lora, qlora]
   data.limit: [500, 2000]
-seeds: [1, 2, 3]                       # each cell runs once per seed
-output_dir: ../../runs                 # default: the base config's output_dir (relative to the current folder)
+seeds: [1, 2, 3]                     # each cell runs once per seed
+output_dir: ../../runs               # default: the base config's output_dir (relative to the current folder)
 ```
 
 A cell is named by its axis values (`qwen2-0.5b-instruct_lora_500`) and each of its seeds is a run
@@ -45,9 +45,11 @@ class GridEstimate(BaseModel):
     """Figures for `--dry-run` when no finished run measured them."""
 
     model_config = ConfigDict(extra="forbid")
-    train_tokens_per_s: float | None = Field(None, gt=0, description="Training throughput (non-padding tokens/s).")
+    train_tokens_per_s: float | None = Field(None, gt=0,
+                                             description="Training throughput (non-padding tokens/s).")
     eval_items_per_s: float | None = Field(None, gt=0, description="Evaluation speed (items/s, all tasks).")
-    price_per_hour: float | None = Field(None, ge=0, description="USD per device-hour (default: the device table).")
+    price_per_hour: float | None = Field(None, ge=0,
+                                         description="USD per device-hour (default: the device table).")
 
 
 class GridFile(BaseModel):
@@ -59,7 +61,8 @@ class GridFile(BaseModel):
     seeds: list[int] = Field(default_factory=lambda: [1], min_length=1)
     output_dir: str | None = None
     max_retries: int = Field(1, ge=0, description="Ray: times a cell is retried after its worker died.")
-    alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of the grid report's tests (after Holm).")
+    alpha: float = Field(0.05, gt=0, lt=1,
+                         description="Significance level of the grid report's tests (after Holm).")
     estimate: GridEstimate = GridEstimate()
 
     @field_validator("seeds")
@@ -142,18 +145,22 @@ PATH_KEYS = ("data.source", "model.name", "model.cache_dir")
 
 def _beside(source: Path, key: str, value: Any) -> Any:
     """An axis value naming a path relative to the grid file, as that path (other values as they are)."""
-    if key not in PATH_KEYS or not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
+    if (key not in PATH_KEYS or not isinstance(value, str) or not value
+            or Path(value).expanduser().is_absolute()):
         return value
     candidate = source.parent / value
     return os.path.normpath(candidate) if candidate.exists() else value
 
 
 def _override(key: str, value: Any) -> str:
-    return f"{key}={yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix('...').strip()}"
+    return (
+        f"{key}="
+        f"{yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix('...').strip()}")
 
 
 def load_grid(path: str | Path, overrides: list[str] | None = None) -> Grid:
-    """Read, validate and expand a grid file. `overrides` (`key=value`) change the base config of every cell."""
+    """Read, validate and expand a grid file. `overrides` (`key=value`) change the base config of every
+    cell."""
     from tunescope.config.loading import load_config
 
     source = Path(path)

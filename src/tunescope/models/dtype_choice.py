@@ -2,9 +2,10 @@
 
 A CPU's flags say which instructions it has, not which dtype runs faster: a 2-core Xeon with
 AVX512-BF16 but no AMX multiplied 2048² matrices at 218 GFLOP/s in float32 and 117 in bfloat16, and
-a CPU with neither emulates bfloat16 at under a GFLOP/s per core, dozens of times slower than float32. So on CPU `auto` times one short matrix product
-of the model's own shape (rows × hidden @ hidden × intermediate) in each dtype and takes bfloat16 only
-when it is clearly faster: it costs precision, so anything short of `BF16_MIN_SPEEDUP` goes to float32.
+a CPU with neither emulates bfloat16 at under a GFLOP/s per core, dozens of times slower than float32. So on
+CPU `auto` times one short matrix product of the model's own shape (rows × hidden @ hidden × intermediate) in
+each dtype and takes bfloat16 only when it is clearly faster: it costs precision, so anything short of
+`BF16_MIN_SPEEDUP` goes to float32.
 
 The product runs on one thread. The choice is about the core's arithmetic, and on a shared machine a
 second thread measures the scheduler instead: on 2 busy cores, 2-thread products ran float32 at about
@@ -42,8 +43,8 @@ log = logging.getLogger(__name__)
 # bfloat16 keeps 8 bits of mantissa against float32's 24: only a clear speed-up pays for that.
 BF16_MIN_SPEEDUP = 1.2
 CPU_CANDIDATES = (torch.float32, torch.bfloat16)
-CPU_RULE = (f"CPU: bfloat16 when a timed matrix product of the model's shape runs at least {BF16_MIN_SPEEDUP}× "
-            "faster in bfloat16 than in float32, else float32")
+CPU_RULE = ("CPU: bfloat16 when a timed matrix product of the model's shape runs at least "
+            f"{BF16_MIN_SPEEDUP}× faster in bfloat16 than in float32, else float32")
 CUDA_RULE = "CUDA: bfloat16 where the GPU supports it, else float16"
 
 # One timed product is about this many FLOPs: long enough to time, short enough for a few repeats.
@@ -88,8 +89,8 @@ class DtypeChoice:
     def record(self) -> dict:
         """The JSON form written into manifests and results."""
         speedup = self.bf16_speedup
-        return {"requested": self.requested, "dtype": dtype_name(self.dtype), "reason": self.reason, "rule": self.rule,
-                "gflops": {k: round(v, 2) for k, v in self.gflops.items()} or None,
+        return {"requested": self.requested, "dtype": dtype_name(self.dtype), "reason": self.reason,
+                "rule": self.rule, "gflops": {k: round(v, 2) for k, v in self.gflops.items()} or None,
                 "bf16_speedup": None if speedup is None else round(speedup, 3),
                 "min_bf16_speedup": BF16_MIN_SPEEDUP if self.gflops else None,
                 "shape": list(self.shape) if self.shape else None, "threads": self.threads,
@@ -115,8 +116,10 @@ def product_shape(hidden: int | None, intermediate: int | None) -> Shape:
 def shape_of_config(config) -> Shape:
     """`product_shape` from a transformers config (names differ between families)."""
     cfg = text_config(config)
-    hidden = next((getattr(cfg, a) for a in ("hidden_size", "n_embd", "d_model") if getattr(cfg, a, None)), None)
-    inter = next((getattr(cfg, a) for a in ("intermediate_size", "n_inner", "ffn_dim") if getattr(cfg, a, None)), None)
+    hidden = next((getattr(cfg, a) for a in ("hidden_size", "n_embd", "d_model") if getattr(cfg, a, None)),
+                  None)
+    inter = next((getattr(cfg, a) for a in ("intermediate_size", "n_inner", "ffn_dim")
+                  if getattr(cfg, a, None)), None)
     return product_shape(hidden, inter)
 
 
@@ -131,7 +134,8 @@ def time_matmul(dtype: torch.dtype, shape: Shape) -> float:
 
     A probe with 1/8 of the rows comes first: where the whole product would overrun the time budget
     (an emulated bfloat16 runs at under a GFLOP/s), the probe's rate is the answer, so a slow dtype
-    costs a fraction of a second rather than seconds. Each shape's first product only warms up (kernel creation).
+    costs a fraction of a second rather than seconds. Each shape's first product only warms up (kernel
+    creation).
     """
     rows, k, n = shape
     gen = torch.Generator().manual_seed(0)  # private: measuring must not move the global random state
@@ -170,7 +174,8 @@ def machine_key(shape: Shape, threads: int = MEASURE_THREADS) -> str:
     """What the measurement depends on: another CPU, torch build, thread count or shape measures anew."""
     model, flags = _cpu_identity()
     flags_id = hashlib.sha1(" ".join(sorted(flags)).encode()).hexdigest()[:12]
-    return f"{model} | flags {flags_id} | torch {torch.__version__} | threads {threads} | {'x'.join(map(str, shape))}"
+    return (f"{model} | flags {flags_id} | torch {torch.__version__} | threads {threads} | "
+            f"{'x'.join(map(str, shape))}")
 
 
 @contextmanager
@@ -266,7 +271,8 @@ def decide_cpu(gflops: dict[str, float]) -> tuple[torch.dtype, str]:
     speedup = bf16 / fp32
     figures = f"bfloat16 {bf16:.3g} vs float32 {fp32:.3g} GFLOP/s, {speedup:.2g}×"
     if speedup >= BF16_MIN_SPEEDUP:
-        return torch.bfloat16, f"measured {figures} (at least {BF16_MIN_SPEEDUP}× pays for the lost precision)"
+        return torch.bfloat16, (f"measured {figures} (at least {BF16_MIN_SPEEDUP}× pays for the lost "
+                                "precision)")
     return torch.float32, f"measured {figures} (bfloat16 needs at least {BF16_MIN_SPEEDUP}×)"
 
 
@@ -282,5 +288,5 @@ def choose_dtype(device: torch.device, shape: Shape | None = None, *, timer: Tim
     shape = shape or product_shape(None, None)
     gflops, cached, when = measure_cpu(shape, timer=timer, cache_path=cache_path)
     dtype, reason = decide_cpu(gflops)
-    return DtypeChoice(dtype, "auto", reason + (" (cached measurement)" if cached else ""), CPU_RULE, dict(gflops),
-                       shape, MEASURE_THREADS, cached, when)
+    return DtypeChoice(dtype, "auto", reason + (" (cached measurement)" if cached else ""), CPU_RULE,
+                       dict(gflops), shape, MEASURE_THREADS, cached, when)

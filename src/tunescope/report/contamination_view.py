@@ -23,7 +23,8 @@ def _pairs(top: list[dict]) -> list[dict]:
 def _duplicates(d: dict[str, Any]) -> dict[str, Any]:
     return {"exact": d["exact"], "near": d["near"],
             "examples": [{"kind": x["kind"], "index": x["index"], "train_index": x["train_index"],
-                          "similarity": f"{x['similarity']:.2f}", "text": x["text"], "train_text": x["train_text"]}
+                          "similarity": f"{x['similarity']:.2f}", "text": x["text"],
+                          "train_text": x["train_text"]}
                          for x in d["examples"]]}
 
 
@@ -56,13 +57,15 @@ def _evaluated(name: str, s: dict[str, Any]) -> dict[str, Any]:
 
 def present_contamination(c: dict[str, Any] | None) -> dict[str, Any]:
     if not c or not c.get("available"):
-        return {"available": False, "reason": (c or {}).get("reason", "no contamination check in this report")}
+        return {"available": False,
+                "reason": (c or {}).get("reason", "no contamination check in this report")}
     w = c["within_train"]
     return {
         "available": True, "found": c["found"],
         "method": (f"{c['ngram']}-gram overlap on normalised text ({c['normalisation']}) against the "
-                   f"{c['train_examples']} training examples (question and answer); near duplicates: Jaccard ≥ "
-                   f"{c['near_duplicate_threshold']:g} on {c['shingle_words']}-word shingles (MinHash LSH)"),
+                   f"{c['train_examples']} training examples (question and answer); near duplicates: "
+                   f"Jaccard ≥ {c['near_duplicate_threshold']:g} on {c['shingle_words']}-word shingles "
+                   "(MinHash LSH)"),
         "seconds": f"{c['seconds']:.2f} s" if c.get("seconds") is not None else "—",
         "note": c.get("settings_note"),
         "tasks": [{**_evaluated(t["task"], t), "scores": _scores(t["scores"])} for t in c["tasks"]],
@@ -80,10 +83,11 @@ def check_table(result: dict[str, Any]) -> list[tuple[str, ...]]:
     for kind, sets in (("task ", result["tasks"]), ("", result.get("splits", {}))):
         for name, s in sets.items():
             d = s["duplicates"]
-            rows.append((f"{kind}{name}", str(s["n"]), str(s["n_flagged"]), pct(s["share"], 1), str(d["exact"]),
-                         str(d["near"])))
+            rows.append((f"{kind}{name}", str(s["n"]), str(s["n_flagged"]), pct(s["share"], 1),
+                         str(d["exact"]), str(d["near"])))
     w = result["within_train"]
-    rows.append((f"within the training data ({w['n']} examples)", "—", "—", "—", str(w["exact"]), str(w["near"])))
+    rows.append((f"within the training data ({w['n']} examples)", "—", "—", "—", str(w["exact"]),
+                 str(w["near"])))
     return rows
 
 

@@ -32,8 +32,8 @@ def axis_png(plot: dict) -> bytes | None:
                     capsize=3, label=s["label"])
     for label, value in plot["bases"].items():
         ax.axhline(100 * value, ls="--", lw=1, color="#8c96a3")
-        ax.annotate(label.replace("base:", "base ").strip(), (0.01, 100 * value), xycoords=("axes fraction", "data"),
-                    fontsize=7, color="#5b6470", va="bottom")
+        ax.annotate(label.replace("base:", "base ").strip(), (0.01, 100 * value),
+                    xycoords=("axes fraction", "data"), fontsize=7, color="#5b6470", va="bottom")
     if not plot["numeric"]:
         ax.set_xticks(range(len(plot["values"])), labels=[str(v)[-30:] for v in plot["values"]])
     ax.set_xlabel(plot["axis"])
@@ -61,8 +61,10 @@ def render_grid(data: dict, out_dir: Path) -> dict[str, Path]:
     paths = {"html": out_dir / "grid.html", "md": out_dir / "grid.md", "json": out_dir / "grid.json"}
     write_text_atomic(paths["json"], json.dumps(plain, indent=2, ensure_ascii=False, default=str) + "\n")
     links = write_images(out_dir, images, GRID_IMAGE_DIR)
-    write_text_atomic(paths["md"], template_env(False).get_template("grid.md.j2").render(d=plain, images=links))
+    write_text_atomic(paths["md"],
+                      template_env(False).get_template("grid.md.j2").render(d=plain, images=links))
     uris = {k: "data:image/png;base64," + base64.b64encode(v).decode() for k, v in images.items()}
-    write_text_atomic(paths["html"], template_env(True).get_template("grid.html.j2").render(d=plain, images=uris))
+    write_text_atomic(paths["html"],
+                      template_env(True).get_template("grid.html.j2").render(d=plain, images=uris))
     return paths
 

@@ -25,12 +25,14 @@ def figure_png(fig, tight: bool = True) -> bytes:
     on the picture: plots are byte-for-byte reproducible with the same matplotlib version.
     """
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight" if tight else None, metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight" if tight else None,
+                metadata={"Software": None})
     plt.close(fig)
     return buf.getvalue()
 
 
-def loss_curves_png(curves: dict, smoothed: dict | None = None, learning_curve: dict | None = None) -> bytes | None:
+def loss_curves_png(curves: dict, smoothed: dict | None = None,
+                    learning_curve: dict | None = None) -> bytes | None:
     """Raw and smoothed train loss, validation loss (raw points, smoothed line), the window whose slope
     decides "further training would likely help", and the step of minimum validation loss."""
     if not curves.get("train_steps"):
@@ -54,7 +56,8 @@ def loss_curves_png(curves: dict, smoothed: dict | None = None, learning_curve: 
                    label="slope window (further-training verdict)")
     of = lc.get("overfitting") or {}
     if of.get("available"):
-        ax.axvline(of["best_step"], color="#176b2c", ls="--", lw=1, label=f"min validation loss (step {of['best_step']})")
+        ax.axvline(of["best_step"], color="#176b2c", ls="--", lw=1,
+                   label=f"min validation loss (step {of['best_step']})")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("cross-entropy per supervised token")
     ax.grid(alpha=0.3)
@@ -75,8 +78,8 @@ def task_curves_png(task_curves: dict) -> bytes | None:
         values = [100 * v for v in s["values"]]
         se = [100 * (e or 0.0) for e in s["stderrs"]]
         kind = "target" if s["is_target"] else "forgetting probe"
-        ax.plot(s["steps"], values, "o-" if s["is_target"] else "s--", color=color, ms=4, lw=2 if s["is_target"] else 1.5,
-                label=f"{s['task']} {s['label']} ({kind})")
+        ax.plot(s["steps"], values, "o-" if s["is_target"] else "s--", color=color, ms=4,
+                lw=2 if s["is_target"] else 1.5, label=f"{s['task']} {s['label']} ({kind})")
         ax.fill_between(s["steps"], [v - e for v, e in zip(values, se, strict=True)],
                         [v + e for v, e in zip(values, se, strict=True)], color=color, alpha=0.15)
     sel = task_curves.get("selection") or {}
@@ -118,10 +121,12 @@ def token_accuracy_png(curves: dict) -> bytes | None:
     if not steps or all(a is None for a in acc):
         return None
     fig, ax = plt.subplots(figsize=(8, 2.8))
-    ax.plot(steps, [a if a is not None else float("nan") for a in acc], color=TUNED_COLOR, lw=1, label="train")
+    ax.plot(steps, [a if a is not None else float("nan") for a in acc], color=TUNED_COLOR, lw=1,
+            label="train")
     if curves.get("val_steps"):
-        ax.plot(curves["val_steps"], [a if a is not None else float("nan") for a in curves["val_token_accuracy"]],
-                "o-", color="#d2691e", ms=4, label="validation")
+        ax.plot(curves["val_steps"],
+                [a if a is not None else float("nan") for a in curves["val_token_accuracy"]], "o-",
+                color="#d2691e", ms=4, label="validation")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("token accuracy\n(teacher-forced)")
     ax.grid(alpha=0.3)

@@ -35,7 +35,8 @@ def present(d: dict[str, Any]) -> dict[str, Any]:
         "evaluation": _evaluation(d.get("evaluation") or {}),
         "errors": _errors(d.get("errors") or {}),
         "contamination": present_contamination(d.get("contamination")),
-        "conclusions": [{"text": c["text"], "basis": ", ".join(c["basis"])} for c in d.get("conclusions") or []],
+        "conclusions": [{"text": c["text"], "basis": ", ".join(c["basis"])}
+                        for c in d.get("conclusions") or []],
         "settings": [f"report.{k} = {setting(v)}" for k, v in (d.get("settings") or {}).items()],
     }
 
@@ -51,9 +52,12 @@ def _glance(d: dict) -> dict:
         r = ev["rows"][i]
         tested = r.get("p_holm") is not None
         n = number(r.get("n_paired") if r.get("n_paired") is not None else r.get("n"))
-        rows.append({"task": r["task"], "label": r["label"], "base": score(r, "base"), "tuned": score(r, "tuned"),
-                     "change": f"{signed(r.get('delta_points'), 1)} points, Holm p{peq(r.get('p_holm'))}" if tested else None,
-                     "significance": ((f"significant at α = {ev.get('alpha')}, n = {n}" if r.get("significant")
+        rows.append({"task": r["task"], "label": r["label"], "base": score(r, "base"),
+                     "tuned": score(r, "tuned"),
+                     "change": (f"{signed(r.get('delta_points'), 1)} points, Holm p{peq(r.get('p_holm'))}"
+                                if tested else None),
+                     "significance": ((f"significant at α = {ev.get('alpha')}, n = {n}"
+                                       if r.get("significant")
                                        else f"not significant at n = {n}") if tested else None),
                      "is_target": r.get("is_target"), "forgetting": r.get("forgetting")})
     ft, of = lc.get("further_training") or {}, lc.get("overfitting") or {}
@@ -76,7 +80,8 @@ def _overview(o: dict) -> dict:
         "prompt_note": (f"loss on prompt tokens: {'yes' if o['train_on_prompt'] else 'no'}; max length "
                         f"{o.get('max_length')} tokens" if o.get("train_on_prompt") is not None else None),
         "train": number(split.get("train")), "val": number(split.get("val")),
-        "val_split": (f"{round(split['val_fraction'] * 100, 1)}% validation, split seed {split.get('split_seed')}"
+        "val_split": (f"{round(split['val_fraction'] * 100, 1)}% validation, split seed "
+                      f"{split.get('split_seed')}"
                       if split.get("val_fraction") else None),
         "heldout": number(split["heldout"]) if split.get("heldout") else None,
         "heldout_from": split.get("heldout_from"),
@@ -88,9 +93,11 @@ def _overview(o: dict) -> dict:
         "eval_tasks": ", ".join(o.get("eval_tasks") or []) or "none", "eval_limit": o.get("eval_limit"),
         "framework": o.get("framework") or "—",
         "versions": ", ".join(f"{k} {v}" for k, v in (o.get("versions") or {}).items()),
-        "device": o.get("device"), "dtype": o.get("dtype"), "seed": o.get("seed"), "git_sha": o.get("git_sha") or "—",
-        "wall_s": number(o.get("wall_s")), "timings": f" ({timings})" if timings else "",
-        "cost": (f"{dollars(o['cost_usd'])} of training at ${o.get('price_per_hour')}/h ({o.get('price_source')})"
+        "device": o.get("device"), "dtype": o.get("dtype"), "seed": o.get("seed"),
+        "git_sha": o.get("git_sha") or "—", "wall_s": number(o.get("wall_s")),
+        "timings": f" ({timings})" if timings else "",
+        "cost": (f"{dollars(o['cost_usd'])} of training at ${o.get('price_per_hour')}/h "
+                 f"({o.get('price_source')})"
                  if o.get("cost_usd") is not None else "—"),
     }
 
@@ -129,8 +136,10 @@ def _curves(lc: dict, smoothed: dict) -> dict:
     if ft.get("available"):
         fit, verdict = ft[ft["basis"]], ft["further_training_would_likely_help"]
         further.update(
-            verdict=verdict, verdict_upper=str(verdict).upper(), badge="good" if verdict == "yes" else "neutral",
-            p_not_enough=pval(fit.get("p_not_falling_enough")), min_fall_pct=number(ft.get("min_rel_decrease_pct")),
+            verdict=verdict, verdict_upper=str(verdict).upper(),
+            badge="good" if verdict == "yes" else "neutral",
+            p_not_enough=pval(fit.get("p_not_falling_enough")),
+            min_fall_pct=number(ft.get("min_rel_decrease_pct")),
             basis="validation" if ft["basis"] == "val" else "train", criterion=ft.get("criterion"),
             tail_percent=int(round(ft["tail_fraction"] * 100, 0)), start=fit["window_start_step"],
             end=fit["window_end_step"], n_points=fit["n_points"], widened=fit.get("window_extended"),
@@ -147,16 +156,18 @@ def _curves(lc: dict, smoothed: dict) -> dict:
                          "detail": (f"val {number(g['val_loss'])} − train {number(g['train_loss'])} at step "
                                     f"{g['train_step']}" if g.get("available") else None)})
         overfit.update(
-            verdict=of["outcome"][0].upper() + of["outcome"][1:], summary=of["verdict"], criterion=of.get("criterion"),
-            overfitting=of.get("overfitting"),
+            verdict=of["outcome"][0].upper() + of["outcome"][1:], summary=of["verdict"],
+            criterion=of.get("criterion"), overfitting=of.get("overfitting"),
             badge={True: "bad", False: "good", None: "neutral"}[of.get("overfitting")],
             badge_text={True: "overfitting", False: "ok", None: "inconclusive"}[of.get("overfitting")],
-            window=f"steps {of['fit']['window_start_step']}–{of['fit']['window_end_step']} ({of['fit']['n_points']} points)",
+            window=f"steps {of['fit']['window_start_step']}–{of['fit']['window_end_step']} "
+                   f"({of['fit']['n_points']} points)",
             slope=f"{number(of['fit']['slope_per_step'], 3)} ± {number(of['fit']['slope_stderr'], 2)}",
             p=pval(of["fit"]["p_value"]), p_small=pval(of["fit"]["p_rise_below_threshold"]),
             best=f"{number(of['best_val_loss'])} at step {of['best_step']}",
-            last=f"{number(of['last_val_loss'])} at step {of['last_step']}", steps_after_best=of["steps_after_best"],
-            rise=signed(of.get("val_increase_since_best"), 4), rise_pct=f"{signed(of['val_increase_since_best_pct'], 2)}%",
+            last=f"{number(of['last_val_loss'])} at step {of['last_step']}",
+            steps_after_best=of["steps_after_best"], rise=signed(of.get("val_increase_since_best"), 4),
+            rise_pct=f"{signed(of['val_increase_since_best_pct'], 2)}%",
             threshold_pct=of.get("rise_threshold_pct"), gap_at_last=gaps[0], gap_at_best=gaps[1], gaps=gaps)
     out.update(further_training=further, overfitting=overfit)
     return out
@@ -167,28 +178,33 @@ def _efficiency(e: dict | None) -> dict | None:
         return None
     own = None
     if e.get("mfu_own_dtype") and e.get("peak_flops_dtype") != e.get("dtype"):
-        own = {"mfu": pct(e["mfu_own_dtype"]), "dtype": e.get("dtype"), "peak": flops(e.get("peak_flops_own_dtype"))}
+        own = {"mfu": pct(e["mfu_own_dtype"]), "dtype": e.get("dtype"),
+               "peak": flops(e.get("peak_flops_own_dtype"))}
     dc = e.get("dtype_choice")
     dtype_choice = None
     if dc:
-        dtype_choice = {"dtype": dc.get("dtype"), "auto": dc.get("requested") == "auto", "reason": dc.get("reason"),
-                        "rule": dc.get("rule"), "threads": (f"{dc['threads']} thread" + ("s" if dc["threads"] != 1 else "")) if dc.get("threads") else None,
+        dtype_choice = {"dtype": dc.get("dtype"), "auto": dc.get("requested") == "auto",
+                        "reason": dc.get("reason"), "rule": dc.get("rule"),
+                        "threads": ((f"{dc['threads']} thread" + ("s" if dc["threads"] != 1 else ""))
+                                    if dc.get("threads") else None),
                         "shape": "×".join(str(s) for s in dc["shape"]) if dc.get("shape") else None}
     cuda = e.get("cuda_max_allocated_mb")
     return {
         "steps": number(e.get("steps")),
         "planned": number(e["total_steps_planned"]) if e.get("total_steps_planned") else None,
-        "best_step": e["best_step"] if e.get("best_step") is not None else "—", "stopped_early": e.get("stopped_early"),
-        "epochs": number(e.get("epochs")), "tokens_supervised": number(e.get("tokens_supervised")),
+        "best_step": e["best_step"] if e.get("best_step") is not None else "—",
+        "stopped_early": e.get("stopped_early"), "epochs": number(e.get("epochs")),
+        "tokens_supervised": number(e.get("tokens_supervised")),
         "tokens_nonpad": number(e.get("tokens_nonpad")), "tokens_total": number(e.get("tokens_total")),
         "throughput_supervised": number(e.get("throughput_supervised_tps")),
         "throughput_nonpad": number(e.get("throughput_nonpad_tps")), "mfu": pct(e.get("mfu")),
         "peak_dtype": e.get("peak_flops_dtype"), "peak": flops(e.get("peak_flops")),
-        "peak_source": e.get("peak_flops_source"), "measured_peak": bool(e.get("peak_flops")), "mfu_own_dtype": own,
-        "dtype_choice": dtype_choice, "peak_rss": number(e.get("peak_rss_mb"), 5),
+        "peak_source": e.get("peak_flops_source"), "measured_peak": bool(e.get("peak_flops")),
+        "mfu_own_dtype": own, "dtype_choice": dtype_choice, "peak_rss": number(e.get("peak_rss_mb"), 5),
         "cuda_allocated": number(cuda, 5) if cuda is not None else None, "train_s": number(e.get("train_s")),
         "task_eval": task_eval_time(e),
-        "loss_path": {"path": e["loss_path"], "reason": e.get("loss_path_reason")} if e.get("loss_path") else None,
+        "loss_path": ({"path": e["loss_path"], "reason": e.get("loss_path_reason")}
+                      if e.get("loss_path") else None),
         "cost": (f"{dollars(e['cost_usd'])} at ${e.get('price_per_hour')}/h ({e.get('price_source')})"
                  if e.get("cost_usd") is not None else "—"),
     }
@@ -198,18 +214,22 @@ def _dataset(ds: dict) -> dict:
     words = []
     for key, image, title in WORD_LISTS:
         w = ds.get(key) or {}
-        words.append({"title": title, "image": image, "available": w.get("available"), "reason": w.get("reason"),
-                      "source": w.get("source"), "n_content_words": number(w.get("n_content_words")),
+        words.append({"title": title, "image": image, "available": w.get("available"),
+                      "reason": w.get("reason"), "source": w.get("source"),
+                      "n_content_words": number(w.get("n_content_words")),
                       "n_distinct": number(w.get("n_distinct")),
                       "top": [{"word": t["word"], "count": number(t["count"]), "share": pct(t["share"], 1),
                                "texts": number(t["doc_count"])} for t in (w.get("top") or [])[:15]]})
     cl, ol, hl = ds.get("clusters") or {}, ds.get("outliers") or {}, ds.get("highest_loss") or {}
-    clusters = dict(cl, silhouette=number(cl.get("silhouette"), 3), projection=str(cl.get("projection") or "").upper(),
-                    k_chosen="chosen by silhouette" if (cl.get("k_selection") or {}).get("method") == "silhouette"
-                    else "given",
-                    clusters=[{"id": c["id"], "name": c["name"], "size": f"{c['size']} ({pct(c['share'], 0)})",
+    clusters = dict(cl, silhouette=number(cl.get("silhouette"), 3),
+                    projection=str(cl.get("projection") or "").upper(),
+                    k_chosen=("chosen by silhouette"
+                              if (cl.get("k_selection") or {}).get("method") == "silhouette" else "given"),
+                    clusters=[{"id": c["id"], "name": c["name"],
+                               "size": f"{c['size']} ({pct(c['share'], 0)})",
                                "terms": [t["term"] for t in c["top_terms"]],
-                               "example": c["examples"][0] if c.get("examples") else ""} for c in cl.get("clusters", [])])
+                               "example": c["examples"][0] if c.get("examples") else ""}
+                              for c in cl.get("clusters", [])])
     outliers = dict(ol, method=str(ol.get("method") or "").replace("_", " "),
                     outliers=[{"index": x["index"], "score": number(x["score"], 3), "text": x["text"]}
                               for x in ol.get("outliers", [])])
@@ -240,23 +260,26 @@ def _evaluation(ev: dict) -> dict:
     for r in ev["rows"]:
         test = "—"
         if r.get("test"):
-            test = r["test"] + (f" ({r['discordant'][0]} / {r['discordant'][1]})" if r.get("discordant") else "")
+            test = r["test"] + (f" ({r['discordant'][0]} / {r['discordant'][1]})"
+                                if r.get("discordant") else "")
             test += f"; {r.get('n_paired')} paired" if r.get("n_paired") != r.get("n") else ""
         word, badge = _flag(r)
-        rows.append({"task": r["task"], "is_target": r.get("is_target"), "label": r["label"], "n": number(r.get("n")),
-                     "base": score(r, "base"), "tuned": score(r, "tuned"), "delta": signed(r.get("delta_points"), 2),
+        rows.append({"task": r["task"], "is_target": r.get("is_target"), "label": r["label"],
+                     "n": number(r.get("n")), "base": score(r, "base"), "tuned": score(r, "tuned"),
+                     "delta": signed(r.get("delta_points"), 2),
                      "ci": (f"[{signed(r['ci_low'], 1)}, {signed(r['ci_high'], 1)}]"
                             if r.get("ci_low") is not None else "—"),
                      "test": test, "p": pval(r.get("p_value")), "p_holm": pval(r.get("p_holm")),
-                     "forgetting": r.get("forgetting"), "significant": not r.get("forgetting") and r.get("significant"),
-                     "flag": word, "badge": badge})
+                     "forgetting": r.get("forgetting"),
+                     "significant": not r.get("forgetting") and r.get("significant"), "flag": word,
+                     "badge": badge})
     skipped = "; ".join(f"{s['task']}{' ' + s['metric'] if s.get('metric') else ''} ({s['reason']})"
                         for s in paired.get("skipped") or [])
     return {"available": True, "n_comparisons": paired.get("n_comparisons") if paired.get("available") else 0,
             "paired_available": paired.get("available"), "paired_reason": paired.get("reason"),
             "target_rule": ev.get("target_rule"), "threshold": ev.get("forgetting_threshold_points"),
-            "alpha": ev.get("alpha"), "rows": rows, "forgetting_tasks": ", ".join(ev.get("forgetting_tasks") or []),
-            "skipped": skipped}
+            "alpha": ev.get("alpha"), "rows": rows,
+            "forgetting_tasks": ", ".join(ev.get("forgetting_tasks") or []), "skipped": skipped}
 
 
 def _accuracy_cells(g: dict, labels: list[str]) -> list[str]:
@@ -281,11 +304,13 @@ def _errors(er: dict) -> dict:
                         for label in labels for x in c[label]["examples"]]
             kinds = None
             if c["category"] == "format_failure":
-                kinds = "; ".join(f"{label}: {summary[label]['format_failure_kinds']['no_answer']} without any number, "
-                                  f"{summary[label]['format_failure_kinds']['misformatted_correct']} right but "
-                                  "misformatted" for label in labels)
+                kinds = "; ".join(f"{label}: {summary[label]['format_failure_kinds']['no_answer']} without "
+                                  "any number, "
+                                  f"{summary[label]['format_failure_kinds']['misformatted_correct']} right "
+                                  "but misformatted" for label in labels)
             categories.append({"name": name, "description": c.get("description"), "format_kinds": kinds,
-                               "cells": [f"{c[label]['count']} ({pct(c[label]['share_of_wrong'], 0)})" for label in labels],
+                               "cells": [f"{c[label]['count']} ({pct(c[label]['share_of_wrong'], 0)})"
+                                         for label in labels],
                                "examples": examples})
         tasks.append({
             "task": t["task"], "labels": labels, "steps_image": f"steps_{t['task']}",
@@ -293,11 +318,13 @@ def _errors(er: dict) -> dict:
             "correct": [f"{summary[label]['n_correct']} of {summary[label]['n']}" for label in labels],
             "correct_share": [f"{summary[label]['n_correct']} ({pct(summary[label]['accuracy_strict'], 1)})"
                               for label in labels],
-            "flexible": [f"{summary[label]['n_correct_flexible']} ({pct(summary[label]['accuracy_flexible'], 1)})"
+            "flexible": [f"{summary[label]['n_correct_flexible']} "
+                         f"({pct(summary[label]['accuracy_flexible'], 1)})"
                          for label in labels],
             "wrong": [summary[label]["n_wrong"] for label in labels],
             "categories": categories,
-            "by_steps": [{"key": g["key"], "cells": _accuracy_cells(g, labels)} for g in t.get("by_steps") or []],
+            "by_steps": [{"key": g["key"], "cells": _accuracy_cells(g, labels)}
+                         for g in t.get("by_steps") or []],
             "by_cluster": [{"key": g["key"], "name": g["name"], "cells": _accuracy_cells(g, labels)}
                            for g in t.get("by_cluster") or []],
             "by_cluster_note": t.get("by_cluster_note") or "Not available",

@@ -43,8 +43,8 @@ def mdblock(x, lang: str = "text") -> str:
 
 # Markdown escaping for every template; number formatting for the comparison and grid templates (the run
 # report gets its figures already written by presentation.py).
-FILTERS = {"mdcell": mdcell, "mdblock": mdblock, "pm": pm, "signed": signed, "pval": pval, "pct": pct, "num": number,
-           "peq": peq}
+FILTERS = {"mdcell": mdcell, "mdblock": mdblock, "pm": pm, "signed": signed, "pval": pval, "pct": pct,
+           "num": number, "peq": peq}
 
 
 class ReportEnvironment(Environment):
@@ -70,7 +70,8 @@ def no_callables(value):
 @functools.lru_cache(maxsize=2)
 def template_env(html: bool) -> Environment:
     env = ReportEnvironment(loader=PackageLoader("tunescope.report", "templates"), autoescape=html,
-                            trim_blocks=True, lstrip_blocks=True, undefined=StrictUndefined, finalize=no_callables)
+                            trim_blocks=True, lstrip_blocks=True, undefined=StrictUndefined,
+                            finalize=no_callables)
     env.filters.update(FILTERS)
     return env
 
@@ -155,7 +156,8 @@ def render_all(data: dict, out_dir: Path) -> dict[str, Path]:
 
 
 def render_compare(data: dict, out_dir: Path) -> dict[str, Path]:
-    """comparison.html / comparison.md / comparison.json for a multi-run comparison (see tunescope.analysis.compare)."""
+    """comparison.html / comparison.md / comparison.json for a multi-run comparison (see
+    tunescope.analysis.compare)."""
     from tunescope.store.fileio import write_text_atomic
 
     out_dir = Path(out_dir)
@@ -168,9 +170,12 @@ def render_compare(data: dict, out_dir: Path) -> dict[str, Path]:
     if data.get("task_curves"):
         from tunescope.report.plots import compare_task_curves_png
 
-        images = {f"task_curve_{e['task']}": png for e in data["task_curves"] if (png := compare_task_curves_png(e))}
+        images = {f"task_curve_{e['task']}": png
+                  for e in data["task_curves"] if (png := compare_task_curves_png(e))}
     md_links = write_images(out_dir, images) if images else {}
-    write_text_atomic(paths["md"], template_env(False).get_template("compare.md.j2").render(d=plain, images=md_links))
+    write_text_atomic(paths["md"],
+                      template_env(False).get_template("compare.md.j2").render(d=plain, images=md_links))
     uris = {k: "data:image/png;base64," + base64.b64encode(v).decode() for k, v in images.items()}
-    write_text_atomic(paths["html"], template_env(True).get_template("compare.html.j2").render(d=plain, images=uris))
+    write_text_atomic(paths["html"],
+                      template_env(True).get_template("compare.html.j2").render(d=plain, images=uris))
     return paths

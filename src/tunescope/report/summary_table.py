@@ -16,7 +16,8 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
         tuned = pm(r.get("tuned"), r.get("tuned_stderr")) if r.get("tuned") is not None else "—"
         test = ""
         if r.get("p_holm") is not None:
-            test = f"  (Δ {r['delta_points']:+.1f} pts, Holm p={pval(r['p_holm'])}{', FORGETTING' if r.get('forgetting') else ''})"
+            test = (f"  (Δ {r['delta_points']:+.1f} pts, Holm p={pval(r['p_holm'])}"
+                    f"{', FORGETTING' if r.get('forgetting') else ''})")
         rows.append((f"{r['task']} {r['label']} (n={r.get('n')}) base → tuned", f"{base} → {tuned}{test}"))
     imp = data.get("training", {}).get("loss_improvement", {})
     for kind in ("train", "val"):
@@ -37,11 +38,13 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
     eff = data.get("efficiency") or {}
     if eff:
         rows.append(("tokens: supervised / non-padding / total",
-                     f"{number(eff.get('tokens_supervised'))} / {number(eff.get('tokens_nonpad'))} / {number(eff.get('tokens_total'))}"))
+                     f"{number(eff.get('tokens_supervised'))} / {number(eff.get('tokens_nonpad'))} / "
+                     f"{number(eff.get('tokens_total'))}"))
         rows.append(("training steps (best step)", f"{eff.get('steps')} ({eff.get('best_step')})"))
         if eff.get("throughput_supervised_tps") is not None:
             rows.append(("throughput (supervised tokens/s)", f"{eff['throughput_supervised_tps']:.1f}"))
-        best = f" of the {eff['peak_flops_dtype']} peak, {flops(eff.get('peak_flops'))}" if eff.get("peak_flops_dtype") else ""
+        best = (f" of the {eff['peak_flops_dtype']} peak, {flops(eff.get('peak_flops'))}"
+                if eff.get("peak_flops_dtype") else "")
         rows.append(("MFU", pct(eff.get("mfu")) + best))
         if eff.get("peak_rss_mb") is not None:
             rows.append(("peak RSS", f"{eff['peak_rss_mb']:.0f} MB"))
@@ -55,12 +58,14 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def contamination_rows(c: dict[str, Any]) -> list[tuple[str, str]]:
-    """A warning line for each task whose scored items overlap the training data, with its clean-subset score."""
+    """A warning line for each task whose scored items overlap the training data, with its clean-subset
+    score."""
     rows = []
     for t in c.get("tasks", []) if c.get("available") else []:
         if not t["n_flagged"]:
             continue
-        value = f"{t['n_flagged']} of {t['n']} items ({pct(t['share'], 1)}) share a {c['ngram']}-gram with training"
+        value = (f"{t['n_flagged']} of {t['n']} items ({pct(t['share'], 1)}) share a {c['ngram']}-gram "
+                 "with training")
         s = t.get("scores") or {}
         if s.get("available"):
             b = s["by_label"][s["label"]]

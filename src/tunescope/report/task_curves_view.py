@@ -23,7 +23,8 @@ def present_task_curves(tc: dict[str, Any] | None) -> dict[str, Any] | None:
         selection = {
             "step": sel.get("shipped_step"), "selected_by": sel.get("selected_by"),
             "value": f" ({number(value)})" if value is not None else "",
-            "others": [{"criterion": o.get("criterion"), "step": o.get("step"), "value": number(o.get("value"))}
+            "others": [{"criterion": o.get("criterion"), "step": o.get("step"),
+                        "value": number(o.get("value"))}
                        for o in sel.get("others") or []],
             "early_stopping_on": sel.get("early_stopping_on"),
         }
@@ -39,7 +40,8 @@ def present_task_curves(tc: dict[str, Any] | None) -> dict[str, Any] | None:
         }
     return {
         # Not "items": a template reading tc.items would find the dict method of that name.
-        "items_per_point": number(series[0]["n"][0]) if series and series[0].get("n") and series[0]["n"][0] else None,
+        "items_per_point": (number(series[0]["n"][0])
+                            if series and series[0].get("n") and series[0]["n"][0] else None),
         "selection": selection,
         "further_training": [{"summary": v.get("summary"), "outcome": v.get("outcome")}
                              for v in tc.get("further_training") or [] if v.get("available")],
@@ -47,8 +49,9 @@ def present_task_curves(tc: dict[str, Any] | None) -> dict[str, Any] | None:
                         for v in tc.get("overfitting") or [] if v.get("available")],
         "criterion": next((v["criterion"] for kind in ("further_training", "overfitting")
                            for v in tc.get(kind) or [] if v.get("criterion")), None),
-        "divergence": [{"task": c.get("task"), "flagged": bool(c.get("diverged")), "direction": c.get("direction"),
-                        "evidence": c.get("evidence"), "p_holm": peq(c.get("p_holm"))}
+        "divergence": [{"task": c.get("task"), "flagged": bool(c.get("diverged")),
+                        "direction": c.get("direction"), "evidence": c.get("evidence"),
+                        "p_holm": peq(c.get("p_holm"))}
                        for c in div.get("checks") or [] if c.get("direction")],
         "alpha": div.get("alpha"),
         "forgetting": forgetting,

@@ -30,7 +30,8 @@ STATIC = Path(__file__).parent / "static"
 
 
 class SecurityHeaders:
-    """Adds the common headers to every answer, and the page policy to those that set no policy of their own."""
+    """Adds the common headers to every answer, and the page policy to those that set no policy of their
+    own."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -60,7 +61,8 @@ async def not_found(request: Request, exc: Exception) -> Response:
         detail = getattr(exc, "detail", None)
         return error_page("Not found", detail if detail and detail != "Not Found" else
                           "Nothing here: the address names no run, page or file this dashboard serves.", 404)
-    return error_page("Request refused", str(getattr(exc, "detail", "")) or "The request was refused.", status)
+    return error_page("Request refused", str(getattr(exc, "detail", "")) or "The request was refused.",
+                      status)
 
 
 async def user_error(request: Request, exc: Exception) -> Response:

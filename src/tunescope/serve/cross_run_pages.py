@@ -43,7 +43,8 @@ def chosen_runs(request: Request) -> tuple[list[RunEntry], str | None]:
     entries = [index.get(i) for i in ids]
     unknown = [i for i, e in zip(ids, entries, strict=True) if e is None]
     if unknown:
-        return [], f"No run has the id {', '.join(unknown)} (deleted, moved or unregistered since it was chosen)."
+        return [], (f"No run has the id {', '.join(unknown)} (deleted, moved or unregistered since it was "
+                    "chosen).")
     return [e for e in entries if e is not None], None
 
 
@@ -67,7 +68,8 @@ def comparison_html(request: Request, entries: list[RunEntry], baseline: str | N
             return cache[key]
     missing = [e.name for e in entries if not e.path.is_dir()]
     if missing:
-        raise UserError(f"the folder of {', '.join(missing)} no longer exists (deleted or moved)", where="compare")
+        raise UserError(f"the folder of {', '.join(missing)} no longer exists (deleted or moved)",
+                        where="compare")
     with tempfile.TemporaryDirectory(prefix="tunescope-serve-compare-") as out:
         paths = compare([e.path for e in entries], baseline=baseline or None, output=Path(out))
         html = paths["html"].read_text(encoding="utf-8")
@@ -93,9 +95,9 @@ def compare_page(request: Request) -> Response:
         return page("compare.html.j2", 400, title="Compare", nav="runs", runs=[view_row(e) for e in entries],
                     problem=str(e), command=command, permalink=str(request.url), report_url=None,
                     baseline=baseline)
-    return page("compare.html.j2", title="Compare", nav="runs", runs=[view_row(e) for e in entries], problem=None,
-                command=command, permalink=str(request.url), report_url=url("/compare/report", params),
-                baseline=baseline)
+    return page("compare.html.j2", title="Compare", nav="runs", runs=[view_row(e) for e in entries],
+                problem=None, command=command, permalink=str(request.url),
+                report_url=url("/compare/report", params), baseline=baseline)
 
 
 def compare_report(request: Request) -> Response:
@@ -125,7 +127,8 @@ def grids(request: Request) -> dict[str, dict]:
                                    "report": (folder / GRID_REPORT).is_file() and is_grid_folder(folder)})
         g["runs"].append(e)
     for g in found.values():
-        g["counts"] = {s: sum(r.status == s for r in g["runs"]) for s in ("finished", "running", "failed", "interrupted")}
+        g["counts"] = {s: sum(r.status == s for r in g["runs"])
+                       for s in ("finished", "running", "failed", "interrupted")}
     return found
 
 
@@ -137,7 +140,8 @@ def grids_page(request: Request) -> Response:
 def grid_or_404(request: Request) -> dict:
     found = grids(request).get(request.path_params["gid"])
     if found is None:
-        raise HTTPException(404, "No grid has this address: its runs may have been removed from the registry.")
+        raise HTTPException(404, "No grid has this address: its runs may have been removed from the "
+                            "registry.")
     return found
 
 
@@ -153,7 +157,8 @@ def grid_report(request: Request) -> Response:
     path = Path(g["folder"]) / GRID_REPORT
     if not g["report"] or not path.is_file():
         raise HTTPException(404, "This grid has no grid.html (it is written when the grid's runs finish).")
-    return FileResponse(path, media_type="text/html; charset=utf-8", headers={"Content-Security-Policy": FILE_POLICY})
+    return FileResponse(path, media_type="text/html; charset=utf-8",
+                        headers={"Content-Security-Policy": FILE_POLICY})
 
 
 # ---------------------------------------------------------------- leaderboard
@@ -168,8 +173,8 @@ def leaderboard_page(request: Request) -> Response:
     board, problem, metrics = None, None, []
     if task:
         with closing(run_registry.connect_read_only(index.registry)) as conn:
-            metrics = [r[0] for r in conn.execute("SELECT DISTINCT metric FROM scores WHERE task = ? ORDER BY metric",
-                                                  (task,))]
+            metrics = [r[0] for r in conn.execute(
+                "SELECT DISTINCT metric FROM scores WHERE task = ? ORDER BY metric", (task,))]
             try:
                 board = run_registry.leaderboard(task, metric=metric, label=label, conn=conn)
             except UserError as e:
@@ -182,6 +187,6 @@ def leaderboard_page(request: Request) -> Response:
         for r in rows:
             r["id"] = run_id(r["path"])
     state = {"task": task, "metric": metric or "", "label": label or ""}
-    return page("leaderboard.html.j2", title="Leaderboard", nav="leaderboard", tasks=facets["task"], metrics=metrics,
-                state=state, board=board, rows=rows, problem=problem, page_number=number, pages=pages,
-                page_url=lambda n: url("/leaderboard", {**state, "page": n}))
+    return page("leaderboard.html.j2", title="Leaderboard", nav="leaderboard", tasks=facets["task"],
+                metrics=metrics, state=state, board=board, rows=rows, problem=problem, page_number=number,
+                pages=pages, page_url=lambda n: url("/leaderboard", {**state, "page": n}))

@@ -68,7 +68,8 @@ def progress(folder: Path, offset: int) -> dict[str, Any]:
         if final != folder and (final / rr.MANIFEST).is_file():
             return {"status": "finished", "final": str(final.resolve()), "records": [], "offset": offset,
                     "reset": False, "now": now, "started": None}
-        return {"status": "gone", "records": [], "offset": offset, "reset": False, "now": now, "started": None}
+        return {"status": "gone", "records": [], "offset": offset, "reset": False, "now": now,
+                "started": None}
     try:
         manifest = rr.read_manifest(folder)
         status = live_status(folder, manifest) if folder.name.endswith(".partial") else "finished"

@@ -65,7 +65,8 @@ def live_status(folder: Path, manifest: rr.Manifest) -> str:
     if status in ("failed", "interrupted"):
         return status
     process = manifest.as_dict().get("process")
-    if isinstance(process, dict) and process.get("host") == socket.gethostname() and isinstance(process.get("pid"), int):
+    if (isinstance(process, dict) and process.get("host") == socket.gethostname()
+            and isinstance(process.get("pid"), int)):
         return "running" if process_alive(process["pid"]) else "interrupted"
     return "running" if time.time() - newest_change(folder) < STALE_AFTER_S else "interrupted"
 
@@ -84,8 +85,9 @@ def describe(folder: Path) -> PartialRun:
     except (UserError, OSError):
         model = manifest.model.name
     grid = manifest.as_dict().get("grid")
-    return PartialRun(folder, manifest.name or name, live_status(folder, manifest), model or manifest.model.name,
-                      method, dataset, grid.get("id") if isinstance(grid, dict) else None, manifest.started)
+    return PartialRun(folder, manifest.name or name, live_status(folder, manifest),
+                      model or manifest.model.name, method, dataset,
+                      grid.get("id") if isinstance(grid, dict) else None, manifest.started)
 
 
 def partial_folders(root: Path) -> list[Path]:

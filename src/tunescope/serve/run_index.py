@@ -26,7 +26,8 @@ from tunescope.store import registry as run_registry
 from tunescope.store.scores import finite_float, headline_metric, metric_label
 
 STATUSES = ("running", "finished", "failed", "interrupted")
-SORT_KEYS = ("name", "status", "model", "method", "data", "grid", "date", "task", "base", "tuned", "delta", "p")
+SORT_KEYS = ("name", "status", "model", "method", "data", "grid", "date", "task", "base", "tuned", "delta",
+             "p")
 FILTERS = ("model", "method", "task", "grid", "status")
 PER_PAGE = 50
 MAX_PER_PAGE = 500
@@ -38,9 +39,9 @@ def run_id(path: str | Path) -> str:
 
 
 # The entry field each sort key reads.
-SORT_FIELDS = {"name": "name_key", "status": "status", "model": "model", "method": "method", "data": "dataset",
-               "grid": "grid", "date": "date", "task": "h_task", "base": "h_base", "tuned": "h_tuned",
-               "delta": "h_delta", "p": "h_p"}
+SORT_FIELDS = {"name": "name_key", "status": "status", "model": "model", "method": "method",
+               "data": "dataset", "grid": "grid", "date": "date", "task": "h_task", "base": "h_base",
+               "tuned": "h_tuned", "delta": "h_delta", "p": "h_p"}
 
 
 @dataclass(eq=False)
@@ -128,7 +129,8 @@ def headline_from_scores(scores: list[dict]) -> dict[str, Any] | None:
          "base": finite_float(base.get("value")), "base_stderr": finite_float(base.get("stderr")),
          "tuned": finite_float(tuned.get("value")), "tuned_stderr": finite_float(tuned.get("stderr")),
          "p_holm": None, "significant": None}
-    h["delta_points"] = (h["tuned"] - h["base"]) * 100 if h["base"] is not None and h["tuned"] is not None else None
+    h["delta_points"] = ((h["tuned"] - h["base"]) * 100 if h["base"] is not None and h["tuned"] is not None
+                         else None)
     return h
 
 
@@ -176,10 +178,11 @@ class RunIndex:
                     for k in ("task", "base", "tuned", "delta_points", "p_holm"))
             else:
                 headline_cols = "NULL, NULL, NULL, NULL, NULL, NULL"
-            rows = conn.execute("SELECT path, name, model, dataset, method, COALESCE(finished, registered_at), "
-                                f"{grid_col}, {headline_cols} FROM runs").fetchall()
+            rows = conn.execute("SELECT path, name, model, dataset, method, COALESCE(finished, "
+                                f"registered_at), {grid_col}, {headline_cols} FROM runs").fetchall()
             tasks: dict[str, tuple[str, ...]] = {}
-            for path, joined in conn.execute("SELECT path, group_concat(DISTINCT task) FROM scores GROUP BY path"):
+            for path, joined in conn.execute(
+                    "SELECT path, group_concat(DISTINCT task) FROM scores GROUP BY path"):
                 tasks[path] = tuple(sorted((joined or "").split(","))) if joined else ()
             fallback: dict[str, list[dict]] = {}
             # Only runs registered before the headline was recorded need their score rows.
@@ -189,8 +192,8 @@ class RunIndex:
                 fallback.setdefault(s["path"], []).append(dict(s))
         entries = [RunEntry(run_id(path), path, name, "finished", model, method, dataset, grid, date, True,
                             tasks.get(path, ()), stored, h_task, h_base, h_tuned, h_delta, h_p)
-                   for (path, name, model, dataset, method, date, grid, stored, h_task, h_base, h_tuned, h_delta,
-                        h_p) in rows]
+                   for (path, name, model, dataset, method, date, grid, stored, h_task, h_base, h_tuned,
+                        h_delta, h_p) in rows]
         for e in entries:
             if e.h_task is None and e.location in fallback:
                 e.use_headline(headline_from_scores(fallback[e.location]))
@@ -213,7 +216,8 @@ class RunIndex:
 
     def _reload(self) -> None:
         with self._reloading:  # one reload at a time; readers use the previous table meanwhile
-            sig = self._registry_signature()  # read before the rows: a write during the load is seen next time
+            # read before the rows: a write during the load is seen next time
+            sig = self._registry_signature()
             with self._lock:
                 if sig == self._signature:
                     return
@@ -308,9 +312,10 @@ class RunIndex:
         key = query.sort if query.sort in SORT_KEYS else "date"
         present, absent = self._registered_order(key, query.descending)
         if partial:  # a few unfinished runs merged into the kept order
-            own = sorted((e for e in partial if e.sort_value(key) is not None), key=lambda e: e.sort_value(key),
-                         reverse=query.descending)
-            present = list(heapq.merge(own, present, key=lambda e: e.sort_value(key), reverse=query.descending))
+            own = sorted((e for e in partial if e.sort_value(key) is not None),
+                         key=lambda e: e.sort_value(key), reverse=query.descending)
+            present = list(heapq.merge(own, present, key=lambda e: e.sort_value(key),
+                                       reverse=query.descending))
             absent = [e for e in partial if e.sort_value(key) is None] + absent
         ordered = present + absent  # a run without the value sorts last either way
         needle = query.q.strip().lower()

@@ -1,4 +1,5 @@
-"""The runs table, a run's page (its report, config, config diff and live progress), its files and the progress API."""
+"""The runs table, a run's page (its report, config, config diff and live progress), its files and the
+progress API."""
 
 from __future__ import annotations
 
@@ -33,8 +34,8 @@ from tunescope.store.layout import CONFIG, MANIFEST, METRICS, REPORT_HTML, REPOR
 
 RUN_FILES = (REPORT_HTML, REPORT_MD, REPORT_JSON, CONFIG, MANIFEST, METRICS)
 COLUMNS = (("name", "run"), ("status", "status"), ("model", "model"), ("method", "method"), ("data", "data"),
-           ("grid", "grid"), ("date", "date"), ("task", "headline task"), ("base", "base"), ("tuned", "tuned"),
-           ("delta", "Δ (points)"), ("p", "paired test"))
+           ("grid", "grid"), ("date", "date"), ("task", "headline task"), ("base", "base"),
+           ("tuned", "tuned"), ("delta", "Δ (points)"), ("p", "paired test"))
 UNKNOWN_RUN = ("No run has this address. Its folder may have been deleted or moved, the run may have "
                "finished (an unfinished run's folder is renamed when it completes) or been removed from the "
                "registry. The runs page lists every run there is now.")
@@ -80,9 +81,10 @@ def runs_page(request: Request) -> Response:
     def page_url(n: int) -> str:
         return url("/", {**state, "page": n})
 
-    return page("runs.html.j2", title="Runs", nav="runs", rows=[view_row(e) for e in result.rows], result=result,
-                state=state, facets=result.facets, statuses=STATUSES, columns=COLUMNS, sort_keys=SORT_KEYS,
-                sort_url=sort_url, page_url=page_url, filter_url=lambda key, value: url("/", {**state, key: value}))
+    return page("runs.html.j2", title="Runs", nav="runs", rows=[view_row(e) for e in result.rows],
+                result=result, state=state, facets=result.facets, statuses=STATUSES, columns=COLUMNS,
+                sort_keys=SORT_KEYS, sort_url=sort_url, page_url=page_url,
+                filter_url=lambda key, value: url("/", {**state, key: value}))
 
 
 def registered_details(registry: Path, path: Path) -> dict[str, Any] | None:
@@ -92,13 +94,14 @@ def registered_details(registry: Path, path: Path) -> dict[str, Any] | None:
         if row is None:
             return None
         scores = [dict(r) for r in conn.execute(
-            "SELECT label, task, metric, value, stderr, n FROM scores WHERE path = ? ORDER BY task, metric, label",
+            "SELECT label, task, metric, value, stderr, n FROM scores WHERE path = ? "
+            "ORDER BY task, metric, label",
             (str(path),))]
     run = dict(row)
-    return {"config": json.loads(run.get("config_json") or "{}"), "manifest": json.loads(run.get("manifest_json") or "{}"),
-            "scores": scores, "started": run.get("started"), "finished": run.get("finished"),
-            "wall_s": run.get("wall_s"), "steps": run.get("steps"), "device": run.get("device"),
-            "cost_usd": run.get("cost_usd")}
+    return {"config": json.loads(run.get("config_json") or "{}"),
+            "manifest": json.loads(run.get("manifest_json") or "{}"), "scores": scores,
+            "started": run.get("started"), "finished": run.get("finished"), "wall_s": run.get("wall_s"),
+            "steps": run.get("steps"), "device": run.get("device"), "cost_usd": run.get("cost_usd")}
 
 
 def config_of(index: RunIndex, entry: RunEntry) -> tuple[dict | None, str | None]:
@@ -144,7 +147,8 @@ def run_page(request: Request) -> Response:
                 diff["problem"] = other_problem or config_problem
             else:
                 diff["rows"], diff["same"] = config_diff(config, other_config)
-    files = [(name, f"/runs/{entry.id}/files/{name}") for name in RUN_FILES if exists and (entry.path / name).is_file()]
+    files = [(name, f"/runs/{entry.id}/files/{name}")
+             for name in RUN_FILES if exists and (entry.path / name).is_file()]
     return page("run.html.j2", title=entry.name, nav="runs", run=view_row(entry), path=str(entry.path),
                 details=details, exists=exists, files=files,
                 config_yaml=yaml.safe_dump(config, sort_keys=False, allow_unicode=True) if config else None,
@@ -155,8 +159,8 @@ def run_page(request: Request) -> Response:
 def run_file(request: Request) -> Response:
     entry = entry_or_404(request)
     if not entry.path.is_dir():
-        return error_page("Run folder missing", f"The folder of run '{entry.name}' no longer exists: {entry.path}. "
-                          "It was deleted or moved after the run was registered.", 404)
+        return error_page("Run folder missing", f"The folder of run '{entry.name}' no longer exists: "
+                          f"{entry.path}. It was deleted or moved after the run was registered.", 404)
     target = file_inside(entry.path, request.path_params["relative"], request.scope.get("raw_path", b""))
     if target is None:
         raise HTTPException(404)

@@ -22,8 +22,8 @@ REPORT_POLICY = ("default-src 'none'; script-src 'none'; object-src 'none'; img-
                  "style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'")
 FILE_POLICY = REPORT_POLICY + "; sandbox; frame-ancestors 'self'"
 # The dashboard's own pages: its own script and style files only, no inline code, no other origin.
-PAGE_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-               "frame-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+PAGE_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src "
+               "'self'; frame-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 COMMON_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
                   "Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Resource-Policy": "same-origin"}
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -96,5 +96,5 @@ class TokenGate:
                 or (bearer.startswith("Bearer ") and self._ok(bearer[7:]))):
             await self.app(scope, receive, send)
             return
-        await PlainTextResponse("this tunescope serve needs its token: open the address it printed, which ends "
-                                "in ?token=...", status_code=401)(scope, receive, send)
+        await PlainTextResponse("this tunescope serve needs its token: open the address it printed, which "
+                                "ends in ?token=...", status_code=401)(scope, receive, send)

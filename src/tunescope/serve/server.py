@@ -86,8 +86,8 @@ def prepare(*, host: str = DEFAULT_HOST, port: str | int = DEFAULT_PORT, token: 
     index = RunIndex(path, folders)
     sock = bind(host, number)
     if not local:
-        warn(f"warning: serving on {host}, reachable from other machines; only browsers with the token get in. "
-             "Traffic is not encrypted: use it on a network you trust, or behind an HTTPS proxy.")
+        warn(f"warning: serving on {host}, reachable from other machines; only browsers with the token get "
+             "in. Traffic is not encrypted: use it on a network you trust, or behind an HTTPS proxy.")
     address = address_of(sock, host)
     return sock, index, address + (f"?token={token}" if token else "")
 

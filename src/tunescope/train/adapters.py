@@ -19,12 +19,14 @@ def quantization_config_for(cfg: TrainingConfig, device: torch.device):
     if cfg.method != "qlora":
         return None
     if device.type != "cuda":
-        raise UserError("QLoRA needs a CUDA GPU (4-bit NF4 weights through bitsandbytes); on this machine use "
-                        "method: lora (same adapter, unquantized base) or method: dora", where="training.method")
+        raise UserError("QLoRA needs a CUDA GPU (4-bit NF4 weights through bitsandbytes); on this machine "
+                        "use method: lora (same adapter, unquantized base) or method: dora",
+                        where="training.method")
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        raise UserError("QLoRA needs bitsandbytes: pip install 'tunescope[cuda]'", where="training.method") from None
+        raise UserError("QLoRA needs bitsandbytes: pip install 'tunescope[cuda]'",
+                        where="training.method") from None
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
@@ -42,8 +44,9 @@ def build_trainable(model: torch.nn.Module, cfg: TrainingConfig) -> torch.nn.Mod
 
     if cfg.method == "qlora":
         if not (getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_quantized", False)):
-            raise UserError("method: qlora needs the base loaded in 4-bit (load_model(..., quantization_config="
-                            "quantization_config_for(cfg, device)))", where="training.method")
+            raise UserError("method: qlora needs the base loaded in 4-bit (load_model(..., "
+                            "quantization_config=quantization_config_for(cfg, device)))",
+                            where="training.method")
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     lora = LoraConfig(
         r=cfg.lora.r,

@@ -21,7 +21,8 @@ import torch
 from tunescope.core.prompt_format import IGNORE_INDEX, Encoded
 
 
-def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, window: int = 32) -> list[list[int]]:
+def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,
+                  window: int = 32) -> list[list[int]]:
     """Every example index exactly once, in batches of `batch_size` (the last of a window may be smaller).
 
     Inside a batch, examples are sorted longest first.

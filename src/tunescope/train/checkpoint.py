@@ -145,7 +145,8 @@ class Checkpointer:
         """The saved TrainState fields (step, epoch, ...), without touching the model."""
         return json.loads((path / "state.json").read_text())["state"]
 
-    def load(self, path: Path, optimizer: torch.optim.Optimizer, scheduler, params: dict[str, torch.Tensor]) -> dict:
+    def load(self, path: Path, optimizer: torch.optim.Optimizer, scheduler,
+             params: dict[str, torch.Tensor]) -> dict:
         """Restore parameters, optimizer, scheduler and RNG in place; return the saved state and best."""
         meta = json.loads((path / "state.json").read_text())
         mismatched = {k: (meta["fingerprint"].get(k), v) for k, v in self.fingerprint.items()

@@ -84,9 +84,9 @@ def current() -> Distributed:
     # Without a GPU, accelerate only picks multi-process CPU (gloo) when told it runs on CPU.
     acc = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
     kind = str(acc.distributed_type).rsplit(".", 1)[-1]
-    if kind not in {"NO", "MULTI_CPU", "MULTI_GPU", "MULTI_XPU", "MULTI_NPU", "MULTI_MLU", "MULTI_SDAA", "MULTI_MUSA",
-                    "MULTI_HPU"}:
+    if kind not in {"NO", "MULTI_CPU", "MULTI_GPU", "MULTI_XPU", "MULTI_NPU", "MULTI_MLU", "MULTI_SDAA",
+                    "MULTI_MUSA", "MULTI_HPU"}:
         raise UserError(f"accelerate's {kind} is not supported by the training loop yet (see "
-                        "configs/accelerate/README.md); launch with a DDP config such as configs/accelerate/ddp_gpu.yaml",
-                        where="accelerate config")
+                        "configs/accelerate/README.md); launch with a DDP config such as "
+                        "configs/accelerate/ddp_gpu.yaml", where="accelerate config")
     return Distributed(rank=acc.process_index, world_size=acc.num_processes, accelerator=acc)

@@ -32,14 +32,16 @@ def per_example_losses(model, examples: list[Encoded], batch_size: int, pad_id: 
         rows = select.nonzero()[:, 0]  # the example (row) of each supervised position
         gold = targets[select]
         if parts is None:
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+            logits = model(input_ids=batch["input_ids"],
+                           attention_mask=batch["attention_mask"]).logits[:, :-1]
             token_loss = F.cross_entropy(logits[select].float(), gold, reduction="none")
         else:
             decoder, head, softcap = parts
             hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                              use_cache=False).last_hidden_state[:, :-1][select]
             token_loss = loss_lib.per_token_cross_entropy(hidden, head, gold, softcap)
-        sums = torch.zeros(len(idx), dtype=torch.float64, device=token_loss.device).index_add_(0, rows, token_loss.double())
+        sums = torch.zeros(len(idx), dtype=torch.float64,
+                           device=token_loss.device).index_add_(0, rows, token_loss.double())
         counts = select.sum(dim=1).clamp(min=1)
         for row, i in enumerate(idx):
             losses[i] = float(sums[row] / counts[row])

@@ -37,7 +37,8 @@ def fuse_lora_forward(model: torch.nn.Module) -> int:
     """Give every plain-LoRA layer the fused training forward; returns how many layers changed."""
     changed = 0
     for module in model.modules():
-        if not (hasattr(module, "lora_A") and isinstance(getattr(module, "base_layer", None), torch.nn.Linear)):
+        if not (hasattr(module, "lora_A") and isinstance(getattr(module, "base_layer", None),
+                                                         torch.nn.Linear)):
             continue  # bitsandbytes' 4-bit layers subclass nn.Linear too
         if getattr(module, "lora_variant", None) or getattr(module, "use_dora", {}).get("default"):
             continue  # DoRA & co. read lora_A and the dropout separately
@@ -58,7 +59,8 @@ def _make_fused_forward(original):
             return original(x, *args, **kwargs)
         name = adapters[0]
         lora_a, lora_b = self.lora_A[name].weight, self.lora_B[name].weight
-        if lora_a.dtype != lora_b.dtype or (x.dtype != lora_a.dtype and not getattr(self, "cast_input_dtype_enabled", True)):
+        if lora_a.dtype != lora_b.dtype or (x.dtype != lora_a.dtype
+                                            and not getattr(self, "cast_input_dtype_enabled", True)):
             return original(x, *args, **kwargs)
         dropout = self.lora_dropout[name]
         p = dropout.p if isinstance(dropout, torch.nn.Dropout) else 0.0
@@ -89,12 +91,14 @@ def check_peft_dtype_rule() -> None:
         lora_b.weight.normal_()
         x = torch.randn(8, 16).to(torch.bfloat16)
         got = layer.eval()(x)
-        want = (layer.base_layer(x).float() + lora_b(lora_a(x.float())) * layer.scaling["default"]).to(x.dtype)
+        want = (layer.base_layer(x).float()
+                + lora_b(lora_a(x.float())) * layer.scaling["default"]).to(x.dtype)
         same = lora_a.weight.dtype == torch.float32 and got.dtype == x.dtype and torch.equal(got, want)
     if not same:
-        raise RuntimeError("the installed peft no longer computes a LoRA layer's forward as tunescope's fused "
-                           "training forward does (float32 adapters under a bfloat16 base, the input cast to "
-                           "them, the update added in float32); install a peft within tunescope's supported range")
+        raise RuntimeError("the installed peft no longer computes a LoRA layer's forward as tunescope's "
+                           "fused training forward does (float32 adapters under a bfloat16 base, the input "
+                           "cast to them, the update added in float32); install a peft within tunescope's "
+                           "supported range")
     _PEFT_DTYPE_RULE_CHECKED = True
 
 
@@ -170,7 +174,8 @@ def fuse_swiglu(model: torch.nn.Module) -> int:
     for module in model.modules():
         act = getattr(module, "act_fn", None)
         # torch's SiLU, or transformers' SiLUActivation (which calls F.silu)
-        if all(hasattr(module, a) for a in ("gate_proj", "up_proj", "down_proj")) and type(act).__name__ in SILU:
+        if (all(hasattr(module, a) for a in ("gate_proj", "up_proj", "down_proj"))
+                and type(act).__name__ in SILU):
             module.forward = types.MethodType(_swiglu_forward, module)
             changed += 1
     return changed

@@ -48,8 +48,8 @@ def _decide(model, parts) -> tuple[str, str]:
         return MODEL_FORWARD, f"the output layer by hand could not be checked ({type(e).__name__}: {e})"
     tolerance = _TOLERANCE.get(parts[1].weight.dtype, _HALF_TOLERANCE) * max(1.0, abs(theirs))
     if not abs(ours - theirs) <= tolerance:
-        return MODEL_FORWARD, (f"the output layer applied by hand gave a loss of {ours:.6g}, the model's own forward "
-                               f"{theirs:.6g}")
+        return MODEL_FORWARD, (f"the output layer applied by hand gave a loss of {ours:.6g}, the model's own "
+                               f"forward {theirs:.6g}")
     return BY_HAND, "the output layer applied by hand matched the model's own loss"
 
 
@@ -70,7 +70,8 @@ def _both_losses(model, parts) -> tuple[float, float]:
     try:
         theirs = float(model(input_ids=ids, attention_mask=mask, labels=labels).loss)
         select = labels[:, 1:] != IGNORE_INDEX
-        hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state[:, :-1][select]
+        hidden = decoder(input_ids=ids, attention_mask=mask,
+                         use_cache=False).last_hidden_state[:, :-1][select]
         logits = (hidden @ head.weight.T).float()
         if softcap:
             logits = torch.tanh(logits / softcap) * softcap

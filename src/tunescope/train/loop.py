@@ -100,8 +100,9 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def accumulate_gradients(net, batches: list[dict[str, torch.Tensor]], normaliser: float, *, device: torch.device,
-                         dist: Distributed | None = None, seeds: list[int] | None = None) -> dict[str, float]:
+def accumulate_gradients(net, batches: list[dict[str, torch.Tensor]], normaliser: float, *,
+                         device: torch.device, dist: Distributed | None = None,
+                         seeds: list[int] | None = None) -> dict[str, float]:
     """Forward and backward this process's micro-batches of one optimizer step; gradients accumulate.
 
     Each micro-batch's summed loss is divided by `normaliser`, the supervised-token count of the
@@ -183,8 +184,8 @@ def _out_of_memory(err: BaseException, cfg: TrainingConfig, shapes: list[tuple[i
     smaller = max(1, cfg.batch_size // 2)
     return UserError(
         f"out of memory on a micro-batch of {rows}×{width} tokens ({type(err).__name__}). Try "
-        f"training.batch_size={smaller} with training.gradient_accumulation={cfg.gradient_accumulation * 2} (same "
-        f"effective batch), or training.micro_batch_tokens={max(64, rows * width // 2)}, or "
+        f"training.batch_size={smaller} with training.gradient_accumulation={cfg.gradient_accumulation * 2} "
+        f"(same effective batch), or training.micro_batch_tokens={max(64, rows * width // 2)}, or "
         "training.gradient_checkpointing=true", where="training.batch_size")
 
 
@@ -226,9 +227,9 @@ def train(
     # Results depend (in the last bits) on the thread count: resume with the same value to be bit-exact.
     # Activations change shape every step: large tensors get mappings of their own (see malloc.py).
     with _cpu_threads(cfg.threads), malloc_setting(RETURN_FREED):
-        return _train(model, train_set, val_set, cfg, seed=seed, pad_id=pad_id, device=device, dtype=dtype, log=log,
-                      save_best=save_best, on_step=on_step, checkpointer=checkpointer, resume=resume, dist=dist,
-                      scorer=scorer)
+        return _train(model, train_set, val_set, cfg, seed=seed, pad_id=pad_id, device=device, dtype=dtype,
+                      log=log, save_best=save_best, on_step=on_step, checkpointer=checkpointer, resume=resume,
+                      dist=dist, scorer=scorer)
 
 
 def score_tasks(scorer: StepScorer, model: torch.nn.Module, step: int, dist: Distributed,
@@ -247,8 +248,8 @@ def score_tasks(scorer: StepScorer, model: torch.nn.Module, step: int, dist: Dis
     return dict(zip(scorer.criteria, shared, strict=True))
 
 
-def _train(model, train_set, val_set, cfg, *, seed, pad_id, device, dtype, log, save_best, on_step, checkpointer,
-           resume, dist, scorer) -> dict:
+def _train(model, train_set, val_set, cfg, *, seed, pad_id, device, dtype, log, save_best, on_step,
+           checkpointer, resume, dist, scorer) -> dict:
     segment_start = time.perf_counter()
     dist = dist or current()
     device = dist.device or device
@@ -298,8 +299,9 @@ def _train(model, train_set, val_set, cfg, *, seed, pad_id, device, dtype, log, 
         loss_sum, correct, n_supervised, nonpad, total = dist.sum(
             [sums["loss_sum"], sums["correct"], sums["tokens"], sums["nonpad"], sums["total"]])
         if int(n_supervised) != step_tokens:
-            raise RuntimeError(f"processes disagree on step {state.step + 1}'s data ({n_supervised} vs {step_tokens} "
-                               "supervised tokens); were they given the same dataset and seed?")
+            raise RuntimeError(f"processes disagree on step {state.step + 1}'s data ({n_supervised} vs "
+                               f"{step_tokens} supervised tokens); were they given the same dataset and "
+                               "seed?")
         loss = loss_sum / max(step_tokens, 1)
         grad_norm = float(dist.clip_grad_norm_(list(params.values()), cfg.max_grad_norm))
         _check_finite(loss, grad_norm, state.step + 1, checkpointer)
@@ -315,16 +317,17 @@ def _train(model, train_set, val_set, cfg, *, seed, pad_id, device, dtype, log, 
         state.train_s += time.perf_counter() - started
 
         if state.step % cfg.log_every == 0 or state.step == total_steps:
-            log({"kind": "train", "step": state.step, "epoch": round(state.step / steps_per_epoch, 4), "loss": loss,
-                 "token_accuracy": correct / max(step_tokens, 1), "lr": scheduler.get_last_lr()[0],
+            log({"kind": "train", "step": state.step, "epoch": round(state.step / steps_per_epoch, 4),
+                 "loss": loss, "token_accuracy": correct / max(step_tokens, 1),
+                 "lr": scheduler.get_last_lr()[0],
                  "grad_norm": grad_norm, "tokens_supervised": state.tokens_supervised,
                  "tokens_nonpad": state.tokens_nonpad, "tokens_total": state.tokens_total,
                  "elapsed_s": round(state.train_s, 3)})
 
         if val_set and (state.step % cfg.eval_every == 0 or state.step == total_steps):
             # The unwrapped module: each process scores its own share, with no collective per forward.
-            val_loss, val_acc = evaluate_loss(dist.unwrap(net), val_set, cfg.batch_size * 2, pad_id, device, dist,
-                                              max_tokens)
+            val_loss, val_acc = evaluate_loss(dist.unwrap(net), val_set, cfg.batch_size * 2, pad_id, device,
+                                              dist, max_tokens)
             log({"kind": "val", "step": state.step, "val_loss": val_loss, "val_token_accuracy": val_acc})
             selection.observe(state.step, {VAL_LOSS: val_loss})
         # The last step is always scored, also when validation has just stopped training early.
@@ -353,8 +356,8 @@ def _train(model, train_set, val_set, cfg, *, seed, pad_id, device, dtype, log, 
     state.wall_s += time.perf_counter() - segment_start
     summary = training_summary(state, selection, scored=scorer is not None, total_steps=total_steps,
                                steps_per_epoch=steps_per_epoch, counts=counts, peak=peak,
-                               flops=flops_per_token(counts), max_tokens=max_tokens, device=device, dtype=dtype,
-                               processes=dist.world_size, price_per_hour=cfg.price_per_hour,
+                               flops=flops_per_token(counts), max_tokens=max_tokens, device=device,
+                               dtype=dtype, processes=dist.world_size, price_per_hour=cfg.price_per_hour,
                                head_path=head_path)
     log(summary)
     return summary

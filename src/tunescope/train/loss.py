@@ -170,4 +170,5 @@ class SupervisedCausalLM(torch.nn.Module):
         self.model = model
 
     def forward(self, input_ids, labels, attention_mask) -> StepLoss:
-        return supervised_loss(self.model, {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask})
+        return supervised_loss(self.model, {"input_ids": input_ids, "labels": labels,
+                                            "attention_mask": attention_mask})

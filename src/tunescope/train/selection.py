@@ -70,13 +70,15 @@ class Selection:
 
     def _note(self, name: str, step: int, value: float) -> bool:
         known = self.state.best_by.get(name)
-        better: Callable[[float, float], bool] = (lambda a, b: a > b) if higher_is_better(name) else (lambda a, b: a < b)
+        better: Callable[[float, float], bool] = ((lambda a, b: a > b) if higher_is_better(name)
+                                                  else (lambda a, b: a < b))
         if known is None or better(value, known["value"]):
             self.state.best_by[name] = {"step": step, "value": value}
             return True
         return False
 
     def summary(self) -> dict:
-        """The summary record's fields about the choice: what chose the shipped step, and every criterion's best."""
+        """The summary record's fields about the choice: what chose the shipped
+        step, and every criterion's best."""
         return {"selected_by": self.select, "early_stopping_on": self.stop_on,
                 "best_by": {name: dict(v) for name, v in self.state.best_by.items()}}

@@ -75,14 +75,16 @@ def fit(cfg: RunConfig, loaded, train_set: list[Encoded], val_set: list[Encoded]
             tok.save_pretrained(run_path / ADAPTER)
 
     try:
-        summary = train(model, train_set, val_set, tc, seed=cfg.seed, pad_id=tok.pad_token_id, device=loaded.device,
-                        dtype=loaded.dtype, log=log, save_best=save_best, checkpointer=checkpointer, resume=resume,
-                        scorer=scorer, on_step=(lambda s, total: progress(s.step, total)) if progress else None)
+        summary = train(model, train_set, val_set, tc, seed=cfg.seed, pad_id=tok.pad_token_id,
+                        device=loaded.device, dtype=loaded.dtype, log=log, save_best=save_best,
+                        checkpointer=checkpointer, resume=resume, scorer=scorer,
+                        on_step=(lambda s, total: progress(s.step, total)) if progress else None)
     finally:
         log.close()
     if dist.is_main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        save_file({n: p.detach().to("cpu").contiguous() for n, p in trainable.items()}, str(ckpt_dir / FINAL_WEIGHTS))
+        save_file({n: p.detach().to("cpu").contiguous() for n, p in trainable.items()},
+                  str(ckpt_dir / FINAL_WEIGHTS))
         # The step checkpoints were only for getting here.
         for old in checkpointer.all():
             shutil.rmtree(old, ignore_errors=True)

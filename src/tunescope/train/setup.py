@@ -13,8 +13,8 @@ from tunescope.train.loss import SupervisedCausalLM, loss_path
 
 
 def prepare_training(model: torch.nn.Module, cfg: TrainingConfig, dist: Distributed,
-                     total_steps: int) -> tuple[torch.nn.Module, dict[str, torch.nn.Parameter], object, object,
-                                                tuple[str, str]]:
+                     total_steps: int) -> tuple[torch.nn.Module, dict[str, torch.nn.Parameter], object,
+                                                object, tuple[str, str]]:
     """(the network the loop calls, the trainable parameters by name, the optimizer, the LR scheduler, the
     path every loss takes and why: `loss.loss_path`)."""
     from transformers import get_scheduler
@@ -33,7 +33,8 @@ def prepare_training(model: torch.nn.Module, cfg: TrainingConfig, dist: Distribu
     net = dist.prepare_model(net)
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     optimizer = torch.optim.AdamW(list(params.values()), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=round(cfg.warmup_ratio * total_steps),
+    scheduler = get_scheduler(cfg.lr_scheduler, optimizer,
+                              num_warmup_steps=round(cfg.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
     return net, params, dist.prepare_optimizer(optimizer), scheduler, head_path
 

@@ -18,7 +18,8 @@ import time
 import torch
 
 # Dense peak TFLOP/s (bf16/fp16 tensor cores, no sparsity), from vendor datasheets.
-GPU_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "A10G": 125.0, "L4": 121.0, "T4": 65.0, "V100": 125.0}
+GPU_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "A10G": 125.0, "L4": 121.0, "T4": 65.0,
+                   "V100": 125.0}
 
 # USD per device-hour, typical on-demand cloud prices; override with training.price_per_hour.
 PRICE_PER_HOUR = {"cpu": 0.10, "T4": 0.35, "A10G": 1.00, "L4": 0.80, "A100": 1.80, "H100": 3.00, "H200": 4.00}
@@ -34,7 +35,8 @@ def price_key(device: torch.device) -> str:
 def peak_dtypes(device: torch.device, own: torch.dtype) -> list[torch.dtype]:
     """The dtypes whose peaks compete for "the machine's peak": what the device multiplies, and `own`."""
     if device.type == "cuda":
-        offered = ([torch.bfloat16] if torch.cuda.is_bf16_supported() else []) + [torch.float16, torch.float32]
+        offered = (([torch.bfloat16] if torch.cuda.is_bf16_supported() else [])
+                   + [torch.float16, torch.float32])
     else:
         offered = [torch.float32, torch.bfloat16]
     return offered + ([own] if own not in offered else [])
@@ -46,8 +48,8 @@ def machine_peak(device: torch.device, own: torch.dtype) -> dict:
     (about a second per dtype on CPU)."""
     peaks = {d: _peak_flops(str(device), d) for d in peak_dtypes(device, own)}
     best = max(peaks, key=lambda d: peaks[d][0])
-    return {"peak_flops": peaks[best][0], "peak_flops_dtype": _name(best), "peak_flops_source": peaks[best][1],
-            "peak_flops_own_dtype": peaks[own][0],
+    return {"peak_flops": peaks[best][0], "peak_flops_dtype": _name(best),
+            "peak_flops_source": peaks[best][1], "peak_flops_own_dtype": peaks[own][0],
             "peak_flops_by_dtype": {_name(d): flops for d, (flops, _) in peaks.items()}}
 
 

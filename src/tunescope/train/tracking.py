@@ -32,7 +32,8 @@ class _TensorBoard:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise UserError("training.report_to includes tensorboard but it is not installed: "
-                            "pip install tensorboard (or 'tunescope[tracking]')", where="training.report_to") from None
+                            "pip install tensorboard (or 'tunescope[tracking]')",
+                            where="training.report_to") from None
         self.writer = SummaryWriter(log_dir=str(log_dir))
 
     def log(self, record: dict) -> None:
@@ -60,7 +61,8 @@ class _MLflow:
     def log(self, record: dict) -> None:
         step = record.get("step", record.get("steps", 0))
         metrics = {name.replace(" ", "_").replace("(", "").replace(")", ""): float(record[key])
-                   for key, name in TRACKED.get(record["kind"], {}).items() if isinstance(record.get(key), int | float)}
+                   for key, name in TRACKED.get(record["kind"], {}).items()
+                   if isinstance(record.get(key), int | float)}
         if metrics:
             self.mlflow.log_metrics(metrics, step=step)
 
@@ -71,7 +73,8 @@ class _MLflow:
 class MetricsLog:
     """A callable that writes one record everywhere; `close()` when training ends."""
 
-    def __init__(self, path: Path, report_to: list[str] = (), run_name: str = "run", params: dict | None = None):
+    def __init__(self, path: Path, report_to: list[str] = (), run_name: str = "run",
+                 params: dict | None = None):
         self.path = path
         self.sinks = []
         for name in report_to:

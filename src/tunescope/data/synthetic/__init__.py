@@ -24,5 +24,5 @@ from tunescope.data.synthetic.core import (
     generate_problems,
 )
 
-__all__ = ["CALC", "FAMILIES", "IMPLIED_CONSTANTS", "TWO_STEP_FAMILIES", "Family", "family_set", "generate_heldout",
-           "generate_problem", "generate_problems"]
+__all__ = ["CALC", "FAMILIES", "IMPLIED_CONSTANTS", "TWO_STEP_FAMILIES", "Family", "family_set",
+           "generate_heldout", "generate_problem", "generate_problems"]

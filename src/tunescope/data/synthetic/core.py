@@ -69,8 +69,10 @@ FAMILIES: list[Family] = []
 TWO_STEP_FAMILIES: list[Family] = []
 
 
-def register_family(name: str, registry: list[Family] = FAMILIES) -> Callable[[Callable[[random.Random, Solution], str]], Callable]:
-    """Decorator: add the decorated `build` function to `registry` (`FAMILIES` by default) as the family `name`."""
+def register_family(name: str, registry: list[Family] = FAMILIES
+                    ) -> Callable[[Callable[[random.Random, Solution], str]], Callable]:
+    """Decorator: add the decorated `build` function to `registry`
+    (`FAMILIES` by default) as the family `name`."""
 
     def register(build: Callable[[random.Random, Solution], str]) -> Callable:
         registry.append(Family(name, build))
@@ -133,7 +135,8 @@ def _family_named(name: str) -> Family:
     for fam in FAMILIES + TWO_STEP_FAMILIES:
         if fam.name == name:
             return fam
-    raise ValueError(f"unknown synthetic-math family {name!r}; known: {', '.join(f.name for f in FAMILIES + TWO_STEP_FAMILIES)}")
+    raise ValueError(f"unknown synthetic-math family {name!r}; known: "
+                     f"{', '.join(f.name for f in FAMILIES + TWO_STEP_FAMILIES)}")
 
 
 def generate_problem(rng: random.Random, family: Family | str | None = None) -> dict:
@@ -156,7 +159,8 @@ def _stream(rng: random.Random, families: list[Family]) -> Iterator[dict]:
             yield generate_problem(rng, fam)
 
 
-def _take_unique(stream: Iterator[dict], n: int, exclude: set[str] | frozenset[str] = frozenset()) -> list[dict]:
+def _take_unique(stream: Iterator[dict], n: int,
+                 exclude: set[str] | frozenset[str] = frozenset()) -> list[dict]:
     """The first n problems whose question text is new (not in `exclude`, not seen before)."""
     seen = set(exclude)
     out: list[dict] = []

@@ -34,9 +34,10 @@ _GOODS = [("notebook", "notebooks"), ("pencil", "pencils"), ("apple", "apples"),
 @register_family("shopping_change")
 def _shopping_change(rng: random.Random, sol: Solution) -> str:
     (p,) = draw_people(rng)
-    goods = [(rng.randint(2, 9), rng.randint(1, 12), plural) for _, plural in rng.sample(_GOODS, rng.randint(1, 3))]
-    costs = [sol.step(rng.choice([f"The {plural} cost @.", f"{p.name} spends @ on {plural}."]), f"{q}*{price}",
-                      money=True) for q, price, plural in goods]
+    goods = [(rng.randint(2, 9), rng.randint(1, 12), plural)
+             for _, plural in rng.sample(_GOODS, rng.randint(1, 3))]
+    costs = [sol.step(rng.choice([f"The {plural} cost @.", f"{p.name} spends @ on {plural}."]),
+                      f"{q}*{price}", money=True) for q, price, plural in goods]
     total = costs[0]
     if len(costs) > 1:
         total = sol.step(rng.choice([f"In total {p.he} spends @.", "Altogether the items cost @."]),
@@ -160,7 +161,8 @@ def _travel_distance(rng: random.Random, sol: Solution) -> str:
         speed, hours = rng.randint(3, 16) * 5, rng.randint(2, 6)
         h = sol.step("The trip takes @ hours.", f"{speed * hours}/{speed}")
         sol.step("That is @ minutes.", f"{h}*60")
-        return f"{vehicle} travels {speed * hours} {unit} at {speed} {unit} per hour. How many minutes does the trip take?"
+        return (f"{vehicle} travels {speed * hours} {unit} at {speed} {unit} per hour. How many minutes does "
+                "the trip take?")
     verb = rng.choice(["drives", "rides", "cycles"])
     s1, h1, s2, h2 = rng.randint(4, 14) * 5, rng.randint(1, 5), rng.randint(4, 14) * 5, rng.randint(1, 5)
     d1 = sol.step(f"First {p.he} covers @ {unit}.", f"{s1}*{h1}")
@@ -189,13 +191,14 @@ def _sharing_equally(rng: random.Random, sol: Solution) -> str:
     if rng.random() < 0.5:
         friends = rng.choice(divisors_between(total, 2, 12))
         sol.step(f"Each friend gets @ {item}.", f"{total}/{friends}")
-        return f"{have} {p.he.capitalize()} shares them equally among {friends} friends. How many {item} does each friend get?"
+        return (f"{have} {p.he.capitalize()} shares them equally among {friends} friends. How many {item} "
+                "does each friend get?")
     friends = rng.randint(2, min(9, total // 2))
     keep = total % friends or friends
     rest = sol.step(f"After keeping {keep}, {p.he} has @ {item} to share.", f"{total}-{keep}")
     sol.step(f"Each friend gets @ {item}.", f"{rest}/{friends}")
-    return (f"{have} {p.he.capitalize()} keeps {keep} {item} for {p.himself} and shares the rest equally among "
-            f"{friends} friends. How many {item} does each friend get?")
+    return (f"{have} {p.he.capitalize()} keeps {keep} {item} for {p.himself} and shares the rest equally "
+            f"among {friends} friends. How many {item} does each friend get?")
 
 
 @register_family("garden_fence")
@@ -210,14 +213,16 @@ def _garden_fence(rng: random.Random, sol: Solution) -> str:
         perimeter = sol.step("The perimeter is @ meters.", f"2*({length}+{width})")
         fence = sol.step("The fence costs @.", f"{perimeter}*{fence_price}", money=True)
         if variant == 0:
-            return f"{intro} Fencing costs ${fence_price} per meter. How much does it cost to fence it all around?"
+            return (f"{intro} Fencing costs ${fence_price} per meter. How much does it cost to fence it all "
+                    "around?")
     area = sol.step("The area is @ square meters.", f"{length}*{width}")
     seed = sol.step("The grass seed costs @.", f"{area}*{seed_price}", money=True)
     if variant == 1:
-        return f"{intro} Grass seed costs ${seed_price} per square meter. How much does it cost to seed it all?"
+        return (f"{intro} Grass seed costs ${seed_price} per square meter. How much does it cost to seed it "
+                "all?")
     sol.step("Altogether it costs @.", f"{fence}+{seed}", money=True)
-    return (f"{intro} {p.he.capitalize()} puts a fence around it for ${fence_price} per meter and covers it with "
-            f"grass seed for ${seed_price} per square meter. How much does {p.he} spend in total?")
+    return (f"{intro} {p.he.capitalize()} puts a fence around it for ${fence_price} per meter and covers it "
+            f"with grass seed for ${seed_price} per square meter. How much does {p.he} spend in total?")
 
 
 @register_family("savings_weeks")
@@ -226,7 +231,8 @@ def _savings_weeks(rng: random.Random, sol: Solution) -> str:
     thing = rng.choice(["bike", "video game", "skateboard", "telescope", "guitar", "tablet", "tent"])
     weekly, weeks, saved = rng.randint(3, 30), rng.randint(2, 20), rng.randint(5, 80)
     price = saved + weekly * weeks
-    goal = f"{p.name} wants to buy a {thing} that costs ${price}. {p.he.capitalize()} has already saved ${saved}"
+    goal = (f"{p.name} wants to buy a {thing} that costs ${price}. {p.he.capitalize()} has already saved "
+            f"${saved}")
     variant = rng.randrange(3)
     if variant == 1:
         chores = rng.randint(1, weekly - 1) if weekly > 2 else 1

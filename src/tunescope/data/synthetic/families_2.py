@@ -37,7 +37,8 @@ def _recipe_scaling(rng: random.Random, sol: Solution) -> str:
     cups_f = sol.step("That takes @ cups of flour.", f"{batches}*{flour}")
     cups_s = sol.step("It also takes @ cups of sugar.", f"{batches}*{sugar}")
     sol.step("Together that is @ cups.", f"{cups_f}+{cups_s}")
-    return f"{recipe} {p.name} wants to bake {wanted} {food}. How many cups of flour and sugar does {p.he} need in all?"
+    return (f"{recipe} {p.name} wants to bake {wanted} {food}. How many cups of flour and sugar does {p.he} "
+            "need in all?")
 
 
 @register_family("hourly_wages")
@@ -80,20 +81,24 @@ def _dozens(rng: random.Random, sol: Solution) -> str:
     if variant == 1:
         price = rng.randint(2, 4)
         sol.step("Selling them brings in @.", f"{left}*{price}", money=True)
-        return f"{bought} {p.he.capitalize()} sells the rest for ${price} each. How much money does {p.he} make?"
+        return (f"{bought} {p.he.capitalize()} sells the rest for ${price} each. How much money does {p.he} "
+                "make?")
     sol.step(f"{p.he.capitalize()} fills @ boxes.", f"{left}/{size}")
-    return f"{bought} {p.he.capitalize()} packs the rest into boxes of {size}. How many boxes does {p.he} fill?"
+    return (f"{bought} {p.he.capitalize()} packs the rest into boxes of {size}. How many boxes does {p.he} "
+            "fill?")
 
 
 @register_family("reading_pages")
 def _reading_pages(rng: random.Random, sol: Solution) -> str:
     (p,) = draw_people(rng)
     book = rng.choice(["novel", "history book", "science book", "fantasy book", "biography"])
-    per_day, days, later_rate, later_days = rng.randint(5, 40), rng.randint(2, 9), rng.randint(5, 50), rng.randint(2, 10)
+    per_day, days, later_rate, later_days = (rng.randint(5, 40), rng.randint(2, 9), rng.randint(5, 50),
+                                             rng.randint(2, 10))
     pages = per_day * days + later_rate * later_days
     read = sol.step(f"{p.name} has read @ pages.", f"{per_day}*{days}")
     left = sol.step("There are @ pages left.", f"{pages}-{read}")
-    intro = f"{p.name}'s {book} has {pages} pages. {p.he.capitalize()} reads {per_day} pages a day for {days} days."
+    intro = (f"{p.name}'s {book} has {pages} pages. {p.he.capitalize()} reads {per_day} pages a day for "
+             f"{days} days.")
     if rng.random() < 0.4:
         return f"{intro} How many pages are left to read?"
     sol.step("It takes @ more days.", f"{left}/{later_rate}")
@@ -148,8 +153,8 @@ def _ticket_prices(rng: random.Random, sol: Solution) -> str:
     a = sol.step("The adult tickets cost @.", f"{adults}*{adult_price}", money=True)
     k = sol.step("The children's tickets cost @.", f"{kids}*{kid_price}", money=True)
     total = sol.step("The tickets cost @ in all.", f"{a}+{k}", money=True)
-    story = (f"{p.name} takes {adults} adults and {kids} children to {venue}. Adult tickets cost ${adult_price} "
-             f"and children's tickets cost ${kid_price}.")
+    story = (f"{p.name} takes {adults} adults and {kids} children to {venue}. Adult tickets cost "
+             f"${adult_price} and children's tickets cost ${kid_price}.")
     variant = rng.randrange(3)
     if variant == 0:
         return f"{story} How much do the tickets cost?"
@@ -184,8 +189,8 @@ def _garden_harvest(rng: random.Random, sol: Solution) -> str:
         return f"{story} {p.he.capitalize()} puts them in bags of {bag}. How many bags does {p.he} fill?"
     price = rng.randint(2, 9)
     sol.step("Selling the bags brings in @.", f"{bags}*{price}", money=True)
-    return (f"{story} {p.he.capitalize()} packs them in bags of {bag} and sells each bag for ${price}. How much "
-            f"money does {p.he} make?")
+    return (f"{story} {p.he.capitalize()} packs them in bags of {bag} and sells each bag for ${price}. How "
+            f"much money does {p.he} make?")
 
 
 @register_family("plant_growth")
@@ -212,6 +217,6 @@ def _plant_growth(rng: random.Random, sol: Solution) -> str:
     other_tall = sol.step("It reaches @ centimeters.", f"{other_start}+{other_grown}")
     sol.step(f"The {plant} is @ centimeters taller.", f"{tall}-{other_tall}")
     return (f"{p.name} has a {plant} that is {start} centimeters tall and grows {growth} centimeters a week, "
-            f"and a second plant that is {other_start} centimeters tall and grows {other_growth} centimeters a "
-            f"week. After {weeks} weeks, how many centimeters taller is the {plant}?")
+            f"and a second plant that is {other_start} centimeters tall and grows {other_growth} centimeters "
+            f"a week. After {weeks} weeks, how many centimeters taller is the {plant}?")
 

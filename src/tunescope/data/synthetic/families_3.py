@@ -31,7 +31,8 @@ def _basketball_points(rng: random.Random, sol: Solution) -> str:
         return f"{game} How many points does {p.he} score?"
     teammate = rng.randint(0, total)
     sol.step(f"{p.he.capitalize()} scores @ more points.", f"{total}-{teammate}")
-    return f"{game} {p.his.capitalize()} teammate scores {teammate} points. How many more points does {p.name} score?"
+    return (f"{game} {p.his.capitalize()} teammate scores {teammate} points. How many more points does "
+            f"{p.name} score?")
 
 
 @register_family("school_schedule")
@@ -42,13 +43,14 @@ def _school_schedule(rng: random.Random, sol: Solution) -> str:
     breaks = sol.step("There are @ breaks.", f"{classes}-1")
     break_time = sol.step("The breaks take @ minutes.", f"{breaks}*{pause}")
     total = sol.step("The school day lasts @ minutes.", f"{lessons}+{break_time}")
-    day = (f"{p.name}'s school day has {classes} classes of {length} minutes each, with a {pause}-minute break "
-           f"between each class and the next.")
+    day = (f"{p.name}'s school day has {classes} classes of {length} minutes each, with a {pause}-minute "
+           "break between each class and the next.")
     if rng.random() < 0.5:
         return f"{day} How many minutes long is the school day?"
     club = rng.randint(2, 12) * 5
     sol.step("With the club, the day lasts @ minutes.", f"{total}+{club}")
-    return f"{day} After school {p.he} goes to a {club}-minute chess club. How many minutes does {p.his} day last?"
+    return (f"{day} After school {p.he} goes to a {club}-minute chess club. How many minutes does {p.his} "
+            "day last?")
 
 
 _COLLECTIONS = ["marbles", "stickers", "seashells", "stamps", "baseball cards", "postcards"]
@@ -67,7 +69,8 @@ def _comparison(rng: random.Random, sol: Solution) -> str:
         return f"{facts} How many more {item} does {b.name} have than {a.name}?"
     count_c = sol.step(f"{c.name} has @ {item}.", f"{count_b}-{fewer}")
     sol.step("Together they have @.", sum_expression([base, count_b, count_c]))
-    return f"{facts} {c.name} has {fewer} fewer {item} than {b.name}. How many {item} do they have altogether?"
+    return (f"{facts} {c.name} has {fewer} fewer {item} than {b.name}. How many {item} do they have "
+            "altogether?")
 
 
 @register_family("test_average")
@@ -91,8 +94,8 @@ def _test_average(rng: random.Random, sol: Solution) -> str:
     goal = sol.step(f"{p.he.capitalize()} needs @ points over all tests.", f"{target}*{k + 1}")
     have = sol.step(f"{p.he.capitalize()} has @ points so far.", sum_expression(scores))
     sol.step(f"{p.he.capitalize()} needs to score @ on the next test.", f"{goal}-{have}")
-    return (f"{p.name} scored {join_with_and([str(s) for s in scores])} on {k} {subject} tests. What score does {p.he} "
-            f"need on the next test to average {target} over all {k + 1} tests?")
+    return (f"{p.name} scored {join_with_and([str(s) for s in scores])} on {k} {subject} tests. What score "
+            f"does {p.he} need on the next test to average {target} over all {k + 1} tests?")
 
 
 _COINS = [("quarters", "quarter", 25), ("dimes", "dime", 10), ("nickels", "nickel", 5)]
@@ -106,7 +109,8 @@ def _coin_counting(rng: random.Random, sol: Solution) -> str:
     parts = [sol.step(f"The {plural} are worth @ cents.", f"{n}*{value}") for n, plural, _, value in coins]
     total = sol.step(f"{p.name} has @ cents.", sum_expression(parts))
     worth = join_with_and([f"a {single} is worth {value} cents" for _, _, single, value in coins])
-    has = f"{p.name} has {join_with_and([f'{n} {plural}' for n, plural, _, _ in coins])}. Remember that {worth}."
+    has = (f"{p.name} has {join_with_and([f'{n} {plural}' for n, plural, _, _ in coins])}. Remember that "
+           f"{worth}.")
     if rng.random() < 0.5:
         return f"{has} How many cents does {p.he} have?"
     spent = rng.randint(1, min(total, 300))
@@ -128,8 +132,8 @@ def _bake_sale_profit(rng: random.Random, sol: Solution) -> str:
     cost = rng.randint(max(1, revenue // 4), revenue)
     sol.step(f"{p.his.capitalize()} profit is @.", f"{revenue}-{cost}", money=True)
     left = f" and {unsold} are left over at the end" if unsold else " and sells every one"
-    return (f"{p.name} bakes {batches} batches of {per_batch} {food} for a bake sale{left}. The ingredients cost "
-            f"${cost} and each of the {food} sells for ${price}. What is {p.his} profit?")
+    return (f"{p.name} bakes {batches} batches of {per_batch} {food} for a bake sale{left}. The ingredients "
+            f"cost ${cost} and each of the {food} sells for ${price}. What is {p.his} profit?")
 
 
 @register_family("tank_filling")

@@ -42,8 +42,8 @@ def _buy_then_give(rng: random.Random, sol: Solution) -> str:
     sol.step(rng.choice([f"{p.he.capitalize()} has @ {thing} left.", f"So {p.name} has @ {thing} now."]),
              f"{total}-{given}")
     return rng.choice([
-        f"{p.name} has {have} {thing}. {p.he.capitalize()} buys {bought} more and then gives {given} to a friend. "
-        f"How many {thing} does {p.he} have now?",
+        f"{p.name} has {have} {thing}. {p.he.capitalize()} buys {bought} more and then gives {given} to a "
+        f"friend. How many {thing} does {p.he} have now?",
         f"{p.name} had {have} {thing} and got {bought} more. Then {p.he} gave away {given}. "
         f"How many {thing} does {p.name} have left?"])
 
@@ -53,11 +53,12 @@ def _rows_minus_taken(rng: random.Random, sol: Solution) -> str:
     (p,) = draw_people(rng)
     food = rng.choice(FOODS)
     rows, per_row = rng.randint(2, 9), rng.randint(2, 9)
-    total = sol.step(rng.choice([f"The tray holds @ {food}.", f"There are @ {food} at first."]), f"{rows}*{per_row}")
+    total = sol.step(rng.choice([f"The tray holds @ {food}.", f"There are @ {food} at first."]),
+                     f"{rows}*{per_row}")
     eaten = rng.randint(1, total - 1)
     sol.step(rng.choice([f"@ {food} are left.", f"So there are @ {food} left."]), f"{total}-{eaten}")
-    return (f"{p.name} puts {rows} rows of {per_row} {food} on a tray. {p.his.capitalize()} family eats {eaten} of "
-            f"them. How many {food} are left on the tray?")
+    return (f"{p.name} puts {rows} rows of {per_row} {food} on a tray. {p.his.capitalize()} family eats "
+            f"{eaten} of them. How many {food} are left on the tray?")
 
 
 @_two_step("three_day_total")
@@ -80,8 +81,8 @@ def _items_plus_extra(rng: random.Random, sol: Solution) -> str:
     count, price, extra_price = rng.randint(2, 9), rng.randint(1, 9), rng.randint(2, 20)
     extra = rng.choice(_EXTRAS)
     items = sol.step(f"The {plural} cost @.", f"{count}*{price}", money=True)
-    sol.step(rng.choice([f"{p.he.capitalize()} spends @ in all.", "Altogether that is @."]), f"{items}+{extra_price}",
-             money=True)
+    sol.step(rng.choice([f"{p.he.capitalize()} spends @ in all.", "Altogether that is @."]),
+             f"{items}+{extra_price}", money=True)
     return (f"{p.name} buys {count} {plural} for ${price} each and {extra} for ${extra_price}. "
             f"How much does {p.he} spend in all?")
 
@@ -94,9 +95,10 @@ def _share_after_adding(rng: random.Random, sol: Solution) -> str:
     total = friends * rng.randint(2, 10)
     have = rng.randint(1, total - 1)
     sol.step(f"Together they have @ {thing}.", f"{have}+{total - have}")
-    sol.step(rng.choice([f"Each friend gets @ {thing}.", f"So each one gets @ {thing}."]), f"{total}/{friends}")
-    return (f"{a.name} has {have} {thing} and {b.name} has {total - have}. They share all of them equally among "
-            f"{friends} friends. How many {thing} does each friend get?")
+    sol.step(rng.choice([f"Each friend gets @ {thing}.", f"So each one gets @ {thing}."]),
+             f"{total}/{friends}")
+    return (f"{a.name} has {have} {thing} and {b.name} has {total - have}. They share all of them equally "
+            f"among {friends} friends. How many {thing} does each friend get?")
 
 
 @_two_step("spend_twice")
@@ -120,8 +122,8 @@ def _bags_plus_loose(rng: random.Random, sol: Solution) -> str:
     in_bags = sol.step(f"The bags hold @ {thing}.", f"{bags}*{per_bag}")
     sol.step(rng.choice([f"{p.he.capitalize()} has @ {thing} in all.", f"That makes @ {thing}."]),
              f"{in_bags}+{loose}")
-    return (f"{p.name} has {bags} bags with {per_bag} {thing} in each bag and {loose} more {thing} on the table. "
-            f"How many {thing} does {p.he} have?")
+    return (f"{p.name} has {bags} bags with {per_bag} {thing} in each bag and {loose} more {thing} on the "
+            f"table. How many {thing} does {p.he} have?")
 
 
 @_two_step("twice_as_many_plus")

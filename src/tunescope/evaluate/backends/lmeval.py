@@ -22,7 +22,8 @@ from tunescope.evaluate.spec import GENERATE
 from tunescope.evaluate.task import Task
 
 # tunescope-only keys that lm-eval's TaskConfig does not know.
-_OURS = {"required_fields", "process_docs", "samples", "apply_chat_template", "fewshot_seed", "fewshot_config"}
+_OURS = {"required_fields", "process_docs", "samples", "apply_chat_template", "fewshot_seed",
+         "fewshot_config"}
 
 
 def _lm_eval_config(task: Task, max_new_tokens: int | None) -> dict[str, Any]:
@@ -41,7 +42,8 @@ def _lm_eval_config(task: Task, max_new_tokens: int | None) -> dict[str, Any]:
         cfg["generation_kwargs"] = gen
         cfg["repeats"] = spec.samples
         cfg["filter_list"] = copy.deepcopy(spec.filter_list)
-    splits = {s for s in (spec.training_split, spec.validation_split, spec.test_split, spec.fewshot_split) if s}
+    splits = {s for s in (spec.training_split, spec.validation_split, spec.test_split, spec.fewshot_split)
+              if s}
     pool = task.fewshot_pool or task.docs
     data = {s: datasets.Dataset.from_list(task.docs if s == spec.eval_split else pool) for s in splits}
     cfg["custom_dataset"] = lambda **_: datasets.DatasetDict(data)
@@ -80,8 +82,8 @@ def _records(task: Task, samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [by_doc[k] for k in sorted(by_doc)]
 
 
-def evaluate_with_lm_eval(model, tokenizer, tasks: list[Task], *, limit=None, batch_size=16, max_new_tokens=None,
-                          out_dir: Path | None = None, progress=None) -> dict[str, Any]:
+def evaluate_with_lm_eval(model, tokenizer, tasks: list[Task], *, limit=None, batch_size=16,
+                          max_new_tokens=None, out_dir: Path | None = None, progress=None) -> dict[str, Any]:
     try:
         import lm_eval
         from lm_eval.api.task import ConfigurableTask

@@ -47,12 +47,13 @@ def evaluate_with_vllm(model, tokenizer, tasks: list[Task], *, limit=None, batch
             params = [
                 vllm.SamplingParams(
                     temperature=r.temperature if r.do_sample else 0.0, top_p=r.top_p, top_k=r.top_k or -1,
-                    max_tokens=r.max_new_tokens, stop=[s for s in r.until if s], seed=r.seed if r.do_sample else None,
-                    skip_special_tokens=True,
+                    max_tokens=r.max_new_tokens, stop=[s for s in r.until if s],
+                    seed=r.seed if r.do_sample else None, skip_special_tokens=True,
                 )
                 for r in requests
             ]
-            outs = llm.generate([{"prompt_token_ids": r.prompt_ids} for r in requests], params, use_tqdm=False)
+            outs = llm.generate([{"prompt_token_ids": r.prompt_ids} for r in requests], params,
+                                use_tqdm=False)
             results = []
             for i, (r, out) in enumerate(zip(requests, outs, strict=True)):
                 completion = out.outputs[0]
