@@ -25,6 +25,7 @@ place, so verifying several positions per row does not copy the cache.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -67,7 +68,8 @@ def postprocess(text: str, until: list[str]) -> str:
 
 
 def eos_token_ids(model, tokenizer) -> set[int]:
-    """EOS ids that end a row: the generation config's (what `model.generate` stops on) plus the tokenizer's."""
+    """EOS ids that end a row: the generation config's (what `model.generate` stops on) plus the
+    tokenizer's."""
     ids: set[int] = set()
     gen_cfg = getattr(model, "generation_config", None)
     eos = getattr(gen_cfg, "eos_token_id", None)
@@ -151,7 +153,8 @@ class Generator:
         self.own_attention = supports_own_attention(model)
 
     # -- public -----------------------------------------------------------------------------------
-    def run(self, requests: list[GenRequest], on_done: Callable[[int, GenResult], None] | None = None) -> list[GenResult]:
+    def run(self, requests: list[GenRequest],
+            on_done: Callable[[int, GenResult], None] | None = None) -> list[GenResult]:
         results: list[GenResult | None] = [None] * len(requests)
         if not requests:
             return []
@@ -165,10 +168,7 @@ class Generator:
         waiting = list(order)
         running: list[_Row] = []
         shared_prefill: dict[tuple[int, ...], tuple[int, torch.Tensor]] = {}
-        remaining_by_prompt: dict[tuple[int, ...], int] = {}
-        for i in order:
-            key = tuple(requests[i].prompt_ids)
-            remaining_by_prompt[key] = remaining_by_prompt.get(key, 0) + 1
+        remaining_by_prompt = Counter(tuple(requests[i].prompt_ids) for i in order)
 
         def finish(row: _Row, reason: str) -> None:
             ids = [t for t in row.generated if t not in self.eos_ids] if reason == "eos" else row.generated
@@ -180,33 +180,14 @@ class Generator:
 
         with torch.inference_mode(), self._attention():
             while waiting or running:
-                # Refill free slots; a prompt already prefilled shares its cache instead of recomputing.
                 while waiting and len(running) < slots:
                     idx = waiting.pop(0)
-                    req = requests[idx]
-                    key = tuple(req.prompt_ids)
-                    slot = len(running)
-                    if key in shared_prefill and self._slot_still_has(running, shared_prefill[key][0], len(key)):
-                        src, last_logits = shared_prefill[key]
-                        cache.copy_slot(src, slot, len(key))
-                    else:
-                        last_logits = self._prefill(cache, slot, req.prompt_ids)
-                    remaining_by_prompt[key] -= 1
-                    if remaining_by_prompt[key] > 0:
-                        shared_prefill[key] = (slot, last_logits)
-                    else:
-                        shared_prefill.pop(key, None)
-                    row = _Row(index=idx, request=req, length=len(req.prompt_ids), next_token=-1)
-                    if req.do_sample:
-                        row.generator = torch.Generator(device="cpu").manual_seed(req.seed)
-                    elif self.draft_tokens:
-                        row.lookup = PromptLookup(req.prompt_ids)
-                    token = self._pick(last_logits.unsqueeze(0), [row])[0]
-                    done = self._accept(row, token)
+                    row, done = self._admit(cache, running, idx, requests[idx], shared_prefill,
+                                            remaining_by_prompt)
                     if done:
                         finish(row, done)
                         # The slot was never occupied by a running row; nothing to compact.
-                        self._forget_slot(shared_prefill, slot)
+                        self._forget_slot(shared_prefill, len(running))
                         continue
                     running.append(row)
                 if not running:
@@ -216,36 +197,72 @@ class Generator:
                 firsts = self._pick(logits[:, 0], running)
                 finished = []
                 for pos, (row, draft) in enumerate(zip(running, drafts, strict=True)):
-                    emitted = [firsts[pos]]
-                    if draft:
-                        # Greedy verification: keep the drafts the model itself would have produced,
-                        # then its own next token: the tokens one-at-a-time greedy decoding gives.
-                        predicted = logits[pos, : len(draft) + 1].argmax(dim=-1).tolist()
-                        m = 0
-                        while m < len(draft) and draft[m] == predicted[m]:
-                            m += 1
-                        emitted = draft[:m] + [predicted[m]]
-                    done = None
-                    for token in emitted:
-                        row.length += 1  # the token fed before this one is now in the cache
-                        done = self._accept(row, token)
-                        if done:
-                            break
+                    done = self._emit(row, self._verified(draft, firsts[pos], logits[pos]))
                     if done:
                         finish(row, done)
                         finished.append(pos)
-                # Keep running rows in slots 0..n-1: move the last row into each hole.
-                for pos in sorted(finished, reverse=True):
-                    last = len(running) - 1
-                    self._forget_slot(shared_prefill, pos)
-                    if pos != last:
-                        cache.copy_slot(last, pos, running[last].length)
-                        self._move_slot(shared_prefill, last, pos)
-                        running[pos] = running[last]
-                    running.pop()
+                self._compact(cache, running, finished, shared_prefill)
         return [r for r in results]  # type: ignore[misc]
 
     # -- steps ----------------------------------------------------------------------------------
+    def _admit(self, cache: SlotCache, running: list[_Row], idx: int, req: GenRequest,
+               shared_prefill: dict, remaining_by_prompt: Counter) -> tuple[_Row, str | None]:
+        """Start request `idx` in the next free slot and pick its first token; returns the row and why it
+        finished already, if it did. A prompt already prefilled shares its cache instead of recomputing."""
+        key = tuple(req.prompt_ids)
+        slot = len(running)
+        if key in shared_prefill and self._slot_still_has(running, shared_prefill[key][0], len(key)):
+            src, last_logits = shared_prefill[key]
+            cache.copy_slot(src, slot, len(key))
+        else:
+            last_logits = self._prefill(cache, slot, req.prompt_ids)
+        remaining_by_prompt[key] -= 1
+        if remaining_by_prompt[key] > 0:
+            shared_prefill[key] = (slot, last_logits)
+        else:
+            shared_prefill.pop(key, None)
+        row = _Row(index=idx, request=req, length=len(req.prompt_ids), next_token=-1)
+        if req.do_sample:
+            row.generator = torch.Generator(device="cpu").manual_seed(req.seed)
+        elif self.draft_tokens:
+            row.lookup = PromptLookup(req.prompt_ids)
+        token = self._pick(last_logits.unsqueeze(0), [row])[0]
+        return row, self._accept(row, token)
+
+    @staticmethod
+    def _verified(draft: list[int], first: int, row_logits: torch.Tensor) -> list[int]:
+        """The tokens a decode step emits for one row: its picked token, or, with drafts, the drafts the
+        model itself would have produced, then its own next token (what one-at-a-time greedy decoding
+        gives)."""
+        if not draft:
+            return [first]
+        predicted = row_logits[: len(draft) + 1].argmax(dim=-1).tolist()
+        m = 0
+        while m < len(draft) and draft[m] == predicted[m]:
+            m += 1
+        return draft[:m] + [predicted[m]]
+
+    def _emit(self, row: _Row, emitted: list[int]) -> str | None:
+        """Accept the emitted tokens in order; the reason the row finished, or None."""
+        for token in emitted:
+            row.length += 1  # the token fed before this one is now in the cache
+            done = self._accept(row, token)
+            if done:
+                return done
+        return None
+
+    def _compact(self, cache: SlotCache, running: list[_Row], finished: list[int],
+                 shared_prefill: dict) -> None:
+        """Keep running rows in slots 0..n-1: move the last row into each finished row's slot."""
+        for pos in sorted(finished, reverse=True):
+            last = len(running) - 1
+            self._forget_slot(shared_prefill, pos)
+            if pos != last:
+                cache.copy_slot(last, pos, running[last].length)
+                self._move_slot(shared_prefill, last, pos)
+                running[pos] = running[last]
+            running.pop()
+
     def _attention(self):
         """Grouped-query attention that reads the cache in place, where the model allows it."""
         return use_attention(self.model, GROUPED) if self.own_attention else nullcontext()
@@ -307,7 +324,8 @@ class Generator:
         cache.prepare_decode(rows, positions, span)
         # Rows with shorter drafts are padded by repeating their last token; those positions lie past
         # the row's end, are never accepted, and are overwritten before they can be seen.
-        feed = [[r.next_token] + d + ([d[-1] if d else r.next_token] * (width - 1 - len(d))) for r, d in zip(running, drafts, strict=True)]
+        feed = [[r.next_token] + d + ([d[-1] if d else r.next_token] * (width - 1 - len(d)))
+                for r, d in zip(running, drafts, strict=True)]
         input_ids = torch.tensor(feed, dtype=torch.long, device=self.device)
         mask = self._decode_mask(positions, span)
         out = self.model(
