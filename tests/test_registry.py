@@ -136,8 +136,8 @@ WRITER = textwrap.dedent("""
         time.sleep(0.001)
     for i in range(n):
         run_registry.insert_record({"path": f"/runs/p{proc}-{i}", "name": f"p{proc}-{i}", "model": "m",
-                                "scores": [{"label": "tuned", "task": "gsm8k", \
-"metric": "exact_match,strict-match",
+                                "scores": [{"label": "tuned", "task": "gsm8k",
+                                            "metric": "exact_match,strict-match",
                                             "value": (proc * n + i) / 1000, "stderr": 0.01, "n": 100}]})
 """)
 

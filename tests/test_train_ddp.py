@@ -36,23 +36,22 @@ from tunescope.train.loop import train
 model_dir, out, accumulation = sys.argv[1], sys.argv[2], int(sys.argv[3])
 dist = current()
 tok = AutoTokenizer.from_pretrained(model_dir)
-examples, _ = encode_dataset(generate_problems(48, seed=3), tok, template=DEFAULT_TEMPLATE, \
-use_chat_template=False,
-                             train_on_prompt=False, max_length=128, overflow="truncate")
-cfg = TrainingConfig(max_steps=4, batch_size=3, gradient_accumulation=accumulation, learning_rate=1e-2, \
-eval_every=2,
-                     lora=LoraConfig(dropout=0.1), threads=1, warmup_ratio=0.0, micro_batch_tokens=160)
+examples, _ = encode_dataset(generate_problems(48, seed=3), tok, template=DEFAULT_TEMPLATE,
+                             use_chat_template=False, train_on_prompt=False, max_length=128,
+                             overflow="truncate")
+cfg = TrainingConfig(max_steps=4, batch_size=3, gradient_accumulation=accumulation, learning_rate=1e-2,
+                     eval_every=2, lora=LoraConfig(dropout=0.1), threads=1, warmup_ratio=0.0,
+                     micro_batch_tokens=160)
 torch.manual_seed(0)
 model = build_trainable(AutoModelForCausalLM.from_pretrained(model_dir), cfg)
 records = []
 heldout = task_from_docs("heldout", generate_problems(4, seed=9), prompt_prefix(DEFAULT_TEMPLATE))
 scorer = TrainingTimeScorer([(heldout, [0, 1, 2, 3])], tok, Path(out + ".steps"), every=2, batch_size=4,
                             max_new_tokens=8)
-summary = train(model, examples[:-6], examples[-6:], cfg, seed=5, pad_id=tok.pad_token_id, \
-device=torch.device("cpu"),
-                dtype=torch.float32, log=records.append, scorer=scorer)
-print(json.dumps({"rank": dist.rank, "task_evals": sum(r["kind"] == "task_eval" for r in records)}), \
-flush=True)
+summary = train(model, examples[:-6], examples[-6:], cfg, seed=5, pad_id=tok.pad_token_id,
+                device=torch.device("cpu"), dtype=torch.float32, log=records.append, scorer=scorer)
+print(json.dumps({"rank": dist.rank, "task_evals": sum(r["kind"] == "task_eval" for r in records)}),
+      flush=True)
 if dist.is_main:
     params = {n: p.detach().flatten().tolist() for n, p in model.named_parameters() if p.requires_grad}
     json.dump({"records": records, "params": params, "processes": dist.world_size}, open(out, "w"))
