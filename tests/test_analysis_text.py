@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from tunescope.analysis import text as text_mod
-from tunescope.analysis.clusters import cluster, ctfidf, embed, project_2d, silhouette_interpretation
-from tunescope.analysis.embeddings import Embedding
+from tunescope.analysis.clusters import cluster, ctfidf, project_2d, silhouette_interpretation
+from tunescope.analysis.embeddings import Embedding, embed
 from tunescope.analysis.outliers import highest_loss_examples, outliers
 from tunescope.analysis.text import content_words, top_words, word_frequencies, wordcloud_png
 

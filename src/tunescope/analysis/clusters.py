@@ -19,10 +19,10 @@ from sklearn.metrics import silhouette_score
 from tunescope.report.plots import figure_png
 
 from ._util import b64, new_figure, unavailable
-from .embeddings import Backend, Embedding, embed
+from .embeddings import Backend, Embedding, vectors_for
 from .text import content_words
 
-__all__ = ["Embedding", "cluster", "ctfidf", "embed", "project_2d", "silhouette_interpretation"]
+__all__ = ["Embedding", "cluster", "ctfidf", "project_2d", "silhouette_interpretation"]
 
 Projection = Literal["auto", "umap", "pca"]
 K_RANGE = (2, 8)
@@ -184,10 +184,7 @@ def cluster(
     n = len(texts)
     if n < 3:
         return unavailable(f"{n} text(s); need at least 3 to cluster", n=n)
-    emb = embedding if embedding is not None else embed(texts, backend=backend, seed=seed)
-    x = np.asarray(emb.vectors, dtype=float)
-    if x.shape[0] != n:
-        raise ValueError(f"embedding has {x.shape[0]} rows for {n} texts")
+    emb, x = vectors_for(texts, embedding, backend, seed)
     n_distinct = len(np.unique(x, axis=0))
     if n_distinct < 2:
         return unavailable("all texts embed to the same vector", n=n, backend=emb.backend)

@@ -103,3 +103,14 @@ def embed(texts: Sequence[str], backend: Backend = "auto", seed: int = 0) -> Emb
     if use_minilm:
         return Embedding(_embed_minilm(texts), MINILM)
     return Embedding(_embed_tfidf(texts, seed), TFIDF)
+
+
+def vectors_for(texts: Sequence[str], embedding: Embedding | None, backend: Backend,
+                seed: int) -> tuple[Embedding, np.ndarray]:
+    """The embedding of ``texts`` (the one passed in, reused, or a new one) and its rows as a float
+    matrix; an embedding made for other texts is an error, not a silent mismatch."""
+    emb = embedding if embedding is not None else embed(texts, backend=backend, seed=seed)
+    x = np.asarray(emb.vectors, dtype=float)
+    if x.shape[0] != len(texts):
+        raise ValueError(f"embedding has {x.shape[0]} rows for {len(texts)} texts")
+    return emb, x

@@ -11,7 +11,7 @@ import numpy as np
 from tunescope.store.scores import finite_float
 
 from ._util import unavailable
-from .embeddings import Backend, Embedding, embed
+from .embeddings import Backend, Embedding, vectors_for
 
 Method = Literal["isolation_forest", "lof"]
 _SNIPPET = 300
@@ -39,10 +39,7 @@ def outliers(
     n = len(texts)
     if n < 3:
         return unavailable(f"{n} text(s); need at least 3 to find outliers", n=n)
-    emb = embedding if embedding is not None else embed(texts, backend=backend, seed=seed)
-    x = np.asarray(emb.vectors, dtype=float)
-    if x.shape[0] != n:
-        raise ValueError(f"embedding has {x.shape[0]} rows for {n} texts")
+    emb, x = vectors_for(texts, embedding, backend, seed)
     if method == "isolation_forest":
         from sklearn.ensemble import IsolationForest
 

@@ -6,12 +6,10 @@ and renders the templates with the report package's jinja2 environments and filt
 
 from __future__ import annotations
 
-import base64
-import json
 import re
 from pathlib import Path
 
-from tunescope.report.render import jsonable, template_env, write_images
+from tunescope.report.render import jsonable, template_env, write_images, write_page
 
 GRID_IMAGE_DIR = "grid_images"
 
@@ -48,8 +46,6 @@ def _image_key(axis: str) -> str:
 
 
 def render_grid(data: dict, out_dir: Path) -> dict[str, Path]:
-    from tunescope.store.fileio import write_text_atomic
-
     out_dir = Path(out_dir)
     images = {}
     for plot in data.get("axis_plots", []):
@@ -59,12 +55,7 @@ def render_grid(data: dict, out_dir: Path) -> dict[str, Path]:
             images[plot["image"]] = png
     plain = jsonable(data)
     paths = {"html": out_dir / "grid.html", "md": out_dir / "grid.md", "json": out_dir / "grid.json"}
-    write_text_atomic(paths["json"], json.dumps(plain, indent=2, ensure_ascii=False, default=str) + "\n")
-    links = write_images(out_dir, images, GRID_IMAGE_DIR)
-    write_text_atomic(paths["md"],
-                      template_env(False).get_template("grid.md.j2").render(d=plain, images=links))
-    uris = {k: "data:image/png;base64," + base64.b64encode(v).decode() for k, v in images.items()}
-    write_text_atomic(paths["html"],
-                      template_env(True).get_template("grid.html.j2").render(d=plain, images=uris))
+    write_page(paths, plain, images, write_images(out_dir, images, GRID_IMAGE_DIR),
+               lambda links: template_env(False).get_template("grid.md.j2").render(d=plain, images=links),
+               lambda uris: template_env(True).get_template("grid.html.j2").render(d=plain, images=uris))
     return paths
-

@@ -13,7 +13,7 @@ import base64
 import functools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, Undefined
@@ -140,32 +140,36 @@ def render_html(data: dict, images: dict[str, str]) -> str:
     return template_env(True).get_template("report.html.j2").render(p=present(data), images=images)
 
 
-def render_all(data: dict, out_dir: Path) -> dict[str, Path]:
+def write_page(paths: dict[str, Path], plain: dict, images: dict[str, bytes], md_links: dict[str, str],
+               markdown: Callable[[dict[str, str]], str], html: Callable[[dict[str, str]], str]) -> None:
+    """One page as JSON, Markdown (images linked as the PNG files written beside it) and HTML (images
+    inline as data URIs, so the file stands alone)."""
     from tunescope.store.fileio import write_text_atomic
 
+    write_text_atomic(paths["json"], json.dumps(plain, indent=2, ensure_ascii=False, default=str) + "\n")
+    write_text_atomic(paths["md"], markdown(md_links))
+    uris = {k: "data:image/png;base64," + base64.b64encode(v).decode() for k, v in images.items()}
+    write_text_atomic(paths["html"], html(uris))
+
+
+def render_all(data: dict, out_dir: Path) -> dict[str, Path]:
     out_dir = Path(out_dir)
     images = images_for(data)
     paths = {"html": out_dir / REPORT_HTML, "md": out_dir / REPORT_MD, "json": out_dir / REPORT_JSON}
     plain = jsonable(data)
-    write_text_atomic(paths["json"], json.dumps(plain, indent=2, ensure_ascii=False, default=str) + "\n")
-    md_links = write_images(out_dir, images)
-    write_text_atomic(paths["md"], render_markdown(plain, md_links))
-    uris = {k: "data:image/png;base64," + base64.b64encode(v).decode() for k, v in images.items()}
-    write_text_atomic(paths["html"], render_html(plain, uris))
+    write_page(paths, plain, images, write_images(out_dir, images),
+               lambda links: render_markdown(plain, links), lambda uris: render_html(plain, uris))
     return paths
 
 
 def render_compare(data: dict, out_dir: Path) -> dict[str, Path]:
     """comparison.html / comparison.md / comparison.json for a multi-run comparison (see
     tunescope.analysis.compare)."""
-    from tunescope.store.fileio import write_text_atomic
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"html": out_dir / "comparison.html", "md": out_dir / "comparison.md",
              "json": out_dir / "comparison.json"}
     plain = jsonable(data)
-    write_text_atomic(paths["json"], json.dumps(plain, indent=2, ensure_ascii=False, default=str) + "\n")
     images = {}
     if data.get("task_curves"):
         from tunescope.report.plots import compare_task_curves_png
@@ -173,9 +177,7 @@ def render_compare(data: dict, out_dir: Path) -> dict[str, Path]:
         images = {f"task_curve_{e['task']}": png
                   for e in data["task_curves"] if (png := compare_task_curves_png(e))}
     md_links = write_images(out_dir, images) if images else {}
-    write_text_atomic(paths["md"],
-                      template_env(False).get_template("compare.md.j2").render(d=plain, images=md_links))
-    uris = {k: "data:image/png;base64," + base64.b64encode(v).decode() for k, v in images.items()}
-    write_text_atomic(paths["html"],
-                      template_env(True).get_template("compare.html.j2").render(d=plain, images=uris))
+    write_page(paths, plain, images, md_links,
+               lambda links: template_env(False).get_template("compare.md.j2").render(d=plain, images=links),
+               lambda uris: template_env(True).get_template("compare.html.j2").render(d=plain, images=uris))
     return paths
