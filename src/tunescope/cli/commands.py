@@ -111,18 +111,20 @@ def run(
         _print_summary(run_dir)
 
 
-@app.command()
+# Helps too long for one line of source are given as strings, not docstrings: typer keeps a docstring's
+# line breaks, so a wrapped docstring would change the help that users see.
+TRAIN_HELP = ("Train only (no evaluation); writes the adapter, metrics and a report of the training.\n\n"
+              "Scales out with no change: accelerate launch --config_file configs/accelerate/ddp_cpu.yaml -m "
+              "tunescope.cli train CFG\n(configs/accelerate/ddp_gpu.yaml on GPUs)")
+
+
+@app.command(help=TRAIN_HELP)
 def train(
     config: Annotated[Path, typer.Argument(help="Run config YAML.")],
     set_: SetOpt = None,
     overwrite: Overwrite = False,
     resume: Resume = False,
 ) -> None:
-    """Train only (no evaluation); writes the adapter, metrics and a report of the training.
-
-    Scales out with no change: accelerate launch --config_file configs/accelerate/ddp_cpu.yaml -m
-    tunescope.cli train CFG (configs/accelerate/ddp_gpu.yaml on GPUs)
-    """
     from tunescope.recipes import run as pipeline
 
     _RESUME_ARGS[:] = _resume_args("train", config, set_)
@@ -171,7 +173,11 @@ def _given_options(ctx: typer.Context, names: tuple[str, ...]) -> set[str]:
             and source.name not in ("DEFAULT", "DEFAULT_MAP")}
 
 
-@app.command("eval")
+EVAL_HELP = ("Evaluate a model on benchmarks, or on a run's held-out problems (--heldout-from); prints "
+             "lm-evaluation-harness's familiar table.")
+
+
+@app.command("eval", help=EVAL_HELP)
 def eval_(
     ctx: typer.Context,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Alias, hub id or local directory (with "
@@ -223,8 +229,6 @@ def eval_(
                                              "forwards: slower, any model).")] = _default(
         EvalConfig, "engine"),
 ) -> None:
-    """Evaluate a model on benchmarks, or on a run's held-out problems (--heldout-from); prints
-    lm-evaluation-harness's familiar table."""
     from tunescope.recipes.evaluate_model import evaluate_model
 
     paths = _data_paths(data_path)
@@ -261,7 +265,11 @@ def _data_paths(items: list[str] | None) -> dict[str, str]:
     return paths
 
 
-@app.command()
+CONTAMINATION_HELP = ("Check training data against tasks' items before training: n-gram overlap and "
+                      "duplicates. No model loads.")
+
+
+@app.command(help=CONTAMINATION_HELP)
 def contamination(
     data: Annotated[str, typer.Argument(help="Training data: a jsonl/json/csv/parquet file with question and "
                                              "answer fields (or a folder holding a *train* file).")],
@@ -279,8 +287,6 @@ def contamination(
     question_field: Annotated[str, typer.Option(help="The training file's question field.")] = "question",
     answer_field: Annotated[str, typer.Option(help="The training file's answer field.")] = "answer",
 ) -> None:
-    """Check training data against tasks' items before training: n-gram overlap and duplicates. No model
-    loads."""
     from tunescope.recipes.contamination import check_file
     from tunescope.report.contamination_view import CHECK_COLUMNS, check_table, flagged_lines
 
