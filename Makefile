@@ -40,7 +40,7 @@ test: $(VENV)/.installed-test
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.installed-test
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks scripts
 
 # Re-resolve pyproject.toml's ranges into the locks (pip-tools, in a venv of its own). To upgrade a
 # dependency: make lock (or edit its pin), make test, then commit the locks with the change.
